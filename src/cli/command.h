@@ -1,0 +1,50 @@
+// The parsed command line: which subcommand, with what options.
+//
+// `jiffy [mpiexec options] prog args [: ...]` launches; the first argument
+// `daemon`, `status`, `stop` selects a subcommand; --help and --version
+// answer at once.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "launch/options.h"
+
+namespace jiffy {
+
+struct DaemonOptions {
+  std::optional<int> cores;       // --cores N: fake N cores instead of discovering
+  std::optional<int> gpus;        // --gpus N: declare N GPUs named 0..N-1
+  std::vector<std::string> gpu_names;  // --gpu-names a,b: declare GPUs by name
+  int slots_per_core = 1;         // --slots-per-core N
+  bool hyperthreads = false;      // --hyperthreads: one slot per hardware thread
+  int max_oversubscribe = 8;      // --max-oversubscribe N
+  double idle_timeout_s = 60;     // --idle-timeout S; 0 = never exit when idle
+  bool foreground = false;        // --foreground: stay attached, log to stderr
+  bool detached_child = false;    // internal: started by a launcher (ready pipe on fd 3)
+};
+
+struct LaunchCommand { LaunchOptions options; };
+struct DaemonCommand { DaemonOptions options; };
+struct StatusCommand { bool json = false; };
+struct StopCommand {};
+struct HelpCommand {};
+struct VersionCommand {};
+
+using Command = std::variant<LaunchCommand, DaemonCommand, StatusCommand, StopCommand,
+                             HelpCommand, VersionCommand>;
+
+// Looks up an environment variable of the caller; nullopt when unset.
+using EnvLookup = std::optional<std::string> (*)(const char* name);
+
+// Parses argv (argv[0] is the program name). Reads MPIEXEC_TIMEOUT through
+// env. Throws Error with a one-line message on bad input: unknown option,
+// missing or malformed value, zero or negative count, no program.
+Command parse_command_line(const std::vector<std::string>& argv, EnvLookup env);
+
+// The text `jiffy --help` prints.
+const char* help_text();
+
+}  // namespace jiffy

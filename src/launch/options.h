@@ -1,0 +1,68 @@
+// LaunchOptions: everything one `jiffy -n N prog args` invocation asks for,
+// after the command line (either MPI dialect) has been parsed.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sched/layout.h"
+
+namespace jiffy {
+
+// An environment change: set name to value, or (value empty optional) copy
+// name's value from the caller's environment (`-x NAME`, `-genvlist`).
+struct EnvSetting {
+  std::string name;
+  std::optional<std::string> value;
+  friend bool operator==(const EnvSetting&, const EnvSetting&) = default;
+};
+
+// One ':'-separated group of an MPMD command line.
+struct AppSpec {
+  int ntasks = 1;
+  std::vector<std::string> argv;  // argv[0] as typed; resolved later against PATH
+  std::vector<EnvSetting> env;    // -env / per-group -x, applied after the global ones
+  std::optional<std::string> wdir;  // per-group -wdir, overrides the global one
+};
+
+enum class EnvBase {
+  All,   // the caller's whole environment (default, -genvall)
+  None,  // nothing from the caller (-genvnone)
+};
+
+enum class Label {
+  None,
+  Rank,  // -l / -prepend-rank: "[r] line"
+  Tag,   // --tag-output: "[jobid,r]<stdout>: line"
+};
+
+enum class MpiMode { Auto, Pmi1, Pmix, None };
+
+struct LaunchOptions {
+  std::vector<AppSpec> apps;  // at least one
+  int cores_per_task = 1;     // -c, --cpus-per-task, --cpus-per-proc
+  int gpus_per_task = 0;      // -g, --gpus-per-task
+  int gpus_per_job = 0;       // -G, --gpus
+  Bind bind = Bind::Core;     // -bind-to, --bind-to
+  EnvBase env_base = EnvBase::All;
+  std::vector<EnvSetting> genv;  // -genv K V, -x K[=V], -genvlist a,b (in order given)
+  std::optional<std::string> wdir;  // -wdir, --wdir, -wd
+  Label label = Label::None;
+  std::string outfile_pattern;  // -outfile-pattern (%r rank, %g group, %% percent)
+  std::string errfile_pattern;  // -errfile-pattern
+  std::string output_dir;       // --output-filename DIR: DIR/1/rank.R/{stdout,stderr}
+  double timeout_s = 0;         // -timeout, --timeout, MPIEXEC_TIMEOUT; 0 = none
+  bool oversubscribe_error = false;  // --no-oversubscribe: wider than the set is an error
+  MpiMode mpi = MpiMode::Auto;  // --mpi=pmi1|pmix|none|auto
+  bool verbose = false;         // -v, --verbose: say what was granted
+
+  int total_tasks() const {
+    int n = 0;
+    for (const AppSpec& a : apps) n += a.ntasks;
+    return n;
+  }
+};
+
+}  // namespace jiffy

@@ -1,0 +1,42 @@
+// What a job asks for and what it is granted: the scheduler's vocabulary.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace jiffy {
+
+using JobId = std::uint64_t;  // assigned by the daemon, increasing with arrival; 0 = none
+
+struct Request {
+  JobId id = 0;
+  int ntasks = 1;
+  int cores_per_task = 1;
+  int gpus_per_task = 0;
+  int gpus_per_job = 0;  // shared by all ranks of the job
+  // A job wider than the resource set waits for the whole set and runs alone
+  // on it (mpiexec oversubscribes); false makes such a request an error.
+  bool allow_oversubscribe = true;
+
+  int slots() const { return ntasks * cores_per_task; }
+  int gpus() const { return ntasks * gpus_per_task + gpus_per_job; }
+};
+
+// One slot of one core: core is an index into ResourceSet::cores, slot < Core::slots.
+struct SlotRef {
+  int core = 0;
+  int slot = 0;
+  friend bool operator==(const SlotRef&, const SlotRef&) = default;
+};
+
+struct Grant {
+  JobId id = 0;
+  // Normal grant: exactly Request::slots() slots, rank-major (rank r owns
+  // slots[r*cores_per_task .. (r+1)*cores_per_task)). Exclusive grant: every
+  // slot of the set.
+  std::vector<SlotRef> slots;
+  std::vector<int> gpus;  // indices into ResourceSet::gpus, per-task GPUs rank-major, then per-job
+  bool exclusive = false;  // wider than the set: runs alone, ranks spread evenly
+};
+
+}  // namespace jiffy

@@ -1,0 +1,76 @@
+// Scheduler: the queue and the ledger of who holds which slot and GPU.
+//
+// Pure logic, no I/O, no clock: events in (submit, cancel, release), grants
+// out (schedule). The daemon calls schedule() after every event and sends the
+// grants it returns. Tests drive it event by event and simulate it at scale.
+//
+// Policy:
+//  - FIFO by arrival (JobId order). A request that fits in free resources may
+//    start ahead of a blocked one (backfill), but the head of the queue holds a
+//    reservation: as slots and GPUs free up they are kept for it, and a later
+//    request may only use what is left beyond the head's needs. So a wide job
+//    is never starved by a stream of narrow ones.
+//  - Placement is compact: whole free cores before partly used ones, the
+//    smallest contiguous run that fits, one NUMA domain first; GPU jobs prefer
+//    cores in their GPU's NUMA domain.
+//  - A request wider than the set (slots() > total_slots()) waits until the
+//    set is entirely free and is then granted all of it (Grant::exclusive);
+//    nothing else starts while it runs. Beyond policy.max_oversubscribe times
+//    the set, or with allow_oversubscribe false, it is refused at submit.
+//
+// Thread-compatible (no internal locking).
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <vector>
+
+#include "core/resources.h"
+#include "sched/request.h"
+
+namespace jiffy {
+
+struct SchedPolicy {
+  int max_oversubscribe = 8;  // a request may ask for at most this many times the set's slots
+};
+
+class Scheduler {
+ public:
+  Scheduler(ResourceSet set, SchedPolicy policy);
+
+  // Queues r. Throws Error with a one-line reason when r can never be
+  // granted: a count < 1 (ntasks, cores_per_task) or < 0 (GPUs), more GPUs
+  // than exist, wider than the set with allow_oversubscribe false, beyond the
+  // oversubscription limit, or a duplicate/zero id. The queue is unchanged then.
+  void submit(const Request& r);
+  // Removes a queued request; no-op when r is not queued.
+  void cancel(JobId id);
+  // Returns a granted request's slots and GPUs; no-op when id holds nothing.
+  void release(JobId id);
+  // Grants every queued request that may start now, in policy order.
+  std::vector<Grant> schedule();
+
+  // 0-based position of a queued request, -1 when it is not queued.
+  int position(JobId id) const;
+  std::size_t queued() const;
+  std::size_t running() const;
+  const ResourceSet& resources() const;
+  // The job holding a slot or GPU, 0 when free.
+  JobId slot_holder(SlotRef s) const;
+  JobId gpu_holder(int gpu) const;
+  int free_slots() const;
+  int free_gpus() const;
+
+ private:
+  // Implementation-defined members.
+  struct Impl;
+  ResourceSet set_;
+  SchedPolicy policy_;
+  std::deque<Request> queue_;
+  std::vector<std::vector<JobId>> slot_owner_;  // [core][slot]
+  std::vector<JobId> gpu_owner_;
+  bool exclusive_running_ = false;
+  std::size_t running_ = 0;
+};
+
+}  // namespace jiffy
