@@ -19,17 +19,20 @@ struct EnvSetting {
   friend bool operator==(const EnvSetting&, const EnvSetting&) = default;
 };
 
+enum class EnvBase {
+  All,   // the caller's whole environment (default, -genvall)
+  None,  // nothing from the caller (-genvnone)
+};
+
 // One ':'-separated group of an MPMD command line.
 struct AppSpec {
   int ntasks = 1;
   std::vector<std::string> argv;  // argv[0] as typed; resolved later against PATH
   std::vector<EnvSetting> env;    // -env / per-group -x, applied after the global ones
   std::optional<std::string> wdir;  // per-group -wdir, overrides the global one
-};
-
-enum class EnvBase {
-  All,   // the caller's whole environment (default, -genvall)
-  None,  // nothing from the caller (-genvnone)
+  // Per-group -envall / -envnone / -envlist (which implies None); overrides
+  // LaunchOptions::env_base for this group's ranks. Unset: use the global one.
+  std::optional<EnvBase> env_base;
 };
 
 enum class Label {

@@ -23,6 +23,8 @@
 
 #include <cstddef>
 #include <deque>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/resources.h"
@@ -62,15 +64,39 @@ class Scheduler {
   int free_gpus() const;
 
  private:
-  // Implementation-defined members.
-  struct Impl;
+  struct Run;  // a stretch of neighbouring wholly free cores in one NUMA domain
+
+  void validate(const Request& r) const;
+  bool wider_than_set(const Request& r) const { return r.slots() > total_slots_; }
+  bool fits_now(const Request& r) const;
+  Grant place(const Request& r) const;
+  std::vector<int> pick_gpus(int n, int slots) const;
+  int gpu_domain(const std::vector<int>& gpus) const;
+  std::vector<SlotRef> pick_slots(int n, int domain) const;
+  std::vector<Run> whole_runs() const;
+  std::vector<int> whole_capacity_by_domain() const;
+  void occupy(const Grant& g);
+
   ResourceSet set_;
   SchedPolicy policy_;
-  std::deque<Request> queue_;
-  std::vector<std::vector<JobId>> slot_owner_;  // [core][slot]
-  std::vector<JobId> gpu_owner_;
+  int total_slots_ = 0;
+  int domains_ = 0;               // distinct NUMA domains of the cores
+  std::vector<int> core_domain_;  // [core] dense domain index
+  std::vector<int> gpu_domain_;   // [gpu] dense domain index, -1 when no core shares its NUMA node
+
+  std::deque<Request> queue_;  // arrival order
+  bool queue_ids_sorted_ = true;  // ids increase along queue_, so position() may bisect
+  std::unordered_set<JobId> queued_ids_;
+  std::unordered_map<JobId, Grant> running_;
+
+  // The ledger. Free counts are kept beside the owners so that the queue scan
+  // in schedule() costs O(1) per request.
+  std::vector<std::vector<JobId>> slot_owner_;  // [core][slot], 0 = free
+  std::vector<int> core_free_;                  // [core] free slots
+  std::vector<JobId> gpu_owner_;                // [gpu], 0 = free
+  int free_slots_ = 0;
+  int free_gpus_ = 0;
   bool exclusive_running_ = false;
-  std::size_t running_ = 0;
 };
 
 }  // namespace jiffy

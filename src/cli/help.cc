@@ -1,0 +1,122 @@
+// The text of `jiffy --help`. Kept next to parse.cc: every option listed here
+// is one that parse_command_line accepts, with the same meaning.
+//
+// PETSc's configure greps `mpiexec -help all` for "--oversubscribe", which is
+// listed (accepted, no effect) so that the probe keeps working.
+
+#include "cli/command.h"
+
+namespace jiffy {
+
+const char* help_text() {
+  return R"(Usage: jiffy [options] program [args] [: [group options] program [args] ...]
+       jiffy daemon [daemon options]
+       jiffy status [--json]
+       jiffy stop
+       jiffy --help | --version
+
+Runs an MPI program on this machine like mpiexec, with cores and GPUs granted
+by a per-user resource manager (started on first use), so that concurrent
+jobs do not compete for the same cores. MPICH (hydra) and Open MPI (mpirun)
+spellings both work.
+
+Options come before the program. Every word after the program, up to a lone
+':', is passed to it untouched, even if it looks like an option. ':' starts
+another MPMD group, with its own group options and program. Option names take
+one dash or two (-np, --np); values follow as the next word or after '='
+(--timeout=60). Use -- before a program whose name starts with '-'.
+
+Subcommands (only as the first word):
+  daemon                 run the resource manager (normally started for you)
+  status [--json]        show the resources and the jobs holding them
+  stop                   stop the resource manager
+
+Placement (only before the first ':', except -n):
+  -n, -np N              ranks in this group (default 1; hydra's default is
+                         one per core, jiffy's is one)
+  -c, --cpus-per-task N  cores per rank (also --cpus-per-proc, --cpus-per-rank;
+                         default 1). Note: -c is not Open MPI's alias of -n
+  -g, --gpus-per-task N  GPUs per rank (also --gpus-per-rank; default 0)
+  -G, --gpus N           GPUs shared by the whole job (default 0)
+  -bind-to B             none, core (default) or hwthread; hydra's core:1 and
+                         hwthread:1 are accepted (use -c for more than one).
+                         socket, numa, package, board, l1cache..l3cache bind
+                         to the rank's own cores: jiffy never hands a job a
+                         whole socket
+  -map-by M              checked and ignored (ranks are placed compactly):
+                         slot, core, hwthread, node, socket, numa, package,
+                         board, l1cache..l3cache, ppr:N:level; the qualifier
+                         :PE=N sets -c N, :oversubscribe and :nooversubscribe
+                         act as the options below
+  --oversubscribe        accepted; the default: a job wider than the machine
+                         waits for all of it and runs alone, ranks sharing
+                         cores
+  --no-oversubscribe     refuse a job wider than the machine instead
+                         (also --nooversubscribe)
+
+Environment (the caller's whole environment is passed by default):
+  -genv NAME VALUE       set NAME for every rank (also -genv NAME=VALUE)
+  -x NAME=VALUE, -x NAME set NAME, or copy the caller's NAME (Open MPI)
+  --mca KEY VALUE        set OMPI_MCA_KEY=VALUE (Open MPI MCA parameter)
+  -genvlist A,B          pass only A and B from the caller's environment
+  -genvnone              pass nothing from the caller's environment
+  -genvall               pass the caller's whole environment
+  -env NAME VALUE        like -genv, -genvlist, -genvnone and -genvall, but
+  -envlist A,B           for this group only
+  -envnone, -envall
+  -wdir DIR              working directory (also -wd, --wdir)
+  -x, --mca and -wdir apply to the whole job before the first ':' and to
+  their group alone after it.
+
+Output:
+  -l, -prepend-rank      prefix each output line with "[rank] "
+  --tag-output           prefix each line with "[jobid,rank]<stdout>: "
+  -outfile-pattern P     send each rank's stdout to file P (%r rank,
+                         %g group, %% a percent sign)
+  -errfile-pattern P     the same for stderr
+  --output-filename DIR  write DIR/1/rank.R/stdout and DIR/1/rank.R/stderr
+  -v, --verbose          report the cores and GPUs granted (also
+                         --report-bindings)
+
+Failure handling:
+  -timeout S             kill the job after S seconds (also --timeout;
+                         decimals allowed; 0 = no limit)
+  -print-all-exitcodes   accepted, no effect
+  -disable-auto-cleanup  refused
+
+MPI wire-up:
+  --mpi auto|pmi1|pmix|none
+                         which process-management interface ranks get
+                         (default auto)
+
+Compatibility (accepted, no effect on a single node):
+  -ppn N, -hosts/-host/--host/-H LIST, -f/-machinefile/--hostfile FILE,
+  -launcher X, -rmk X, --display-map, --allow-run-as-root
+  (-configfile is refused: write the groups on the command line.)
+
+Daemon options:
+  --cores N              pretend the machine has N cores (testing)
+  --gpus N               declare N GPUs, named 0..N-1
+  --gpu-names A,B,...    declare GPUs by name (not with --gpus)
+  --slots-per-core N     ranks one core may hold at once (default 1)
+  --hyperthreads         one slot per hardware thread
+  --max-oversubscribe N  refuse jobs wider than N times the machine (default 8)
+  --idle-timeout S       exit after S idle seconds (default 60; 0 = never)
+  --foreground           stay attached and log to stderr
+
+Exit status:
+  0                      every rank exited 0
+  N                      the exit code of the first rank to fail
+  128+S                  the first failing rank was killed by signal S
+  255                    timeout; "APPLICATION TIMED OUT" is printed
+  127                    the program was not found
+  jiffy's own errors print "jiffy: <message>" and exit non-zero.
+
+Environment variables:
+  MPIEXEC_TIMEOUT        seconds, used when no -timeout is given
+  JIFFY_RUNTIME_DIR      the resource manager's directory (its socket);
+                         launches using the same one share the machine
+)";
+}
+
+}  // namespace jiffy

@@ -1,0 +1,103 @@
+// jiffyd: the per-user, per-resource-set daemon. Started by the first
+// launcher that finds none (with --detached-child and a readiness pipe on fd
+// 3) or by hand as `jiffy daemon [options]`.
+//
+// Start-up order matters for "exactly one daemon": take the lifetime lock
+// first (a second daemon for the same set gives up here), then discover the
+// resources, then replace any stale socket and listen, then report ready.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cli/command.h"
+#include "core/topology.h"
+#include "daemon/server.h"
+#include "util/error.h"
+#include "util/runtime_dir.h"
+#include "util/sys.h"
+
+namespace {
+
+using namespace jiffy;
+
+constexpr int kReadyFd = 3;  // a launcher starting us reads our verdict here
+
+std::optional<std::string> getenv_opt(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::optional<std::string>(v) : std::nullopt;
+}
+
+// Holds the lifetime lock or throws. The lock file's content is informative.
+Fd take_lifetime_lock(const DaemonPaths& paths, bool quiet_if_taken) {
+  Fd fd(::open(paths.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) throw_errno("open " + paths.lock);
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      if (quiet_if_taken) return Fd();
+      throw Error("a daemon is already running for this resource set (" + paths.socket + ")");
+    }
+    throw_errno("flock " + paths.lock);
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd.get(), 0) == 0) (void)!::write(fd.get(), pid.data(), pid.size());
+  return fd;
+}
+
+void report_ready(bool detached, const std::string& verdict) {
+  if (!detached) return;
+  (void)!::write(kReadyFd, verdict.data(), verdict.size());
+  ::close(kReadyFd);
+}
+
+int serve(const DaemonOptions& opt) {
+  DaemonPaths paths = daemon_paths();
+  Fd lock = take_lifetime_lock(paths, opt.detached_child);
+  if (!lock) {  // another daemon won the race: the launcher will use it
+    report_ready(opt.detached_child, "ok\n");
+    return 0;
+  }
+  ResourceSpec spec;
+  spec.fake_cores = opt.cores;
+  spec.gpus = opt.gpus;
+  spec.gpu_names = opt.gpu_names;
+  spec.slots_per_core = opt.slots_per_core;
+  spec.hyperthreads = opt.hyperthreads;
+  ServerConfig config;
+  config.resources = discover_resources(spec);
+  config.policy.max_oversubscribe = opt.max_oversubscribe;
+  config.idle_timeout_s = opt.idle_timeout_s;
+  config.paths = paths;
+  // We hold the lifetime lock, so whatever sits at the socket path is stale.
+  if (::unlink(paths.socket.c_str()) != 0 && errno != ENOENT) throw_errno("unlink " + paths.socket);
+  Fd listener = unix_listen(paths.socket, 4096);
+  Server server(std::move(config), std::move(listener));
+  report_ready(opt.detached_child, "ok\n");
+  server.run();
+  ::unlink(paths.socket.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  if (args.size() < 2 || args[1] != "daemon") args.insert(args.begin() + 1, "daemon");
+  bool detached = false;
+  try {
+    Command cmd = parse_command_line(args, getenv_opt);
+    auto* d = std::get_if<DaemonCommand>(&cmd);
+    if (!d) throw Error("jiffyd only runs the daemon (see jiffy --help)");
+    detached = d->options.detached_child;
+    return serve(d->options);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "jiffy: %s\n", e.what());
+    report_ready(detached, std::string("error: ") + e.what() + "\n");
+    return 1;
+  }
+}

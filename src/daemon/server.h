@@ -1,0 +1,86 @@
+// Server: the daemon's event loop. One thread, epoll over the listening
+// socket, the clients and a signalfd; the scheduler decides, the server only
+// moves messages and enforces the lifecycle (daemon/job_state.h).
+//
+// A client connection is one launcher's request for its whole life: closing
+// it (normally, by crash or SIGKILL) cancels a queued request or, for a
+// granted one without "finished", kills the job's process group and then
+// releases its resources. Bad input from one client (oversized or malformed
+// frames, wrong uid) drops that client only; the daemon never exits because
+// of a client.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "core/resources.h"
+#include "proto/message.h"
+#include "sched/layout.h"
+#include "sched/scheduler.h"
+#include "util/fd.h"
+#include "util/runtime_dir.h"
+
+namespace jiffy {
+
+struct ServerConfig {
+  ResourceSet resources;
+  SchedPolicy policy;
+  double idle_timeout_s = 60;  // exit after this long with no client; 0 = never
+  DaemonPaths paths;
+  bool log_to_stderr = true;
+};
+
+class Server {
+ public:
+  // REQUIRES: listener is a bound, listening, non-blocking Unix socket.
+  Server(ServerConfig config, Fd listener);
+  ~Server();
+  // Serves until stopped (jiffy stop, SIGTERM/SIGINT/SIGHUP, or idle timeout).
+  void run();
+
+ private:
+  struct Client;
+  // A job whose launcher vanished: its process group was SIGKILLed and its
+  // resources are held until the group is empty (or give_up_at passes).
+  struct LostJob {
+    int pgid = 0;
+    double give_up_at = 0;
+  };
+
+  void accept_clients();
+  void on_readable(Client& c);
+  void on_writable(Client& c);
+  void dispatch(Client& c, const proto::Json& msg);
+  void handle_submit(Client& c, const proto::Json& msg);
+  void handle_started(Client& c, const proto::Json& msg);
+  void handle_finished(Client& c, const proto::Json& msg);
+  void handle_status(Client& c, const proto::Json& msg);
+  void handle_stop(Client& c, const proto::Json& msg);
+  void send(Client& c, const proto::Json& msg);
+  bool flush(Client& c);
+  void watch(Client& c, bool writable);
+  void drop(Client& c, const std::string& why);
+  void client_gone(Client& c);
+  void reap_lost_jobs();
+  void schedule_pass();
+  void send_positions();
+  proto::Json status_json() const;
+  void log(const std::string& line) const;
+  double next_wakeup_ms() const;
+
+  ServerConfig config_;
+  Scheduler sched_;
+  Fd listener_;
+  Fd epoll_;
+  Fd signals_;
+  std::map<int, std::unique_ptr<Client>> clients_;  // by fd
+  std::map<JobId, Client*> jobs_;                   // submitted and not yet released
+  std::map<JobId, LostJob> lost_;                   // killed, waiting for the group to empty
+  JobId next_job_ = 1;
+  double started_at_;
+  double idle_since_;
+  bool stopping_ = false;
+};
+
+}  // namespace jiffy

@@ -1,0 +1,82 @@
+#include "daemon/status.h"
+
+#include <cstdio>
+
+#include "util/sys.h"
+
+namespace jiffy {
+
+namespace {
+
+std::string fmt(const char* f, double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, x);
+  return buf;
+}
+
+std::string ids(const proto::Json& list) {
+  std::vector<int> v;
+  for (const auto& x : list) v.push_back(x.get<int>());
+  return v.empty() ? "-" : format_cpu_list(v);
+}
+
+std::string cores_line(const proto::Json& cores) {
+  int total = 0, busy = 0;
+  for (const auto& c : cores) {
+    for (const auto& h : c["holders"]) {
+      ++total;
+      if (!h.is_null()) ++busy;
+    }
+  }
+  return std::to_string(cores.size()) + " cores, " + std::to_string(busy) + "/" +
+         std::to_string(total) + " slots busy";
+}
+
+}  // namespace
+
+std::string render_status(const proto::Json& r) {
+  const auto& d = r["daemon"];
+  std::string out;
+  out += "daemon  pid " + std::to_string(d["pid"].get<int>()) + ", up " +
+         fmt("%.0f s", d["uptime_s"].get<double>()) + ", socket " +
+         d["socket"].get<std::string>() + "\n";
+  const auto& res = r["resources"];
+  out += "cores   " + cores_line(res["cores"]) + "\n";
+  for (const auto& c : res["cores"]) {
+    std::string holders;
+    for (const auto& h : c["holders"]) {
+      if (!holders.empty()) holders += ",";
+      holders += h.is_null() ? "free" : "job " + std::to_string(h.get<unsigned long long>());
+    }
+    out += "  core " + std::to_string(c["id"].get<int>()) + " (cpu " + ids(c["cpus"]) +
+           ", numa " + std::to_string(c["numa"].get<int>()) + "): " + holders + "\n";
+  }
+  out += "gpus    " + std::to_string(res["gpus"].size()) + "\n";
+  for (const auto& g : res["gpus"]) {
+    out += "  gpu " + std::to_string(g["id"].get<int>()) + " (" + g["name"].get<std::string>() +
+           "): " +
+           (g["holder"].is_null() ? std::string("free")
+                                  : "job " + std::to_string(g["holder"].get<unsigned long long>())) +
+           "\n";
+  }
+  out += "running " + std::to_string(r["running"].size()) + "\n";
+  for (const auto& j : r["running"]) {
+    out += "  job " + std::to_string(j["job"].get<unsigned long long>()) + "  -n " +
+           std::to_string(j["ntasks"].get<int>()) + "  cores " + ids(j["cores"]) + "  gpus " +
+           ids(j["gpus"]) + "  " + fmt("%.1f s", j["age_s"].get<double>()) + "  pid " +
+           std::to_string(j["pid"].get<int>()) + "  " + j["command"].get<std::string>() + "\n";
+  }
+  out += "queued  " + std::to_string(r["queued"].size()) + "\n";
+  for (const auto& j : r["queued"]) {
+    out += "  #" + std::to_string(j["position"].get<int>()) + " job " +
+           std::to_string(j["job"].get<unsigned long long>()) + "  -n " +
+           std::to_string(j["ntasks"].get<int>()) + "  slots " +
+           std::to_string(j["slots"].get<int>()) + "  gpus " +
+           std::to_string(j["gpus_requested"].get<int>()) + "  waiting " +
+           fmt("%.1f s", j["age_s"].get<double>()) + "  pid " +
+           std::to_string(j["pid"].get<int>()) + "  " + j["command"].get<std::string>() + "\n";
+  }
+  return out;
+}
+
+}  // namespace jiffy

@@ -1,0 +1,178 @@
+#include "launch/client.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "util/error.h"
+#include "util/sys.h"
+
+namespace jiffy {
+
+namespace {
+
+constexpr double kStartTimeoutS = 15;  // hwloc discovery on a big machine takes a while
+
+std::string dirname_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+// Waits for an exclusive flock without hanging forever on a wedged holder.
+Fd lock_exclusive(const std::string& path, double timeout_s) {
+  Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) throw_errno("open " + path);
+  double deadline = now_s() + timeout_s;
+  while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) throw_errno("flock " + path);
+    if (now_s() > deadline) throw Error("timed out waiting for another launcher to start the daemon");
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return fd;
+}
+
+// Spawns jiffyd detached and returns its verdict line ("ok" or "error: ...").
+std::string start_daemon(const DaemonPaths& paths) {
+  std::string exe = daemon_executable();
+  if (::access(exe.c_str(), X_OK) != 0) throw_errno("cannot run the daemon " + exe);
+  int ready[2];
+  if (::pipe2(ready, O_CLOEXEC) != 0) throw_errno("pipe2");
+  Fd ready_r(ready[0]), ready_w(ready[1]);
+  pid_t child = ::fork();
+  if (child < 0) throw_errno("fork");
+  if (child == 0) {
+    // Intermediate child: new session, then fork again so the daemon is
+    // adopted by init and never becomes a zombie of ours.
+    ::setsid();
+    if (::fork() != 0) ::_exit(0);
+    int log = ::open(paths.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    ::dup2(null, 0);
+    ::dup2(log >= 0 ? log : null, 1);
+    ::dup2(log >= 0 ? log : null, 2);
+    ::dup2(ready_w.get(), 3);  // dup2 clears close-on-exec on the copy
+    // Whatever else our caller let us inherit (make's jobserver pipe, a
+    // test harness's pipes) must not be held open by a long-lived daemon.
+    ::close_range(4, ~0u, 0);
+    (void)!::chdir("/");
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::signal(SIGPIPE, SIG_DFL);
+    const char* argv[] = {"jiffyd", "daemon", "--detached-child", nullptr};
+    ::execv(exe.c_str(), const_cast<char* const*>(argv));
+    ::_exit(127);
+  }
+  ready_w.reset();
+  int status;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  std::string verdict;
+  double deadline = now_s() + kStartTimeoutS;
+  for (;;) {
+    pollfd p{ready_r.get(), POLLIN, 0};
+    int left = static_cast<int>((deadline - now_s()) * 1000);
+    if (left <= 0) throw Error("the daemon did not start within 15 s (log: " + paths.log + ")");
+    int n = ::poll(&p, 1, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("poll");
+    if (n == 0) continue;
+    char buf[512];
+    ssize_t r = ::read(ready_r.get(), buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    verdict.append(buf, static_cast<std::size_t>(r));
+  }
+  while (!verdict.empty() && verdict.back() == '\n') verdict.pop_back();
+  if (verdict.empty()) verdict = "error: the daemon exited during start-up (log: " + paths.log + ")";
+  return verdict;
+}
+
+}  // namespace
+
+std::string daemon_executable() {
+  if (const char* d = std::getenv("JIFFY_DAEMON"); d && *d) return d;
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) throw_errno("readlink /proc/self/exe");
+  buf[n] = '\0';
+  return dirname_of(buf) + "/jiffyd";
+}
+
+DaemonClient::DaemonClient(Fd fd, DaemonPaths paths) : fd_(std::move(fd)), paths_(std::move(paths)) {}
+
+std::optional<DaemonClient> DaemonClient::connect_existing() {
+  DaemonPaths paths = daemon_paths();
+  Fd fd = unix_connect(paths.socket);
+  if (!fd) return std::nullopt;
+  return DaemonClient(std::move(fd), std::move(paths));
+}
+
+DaemonClient DaemonClient::connect(bool start_if_missing) {
+  DaemonPaths paths = daemon_paths();
+  if (Fd fd = unix_connect(paths.socket)) return DaemonClient(std::move(fd), paths);
+  if (!start_if_missing) throw Error("no daemon is running for this resource set");
+  // A daemon may be exiting while we start another: the new one waits for
+  // the old one's lifetime lock, so retry a few times.
+  double deadline = now_s() + kStartTimeoutS;
+  while (now_s() < deadline) {
+    Fd start_lock = lock_exclusive(paths.start, kStartTimeoutS);
+    if (Fd fd = unix_connect(paths.socket)) return DaemonClient(std::move(fd), paths);
+    std::string verdict = start_daemon(paths);
+    if (verdict.rfind("error: ", 0) == 0) throw Error("cannot start the daemon: " + verdict.substr(7));
+    if (Fd fd = unix_connect(paths.socket)) return DaemonClient(std::move(fd), paths);
+    start_lock.reset();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  throw Error("cannot reach the daemon at " + paths.socket);
+}
+
+void DaemonClient::send(const proto::Json& msg) {
+  std::string frame = proto::encode(msg);
+  for (std::string_view rest = frame; !rest.empty();) {
+    ssize_t n = ::send(fd_.get(), rest.data(), rest.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("send to daemon");
+    }
+    rest.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+std::optional<proto::Json> DaemonClient::read_available() {
+  if (auto msg = decoder_.next()) return msg;
+  char buf[65536];
+  ssize_t n;
+  do {
+    n = ::recv(fd_.get(), buf, sizeof buf, MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
+  if (n < 0) throw_errno("receive from daemon");
+  if (n == 0) throw Error("the daemon closed the connection");
+  decoder_.feed(std::string_view(buf, static_cast<std::size_t>(n)));
+  return decoder_.next();
+}
+
+std::optional<proto::Json> DaemonClient::receive(int timeout_ms) {
+  double deadline = now_s() + timeout_ms / 1000.0;
+  for (;;) {
+    if (auto msg = read_available()) return msg;
+    int left = timeout_ms < 0 ? -1 : static_cast<int>((deadline - now_s()) * 1000);
+    if (timeout_ms >= 0 && left <= 0) return std::nullopt;
+    pollfd p{fd_.get(), POLLIN, 0};
+    int n = ::poll(&p, 1, left);
+    if (n < 0 && errno != EINTR) throw_errno("poll");
+  }
+}
+
+}  // namespace jiffy

@@ -1,0 +1,50 @@
+// DaemonClient: the launcher's connection to the daemon of its resource set,
+// starting that daemon when none answers.
+//
+// Starting is serialised by an flock on <key>.start: the first launcher to
+// find no daemon takes the lock, checks again, spawns jiffyd detached
+// (setsid, double fork, so it is nobody's child) and waits on a pipe for its
+// "ok"; launchers queued on the lock then find the socket alive. The daemon's
+// own lifetime lock makes a second daemon give up even if this dance is
+// bypassed, so 32 launchers started at once yield exactly one daemon.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "proto/message.h"
+#include "util/fd.h"
+#include "util/runtime_dir.h"
+
+namespace jiffy {
+
+class DaemonClient {
+ public:
+  // Connects to the daemon for this process's resource set, starting one if
+  // needed and allowed. Throws Error when none can be reached.
+  static DaemonClient connect(bool start_if_missing);
+  // Like connect(false) but returns nullopt when no daemon runs.
+  static std::optional<DaemonClient> connect_existing();
+
+  void send(const proto::Json& msg);
+  // Waits up to timeout_ms (-1 = forever) for the next message. Returns
+  // nullopt on timeout; throws Error when the daemon hangs up.
+  std::optional<proto::Json> receive(int timeout_ms);
+  // For the launcher's poll loop: read what is there and return the next
+  // message if complete. Throws Error on hang-up.
+  std::optional<proto::Json> read_available();
+  int fd() const { return fd_.get(); }
+  const DaemonPaths& paths() const { return paths_; }
+  void close() { fd_.reset(); }
+
+ private:
+  DaemonClient(Fd fd, DaemonPaths paths);
+  Fd fd_;
+  DaemonPaths paths_;
+  proto::FrameDecoder decoder_{proto::kMaxStatusFrame};
+};
+
+// The path of the jiffyd executable: $JIFFY_DAEMON, else next to this binary.
+std::string daemon_executable();
+
+}  // namespace jiffy

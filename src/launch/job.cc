@@ -1,0 +1,284 @@
+#include "launch/job.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "launch/environment.h"
+#include "util/error.h"
+#include "util/sys.h"
+
+namespace jiffy {
+
+namespace {
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const std::string& x : v) s += (s.empty() ? "" : ",") + x;
+  return s;
+}
+
+std::string join(const std::vector<int>& v) {
+  std::string s;
+  for (int x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+  return s;
+}
+
+std::string signal_name(int signo) {
+  const char* abbrev = ::sigabbrev_np(signo);
+  return std::string("SIG") + (abbrev ? abbrev : std::to_string(signo).c_str());
+}
+
+double kill_grace_from_env() {
+  const char* g = std::getenv("JIFFY_KILL_GRACE");
+  if (!g) return 2.0;
+  char* end;
+  double v = std::strtod(g, &end);
+  return (*end == '\0' && v >= 0 && v < 3600) ? v : 2.0;
+}
+
+}  // namespace
+
+Job::Job(const LaunchOptions& opt, std::vector<std::string> programs, JobGrant grant)
+    : opt_(opt), programs_(std::move(programs)), grant_(std::move(grant)),
+      kill_grace_s_(kill_grace_from_env()) {}
+
+bool Job::start() {
+  const int size = opt_.total_tasks();
+  Environment caller = Environment::inherited();
+  std::vector<Environment> group_envs;
+  for (std::size_t g = 0; g < opt_.apps.size(); ++g) {
+    group_envs.push_back(group_environment(opt_, g, caller));
+  }
+  Fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (!devnull) throw_errno("open /dev/null");
+  const std::string job_id = std::to_string(grant_.id);
+  std::vector<Spawned> spawned;
+  int rank = 0;
+  for (std::size_t g = 0; g < opt_.apps.size(); ++g) {
+    const AppSpec& app = opt_.apps[g];
+    for (int i = 0; i < app.ntasks; ++i, ++rank) {
+      const RankGrant& rg = grant_.ranks[static_cast<std::size_t>(rank)];
+      Environment env = group_envs[g];
+      env.set("JIFFY_JOB_ID", job_id);
+      env.set("JIFFY_RANK", std::to_string(rank));
+      env.set("JIFFY_SIZE", std::to_string(size));
+      env.set("JIFFY_LOCAL_RANK", std::to_string(rank));
+      env.set("JIFFY_LOCAL_SIZE", std::to_string(size));
+      env.set("JIFFY_APPNUM", std::to_string(g));
+      env.set("JIFFY_CORES", join(rg.cores));
+      if (!rg.gpus.empty()) {
+        std::string gpus = join(rg.gpus);
+        for (const char* var : {"CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"}) {
+          env.set(var, gpus);
+        }
+      }
+      RankOutput out = open_rank_output(opt_, rank, static_cast<int>(g), grant_.id);
+      RankSpawn spec;
+      spec.path = programs_[g];
+      spec.argv = app.argv;
+      spec.envp = env.envp();
+      spec.cpus = opt_.bind == Bind::None ? std::vector<int>{} : rg.cpus;
+      spec.wdir = app.wdir ? app.wdir : opt_.wdir;
+      spec.stdin_fd = rank == 0 ? 0 : devnull.get();
+      if (out.out_file) spec.stdout_fd = out.out_file.get();
+      if (out.err_file) spec.stderr_fd = out.err_file.get();
+      spec.pgid = pgid_;
+      Spawned s = spawn_rank(spec);
+      if (rank == 0) pgid_ = s.pid;
+      ranks_.push_back(Rank{s.pid, static_cast<int>(g), false, 0});
+      spawned.push_back(std::move(s));
+      std::string label = opt_.label == Label::Tag
+                              ? "[" + job_id + "," + std::to_string(rank) + "]<std%s>: "
+                              : "[" + std::to_string(rank) + "] ";
+      auto prefix = [&](const char* stream) {
+        if (opt_.label != Label::Tag) return label;
+        std::string p = label;
+        p.replace(p.find("%s"), 2, stream);
+        return p;
+      };
+      if (out.out_read) forwarder_.add(std::move(out.out_read), 1, prefix("out"));
+      if (out.err_read) forwarder_.add(std::move(out.err_read), 2, prefix("err"));
+    }
+  }
+  bool ok = true;
+  for (std::size_t r = 0; r < spawned.size(); ++r) {
+    if (int err = check_exec(spawned[r])) {
+      if (ok) {
+        std::fprintf(stderr, "jiffy: cannot execute %s: %s\n",
+                     opt_.apps[static_cast<std::size_t>(ranks_[r].group)].argv[0].c_str(),
+                     std::strerror(err));
+      }
+      ok = false;
+    }
+  }
+  if (!ok) {
+    kill_group(SIGKILL);
+    for (Rank& r : ranks_) {
+      int status;
+      while (::waitpid(r.pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      r.done = true;
+    }
+  }
+  return ok;
+}
+
+std::size_t Job::live_ranks() const {
+  std::size_t n = 0;
+  for (const Rank& r : ranks_) n += r.done ? 0 : 1;
+  return n;
+}
+
+void Job::kill_group(int signo) {
+  if (pgid_ > 0) ::kill(-pgid_, signo);
+}
+
+void Job::terminate(const std::string& why) {
+  (void)why;
+  if (terminating_) return;
+  terminating_ = true;
+  kill_group(SIGTERM);
+  kill_at_ = now_s() + kill_grace_s_;
+}
+
+void Job::record_exit(std::size_t i, int code, bool signalled, int signo) {
+  Rank& r = ranks_[i];
+  r.done = true;
+  r.code = signalled ? 128 + signo : code;
+  if (r.code == 0 || exit_code_) return;
+  exit_code_ = r.code;
+  if (terminating_) return;  // a consequence of our own TERM/KILL, not news
+  bool ours = signalled && signo == forwarded_signal_;
+  std::size_t others = live_ranks();
+  if (!ours && (ranks_.size() > 1 || signalled)) {
+    std::string how = signalled ? "was killed by signal " + std::to_string(signo) + " (" +
+                                      signal_name(signo) + ")"
+                                : "exited with code " + std::to_string(code);
+    std::string tail = others ? "; terminating the other " + std::to_string(others) + " rank" +
+                                    (others == 1 ? "" : "s")
+                              : "";
+    std::fprintf(stderr, "jiffy: rank %zu (%s, pid %d) %s%s\n", i,
+                 opt_.apps[static_cast<std::size_t>(r.group)].argv[0].c_str(), r.pid, how.c_str(),
+                 tail.c_str());
+  }
+  if (others) terminate("rank failed");
+}
+
+void Job::reap() {
+  auto rank_of = [&](pid_t pid) -> std::size_t {
+    for (std::size_t i = 0; i < ranks_.size(); ++i) {
+      if (ranks_[i].pid == pid) return i;
+    }
+    return ranks_.size();
+  };
+  auto record_status = [&](std::size_t i, int status) {
+    if (WIFEXITED(status)) record_exit(i, WEXITSTATUS(status), false, 0);
+    else if (WIFSIGNALED(status)) record_exit(i, 0, true, WTERMSIG(status));
+  };
+  // Fast path: find exited children without reaping; reap all but rank 0,
+  // whose zombie keeps the process group id from being reused.
+  for (;;) {
+    siginfo_t si{};
+    if (::waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid == 0) break;
+    if (si.si_pid == pgid_) {
+      if (!ranks_[0].done) {
+        bool sig = si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED;
+        record_exit(0, sig ? 0 : si.si_status, sig, sig ? si.si_status : 0);
+      }
+      break;  // rank 0 stays a zombie: scan the others one by one below
+    }
+    int status;
+    pid_t pid = ::waitpid(si.si_pid, &status, 0);
+    if (pid <= 0) break;
+    std::size_t i = rank_of(pid);
+    if (i < ranks_.size()) record_status(i, status);
+  }
+  if (!ranks_[0].done) return;
+  for (std::size_t i = 1; i < ranks_.size(); ++i) {
+    if (ranks_[i].done) continue;
+    int status;
+    if (::waitpid(ranks_[i].pid, &status, WNOHANG) == ranks_[i].pid) record_status(i, status);
+  }
+}
+
+void Job::handle_signal(int signo) {
+  switch (signo) {
+    case SIGCHLD:
+      reap();
+      return;
+    case SIGINT:
+      // First Ctrl-C is forwarded, as mpiexec does; the second one kills.
+      if (++interrupts_ == 1) {
+        forwarded_signal_ = SIGINT;
+        kill_group(SIGINT);
+      } else {
+        terminating_ = true;
+        kill_group(SIGKILL);
+      }
+      return;
+    default:
+      forwarded_signal_ = signo;
+      kill_group(signo);
+  }
+}
+
+int Job::poll_timeout_ms() const {
+  double next = 0;
+  for (double t : {deadline_, kill_at_}) {
+    if (t > 0 && (next == 0 || t < next)) next = t;
+  }
+  if (next == 0) return -1;
+  return std::max(0, static_cast<int>((next - now_s()) * 1000) + 1);
+}
+
+int Job::wait(int signal_fd) {
+  if (opt_.timeout_s > 0) deadline_ = now_s() + opt_.timeout_s;
+  reap();  // ranks may have exited before we got here
+  while (live_ranks() > 0) {
+    std::vector<pollfd> p{{signal_fd, POLLIN, 0}};
+    for (int fd : forwarder_.fds()) p.push_back(pollfd{fd, POLLIN, 0});
+    int n = ::poll(p.data(), p.size(), poll_timeout_ms());
+    if (n < 0 && errno != EINTR) throw_errno("poll");
+    if (n > 0 && p[0].revents) {
+      signalfd_siginfo si;
+      while (::read(signal_fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+        handle_signal(static_cast<int>(si.ssi_signo));
+      }
+    }
+    for (std::size_t i = p.size(); n > 0 && i-- > 1;) {
+      if (p[i].revents) forwarder_.on_readable(i - 1);
+    }
+    double now = now_s();
+    if (deadline_ > 0 && now >= deadline_ && !timed_out_) {
+      timed_out_ = true;
+      deadline_ = 0;
+      std::fprintf(stderr, "jiffy: APPLICATION TIMED OUT after %g s (job %llu, %s); killing it\n",
+                   opt_.timeout_s, grant_.id, opt_.apps[0].argv[0].c_str());
+      terminate("timeout");
+    }
+    if (kill_at_ > 0 && now >= kill_at_) {
+      kill_at_ = 0;
+      kill_group(SIGKILL);
+    }
+  }
+  // Nothing of the job may outlive it: kill what the ranks left behind in
+  // their group (rank 0's zombie still pins the group id), then reap rank 0.
+  kill_group(SIGKILL);
+  forwarder_.drain(1000);
+  int status;
+  while (::waitpid(ranks_[0].pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out_) return 255;
+  return exit_code_.value_or(0);
+}
+
+}  // namespace jiffy

@@ -1,0 +1,85 @@
+// Job: the ranks of one granted launch, from fork to the last reaped child.
+//
+// All ranks share one process group led by rank 0, so one killpg reaches
+// them and their children. Rank 0 is reaped last: while it is a zombie its
+// pid cannot be reused, so killing the group at the end can never hit an
+// unrelated process. Signals arrive through a signalfd and are handled in the
+// one poll loop, together with labelled output and the job's deadlines.
+//
+// Exit code: 0 when every rank exits 0; else the first failing rank's code,
+// 128+signal for a signalled rank; 255 on timeout (the message contains
+// "APPLICATION TIMED OUT", as hydra's does). When a rank fails the others get
+// SIGTERM, then SIGKILL after a grace period.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "launch/options.h"
+#include "launch/output.h"
+#include "launch/spawn.h"
+
+namespace jiffy {
+
+// What the daemon granted to one rank.
+struct RankGrant {
+  std::vector<int> cores;
+  std::vector<int> cpus;
+  std::vector<std::string> gpus;
+};
+
+struct JobGrant {
+  unsigned long long id = 0;
+  bool exclusive = false;
+  std::vector<RankGrant> ranks;
+};
+
+class Job {
+ public:
+  // programs[g]: the resolved executable of app group g.
+  Job(const LaunchOptions& opt, std::vector<std::string> programs, JobGrant grant);
+
+  // Forks and execs every rank. Returns false (after cleaning up, with a
+  // message on stderr) when a rank could not be started.
+  bool start();
+  pid_t pgid() const { return pgid_; }
+  // Runs the event loop until every rank is reaped. signal_fd delivers the
+  // blocked signals (SIGCHLD, SIGINT, SIGTERM, SIGHUP, ...). Returns the exit code.
+  int wait(int signal_fd);
+
+ private:
+  struct Rank {
+    pid_t pid = -1;
+    int group = 0;
+    bool done = false;
+    int code = 0;  // exit code, or 128+signal
+  };
+
+  void handle_signal(int signo);
+  void reap();
+  void record_exit(std::size_t rank, int code, bool signalled, int signo);
+  void terminate(const std::string& why);
+  void kill_group(int signo);
+  int poll_timeout_ms() const;
+  std::size_t live_ranks() const;
+
+  const LaunchOptions& opt_;
+  std::vector<std::string> programs_;
+  JobGrant grant_;
+  std::vector<Rank> ranks_;
+  Forwarder forwarder_;
+  pid_t pgid_ = 0;
+  std::optional<int> exit_code_;  // the first failure, decides the job's code
+  bool terminating_ = false;
+  bool timed_out_ = false;
+  int interrupts_ = 0;
+  int forwarded_signal_ = 0;
+  double deadline_ = 0;    // job timeout (absolute), 0 = none
+  double kill_at_ = 0;     // SIGKILL after the grace period, 0 = not pending
+  double kill_grace_s_ = 2;
+};
+
+}  // namespace jiffy

@@ -1,0 +1,222 @@
+#include "launch/launcher.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <variant>
+
+#include "launch/client.h"
+#include "launch/job.h"
+#include "proto/message.h"
+#include "util/error.h"
+#include "util/sys.h"
+
+namespace jiffy {
+
+namespace {
+
+constexpr int kExitNotFound = 127;     // as a shell says for a missing program
+constexpr int kExitRefused = 1;        // the daemon refused the request
+constexpr double kStatusLineAfterS = 1.0;
+
+// 0, 1 and 2 must be open, or our pipes and sockets would land there.
+void ensure_std_fds() {
+  for (int fd = 0; fd < 3; ++fd) {
+    if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+      int n = ::open("/dev/null", O_RDWR);
+      if (n >= 0 && n != fd) ::close(n);
+    }
+  }
+}
+
+// Blocks the signals the loop handles and returns a signalfd for them.
+Fd block_signals() {
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&mask, s);
+  if (::sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) throw_errno("sigprocmask");
+  Fd fd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!fd) throw_errno("signalfd");
+  // A launcher whose reader went away (make, a closed pipe) keeps running.
+  ::signal(SIGPIPE, SIG_IGN);
+  return fd;
+}
+
+const char* bind_name(Bind b) {
+  switch (b) {
+    case Bind::Core: return "core";
+    case Bind::HwThread: return "hwthread";
+    case Bind::None: return "none";
+  }
+  return "core";
+}
+
+std::string command_summary(const LaunchOptions& opt) {
+  std::string s;
+  for (const AppSpec& app : opt.apps) {
+    if (!s.empty()) s += " : ";
+    for (const std::string& a : app.argv) {
+      if (s.size() > 200) return s + "...";
+      s += (s.empty() || s.back() == ' ' ? "" : " ") + a;
+    }
+  }
+  return s;
+}
+
+proto::Json submit_message(const LaunchOptions& opt, bool progress) {
+  return {{"type", proto::type::kSubmit},
+          {"v", proto::kVersion},
+          {"ntasks", opt.total_tasks()},
+          {"cores_per_task", opt.cores_per_task},
+          {"gpus_per_task", opt.gpus_per_task},
+          {"gpus_per_job", opt.gpus_per_job},
+          {"allow_oversubscribe", !opt.oversubscribe_error},
+          {"bind", bind_name(opt.bind)},
+          {"pid", ::getpid()},
+          {"command", command_summary(opt)},
+          {"progress", progress}};
+}
+
+JobGrant parse_grant(const proto::Json& msg, int ntasks) {
+  JobGrant g;
+  g.id = static_cast<unsigned long long>(proto::get_int(msg, "job", 1, INT64_MAX));
+  g.exclusive = proto::get_bool(msg, "exclusive", false);
+  const proto::Json& ranks = msg.at("ranks");
+  if (!ranks.is_array() || ranks.size() != static_cast<std::size_t>(ntasks)) {
+    throw Error("malformed grant from the daemon: wrong number of ranks");
+  }
+  for (const proto::Json& r : ranks) {
+    RankGrant rg;
+    rg.cores = proto::get_int_list(r, "cores", 1 << 16, 0, 1 << 20);
+    rg.cpus = proto::get_int_list(r, "cpus", 1 << 16, 0, CPU_SETSIZE - 1);
+    for (const proto::Json& name : r.at("gpus")) rg.gpus.push_back(name.get<std::string>());
+    g.ranks.push_back(std::move(rg));
+  }
+  return g;
+}
+
+// One status line on a terminal while we wait; nothing otherwise.
+class StatusLine {
+ public:
+  explicit StatusLine(const LaunchOptions& opt) : enabled_(::isatty(2)), opt_(opt), since_(now_s()) {}
+  bool enabled() const { return enabled_; }
+  void set_position(int pos) { position_ = pos; }
+  int timeout_ms() const {
+    if (!enabled_ || shown_) return -1;
+    return std::max(0, static_cast<int>((since_ + kStatusLineAfterS - now_s()) * 1000) + 1);
+  }
+  void maybe_show() {
+    if (!enabled_ || now_s() - since_ < kStatusLineAfterS) return;
+    std::string what = std::to_string(opt_.total_tasks() * opt_.cores_per_task) + " core slot(s)";
+    if (int g = opt_.total_tasks() * opt_.gpus_per_task + opt_.gpus_per_job) {
+      what += " and " + std::to_string(g) + " GPU(s)";
+    }
+    std::fprintf(stderr, "\rjiffy: waiting for %s, position %d in the queue\033[K", what.c_str(),
+                 position_ + 1);
+    std::fflush(stderr);
+    shown_ = true;
+  }
+  void clear() {
+    if (shown_) std::fprintf(stderr, "\r\033[K");
+    shown_ = false;
+  }
+
+ private:
+  bool enabled_;
+  const LaunchOptions& opt_;
+  double since_;
+  int position_ = 0;
+  bool shown_ = false;
+};
+
+// Waits for the grant. Returns it, or an exit code when the wait ended
+// otherwise (refused, interrupted).
+std::variant<JobGrant, int> wait_for_grant(DaemonClient& client, const LaunchOptions& opt,
+                                           int signal_fd) {
+  StatusLine status(opt);
+  for (;;) {
+    pollfd p[2] = {{client.fd(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
+    int n = ::poll(p, 2, status.timeout_ms());
+    if (n < 0 && errno != EINTR) throw_errno("poll");
+    if (n > 0 && p[1].revents) {
+      signalfd_siginfo si;
+      while (::read(signal_fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+        int s = static_cast<int>(si.ssi_signo);
+        if (s == SIGINT || s == SIGTERM || s == SIGHUP || s == SIGQUIT) {
+          status.clear();
+          return 128 + s;  // closing the connection withdraws the request
+        }
+      }
+    }
+    if (n > 0 && p[0].revents) {
+      while (auto msg = client.read_available()) {
+        const std::string& type = (*msg)["type"].get_ref<const std::string&>();
+        if (type == proto::type::kGrant) {
+          status.clear();
+          return parse_grant(*msg, opt.total_tasks());
+        }
+        if (type == proto::type::kError) {
+          status.clear();
+          std::fprintf(stderr, "jiffy: %s\n", proto::get_string(*msg, "message", 4096).c_str());
+          return kExitRefused;
+        }
+        if (type == proto::type::kQueued) status.set_position(static_cast<int>(proto::get_int(*msg, "position", -1, 1 << 30)));
+      }
+    }
+    status.maybe_show();
+  }
+}
+
+}  // namespace
+
+int run_launch(const LaunchOptions& opt) {
+  ensure_std_fds();
+  // Resolve every program before asking for resources: a typo costs nothing.
+  std::vector<std::string> programs;
+  const char* path = std::getenv("PATH");
+  for (const AppSpec& app : opt.apps) {
+    try {
+      programs.push_back(resolve_program(app.argv[0], path ? path : "/usr/bin:/bin",
+                                         app.wdir ? app.wdir : opt.wdir));
+    } catch (const Error& e) {
+      std::fprintf(stderr, "jiffy: %s\n", e.what());
+      return kExitNotFound;
+    }
+  }
+  Fd signals = block_signals();
+  // The daemon may vanish while we wait (restart, idle exit racing our
+  // connect): then ask again, a few times.
+  for (int attempt = 0;; ++attempt) {
+    DaemonClient client = DaemonClient::connect(/*start_if_missing=*/true);
+    client.send(submit_message(opt, ::isatty(2)));
+    std::variant<JobGrant, int> waited;
+    try {
+      waited = wait_for_grant(client, opt, signals.get());
+    } catch (const Error& e) {
+      if (attempt < 3) continue;
+      throw;
+    }
+    if (auto* code = std::get_if<int>(&waited)) return *code;
+    Job job(opt, programs, std::move(std::get<JobGrant>(waited)));
+    if (!job.start()) return kExitNotFound;
+    try {
+      client.send({{"type", proto::type::kStarted}, {"pgid", job.pgid()}});
+    } catch (const Error&) {
+      // The daemon is gone; the job runs on (it holds the cores regardless).
+    }
+    int code = job.wait(signals.get());
+    try {
+      client.send({{"type", proto::type::kFinished}, {"code", code}});
+    } catch (const Error&) {
+    }
+    return code;
+  }
+}
+
+}  // namespace jiffy

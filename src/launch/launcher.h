@@ -1,0 +1,14 @@
+// The launch command from start to exit code: check the programs, ask the
+// daemon for resources, wait for the grant (a status line on a terminal,
+// Ctrl-C cancels), run the job, report it finished.
+#pragma once
+
+#include "launch/options.h"
+
+namespace jiffy {
+
+// Returns the process exit code. Throws Error for failures before the job
+// starts (daemon unreachable and so on).
+int run_launch(const LaunchOptions& opt);
+
+}  // namespace jiffy

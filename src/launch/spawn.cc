@@ -1,0 +1,122 @@
+#include "launch/spawn.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "util/error.h"
+
+namespace jiffy {
+
+namespace {
+
+// Only async-signal-safe calls from here on: we are in a forked child.
+[[noreturn]] void child_fail(int status_fd, int err) {
+  (void)!::write(status_fd, &err, sizeof err);
+  ::_exit(127);
+}
+
+[[noreturn]] void child(const RankSpawn& spec, pid_t parent, char* const* argv, int status_fd) {
+  ::setpgid(0, spec.pgid);
+  // A rank must not outlive its launcher, even one killed by SIGKILL.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(1);  // the launcher died before prctl took effect
+  ::signal(SIGPIPE, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  if (!spec.cpus.empty()) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int c : spec.cpus) CPU_SET(c, &set);
+    if (::sched_setaffinity(0, sizeof set, &set) != 0) child_fail(status_fd, errno);
+  }
+  if (spec.stdin_fd != 0 && ::dup2(spec.stdin_fd, 0) < 0) child_fail(status_fd, errno);
+  if (spec.stdout_fd != 1 && ::dup2(spec.stdout_fd, 1) < 0) child_fail(status_fd, errno);
+  if (spec.stderr_fd != 2 && ::dup2(spec.stderr_fd, 2) < 0) child_fail(status_fd, errno);
+  if (spec.wdir && ::chdir(spec.wdir->c_str()) != 0) child_fail(status_fd, errno);
+  ::execve(spec.path.c_str(), argv, spec.envp.data());
+  child_fail(status_fd, errno);
+}
+
+// Makes a relative path absolute against the launcher's cwd, since the rank
+// execs after changing into its working directory.
+std::string absolute(const std::string& path) {
+  if (!path.empty() && path[0] == '/') return path;
+  char cwd[4096];
+  if (!::getcwd(cwd, sizeof cwd)) throw_errno("getcwd");
+  return std::string(cwd) + "/" + path;
+}
+
+bool is_executable_file(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+}
+
+}  // namespace
+
+Spawned spawn_rank(const RankSpawn& spec) {
+  std::vector<char*> argv;
+  for (const std::string& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) throw_errno("pipe2");
+  Fd status_r(p[0]), status_w(p[1]);
+  pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid < 0) throw_errno("fork");
+  if (pid == 0) child(spec, parent, argv.data(), status_w.get());
+  // Also here, so that the group exists before the next rank joins it.
+  ::setpgid(pid, spec.pgid == 0 ? pid : spec.pgid);
+  return Spawned{pid, std::move(status_r)};
+}
+
+int check_exec(Spawned& s) {
+  int err = 0;
+  ssize_t n;
+  do {
+    n = ::read(s.exec_status.get(), &err, sizeof err);
+  } while (n < 0 && errno == EINTR);
+  s.exec_status.reset();
+  return n == static_cast<ssize_t>(sizeof err) ? err : 0;
+}
+
+std::string resolve_program(const std::string& name, const std::string& path_var,
+                            const std::optional<std::string>& wdir) {
+  auto missing = [&](int err) -> std::string {
+    throw Error(name + ": " + (err == ENOENT ? "command not found" : std::strerror(err)), err);
+  };
+  if (name.empty()) missing(ENOENT);
+  if (name.find('/') != std::string::npos) {
+    std::string path = (name[0] != '/' && wdir) ? *wdir + "/" + name : name;
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) {
+      throw Error(name + ": " + std::strerror(errno), errno);
+    }
+    if (!S_ISREG(st.st_mode) || ::access(path.c_str(), X_OK) != 0) {
+      throw Error(name + ": " + (S_ISDIR(st.st_mode) ? "is a directory" : "permission denied"), EACCES);
+    }
+    return absolute(path);
+  }
+  std::size_t start = 0;
+  bool found_unexecutable = false;
+  while (start <= path_var.size()) {
+    std::size_t end = path_var.find(':', start);
+    if (end == std::string::npos) end = path_var.size();
+    std::string dir = path_var.substr(start, end - start);
+    if (dir.empty()) dir = ".";
+    std::string candidate = dir + "/" + name;
+    if (is_executable_file(candidate)) return absolute(candidate);
+    if (::access(candidate.c_str(), F_OK) == 0) found_unexecutable = true;
+    start = end + 1;
+  }
+  return missing(found_unexecutable ? EACCES : ENOENT);
+}
+
+}  // namespace jiffy

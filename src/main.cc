@@ -1,0 +1,90 @@
+// jiffy: the command users type. Reads like a table of contents: parse the
+// command line, then hand over to the subcommand.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cli/command.h"
+#include "daemon/status.h"
+#include "launch/client.h"
+#include "launch/launcher.h"
+#include "util/error.h"
+
+namespace {
+
+using namespace jiffy;
+
+std::optional<std::string> getenv_opt(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::optional<std::string>(v) : std::nullopt;
+}
+
+// `jiffy daemon ...` runs jiffyd, which alone links the topology library.
+int run_daemon(const std::vector<std::string>& args) {
+  std::string exe = daemon_executable();
+  std::vector<char*> argv;
+  std::string name = "jiffyd";
+  argv.push_back(name.data());
+  for (std::size_t i = 1; i < args.size(); ++i) argv.push_back(const_cast<char*>(args[i].c_str()));
+  argv.push_back(nullptr);
+  ::execv(exe.c_str(), argv.data());
+  throw_errno("cannot run " + exe);
+}
+
+int run_status(const StatusCommand& cmd) {
+  auto client = DaemonClient::connect_existing();
+  if (!client) {
+    std::puts(cmd.json ? "{\"daemon\":null}" : "no daemon running for this resource set");
+    return 0;
+  }
+  client->send({{"type", proto::type::kStatus}, {"v", proto::kVersion}});
+  auto reply = client->receive(10000);
+  if (!reply) throw Error("the daemon did not answer within 10 s");
+  if ((*reply)["type"] == proto::type::kError) throw Error(proto::get_string(*reply, "message", 4096));
+  if (cmd.json) {
+    reply->erase("type");
+    std::puts(reply->dump(2).c_str());
+  } else {
+    std::fputs(render_status(*reply).c_str(), stdout);
+  }
+  return 0;
+}
+
+int run_stop() {
+  auto client = DaemonClient::connect_existing();
+  if (!client) return 0;
+  client->send({{"type", proto::type::kStop}, {"v", proto::kVersion}});
+  try {
+    client->receive(10000);
+    // Wait for it to close the socket, so that "stop" then "start" works.
+    while (client->receive(10000)) {
+    }
+  } catch (const Error&) {
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  try {
+    Command cmd = parse_command_line(args, getenv_opt);
+    if (auto* c = std::get_if<LaunchCommand>(&cmd)) return run_launch(c->options);
+    if (std::holds_alternative<DaemonCommand>(cmd)) return run_daemon(args);
+    if (auto* c = std::get_if<StatusCommand>(&cmd)) return run_status(*c);
+    if (std::holds_alternative<StopCommand>(cmd)) return run_stop();
+    if (std::holds_alternative<HelpCommand>(cmd)) {
+      std::fputs(help_text(), stdout);
+      return 0;
+    }
+    std::printf("jiffy %s\n", JIFFY_VERSION);
+    return 0;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "jiffy: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,74 @@
+// The daemon protocol: framed, size-bounded, versioned JSON messages.
+//
+// A frame is a 4-byte big-endian payload length followed by that many bytes
+// of UTF-8 JSON: one object whose "type" names the message. Frames larger
+// than kMaxFrame are a protocol error. Every client message carries "v"
+// (kVersion); the daemon answers a mismatch with an error. docs/protocol.md
+// lists the vocabulary and the order in which messages flow.
+//
+// Encoding and decoding are pure (no I/O): FrameDecoder takes bytes as they
+// arrive and yields whole messages, so the daemon can feed it from a
+// non-blocking socket and the fuzzer from a buffer.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace jiffy::proto {
+
+using Json = nlohmann::json;
+
+constexpr int kVersion = 1;
+constexpr std::size_t kMaxFrame = 64 * 1024;  // a status reply for 1,000s of jobs fits
+constexpr std::size_t kMaxStatusFrame = 16 * 1024 * 1024;  // status replies only
+
+// Message types (the "type" field).
+namespace type {
+inline constexpr const char* kSubmit = "submit";      // client: ask for resources
+inline constexpr const char* kQueued = "queued";      // daemon: not granted yet (position)
+inline constexpr const char* kGrant = "grant";        // daemon: resources, per-rank layout
+inline constexpr const char* kStarted = "started";    // client: ranks are running (pgid)
+inline constexpr const char* kFinished = "finished";  // client: job is over (exit code)
+inline constexpr const char* kStatus = "status";      // client: ask for the daemon's state
+inline constexpr const char* kStatusReply = "status_reply";
+inline constexpr const char* kStop = "stop";  // client: ask the daemon to exit
+inline constexpr const char* kOk = "ok";
+inline constexpr const char* kError = "error";  // daemon: request refused (message)
+}  // namespace type
+
+// Returns the frame for msg (length prefix + JSON text).
+std::string encode(const Json& msg);
+
+// Accumulates bytes and splits them into messages.
+class FrameDecoder {
+ public:
+  explicit FrameDecoder(std::size_t max_frame = kMaxFrame) : max_frame_(max_frame) {}
+  void feed(std::string_view bytes) { buf_.append(bytes); }
+  // The next whole message, or nullopt when more bytes are needed. Throws
+  // Error on an oversized frame, invalid JSON, or a payload that is not an
+  // object with a string "type"; the stream is unusable after that.
+  std::optional<Json> next();
+  std::size_t buffered() const { return buf_.size(); }
+
+ private:
+  std::size_t max_frame_;
+  std::string buf_;
+};
+
+// Field access with validation: throws Error("malformed <type> message: ...")
+// when the field is missing, of the wrong type or out of [lo, hi].
+std::int64_t get_int(const Json& msg, const char* field, std::int64_t lo, std::int64_t hi);
+std::string get_string(const Json& msg, const char* field, std::size_t max_len);
+bool get_bool(const Json& msg, const char* field, bool fallback);
+std::vector<int> get_int_list(const Json& msg, const char* field, std::size_t max_len, int lo,
+                              int hi);
+
+// An error reply carrying a one-line message.
+Json error_message(const std::string& message);
+
+}  // namespace jiffy::proto

@@ -1,0 +1,393 @@
+// Scheduler behaviours, event by event, on small hand-built resource sets.
+#include "sched/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "util/error.h"
+
+namespace jiffy {
+namespace {
+
+// n cores with `slots` slots each, `per_domain` cores per NUMA domain; core c
+// has hardware threads c, c+n, ... like Linux numbers hyperthread siblings.
+ResourceSet machine(int n, int slots = 1, int per_domain = 0, std::vector<Gpu> gpus = {}) {
+  ResourceSet set;
+  for (int c = 0; c < n; ++c) {
+    Core core;
+    core.numa = per_domain > 0 ? c / per_domain : 0;
+    for (int t = 0; t < slots; ++t) core.pus.push_back(c + t * n);
+    core.slots = slots;
+    set.cores.push_back(core);
+  }
+  set.gpus = std::move(gpus);
+  return set;
+}
+
+std::vector<Gpu> gpus_on(std::vector<int> numas) {
+  std::vector<Gpu> gpus;
+  for (int numa : numas) gpus.push_back({std::to_string(gpus.size()), numa});
+  return gpus;
+}
+
+Request job(JobId id, int ntasks, int cores_per_task = 1, int gpus_per_task = 0,
+            int gpus_per_job = 0) {
+  Request r;
+  r.id = id;
+  r.ntasks = ntasks;
+  r.cores_per_task = cores_per_task;
+  r.gpus_per_task = gpus_per_task;
+  r.gpus_per_job = gpus_per_job;
+  return r;
+}
+
+std::vector<int> cores_of(const Grant& g) {
+  std::vector<int> cores;
+  for (SlotRef s : g.slots) {
+    if (cores.empty() || cores.back() != s.core) cores.push_back(s.core);
+  }
+  return cores;
+}
+
+std::vector<JobId> ids_of(const std::vector<Grant>& grants) {
+  std::vector<JobId> ids;
+  for (const Grant& g : grants) ids.push_back(g.id);
+  return ids;
+}
+
+// Submits and schedules one request, which must be granted at once.
+Grant start(Scheduler& s, const Request& r) {
+  s.submit(r);
+  std::vector<Grant> grants = s.schedule();
+  EXPECT_EQ(grants.size(), 1u) << "job " << r.id << " did not start";
+  return grants.empty() ? Grant{} : grants.front();
+}
+
+std::string submit_error(Scheduler& s, const Request& r) {
+  try {
+    s.submit(r);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+using Ids = std::vector<JobId>;
+using Cores = std::vector<int>;
+
+TEST(Scheduler, GrantsInArrivalOrder) {
+  Scheduler s(machine(4), {});
+  start(s, job(1, 4));
+  s.submit(job(2, 2));
+  s.submit(job(3, 2));
+  EXPECT_TRUE(s.schedule().empty());
+  EXPECT_EQ(s.position(2), 0);
+  EXPECT_EQ(s.position(3), 1);
+  s.release(1);
+  EXPECT_EQ(ids_of(s.schedule()), (Ids{2, 3}));
+  EXPECT_EQ(s.queued(), 0u);
+  EXPECT_EQ(s.running(), 2u);
+}
+
+TEST(Scheduler, NothingQueuedGrantsNothing) {
+  Scheduler s(machine(4), {});
+  EXPECT_TRUE(s.schedule().empty());
+  EXPECT_EQ(s.free_slots(), 4);
+}
+
+TEST(Scheduler, GrantsAreCompact) {
+  Scheduler s(machine(8), {});
+  EXPECT_EQ(cores_of(start(s, job(1, 2))), (Cores{0, 1}));
+  EXPECT_EQ(cores_of(start(s, job(2, 3))), (Cores{2, 3, 4}));
+  EXPECT_EQ(cores_of(start(s, job(3, 2))), (Cores{5, 6}));
+}
+
+TEST(Scheduler, SmallestHoleThatFitsIsChosen) {
+  Scheduler s(machine(8), {});
+  start(s, job(1, 2));  // 0-1
+  start(s, job(2, 1));  // 2
+  start(s, job(3, 3));  // 3-5
+  start(s, job(4, 2));  // 6-7
+  s.release(2);
+  s.release(4);
+  // Holes: {2} and {6,7}. The narrow job plugs the small one.
+  EXPECT_EQ(cores_of(start(s, job(5, 1))), (Cores{2}));
+  EXPECT_EQ(cores_of(start(s, job(6, 2))), (Cores{6, 7}));
+}
+
+TEST(Scheduler, FragmentsWhenNoHoleIsBigEnough) {
+  Scheduler s(machine(8), {});
+  start(s, job(1, 2));  // 0-1
+  start(s, job(2, 1));  // 2
+  start(s, job(3, 3));  // 3-5
+  start(s, job(4, 2));  // 6-7
+  s.release(2);
+  s.release(4);
+  EXPECT_EQ(cores_of(start(s, job(5, 3))), (Cores{2, 6, 7}));
+}
+
+TEST(Scheduler, GrantStaysInOneNumaDomain) {
+  Scheduler s(machine(8, 1, 4), {});  // domains: 0-3, 4-7
+  start(s, job(1, 2));                // 0-1
+  // 2-7 are free and contiguous, but 2-5 would straddle two domains.
+  EXPECT_EQ(cores_of(start(s, job(2, 4))), (Cores{4, 5, 6, 7}));
+  EXPECT_EQ(cores_of(start(s, job(3, 2))), (Cores{2, 3}));
+}
+
+TEST(Scheduler, WholeCoresBeforeHyperthreads) {
+  Scheduler s(machine(4, 2), {});
+  Grant a = start(s, job(1, 1));
+  Grant b = start(s, job(2, 1));
+  // The second job gets a core of its own, not job 1's sibling thread.
+  EXPECT_EQ(a.slots, (std::vector<SlotRef>{{0, 0}}));
+  EXPECT_EQ(b.slots, (std::vector<SlotRef>{{1, 0}}));
+  // A two-slot job takes both threads of one free core.
+  EXPECT_EQ(start(s, job(3, 2)).slots, (std::vector<SlotRef>{{2, 0}, {2, 1}}));
+  // Three slots: the last free core, then a sibling thread of a shared one.
+  EXPECT_EQ(start(s, job(4, 3)).slots, (std::vector<SlotRef>{{0, 1}, {3, 0}, {3, 1}}));
+  EXPECT_EQ(s.free_slots(), 1);
+}
+
+TEST(Scheduler, RankOwnsConsecutiveSlots) {
+  Scheduler s(machine(4, 2), {});
+  Grant g = start(s, job(1, 3, 2));
+  // Rank r owns slots [2r, 2r+2): both threads of core r.
+  EXPECT_EQ(g.slots,
+            (std::vector<SlotRef>{{0, 0}, {0, 1}, {1, 0}, {1, 1}, {2, 0}, {2, 1}}));
+}
+
+TEST(Scheduler, GpuJobGetsCoresNearItsGpu) {
+  Scheduler s(machine(8, 1, 4, gpus_on({1})), {});
+  Grant g = start(s, job(1, 2, 1, 0, 1));
+  EXPECT_EQ(g.gpus, (std::vector<int>{0}));
+  EXPECT_EQ(cores_of(g), (Cores{4, 5}));
+}
+
+TEST(Scheduler, GpusComeFromOneDomain) {
+  Scheduler s(machine(8, 1, 4, gpus_on({0, 1, 1, 0})), {});
+  start(s, job(1, 1, 1, 1));  // takes GPU 0 (domain 0)
+  // Two GPUs: domain 0 has one left, domain 1 has two.
+  Grant g = start(s, job(2, 2, 1, 1));
+  EXPECT_EQ(g.gpus, (std::vector<int>{1, 2}));
+  EXPECT_EQ(cores_of(g), (Cores{4, 5}));
+}
+
+TEST(Scheduler, PerTaskGpusThenPerJobGpus) {
+  Scheduler s(machine(4, 1, 0, gpus_on({0, 0, 0, 0})), {});
+  Grant g = start(s, job(1, 2, 1, 1, 1));
+  EXPECT_EQ(g.gpus.size(), 3u);
+  EXPECT_EQ(s.free_gpus(), 1);
+  for (int gpu : g.gpus) EXPECT_EQ(s.gpu_holder(gpu), 1u);
+}
+
+TEST(Scheduler, WideJobIsNotStarvedByNarrowOnes) {
+  Scheduler s(machine(4), {});
+  for (JobId id = 1; id <= 4; ++id) start(s, job(id, 1));
+  s.submit(job(100, 3));
+  // Narrow jobs keep arriving and a narrow one keeps finishing; each freed
+  // core is kept for the wide job instead of going to a newcomer.
+  JobId next = 5;
+  for (JobId done = 1; done <= 3; ++done) {
+    s.submit(job(next++, 1));
+    s.release(done);
+    std::vector<Grant> grants = s.schedule();
+    if (done < 3) {
+      EXPECT_TRUE(grants.empty()) << "a narrow job overtook the wide one";
+    } else {
+      EXPECT_EQ(ids_of(grants), (Ids{100}));
+    }
+  }
+  EXPECT_EQ(s.position(5), 0);
+}
+
+TEST(Scheduler, LaterRequestMayNotTakeReservedSlots) {
+  Scheduler s(machine(8), {});
+  start(s, job(1, 6));
+  s.submit(job(2, 4));  // head: needs 4, 2 free
+  s.submit(job(3, 1));
+  EXPECT_TRUE(s.schedule().empty());
+  s.release(1);
+  EXPECT_EQ(ids_of(s.schedule()), (Ids{2, 3}));
+}
+
+TEST(Scheduler, BackfillUsesResourcesHeadCannot) {
+  Scheduler s(machine(8, 1, 0, gpus_on({0, 0})), {});
+  start(s, job(1, 1, 1, 2));  // holds both GPUs and one core
+  s.submit(job(2, 2, 1, 1));  // head: blocked on a GPU, reserves 2 of 7 free cores
+  s.submit(job(3, 6));        // 6 > 7 - 2: would eat the head's cores
+  s.submit(job(4, 5));        // fits beside the reservation
+  s.submit(job(5, 1, 1, 1));  // no GPU to spare
+  EXPECT_EQ(ids_of(s.schedule()), (Ids{4}));
+  EXPECT_EQ(s.position(2), 0);
+  s.release(1);
+  EXPECT_EQ(ids_of(s.schedule()), (Ids{2}));
+  EXPECT_EQ(s.position(3), 0);
+}
+
+TEST(Scheduler, OversizedJobRunsAloneOnWholeMachine) {
+  Scheduler s(machine(4, 1, 0, gpus_on({0})), {});
+  start(s, job(1, 1));
+  s.submit(job(2, 6, 1, 0, 1));
+  s.submit(job(3, 1));  // must not slip in: the wide head reserves everything
+  EXPECT_TRUE(s.schedule().empty());
+  s.release(1);
+  std::vector<Grant> grants = s.schedule();
+  ASSERT_EQ(ids_of(grants), (Ids{2}));
+  const Grant& g = grants.front();
+  EXPECT_TRUE(g.exclusive);
+  EXPECT_EQ(g.slots, (std::vector<SlotRef>{{0, 0}, {1, 0}, {2, 0}, {3, 0}}));
+  EXPECT_EQ(g.gpus, (std::vector<int>{0}));
+  EXPECT_EQ(s.free_slots(), 0);
+  s.submit(job(4, 1));
+  EXPECT_TRUE(s.schedule().empty());
+  s.release(2);
+  EXPECT_EQ(ids_of(s.schedule()), (Ids{3, 4}));
+}
+
+TEST(Scheduler, NothingStartsBesideAnExclusiveJobEvenWithGpusLeft) {
+  Scheduler s(machine(2, 1, 0, gpus_on({0, 0})), {});
+  start(s, job(1, 3));
+  s.submit(job(2, 1, 1, 1));
+  EXPECT_TRUE(s.schedule().empty());
+  EXPECT_EQ(s.free_gpus(), 2);
+}
+
+TEST(Scheduler, OversizedJobRefusedWhenOversubscriptionForbidden) {
+  Scheduler s(machine(4), {});
+  Request r = job(1, 3, 2);
+  r.allow_oversubscribe = false;
+  EXPECT_EQ(submit_error(s, r),
+            "3 ranks x 2 cores need 6 slots but the resource set has 4; ask for fewer or allow "
+            "oversubscription");
+  EXPECT_EQ(s.queued(), 0u);
+  // Exactly as wide as the set is not oversubscription.
+  r.ntasks = 2;
+  EXPECT_EQ(start(s, r).exclusive, false);
+}
+
+TEST(Scheduler, RequestBeyondLimitFailsAtOnce) {
+  Scheduler s(machine(4), SchedPolicy{.max_oversubscribe = 2});
+  EXPECT_EQ(submit_error(s, job(1, 9)), "9 ranks x 1 core need 9 slots, more than 2 times the "
+                                        "resource set's 4");
+  EXPECT_EQ(submit_error(s, job(2, 8)), "");
+  EXPECT_EQ(s.queued(), 1u);
+}
+
+TEST(Scheduler, TooManyGpusFailsAtOnce) {
+  Scheduler s(machine(4, 1, 0, gpus_on({0, 0, 0, 0})), {});
+  EXPECT_EQ(submit_error(s, job(1, 5, 1, 1)), "requested 5 GPUs but the resource set has 4");
+  EXPECT_EQ(submit_error(s, job(2, 2, 1, 2, 1)), "requested 5 GPUs but the resource set has 4");
+  EXPECT_EQ(s.queued(), 0u);
+}
+
+TEST(Scheduler, InvalidCountsFailAtOnce) {
+  Scheduler s(machine(4), {});
+  EXPECT_NE(submit_error(s, job(1, 0)), "");
+  EXPECT_NE(submit_error(s, job(2, 1, 0)), "");
+  EXPECT_NE(submit_error(s, job(3, 1, 1, -1)), "");
+  EXPECT_NE(submit_error(s, job(4, 1, 1, 0, -1)), "");
+  // Counts whose product overflows an int are still refused, not wrapped.
+  EXPECT_NE(submit_error(s, job(5, 1 << 16, 1 << 16)), "");
+  EXPECT_EQ(s.queued(), 0u);
+}
+
+TEST(Scheduler, ZeroOrDuplicateIdFails) {
+  Scheduler s(machine(2), {});
+  EXPECT_EQ(submit_error(s, job(0, 1)), "job id 0 is reserved for \"no job\"");
+  start(s, job(1, 2));
+  s.submit(job(2, 1));
+  EXPECT_EQ(submit_error(s, job(1, 1)), "job id 1 is already queued or running");
+  EXPECT_EQ(submit_error(s, job(2, 1)), "job id 2 is already queued or running");
+  EXPECT_EQ(s.queued(), 1u);
+  // Once released, the id may come back.
+  s.release(1);
+  s.schedule();
+  EXPECT_EQ(submit_error(s, job(1, 1)), "");
+}
+
+TEST(Scheduler, CancelRemovesQueuedRequest) {
+  Scheduler s(machine(2), {});
+  start(s, job(1, 2));
+  for (JobId id = 2; id <= 4; ++id) s.submit(job(id, 1));
+  s.cancel(3);
+  EXPECT_EQ(s.queued(), 2u);
+  EXPECT_EQ(s.position(3), -1);
+  EXPECT_EQ(s.position(4), 1);
+  s.cancel(3);   // no longer queued
+  s.cancel(1);   // running, not queued
+  s.cancel(99);  // unknown
+  EXPECT_EQ(s.running(), 1u);
+  s.release(1);
+  EXPECT_EQ(ids_of(s.schedule()), (Ids{2, 4}));
+}
+
+TEST(Scheduler, CancelledHeadLetsOthersStart) {
+  Scheduler s(machine(4), {});
+  start(s, job(1, 2));
+  s.submit(job(2, 4));
+  s.submit(job(3, 2));
+  EXPECT_TRUE(s.schedule().empty());
+  s.cancel(2);
+  EXPECT_EQ(ids_of(s.schedule()), (Ids{3}));
+}
+
+TEST(Scheduler, ReleaseReturnsEverything) {
+  Scheduler s(machine(4, 2, 0, gpus_on({0, 0})), {});
+  Grant g = start(s, job(7, 3, 1, 0, 2));
+  for (SlotRef slot : g.slots) EXPECT_EQ(s.slot_holder(slot), 7u);
+  EXPECT_EQ(s.free_slots(), 5);
+  s.submit(job(8, 1, 1, 1));  // waits for a GPU
+  s.schedule();
+  s.release(7);
+  EXPECT_EQ(s.running(), 0u);
+  EXPECT_EQ(s.free_slots(), 8);
+  EXPECT_EQ(s.free_gpus(), 2);
+  for (SlotRef slot : g.slots) EXPECT_EQ(s.slot_holder(slot), 0u);
+  for (int gpu : g.gpus) EXPECT_EQ(s.gpu_holder(gpu), 0u);
+  s.release(7);  // twice: no-op
+  s.release(8);  // queued, holds nothing: no-op
+  EXPECT_EQ(s.free_slots(), 8);
+  EXPECT_EQ(s.position(8), 0);
+  EXPECT_EQ(ids_of(s.schedule()), (Ids{8}));
+}
+
+TEST(Scheduler, HoldersOfUnknownResourcesAreNone) {
+  Scheduler s(machine(2), {});
+  start(s, job(1, 2));
+  EXPECT_EQ(s.slot_holder({2, 0}), 0u);
+  EXPECT_EQ(s.slot_holder({0, 1}), 0u);
+  EXPECT_EQ(s.slot_holder({-1, 0}), 0u);
+  EXPECT_EQ(s.gpu_holder(0), 0u);
+}
+
+TEST(Scheduler, PositionFollowsSubmitOrderWhateverTheIds) {
+  Scheduler s(machine(1), {});
+  start(s, job(50, 1));
+  s.submit(job(9, 1));
+  s.submit(job(3, 1));
+  s.submit(job(20, 1));
+  EXPECT_EQ(s.position(9), 0);
+  EXPECT_EQ(s.position(3), 1);
+  EXPECT_EQ(s.position(20), 2);
+  s.release(50);
+  EXPECT_EQ(ids_of(s.schedule()), (Ids{9}));
+  EXPECT_EQ(s.position(3), 0);
+}
+
+TEST(Scheduler, EmptySetRefusesEveryRequest) {
+  Scheduler s(ResourceSet{}, {});
+  EXPECT_NE(submit_error(s, job(1, 1)), "");
+  EXPECT_EQ(s.queued(), 0u);
+}
+
+TEST(Scheduler, CoreWithoutSlotsIsAMisconfiguration) {
+  ResourceSet set = machine(2);
+  set.cores[1].slots = 0;
+  EXPECT_THROW(Scheduler s(set, {}), Error);
+  EXPECT_THROW(Scheduler s(machine(2), SchedPolicy{.max_oversubscribe = 0}), Error);
+}
+
+}  // namespace
+}  // namespace jiffy

@@ -1,0 +1,43 @@
+// Small syscall wrappers shared by the launcher and the daemon. Each retries
+// EINTR and converts errno into jiffy::Error exactly here.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "util/fd.h"
+
+namespace jiffy {
+
+// Writes all of data to a blocking fd. Throws Error(what: strerror).
+void write_all(int fd, std::string_view data, const char* what);
+// Writes what it can without blocking, returns the bytes written (0 on EAGAIN).
+// Throws Error on any other failure (EPIPE included).
+std::size_t write_some(int fd, std::string_view data, const char* what);
+// Reads up to n bytes; returns "" at EOF, nullopt-like empty with *again=true on EAGAIN.
+std::string read_some(int fd, std::size_t n, bool* again, const char* what);
+
+void set_nonblocking(int fd, bool on);
+void set_cloexec(int fd, bool on);
+
+// Monotonic clock in seconds.
+double now_s();
+
+// The CPUs this process may run on (sched_getaffinity), ascending.
+std::vector<int> allowed_cpus();
+// "0-3,8,10-11"
+std::string format_cpu_list(const std::vector<int>& cpus);
+
+// Unix stream socket helpers.
+Fd unix_listen(const std::string& path, int backlog);
+// Connects; returns an invalid Fd when nobody listens (ENOENT, ECONNREFUSED);
+// throws Error on other failures.
+Fd unix_connect(const std::string& path);
+// The uid of the peer of a connected Unix socket (SO_PEERCRED).
+uid_t peer_uid(int fd);
+
+}  // namespace jiffy
