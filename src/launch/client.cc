@@ -158,7 +158,7 @@ std::optional<proto::Json> DaemonClient::read_available() {
   } while (n < 0 && errno == EINTR);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
   if (n < 0) throw_errno("receive from daemon");
-  if (n == 0) throw Error("the daemon closed the connection");
+  if (n == 0) throw Error("the daemon closed the connection", ECONNRESET);
   decoder_.feed(std::string_view(buf, static_cast<std::size_t>(n)));
   return decoder_.next();
 }

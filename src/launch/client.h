@@ -28,7 +28,7 @@ class DaemonClient {
 
   void send(const proto::Json& msg);
   // Waits up to timeout_ms (-1 = forever) for the next message. Returns
-  // nullopt on timeout; throws Error when the daemon hangs up.
+  // nullopt on timeout; throws Error (errno ECONNRESET) when the daemon hangs up.
   std::optional<proto::Json> receive(int timeout_ms);
   // For the launcher's poll loop: read what is there and return the next
   // message if complete. Throws Error on hang-up.

@@ -61,6 +61,8 @@ bool Job::start() {
   Fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!devnull) throw_errno("open /dev/null");
   const std::string job_id = std::to_string(grant_.id);
+  Fd rank0_stdin;
+  if (::isatty(0)) rank0_stdin = stdin_.open();
   std::vector<Spawned> spawned;
   int rank = 0;
   for (std::size_t g = 0; g < opt_.apps.size(); ++g) {
@@ -88,7 +90,7 @@ bool Job::start() {
       spec.envp = env.envp();
       spec.cpus = opt_.bind == Bind::None ? std::vector<int>{} : rg.cpus;
       spec.wdir = app.wdir ? app.wdir : opt_.wdir;
-      spec.stdin_fd = rank == 0 ? 0 : devnull.get();
+      spec.stdin_fd = rank != 0 ? devnull.get() : rank0_stdin ? rank0_stdin.get() : 0;
       if (out.out_file) spec.stdout_fd = out.out_file.get();
       if (out.err_file) spec.stderr_fd = out.err_file.get();
       spec.pgid = pgid_;
@@ -246,6 +248,8 @@ int Job::wait(int signal_fd) {
   while (live_ranks() > 0) {
     std::vector<pollfd> p{{signal_fd, POLLIN, 0}};
     for (int fd : forwarder_.fds()) p.push_back(pollfd{fd, POLLIN, 0});
+    const std::size_t nfwd = p.size();
+    if (stdin_.active()) p.push_back(pollfd{stdin_.fd(), stdin_.events(), 0});
     int n = ::poll(p.data(), p.size(), poll_timeout_ms());
     if (n < 0 && errno != EINTR) throw_errno("poll");
     if (n > 0 && p[0].revents) {
@@ -254,7 +258,8 @@ int Job::wait(int signal_fd) {
         handle_signal(static_cast<int>(si.ssi_signo));
       }
     }
-    for (std::size_t i = p.size(); n > 0 && i-- > 1;) {
+    if (n > 0 && p.size() > nfwd && p[nfwd].revents) stdin_.on_ready();
+    for (std::size_t i = nfwd; n > 0 && i-- > 1;) {
       if (p[i].revents) forwarder_.on_readable(i - 1);
     }
     double now = now_s();
@@ -273,6 +278,7 @@ int Job::wait(int signal_fd) {
   // Nothing of the job may outlive it: kill what the ranks left behind in
   // their group (rank 0's zombie still pins the group id), then reap rank 0.
   kill_group(SIGKILL);
+  stdin_.close();
   forwarder_.drain(1000);
   int status;
   while (::waitpid(ranks_[0].pid, &status, 0) < 0 && errno == EINTR) {

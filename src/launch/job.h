@@ -71,6 +71,7 @@ class Job {
   JobGrant grant_;
   std::vector<Rank> ranks_;
   Forwarder forwarder_;
+  StdinPump stdin_;
   pid_t pgid_ = 0;
   std::optional<int> exit_code_;  // the first failure, decides the job's code
   bool terminating_ = false;

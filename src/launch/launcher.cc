@@ -101,6 +101,13 @@ JobGrant parse_grant(const proto::Json& msg, int ntasks) {
   return g;
 }
 
+double daemon_answer_timeout_s() {
+  const char* t = std::getenv("JIFFY_DAEMON_TIMEOUT");
+  char* end = nullptr;
+  double v = t ? std::strtod(t, &end) : 0;
+  return (t && end && *end == '\0' && v > 0) ? v : 10.0;
+}
+
 // One status line on a terminal while we wait; nothing otherwise.
 class StatusLine {
  public:
@@ -140,9 +147,23 @@ class StatusLine {
 std::variant<JobGrant, int> wait_for_grant(DaemonClient& client, const LaunchOptions& opt,
                                            int signal_fd) {
   StatusLine status(opt);
+  // The daemon answers every submit at once (grant, queued or error), so
+  // silence means it is wedged, not busy.
+  const double answer_by = now_s() + daemon_answer_timeout_s();
+  bool answered = false;
   for (;;) {
     pollfd p[2] = {{client.fd(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
-    int n = ::poll(p, 2, status.timeout_ms());
+    int timeout = status.timeout_ms();
+    if (!answered) {
+      int left = std::max(0, static_cast<int>((answer_by - now_s()) * 1000) + 1);
+      timeout = timeout < 0 ? left : std::min(timeout, left);
+    }
+    int n = ::poll(p, 2, timeout);
+    if (!answered && n == 0 && now_s() >= answer_by) {
+      throw Error("the daemon at " + client.paths().socket + " did not answer within " +
+                  std::to_string(static_cast<int>(daemon_answer_timeout_s())) +
+                  " s; if it is hung, kill it (pid in " + client.paths().lock + ")");
+    }
     if (n < 0 && errno != EINTR) throw_errno("poll");
     if (n > 0 && p[1].revents) {
       signalfd_siginfo si;
@@ -156,6 +177,7 @@ std::variant<JobGrant, int> wait_for_grant(DaemonClient& client, const LaunchOpt
     }
     if (n > 0 && p[0].revents) {
       while (auto msg = client.read_available()) {
+        answered = true;
         const std::string& type = (*msg)["type"].get_ref<const std::string&>();
         if (type == proto::type::kGrant) {
           status.clear();
@@ -199,7 +221,7 @@ int run_launch(const LaunchOptions& opt) {
     try {
       waited = wait_for_grant(client, opt, signals.get());
     } catch (const Error& e) {
-      if (attempt < 3) continue;
+      if (e.sys_errno() == ECONNRESET && attempt < 3) continue;  // the daemon went away: ask anew
       throw;
     }
     if (auto* code = std::get_if<int>(&waited)) return *code;

@@ -135,4 +135,29 @@ void Forwarder::drain(int timeout_ms) {
   streams_.clear();
 }
 
+Fd StdinPump::open() {
+  Fd r;
+  make_pipe(r, pipe_);
+  set_nonblocking(pipe_.get(), true);
+  return r;
+}
+
+void StdinPump::on_ready() {
+  if (buffer_.empty()) {
+    char buf[65536];
+    ssize_t n = ::read(0, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+    if (n <= 0) {
+      close();  // EOF (Ctrl-D) reaches rank 0 as EOF
+      return;
+    }
+    buffer_.assign(buf, static_cast<std::size_t>(n));
+  }
+  try {
+    buffer_.erase(0, write_some(pipe_.get(), buffer_, "write to rank 0"));
+  } catch (const Error&) {
+    close();  // rank 0 closed its stdin or exited
+  }
+}
+
 }  // namespace jiffy

@@ -7,6 +7,8 @@
 // --output-filename) are opened here and handed to the rank directly.
 #pragma once
 
+#include <poll.h>
+
 #include <string>
 #include <vector>
 
@@ -52,6 +54,25 @@ class Forwarder {
   };
   void emit(Stream& s, std::string_view data, bool eof);
   std::vector<Stream> streams_;
+};
+
+// Copies the launcher's stdin to rank 0 through a pipe. Used only when stdin
+// is a terminal: ranks run in their own process group, and a background
+// group reading the terminal would be stopped by SIGTTIN.
+class StdinPump {
+ public:
+  // Returns the read end for rank 0 and keeps the write end.
+  Fd open();
+  bool active() const { return pipe_.valid(); }
+  // poll entries: stdin when the buffer is empty, the pipe when it is not.
+  int fd() const { return buffer_.empty() ? 0 : pipe_.get(); }
+  short events() const { return buffer_.empty() ? POLLIN : POLLOUT; }
+  void on_ready();
+  void close() { pipe_.reset(); buffer_.clear(); }
+
+ private:
+  Fd pipe_;
+  std::string buffer_;
 };
 
 }  // namespace jiffy

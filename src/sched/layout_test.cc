@@ -109,8 +109,7 @@ TEST(Layout, ExclusiveHwThreadSpreadsSharersOverThreads) {
 
 TEST(Layout, GpusPerTaskThenSharedOnes) {
   ResourceSet set = machine(2, 1, 5);
-  auto ranks = layout(set, job(2, 1, 2, 1), normal({{0, 0}, {1, 0}}, {4, 3, 1, 0, 2}),
-                      Bind::Core);
+  auto ranks = layout(set, job(2, 1, 2, 1), normal({{0, 0}, {1, 0}}, {4, 3, 1, 0, 2}), Bind::Core);
   EXPECT_EQ(ranks[0].gpus, (Ints{4, 3, 2}));
   EXPECT_EQ(ranks[1].gpus, (Ints{1, 0, 2}));
 }

@@ -83,8 +83,7 @@ void erase_indices(std::deque<Request>& q, const std::vector<std::size_t>& idx) 
 
 }  // namespace
 
-Scheduler::Scheduler(ResourceSet set, SchedPolicy policy)
-    : set_(std::move(set)), policy_(policy) {
+Scheduler::Scheduler(ResourceSet set, SchedPolicy policy) : set_(std::move(set)), policy_(policy) {
   if (policy_.max_oversubscribe < 1) throw Error("max_oversubscribe must be at least 1");
   std::map<int, int> domain_of_numa;
   for (std::size_t c = 0; c < set_.cores.size(); ++c) {
@@ -149,8 +148,8 @@ void Scheduler::submit(const Request& r) {
 
 void Scheduler::cancel(JobId id) {
   if (queued_ids_.erase(id) == 0) return;
-  queue_.erase(std::find_if(queue_.begin(), queue_.end(),
-                            [id](const Request& r) { return r.id == id; }));
+  queue_.erase(
+      std::find_if(queue_.begin(), queue_.end(), [id](const Request& r) { return r.id == id; }));
   if (queue_.empty()) queue_ids_sorted_ = true;
 }
 
@@ -379,11 +378,10 @@ void Scheduler::occupy(const Grant& g) {
 
 int Scheduler::position(JobId id) const {
   if (!queued_ids_.contains(id)) return -1;
-  auto it = queue_ids_sorted_
-                ? std::lower_bound(queue_.begin(), queue_.end(), id,
-                                   [](const Request& r, JobId v) { return r.id < v; })
-                : std::find_if(queue_.begin(), queue_.end(),
-                               [id](const Request& r) { return r.id == id; });
+  auto it = queue_ids_sorted_ ? std::lower_bound(queue_.begin(), queue_.end(), id,
+                                                 [](const Request& r, JobId v) { return r.id < v; })
+                              : std::find_if(queue_.begin(), queue_.end(),
+                                             [id](const Request& r) { return r.id == id; });
   return static_cast<int>(it - queue_.begin());
 }
 

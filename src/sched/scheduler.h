@@ -84,7 +84,7 @@ class Scheduler {
   std::vector<int> core_domain_;  // [core] dense domain index
   std::vector<int> gpu_domain_;   // [gpu] dense domain index, -1 when no core shares its NUMA node
 
-  std::deque<Request> queue_;  // arrival order
+  std::deque<Request> queue_;     // arrival order
   bool queue_ids_sorted_ = true;  // ids increase along queue_, so position() may bisect
   std::unordered_set<JobId> queued_ids_;
   std::unordered_map<JobId, Grant> running_;

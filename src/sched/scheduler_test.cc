@@ -154,8 +154,7 @@ TEST(Scheduler, RankOwnsConsecutiveSlots) {
   Scheduler s(machine(4, 2), {});
   Grant g = start(s, job(1, 3, 2));
   // Rank r owns slots [2r, 2r+2): both threads of core r.
-  EXPECT_EQ(g.slots,
-            (std::vector<SlotRef>{{0, 0}, {0, 1}, {1, 0}, {1, 1}, {2, 0}, {2, 1}}));
+  EXPECT_EQ(g.slots, (std::vector<SlotRef>{{0, 0}, {0, 1}, {1, 0}, {1, 1}, {2, 0}, {2, 1}}));
 }
 
 TEST(Scheduler, GpuJobGetsCoresNearItsGpu) {
@@ -269,8 +268,8 @@ TEST(Scheduler, OversizedJobRefusedWhenOversubscriptionForbidden) {
 
 TEST(Scheduler, RequestBeyondLimitFailsAtOnce) {
   Scheduler s(machine(4), SchedPolicy{.max_oversubscribe = 2});
-  EXPECT_EQ(submit_error(s, job(1, 9)), "9 ranks x 1 core need 9 slots, more than 2 times the "
-                                        "resource set's 4");
+  EXPECT_EQ(submit_error(s, job(1, 9)),
+            "9 ranks x 1 core need 9 slots, more than 2 times the resource set's 4");
   EXPECT_EQ(submit_error(s, job(2, 8)), "");
   EXPECT_EQ(s.queued(), 1u);
 }

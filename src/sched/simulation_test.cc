@@ -245,8 +245,7 @@ class Simulation {
       for (JobId id : live_ids_) r0_of_[id] = head;
     } else if (head_ != 0 && r0_left_ == 0) {
       ADD_FAILURE() << "head job " << head_ << " still waits after every job running when it "
-                    << "became head has released (" << figures_.events - head_since_
-                    << " events)";
+                    << "became head has released (" << figures_.events - head_since_ << " events)";
     }
   }
 
@@ -268,17 +267,17 @@ class Simulation {
   std::size_t next_head_ = 1;
   std::int64_t head_since_ = 0;
   std::int64_t head_releases_ = 0;
-  int r0_left_ = 0;            // jobs running when head_ became head, not yet released
-  std::vector<JobId> r0_of_;   // [id] the head that was waiting when id ran, if any
+  int r0_left_ = 0;           // jobs running when head_ became head, not yet released
+  std::vector<JobId> r0_of_;  // [id] the head that was waiting when id ran, if any
 };
 
 void report(const char* name, const Figures& f) {
   std::printf(
       "[ %s ] %lld events, queue up to %zu, head waited at most %lld events (%lld releases), "
       "%d exclusive and %d GPU grants, %d grants overtook an older request\n",
-      name, static_cast<long long>(f.events), f.max_queue,
-      static_cast<long long>(f.max_head_wait), static_cast<long long>(f.max_head_wait_releases),
-      f.exclusive_grants, f.gpu_grants, f.overtaken);
+      name, static_cast<long long>(f.events), f.max_queue, static_cast<long long>(f.max_head_wait),
+      static_cast<long long>(f.max_head_wait_releases), f.exclusive_grants, f.gpu_grants,
+      f.overtaken);
 }
 
 // Bounds that the seeds below meet with room to spare. A head waits for the

@@ -27,7 +27,8 @@ void write_all(int fd, std::string_view data, const char* what) {
 
 std::size_t write_some(int fd, std::string_view data, const char* what) {
   for (;;) {
-    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    // REQUIRES: fd is non-blocking and SIGPIPE is ignored (EPIPE then throws).
+    ssize_t n = ::write(fd, data.data(), data.size());
     if (n >= 0) return static_cast<std::size_t>(n);
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;

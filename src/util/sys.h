@@ -15,8 +15,9 @@ namespace jiffy {
 
 // Writes all of data to a blocking fd. Throws Error(what: strerror).
 void write_all(int fd, std::string_view data, const char* what);
-// Writes what it can without blocking, returns the bytes written (0 on EAGAIN).
-// Throws Error on any other failure (EPIPE included).
+// Writes what a non-blocking fd takes now; returns the bytes written (0 on
+// EAGAIN). Throws Error on any other failure (EPIPE included: callers ignore
+// SIGPIPE).
 std::size_t write_some(int fd, std::string_view data, const char* what);
 // Reads up to n bytes; returns "" at EOF, nullopt-like empty with *again=true on EAGAIN.
 std::string read_some(int fd, std::size_t n, bool* again, const char* what);
