@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
   try {
     Command cmd = parse_command_line(args, getenv_opt);
-    if (auto* c = std::get_if<LaunchCommand>(&cmd)) return run_launch(c->options);
+    if (auto* c = std::get_if<LaunchCommand>(&cmd)) return run_launch(c->options, args);
     if (std::holds_alternative<DaemonCommand>(cmd)) return run_daemon(args);
     if (auto* c = std::get_if<StatusCommand>(&cmd)) return run_status(*c);
     if (std::holds_alternative<StopCommand>(cmd)) return run_stop();

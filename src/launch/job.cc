@@ -47,9 +47,12 @@ double kill_grace_from_env() {
 
 }  // namespace
 
-Job::Job(const LaunchOptions& opt, std::vector<std::string> programs, JobGrant grant)
-    : opt_(opt), programs_(std::move(programs)), grant_(std::move(grant)),
+Job::Job(const LaunchOptions& opt, std::vector<std::string> programs, JobGrant grant,
+         BootstrapPlan bootstrap)
+    : opt_(opt), programs_(std::move(programs)), grant_(std::move(grant)), plan_(bootstrap),
       kill_grace_s_(kill_grace_from_env()) {}
+
+Job::~Job() = default;
 
 bool Job::start() {
   const int size = opt_.total_tasks();
@@ -61,6 +64,12 @@ bool Job::start() {
   Fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!devnull) throw_errno("open /dev/null");
   const std::string job_id = std::to_string(grant_.id);
+  std::vector<int> appnum;
+  for (std::size_t g = 0; g < opt_.apps.size(); ++g) appnum.insert(appnum.end(), static_cast<std::size_t>(opt_.apps[g].ntasks), static_cast<int>(g));
+  bootstrap_ = std::make_unique<Bootstrap>(
+      plan_, grant_.id, appnum,
+      Bootstrap::Events{[this](int r, int c, const std::string& m) { on_abort(r, c, m); },
+                        [this](int r, const std::string& why) { on_protocol_error(r, why); }});
   Fd rank0_stdin;
   if (::isatty(0)) rank0_stdin = stdin_.open();
   std::vector<Spawned> spawned;
@@ -83,6 +92,7 @@ bool Job::start() {
           env.set(var, gpus);
         }
       }
+      int inherit_fd = bootstrap_->prepare_rank(rank, env);
       RankOutput out = open_rank_output(opt_, rank, static_cast<int>(g), grant_.id);
       RankSpawn spec;
       spec.path = programs_[g];
@@ -94,7 +104,9 @@ bool Job::start() {
       if (out.out_file) spec.stdout_fd = out.out_file.get();
       if (out.err_file) spec.stderr_fd = out.err_file.get();
       spec.pgid = pgid_;
+      spec.inherit_fd = inherit_fd;
       Spawned s = spawn_rank(spec);
+      bootstrap_->rank_spawned(rank);
       if (rank == 0) pgid_ = s.pid;
       ranks_.push_back(Rank{s.pid, static_cast<int>(g), false, 0});
       spawned.push_back(std::move(s));
@@ -156,6 +168,14 @@ void Job::record_exit(std::size_t i, int code, bool signalled, int signo) {
   Rank& r = ranks_[i];
   r.done = true;
   r.code = signalled ? 128 + signo : code;
+  if (r.code == 0 && !terminating_ && bootstrap_ && bootstrap_->unfinalized(static_cast<int>(i))) {
+    // As hydra does: leaving between MPI_Init and MPI_Finalize is a failure,
+    // whatever the exit code says.
+    r.code = 1;
+    fail(1, "rank " + std::to_string(i) + " (" + opt_.apps[static_cast<std::size_t>(r.group)].argv[0] +
+                ", pid " + std::to_string(r.pid) + ") exited without calling MPI_Finalize");
+    return;
+  }
   if (r.code == 0 || exit_code_) return;
   exit_code_ = r.code;
   if (terminating_) return;  // a consequence of our own TERM/KILL, not news
@@ -173,6 +193,51 @@ void Job::record_exit(std::size_t i, int code, bool signalled, int signo) {
                  tail.c_str());
   }
   if (others) terminate("rank failed");
+}
+
+// Records a job-level failure with its one stderr line and ends the job.
+void Job::fail(int code, const std::string& message) {
+  if (!exit_code_) exit_code_ = code;
+  if (terminating_) return;
+  std::size_t others = live_ranks();
+  std::string tail = others ? "; terminating the other " + std::to_string(others) + " rank" +
+                                  (others == 1 ? "" : "s")
+                            : "";
+  std::fprintf(stderr, "jiffy: %s%s\n", message.c_str(), tail.c_str());
+  terminate(message);
+}
+
+void Job::on_abort(int rank, int code, const std::string& message) {
+  if (abort_code_) return;
+  // The code as a process would exit with it; a non-zero code never reads as success.
+  int c = code & 255;
+  if (code != 0 && c == 0) c = 1;
+  abort_code_ = c;
+  std::string m = "rank " + std::to_string(rank) + " called MPI_Abort with code " + std::to_string(code);
+  if (!message.empty()) m += " (" + message + ")";
+  // Every rank, the aborting one included (it waits for us), must go.
+  exit_code_.reset();
+  fail(c, m);
+  terminating_ = true;
+}
+
+void Job::on_protocol_error(int rank, const std::string& why) {
+  fail(1, "rank " + std::to_string(rank) + " broke the PMI protocol: " + why);
+}
+
+void Job::warn_if_never_bootstrapped() const {
+  if (ranks_.size() < 2 || !bootstrap_) return;
+  MpiKind k = bootstrap_->plan().kind;
+  if (k != MpiKind::Mpich && k != MpiKind::OpenMpi) return;
+  for (std::size_t i = 0; i < ranks_.size(); ++i) {
+    if (bootstrap_->contacted(static_cast<int>(i))) return;
+  }
+  std::fprintf(stderr,
+               "jiffy: warning: none of the %zu ranks of %s contacted jiffy's PMI-1 or PMIx "
+               "server although it links %s; they probably ran as %zu separate singletons (an MPI "
+               "built for another launcher, or statically linked?)\n",
+               ranks_.size(), opt_.apps[0].argv[0].c_str(), k == MpiKind::Mpich ? "MPICH" : "Open MPI",
+               ranks_.size());
 }
 
 void Job::reap() {
@@ -215,6 +280,8 @@ void Job::reap() {
 void Job::handle_signal(int signo) {
   switch (signo) {
     case SIGCHLD:
+      // A finalize that preceded the exit must be seen before the exit.
+      if (bootstrap_) bootstrap_->drain();
       reap();
       return;
     case SIGINT:
@@ -250,15 +317,18 @@ int Job::wait(int signal_fd) {
     for (int fd : forwarder_.fds()) p.push_back(pollfd{fd, POLLIN, 0});
     const std::size_t nfwd = p.size();
     if (stdin_.active()) p.push_back(pollfd{stdin_.fd(), stdin_.events(), 0});
+    const std::size_t nboot = p.size();
+    bootstrap_->add_poll_fds(p);
     int n = ::poll(p.data(), p.size(), poll_timeout_ms());
     if (n < 0 && errno != EINTR) throw_errno("poll");
+    if (n > 0) bootstrap_->handle(p, nboot);
     if (n > 0 && p[0].revents) {
       signalfd_siginfo si;
       while (::read(signal_fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
         handle_signal(static_cast<int>(si.ssi_signo));
       }
     }
-    if (n > 0 && p.size() > nfwd && p[nfwd].revents) stdin_.on_ready();
+    if (n > 0 && stdin_.active() && p[nfwd].revents) stdin_.on_ready();
     for (std::size_t i = nfwd; n > 0 && i-- > 1;) {
       if (p[i].revents) forwarder_.on_readable(i - 1);
     }
@@ -284,6 +354,8 @@ int Job::wait(int signal_fd) {
   while (::waitpid(ranks_[0].pid, &status, 0) < 0 && errno == EINTR) {
   }
   if (timed_out_) return 255;
+  if (abort_code_) return *abort_code_;
+  if (!exit_code_) warn_if_never_bootstrapped();
   return exit_code_.value_or(0);
 }
 

@@ -6,18 +6,21 @@
 // unrelated process. Signals arrive through a signalfd and are handled in the
 // one poll loop, together with labelled output and the job's deadlines.
 //
-// Exit code: 0 when every rank exits 0; else the first failing rank's code,
-// 128+signal for a signalled rank; 255 on timeout (the message contains
+// Exit code: 0 when every rank exits 0; else the MPI_Abort code if a rank
+// aborted, or the first failing rank's code, 128+signal for a signalled
+// rank, 1 for a rank that exited between MPI_Init and MPI_Finalize; 255 on timeout (the message contains
 // "APPLICATION TIMED OUT", as hydra's does). When a rank fails the others get
 // SIGTERM, then SIGKILL after a grace period.
 #pragma once
 
 #include <sys/types.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "launch/bootstrap.h"
 #include "launch/options.h"
 #include "launch/output.h"
 #include "launch/spawn.h"
@@ -40,7 +43,9 @@ struct JobGrant {
 class Job {
  public:
   // programs[g]: the resolved executable of app group g.
-  Job(const LaunchOptions& opt, std::vector<std::string> programs, JobGrant grant);
+  Job(const LaunchOptions& opt, std::vector<std::string> programs, JobGrant grant,
+      BootstrapPlan bootstrap);
+  ~Job();
 
   // Forks and execs every rank. Returns false (after cleaning up, with a
   // message on stderr) when a rank could not be started.
@@ -59,6 +64,10 @@ class Job {
   };
 
   void handle_signal(int signo);
+  void on_abort(int rank, int code, const std::string& message);
+  void on_protocol_error(int rank, const std::string& why);
+  void fail(int code, const std::string& message);
+  void warn_if_never_bootstrapped() const;
   void reap();
   void record_exit(std::size_t rank, int code, bool signalled, int signo);
   void terminate(const std::string& why);
@@ -69,11 +78,14 @@ class Job {
   const LaunchOptions& opt_;
   std::vector<std::string> programs_;
   JobGrant grant_;
+  BootstrapPlan plan_;
+  std::unique_ptr<Bootstrap> bootstrap_;
   std::vector<Rank> ranks_;
   Forwarder forwarder_;
   StdinPump stdin_;
   pid_t pgid_ = 0;
   std::optional<int> exit_code_;  // the first failure, decides the job's code
+  std::optional<int> abort_code_;  // MPI_Abort's code overrides it
   bool terminating_ = false;
   bool timed_out_ = false;
   int interrupts_ = 0;

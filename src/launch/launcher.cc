@@ -11,8 +11,10 @@
 #include <cstdlib>
 #include <variant>
 
+#include "launch/bootstrap.h"
 #include "launch/client.h"
 #include "launch/job.h"
+#include "pmi/pmix_server.h"
 #include "proto/message.h"
 #include "util/error.h"
 #include "util/sys.h"
@@ -195,9 +197,38 @@ std::variant<JobGrant, int> wait_for_grant(DaemonClient& client, const LaunchOpt
   }
 }
 
+// The lean jiffy carries no libpmix; a job that needs PMIx continues in
+// jiffy-pmix (same code, libpmix linked), which sits next to it. Returns
+// only when that is impossible.
+void continue_in_pmix_launcher(const std::vector<std::string>& argv) {
+  if (std::getenv("JIFFY_IN_PMIX_LAUNCHER")) return;  // never loop
+  std::string exe = daemon_executable();
+  exe = exe.substr(0, exe.rfind('/') + 1) + "jiffy-pmix";
+  ::setenv("JIFFY_IN_PMIX_LAUNCHER", "1", 1);
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  ::execv(exe.c_str(), args.data());
+  ::unsetenv("JIFFY_IN_PMIX_LAUNCHER");
+}
+
+BootstrapPlan bootstrap_plan(const LaunchOptions& opt, const std::vector<std::string>& programs,
+                             const std::vector<std::string>& argv) {
+  std::vector<MpiKind> kinds;
+  for (const std::string& p : programs) kinds.push_back(detect_mpi(p));
+  BootstrapPlan plan = plan_bootstrap(opt.mpi, kinds);
+  if (plan.pmix && !PmixServer::available()) {
+    continue_in_pmix_launcher(argv);
+    if (opt.mpi == MpiMode::Pmix) throw Error("--mpi=pmix: cannot run jiffy-pmix next to jiffy");
+    std::fprintf(stderr, "jiffy: warning: jiffy-pmix not found; Open MPI ranks will not bootstrap\n");
+    plan.pmix = false;
+  }
+  return plan;
+}
+
 }  // namespace
 
-int run_launch(const LaunchOptions& opt) {
+int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv) {
   ensure_std_fds();
   // Resolve every program before asking for resources: a typo costs nothing.
   std::vector<std::string> programs;
@@ -211,6 +242,7 @@ int run_launch(const LaunchOptions& opt) {
       return kExitNotFound;
     }
   }
+  BootstrapPlan plan = bootstrap_plan(opt, programs, argv);
   Fd signals = block_signals();
   // The daemon may vanish while we wait (restart, idle exit racing our
   // connect): then ask again, a few times.
@@ -225,7 +257,7 @@ int run_launch(const LaunchOptions& opt) {
       throw;
     }
     if (auto* code = std::get_if<int>(&waited)) return *code;
-    Job job(opt, programs, std::move(std::get<JobGrant>(waited)));
+    Job job(opt, programs, std::move(std::get<JobGrant>(waited)), plan);
     if (!job.start()) return kExitNotFound;
     try {
       client.send({{"type", proto::type::kStarted}, {"pgid", job.pgid()}});

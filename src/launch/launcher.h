@@ -3,12 +3,16 @@
 // Ctrl-C cancels), run the job, report it finished.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "launch/options.h"
 
 namespace jiffy {
 
 // Returns the process exit code. Throws Error for failures before the job
-// starts (daemon unreachable and so on).
-int run_launch(const LaunchOptions& opt);
+// starts (daemon unreachable and so on). argv is the original command line,
+// for re-executing as jiffy-pmix when the job needs PMIx.
+int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv);
 
 }  // namespace jiffy

@@ -40,6 +40,7 @@ namespace {
   if (spec.stdin_fd != 0 && ::dup2(spec.stdin_fd, 0) < 0) child_fail(status_fd, errno);
   if (spec.stdout_fd != 1 && ::dup2(spec.stdout_fd, 1) < 0) child_fail(status_fd, errno);
   if (spec.stderr_fd != 2 && ::dup2(spec.stderr_fd, 2) < 0) child_fail(status_fd, errno);
+  if (spec.inherit_fd >= 0 && ::fcntl(spec.inherit_fd, F_SETFD, 0) != 0) child_fail(status_fd, errno);
   if (spec.wdir && ::chdir(spec.wdir->c_str()) != 0) child_fail(status_fd, errno);
   ::execve(spec.path.c_str(), argv, spec.envp.data());
   child_fail(status_fd, errno);

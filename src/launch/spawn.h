@@ -24,6 +24,7 @@ struct RankSpawn {
   int stdout_fd = 1;
   int stderr_fd = 2;
   pid_t pgid = 0;  // process group to join; 0 = lead a new one
+  int inherit_fd = -1;  // a close-on-exec fd the rank keeps (its PMI_FD)
 };
 
 struct Spawned {

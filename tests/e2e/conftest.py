@@ -148,6 +148,8 @@ def read_record(path) -> dict:
             if "=" not in line:
                 continue
             k, v = line.split("=", 1)
+            if k == "signal":  # a rank may record several signals
+                rec["signals"] = rec.get("signals", []) + [int(v)]
             rec[k] = v
     return rec
 

@@ -106,6 +106,25 @@ def test_program_arguments_passed_verbatim(jx):
     assert cp.stdout == "-n|-np|3|-l|--tag-output|-genv|a b||"
 
 
+def test_long_arguments(jx):
+    long = "y" * 20000
+    cp = jx.run(["-n", 1, "printf", "%s", long])
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout == long
+    many = [f"arg{i}" for i in range(5000)]
+    cp = jx.run(["-n", 1, "printf", "%s,"] + many)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout == "".join(a + "," for a in many)
+
+
+def test_non_utf8_arguments(jx):
+    arg = b"caf\xe9-\xff"
+    argv = [jx.bin.encode(), b"-n", b"1", b"printf", b"%s", arg]
+    cp = subprocess.run(argv, env=jx.env, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout == arg
+
+
 def test_np_spelling_and_path_lookup(jx, tmp_path):
     cp = jx.run(["-np", 2, "sh", "-c", 'echo "r$JIFFY_RANK"'])
     assert cp.returncode == 0, cp.stderr

@@ -147,7 +147,7 @@ def test_tag_output(jx):
 
 def test_labels_partial_and_long_lines(jx):
     long = "y" * 20000
-    cp = jx.run(["-l", "-n", 1, "sh", "-c", f'echo {long}; printf "no newline"'])
+    cp = jx.run(["-l", "-n", 1, "sh", "-c", 'head -c 20000 /dev/zero | tr "\\0" y; echo; printf "no newline"'])
     assert cp.returncode == 0, cp.stderr
     out = cp.stdout.splitlines()
     assert f"[0] {long}" in out, "a long line stays one labelled line"

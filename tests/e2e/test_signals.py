@@ -35,7 +35,8 @@ def test_signal_forwarded_to_ranks(jx, probe_bin, tmp_path, sig):
     assert p.returncode != 0
     recs = read_records(tmp_path)["s"]
     for r in (0, 1):
-        assert recs[r].get("signal") == str(int(sig)), f"rank {r} did not get {sig.name}: {recs[r]}"
+        # (a rank may also see the SIGTERM that follows its peer's exit)
+        assert int(sig) in recs[r].get("signals", []), f"rank {r} did not get {sig.name}: {recs[r]}"
 
 
 def test_second_sigint_kills(jx, probe_bin, tmp_path):

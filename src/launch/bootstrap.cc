@@ -1,0 +1,231 @@
+#include "launch/bootstrap.h"
+
+#include <ftw.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+
+#include "launch/environment.h"
+#include "pmi/pmix_server.h"
+#include "pmi/simple_engine.h"
+#include "util/error.h"
+#include "util/sys.h"
+
+namespace jiffy {
+
+namespace {
+
+std::string make_job_dir(unsigned long long job_id) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/jiffy-" +
+                      std::to_string(::geteuid()) + "-job" + std::to_string(job_id) + "-XXXXXX";
+  if (!::mkdtemp(templ.data())) throw_errno("cannot create the job directory " + templ);
+  return templ;
+}
+
+void remove_tree(const std::string& dir) {
+  ::nftw(
+      dir.c_str(),
+      [](const char* path, const struct stat*, int, struct FTW*) { return ::remove(path) == 0 ? 0 : 0; },
+      16, FTW_DEPTH | FTW_PHYS);
+}
+
+// Sets name unless the user already chose a value for it.
+void set_default(Environment& env, const std::string& name, const std::string& value) {
+  if (!env.get(name)) env.set(name, value);
+}
+
+}  // namespace
+
+BootstrapPlan plan_bootstrap(MpiMode mode, const std::vector<MpiKind>& app_kinds) {
+  BootstrapPlan p;
+  for (MpiKind k : app_kinds) {
+    // The strongest claim wins: Open MPI > unknown > MPICH > none.
+    auto rank = [](MpiKind x) {
+      switch (x) {
+        case MpiKind::None: return 0;
+        case MpiKind::Mpich: return 1;
+        case MpiKind::Unknown: return 2;
+        case MpiKind::OpenMpi: return 3;
+      }
+      return 0;
+    };
+    if (rank(k) > rank(p.kind)) p.kind = k;
+  }
+  switch (mode) {
+    case MpiMode::None: p.pmi1 = false; p.pmix = false; break;
+    case MpiMode::Pmi1: p.pmi1 = true; p.pmix = false; break;
+    case MpiMode::Pmix: p.pmi1 = false; p.pmix = true; break;
+    case MpiMode::Auto:
+      p.pmi1 = true;
+      p.pmix = p.kind == MpiKind::OpenMpi || p.kind == MpiKind::Unknown;
+      break;
+  }
+  return p;
+}
+
+Bootstrap::Bootstrap(BootstrapPlan plan, unsigned long long job_id, std::vector<int> appnum,
+                     Events events)
+    : plan_(plan), size_(static_cast<int>(appnum.size())), events_(std::move(events)) {
+  if (plan_.pmi1) {
+    pmi::JobInfo info;
+    info.size = size_;
+    info.kvsname = "jiffy_" + std::to_string(job_id) + "_" + std::to_string(::getpid());
+    info.appnum = appnum;
+    info.universe_size = size_;
+    pmi::SimpleEngine::Callbacks cb;
+    cb.send = [this](int rank, std::string_view reply) {
+      try {
+        write_all(pmi_fds_[static_cast<std::size_t>(rank)].get(), reply, "PMI reply");
+      } catch (const Error&) {
+        // The rank is gone; its exit is reported through SIGCHLD.
+      }
+    };
+    cb.abort = [this](int rank, int code) { events_.abort(rank, code, ""); };
+    cb.finalized = [](int) {};
+    cb.protocol_error = [this](int rank, const std::string& why) {
+      events_.protocol_error(rank, why);
+    };
+    engine_ = std::make_unique<pmi::SimpleEngine>(std::move(info), std::move(cb));
+    pmi_fds_.resize(static_cast<std::size_t>(size_));
+    child_fds_.resize(static_cast<std::size_t>(size_));
+  }
+  if (plan_.pmix) {
+    dir_ = make_job_dir(job_id);
+    PmixJob job;
+    job.nspace = "jiffy." + std::to_string(job_id) + "." + std::to_string(::getpid());
+    job.size = size_;
+    job.appnum = appnum;
+    job.napps = appnum.empty() ? 1 : appnum.back() + 1;
+    for (std::size_t r = 0; r < appnum.size(); ++r) {
+      job.app_rank.push_back(r == 0 || appnum[r] != appnum[r - 1] ? 0 : job.app_rank.back() + 1);
+    }
+    job.dir = dir_;
+    job.uid = ::geteuid();
+    job.gid = ::getegid();
+    try {
+      pmix_ = PmixServer::start(job);
+    } catch (...) {
+      remove_tree(dir_);
+      throw;
+    }
+    pmix_connected_.assign(static_cast<std::size_t>(size_), 0);
+    pmix_finalized_.assign(static_cast<std::size_t>(size_), 0);
+  }
+}
+
+Bootstrap::~Bootstrap() {
+  pmix_.reset();  // deregisters and finalizes before its directory goes
+  if (!dir_.empty()) remove_tree(dir_);
+}
+
+int Bootstrap::prepare_rank(int rank, Environment& env) {
+  const std::string r = std::to_string(rank);
+  const std::string n = std::to_string(size_);
+  int inherit = -1;
+  if (plan_.pmi1) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw_errno("socketpair");
+    pmi_fds_[static_cast<std::size_t>(rank)].reset(sv[0]);
+    child_fds_[static_cast<std::size_t>(rank)].reset(sv[1]);
+    inherit = sv[1];
+    env.set("PMI_FD", std::to_string(sv[1]));
+    env.set("PMI_RANK", r);
+    env.set("PMI_SIZE", n);
+    // What hydra gives its ranks, and what tools read to learn the layout.
+    env.set("MPI_LOCALNRANKS", n);
+    env.set("MPI_LOCALRANKID", r);
+  }
+  if (plan_.pmix) {
+    pmix_->prepare_rank(rank, env);
+    // Open MPI 4.1 takes a direct launch for a singleton unless schizo/orte
+    // is out of the way (pmi.md B7).
+    set_default(env, "OMPI_MCA_schizo", "^orte");
+    // Concurrent jobs must never share Open MPI's shared-memory files.
+    set_default(env, "OMPI_MCA_btl_vader_backing_directory", dir_);
+    set_default(env, "OMPI_MCA_orte_tmpdir_base", dir_);
+    // jiffy binds the ranks itself, as Flux does.
+    set_default(env, "OMPI_MCA_hwloc_base_binding_policy", "none");
+    set_default(env, "OMPI_MCA_orte_externally_bound", "1");
+    env.set("OMPI_COMM_WORLD_SIZE", n);
+    env.set("OMPI_COMM_WORLD_RANK", r);
+    env.set("OMPI_COMM_WORLD_LOCAL_RANK", r);
+    env.set("OMPI_COMM_WORLD_LOCAL_SIZE", n);
+    env.set("OMPI_COMM_WORLD_NODE_RANK", r);
+  }
+  return inherit;
+}
+
+void Bootstrap::rank_spawned(int rank) {
+  if (plan_.pmi1) child_fds_[static_cast<std::size_t>(rank)].reset();
+}
+
+void Bootstrap::add_poll_fds(std::vector<pollfd>& fds) {
+  polled_.clear();
+  for (int r = 0; r < static_cast<int>(pmi_fds_.size()); ++r) {
+    if (!pmi_fds_[static_cast<std::size_t>(r)]) continue;
+    fds.push_back(pollfd{pmi_fds_[static_cast<std::size_t>(r)].get(), POLLIN, 0});
+    polled_.push_back(r);
+  }
+  if (pmix_) fds.push_back(pollfd{pmix_->event_fd(), POLLIN, 0});
+}
+
+void Bootstrap::handle(const std::vector<pollfd>& fds, std::size_t first) {
+  for (std::size_t i = 0; i < polled_.size(); ++i) {
+    if (fds[first + i].revents) read_pmi(polled_[i]);
+  }
+  if (pmix_ && fds[first + polled_.size()].revents) take_pmix_events();
+}
+
+void Bootstrap::drain() {
+  if (pmix_) take_pmix_events();
+  for (int r = 0; r < static_cast<int>(pmi_fds_.size()); ++r) {
+    if (!pmi_fds_[static_cast<std::size_t>(r)]) continue;
+    pollfd p{pmi_fds_[static_cast<std::size_t>(r)].get(), POLLIN, 0};
+    if (::poll(&p, 1, 0) > 0) read_pmi(r);
+  }
+}
+
+void Bootstrap::read_pmi(int rank) {
+  Fd& fd = pmi_fds_[static_cast<std::size_t>(rank)];
+  char buf[8192];
+  ssize_t n;
+  do {
+    n = ::read(fd.get(), buf, sizeof buf);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    engine_->on_data(rank, std::string_view(buf, static_cast<std::size_t>(n)));
+    return;
+  }
+  // EOF: the rank exited or closed the fd. A disconnect between init and
+  // finalize is judged when the rank's exit is reaped (unfinalized()).
+  fd.reset();
+  engine_->on_disconnect(rank);
+}
+
+void Bootstrap::take_pmix_events() {
+  for (const PmixEvent& e : pmix_->take_events()) {
+    if (e.rank < 0 || e.rank >= size_) continue;
+    std::size_t r = static_cast<std::size_t>(e.rank);
+    switch (e.kind) {
+      case PmixEvent::Kind::Connected: pmix_connected_[r] = 1; break;
+      case PmixEvent::Kind::Finalized: pmix_finalized_[r] = 1; break;
+      case PmixEvent::Kind::Abort: events_.abort(e.rank, e.status, e.message); break;
+    }
+  }
+}
+
+bool Bootstrap::unfinalized(int rank) const {
+  std::size_t r = static_cast<std::size_t>(rank);
+  if (engine_ && engine_->initialized(rank) && !engine_->finalized(rank)) return true;
+  return pmix_ && pmix_connected_[r] && !pmix_finalized_[r];
+}
+
+bool Bootstrap::contacted(int rank) const {
+  std::size_t r = static_cast<std::size_t>(rank);
+  return (engine_ && engine_->ever_connected(rank)) || (pmix_ && pmix_connected_[r]);
+}
+
+}  // namespace jiffy

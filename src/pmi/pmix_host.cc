@@ -1,0 +1,263 @@
+// PmixServer on libpmix 4.2 (Debian 12): see pmix_server.h for the threading
+// contract and ../shared/reference/pmi.md part B for the facts relied on.
+#include <pmix.h>
+#include <pmix_server.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "launch/environment.h"
+#include "pmi/pmix_server.h"
+#include "util/error.h"
+
+namespace jiffy {
+
+namespace {
+
+class Host;
+Host* g_host = nullptr;  // libpmix callbacks carry no context of ours
+
+[[noreturn]] void fail(const std::string& what, pmix_status_t rc) {
+  throw Error("PMIx: " + what + ": " + PMIx_Error_string(rc));
+}
+
+// A pmix_info_t array built with the list API, freed on destruction.
+class InfoList {
+ public:
+  InfoList() : list_(PMIx_Info_list_start()) {}
+  ~InfoList() {
+    if (list_) PMIx_Info_list_release(list_);
+    if (array_.array) PMIx_Data_array_destruct(&array_);
+  }
+  InfoList(const InfoList&) = delete;
+  InfoList& operator=(const InfoList&) = delete;
+
+  void add(const char* key, const void* value, pmix_data_type_t type) {
+    pmix_status_t rc = PMIx_Info_list_add(list_, key, value, type);
+    if (rc != PMIX_SUCCESS) fail(std::string("adding ") + key, rc);
+  }
+  void add_string(const char* key, const std::string& v) { add(key, v.c_str(), PMIX_STRING); }
+  void add_u32(const char* key, uint32_t v) { add(key, &v, PMIX_UINT32); }
+  void add_u16(const char* key, uint16_t v) { add(key, &v, PMIX_UINT16); }
+  void add_rank(const char* key, pmix_rank_t v) { add(key, &v, PMIX_PROC_RANK); }
+  void add_bool(const char* key, bool v) { add(key, &v, PMIX_BOOL); }
+  // Converts to an array; valid while *this lives.
+  pmix_data_array_t* array() {
+    if (!array_.array) {
+      pmix_status_t rc = PMIx_Info_list_convert(list_, &array_);
+      if (rc != PMIX_SUCCESS) fail("converting info list", rc);
+    }
+    return &array_;
+  }
+  pmix_info_t* info() { return static_cast<pmix_info_t*>(array()->array); }
+  size_t size() { return array()->size; }
+
+ private:
+  void* list_;
+  pmix_data_array_t array_{};
+};
+
+class Host final : public PmixServer {
+ public:
+  explicit Host(const PmixJob& job) : job_(job) {
+    event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (event_fd_ < 0) throw_errno("eventfd");
+    g_host = this;
+    init_server();
+    register_nspace();
+  }
+
+  ~Host() override {
+    PMIx_server_deregister_nspace(job_.nspace.c_str(), nullptr, nullptr);
+    PMIx_server_finalize();
+    g_host = nullptr;
+    ::close(event_fd_);
+  }
+
+  void prepare_rank(int rank, Environment& env) override {
+    pmix_proc_t proc;
+    PMIX_PROC_LOAD(&proc, job_.nspace.c_str(), static_cast<pmix_rank_t>(rank));
+    pmix_status_t rc = PMIx_server_register_client(&proc, job_.uid, job_.gid, nullptr, nullptr, nullptr);
+    if (rc != PMIX_SUCCESS && rc != PMIX_OPERATION_SUCCEEDED) fail("register_client", rc);
+    char** added = nullptr;
+    rc = PMIx_server_setup_fork(&proc, &added);
+    if (rc != PMIX_SUCCESS) fail("setup_fork", rc);
+    for (char** p = added; p && *p; ++p) {
+      if (const char* eq = std::strchr(*p, '=')) env.set(std::string(*p, static_cast<std::size_t>(eq - *p)), eq + 1);
+      std::free(*p);
+    }
+    std::free(added);
+  }
+
+  int event_fd() const override { return event_fd_; }
+
+  std::vector<PmixEvent> take_events() override {
+    uint64_t n;
+    (void)!::read(event_fd_, &n, sizeof n);
+    std::lock_guard<std::mutex> lock(mutex_);
+    return std::exchange(events_, {});
+  }
+
+  // Called on libpmix's thread.
+  void post(PmixEvent e) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      events_.push_back(std::move(e));
+    }
+    uint64_t one = 1;
+    (void)!::write(event_fd_, &one, sizeof one);
+  }
+
+  bool ours(const pmix_proc_t* proc) const { return proc && job_.nspace == proc->nspace; }
+
+ private:
+  void init_server();
+  void register_nspace();
+
+  PmixJob job_;
+  int event_fd_ = -1;
+  std::mutex mutex_;
+  std::vector<PmixEvent> events_;
+};
+
+// --- libpmix callbacks (progress thread) ------------------------------------
+
+pmix_status_t on_connected(const pmix_proc_t* proc, void*, pmix_op_cbfunc_t, void*) {
+  if (g_host && g_host->ours(proc)) {
+    g_host->post({PmixEvent::Kind::Connected, static_cast<int>(proc->rank), 0, {}});
+  }
+  return PMIX_OPERATION_SUCCEEDED;
+}
+
+pmix_status_t on_finalized(const pmix_proc_t* proc, void*, pmix_op_cbfunc_t cbfunc, void* cbdata) {
+  if (g_host && g_host->ours(proc)) {
+    g_host->post({PmixEvent::Kind::Finalized, static_cast<int>(proc->rank), 0, {}});
+  }
+  // Having implemented this callback we must complete it, or the rank
+  // hangs in MPI_Finalize.
+  if (cbfunc) cbfunc(PMIX_SUCCESS, cbdata);
+  return PMIX_SUCCESS;
+}
+
+pmix_status_t on_abort(const pmix_proc_t* proc, void*, int status, const char msg[], pmix_proc_t[],
+                       size_t, pmix_op_cbfunc_t cbfunc, void* cbdata) {
+  if (g_host && g_host->ours(proc)) {
+    g_host->post({PmixEvent::Kind::Abort, static_cast<int>(proc->rank), status, msg ? msg : ""});
+  }
+  // Release the caller; the launcher kills the job from its own loop.
+  if (cbfunc) cbfunc(PMIX_SUCCESS, cbdata);
+  return PMIX_SUCCESS;
+}
+
+void release_fence_data(void* cbdata) { std::free(cbdata); }
+
+// One server holds every rank, so the collected data is exactly what the
+// library handed us: give it back (examples/server.c does the same). Not
+// called at all while libpmix's local-only fence shortcut applies, but the
+// lost-connection path calls it without a NULL check.
+pmix_status_t on_fence(const pmix_proc_t[], size_t, const pmix_info_t[], size_t, char* data,
+                       size_t ndata, pmix_modex_cbfunc_t cbfunc, void* cbdata) {
+  char* copy = nullptr;
+  if (ndata > 0) {
+    copy = static_cast<char*>(std::malloc(ndata));
+    if (!copy) return PMIX_ERR_NOMEM;
+    std::memcpy(copy, data, ndata);
+  }
+  if (cbfunc) cbfunc(PMIX_SUCCESS, copy, ndata, cbdata, release_fence_data, copy);
+  return PMIX_SUCCESS;
+}
+
+pmix_status_t on_direct_modex(const pmix_proc_t*, const pmix_info_t[], size_t, pmix_modex_cbfunc_t,
+                              void*) {
+  return PMIX_ERR_NOT_SUPPORTED;  // every peer is local: nothing to fetch
+}
+
+pmix_server_module_t g_module = [] {
+  pmix_server_module_t m;
+  std::memset(&m, 0, sizeof m);
+  m.client_connected = on_connected;
+  m.client_finalized = on_finalized;
+  m.abort = on_abort;
+  m.fence_nb = on_fence;
+  m.direct_modex = on_direct_modex;
+  return m;
+}();
+
+// --- set-up -------------------------------------------------------------------
+
+void Host::init_server() {
+  InfoList info;
+  info.add_string(PMIX_SERVER_TMPDIR, job_.dir);
+  info.add_string(PMIX_SYSTEM_TMPDIR, job_.dir);
+  info.add_rank(PMIX_SERVER_RANK, 0);
+  pmix_status_t rc = PMIx_server_init(&g_module, info.info(), info.size());
+  if (rc != PMIX_SUCCESS) fail("server_init", rc);
+}
+
+std::string rank_list(int size) {
+  std::string s;
+  for (int r = 0; r < size; ++r) s += (r ? "," : "") + std::to_string(r);
+  return s;
+}
+
+void Host::register_nspace() {
+  const uint32_t n = static_cast<uint32_t>(job_.size);
+  char host[256] = "localhost";
+  ::gethostname(host, sizeof host - 1);
+  char* node_map = nullptr;
+  char* proc_map = nullptr;
+  std::string ranks = rank_list(job_.size);
+  if (PMIx_generate_regex(host, &node_map) != PMIX_SUCCESS ||
+      PMIx_generate_ppn(ranks.c_str(), &proc_map) != PMIX_SUCCESS) {
+    throw Error("PMIx: cannot generate the node and process maps");
+  }
+  InfoList info;
+  info.add_string(PMIX_JOBID, job_.nspace);
+  for (const char* key : {PMIX_UNIV_SIZE, PMIX_JOB_SIZE, PMIX_LOCAL_SIZE, PMIX_MAX_PROCS}) {
+    info.add_u32(key, n);  // JOB_SIZE == nlocalprocs keeps libpmix's local-only fence path
+  }
+  info.add_u32(PMIX_NUM_NODES, 1);
+  info.add_string(PMIX_LOCAL_PEERS, ranks);
+  info.add_string(PMIX_NODE_MAP, node_map);
+  info.add_string(PMIX_PROC_MAP, proc_map);
+  std::free(node_map);
+  std::free(proc_map);
+  info.add_u32(PMIX_JOB_NUM_APPS, static_cast<uint32_t>(job_.napps));
+  info.add_string(PMIX_TMPDIR, job_.dir);
+  info.add_string(PMIX_NSDIR, job_.dir);
+  info.add_bool(PMIX_TDIR_RMCLEAN, true);  // we remove the job directory ourselves
+  info.add_bool(PMIX_SPAWNED, false);
+  // No PMIX_PERSONALITY "ompi": its setup_fork wants app data we do not
+  // register (pmdl_ompi NOT-FOUND); Bootstrap sets OMPI_COMM_WORLD_* itself.
+  std::vector<std::unique_ptr<InfoList>> per_rank;
+  for (int r = 0; r < job_.size; ++r) {
+    auto p = std::make_unique<InfoList>();
+    p->add_rank(PMIX_RANK, static_cast<pmix_rank_t>(r));  // must come first
+    p->add_u32(PMIX_NODEID, 0);
+    p->add_u16(PMIX_LOCAL_RANK, static_cast<uint16_t>(r));
+    p->add_u16(PMIX_NODE_RANK, static_cast<uint16_t>(r));
+    p->add_u32(PMIX_APPNUM, static_cast<uint32_t>(job_.appnum[static_cast<std::size_t>(r)]));
+    p->add_rank(PMIX_APP_RANK, static_cast<pmix_rank_t>(job_.app_rank[static_cast<std::size_t>(r)]));
+    p->add_rank(PMIX_GLOBAL_RANK, static_cast<pmix_rank_t>(r));
+    p->add_string(PMIX_HOSTNAME, host);
+    info.add(PMIX_PROC_INFO_ARRAY, p->array(), PMIX_DATA_ARRAY);
+    per_rank.push_back(std::move(p));
+  }
+  pmix_status_t rc = PMIx_server_register_nspace(job_.nspace.c_str(), job_.size, info.info(),
+                                                 info.size(), nullptr, nullptr);
+  if (rc != PMIX_SUCCESS && rc != PMIX_OPERATION_SUCCEEDED) fail("register_nspace", rc);
+}
+
+}  // namespace
+
+bool PmixServer::available() { return true; }
+
+std::unique_ptr<PmixServer> PmixServer::start(const PmixJob& job) {
+  if (g_host) throw Error("PMIx: one job per launcher process");
+  return std::make_unique<Host>(job);
+}
+
+}  // namespace jiffy

@@ -1,0 +1,13 @@
+// The lean launcher's PMIx: none. See pmix_server.h.
+#include "pmi/pmix_server.h"
+#include "util/error.h"
+
+namespace jiffy {
+
+bool PmixServer::available() { return false; }
+
+std::unique_ptr<PmixServer> PmixServer::start(const PmixJob&) {
+  throw Error("this executable has no PMIx support (use jiffy-pmix)");
+}
+
+}  // namespace jiffy
