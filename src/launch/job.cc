@@ -196,13 +196,15 @@ void Job::record_exit(std::size_t i, int code, bool signalled, int signo) {
 }
 
 // Records a job-level failure with its one stderr line and ends the job.
-void Job::fail(int code, const std::string& message) {
+void Job::fail(int code, const std::string& message, bool culprit_alive) {
   if (!exit_code_) exit_code_ = code;
   if (terminating_) return;
-  std::size_t others = live_ranks();
-  std::string tail = others ? "; terminating the other " + std::to_string(others) + " rank" +
-                                  (others == 1 ? "" : "s")
-                            : "";
+  std::size_t live = live_ranks();
+  std::size_t others = culprit_alive && live > 0 ? live - 1 : live;
+  std::string tail = culprit_alive ? "; terminating the job"
+                     : others      ? "; terminating the other " + std::to_string(others) + " rank" +
+                                    (others == 1 ? "" : "s")
+                                   : "";
   std::fprintf(stderr, "jiffy: %s%s\n", message.c_str(), tail.c_str());
   terminate(message);
 }
@@ -214,15 +216,15 @@ void Job::on_abort(int rank, int code, const std::string& message) {
   if (code != 0 && c == 0) c = 1;
   abort_code_ = c;
   std::string m = "rank " + std::to_string(rank) + " called MPI_Abort with code " + std::to_string(code);
-  if (!message.empty()) m += " (" + message + ")";
+  if (!message.empty() && message != "N/A") m += " (" + message + ")";
   // Every rank, the aborting one included (it waits for us), must go.
   exit_code_.reset();
-  fail(c, m);
+  fail(c, m, /*culprit_alive=*/true);
   terminating_ = true;
 }
 
 void Job::on_protocol_error(int rank, const std::string& why) {
-  fail(1, "rank " + std::to_string(rank) + " broke the PMI protocol: " + why);
+  fail(1, "rank " + std::to_string(rank) + " broke the PMI protocol: " + why, /*culprit_alive=*/true);
 }
 
 void Job::warn_if_never_bootstrapped() const {

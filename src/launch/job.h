@@ -66,7 +66,8 @@ class Job {
   void handle_signal(int signo);
   void on_abort(int rank, int code, const std::string& message);
   void on_protocol_error(int rank, const std::string& why);
-  void fail(int code, const std::string& message);
+  // culprit_alive: the failing rank has not exited (abort, protocol error).
+  void fail(int code, const std::string& message, bool culprit_alive = false);
   void warn_if_never_bootstrapped() const;
   void reap();
   void record_exit(std::size_t rank, int code, bool signalled, int signo);

@@ -82,7 +82,8 @@ class SimpleEngine::Request {
       rest.remove_prefix(end);
       std::size_t eq = token.find('=');
       if (eq == std::string_view::npos || eq == 0) {
-        *why = "malformed PMI request (token " + quote(token) + " is not key=value): " + quote(line);
+        *why =
+            "malformed PMI request (token " + quote(token) + " is not key=value): " + quote(line);
         return std::nullopt;
       }
       req.tokens_.emplace_back(token.substr(0, eq), token.substr(eq + 1));
@@ -107,7 +108,8 @@ class SimpleEngine::Request {
   std::vector<std::pair<std::string_view, std::string_view>> tokens_;
 };
 
-SimpleEngine::SimpleEngine(JobInfo info, Callbacks cb) : info_(std::move(info)), cb_(std::move(cb)) {
+SimpleEngine::SimpleEngine(JobInfo info, Callbacks cb)
+    : info_(std::move(info)), cb_(std::move(cb)) {
   if (info_.size < 1) throw Error("PMI job size must be at least 1");
   if (info_.appnum.size() != static_cast<std::size_t>(info_.size)) {
     throw Error("PMI job needs one appnum per rank (" + std::to_string(info_.appnum.size()) +
@@ -117,7 +119,8 @@ SimpleEngine::SimpleEngine(JobInfo info, Callbacks cb) : info_(std::move(info)),
     throw Error("PMI kvsname must be 1 to " + std::to_string(kKvsnameMax) + " bytes");
   }
   for (char c : info_.kvsname) {
-    if (c <= 0x20 || c == 0x7f) throw Error("PMI kvsname " + quote(info_.kvsname) + " has whitespace");
+    if (c <= 0x20 || c == 0x7f)
+      throw Error("PMI kvsname " + quote(info_.kvsname) + " has whitespace");
   }
   if (!cb_.send || !cb_.abort || !cb_.finalized || !cb_.protocol_error) {
     throw Error("PMI engine needs all four callbacks");
@@ -304,7 +307,8 @@ void SimpleEngine::on_init(int rank, const Request& req) {
     return;
   }
   // Our version in the reply lets the client print "client=2.0 mgr=1.1".
-  reply(rank, "cmd=response_to_init rc=-1 pmi_version=1 pmi_subversion=1 msg=unsupported_version\n");
+  reply(rank,
+        "cmd=response_to_init rc=-1 pmi_version=1 pmi_subversion=1 msg=unsupported_version\n");
   std::string asked = std::string(req.get("pmi_version").value_or("?")) + "." +
                       std::string(req.get("pmi_subversion").value_or("?"));
   std::string hint = version == 2 ? " (PMI-2 is not served; is it linked against libpmi2?)" : "";
@@ -312,9 +316,8 @@ void SimpleEngine::on_init(int rank, const Request& req) {
 }
 
 void SimpleEngine::on_get_maxes(int rank, const Request&) {
-  reply(rank, "cmd=maxes rc=0 kvsname_max=" + std::to_string(kKvsnameMax) +
-                  " keylen_max=" + std::to_string(kKeylenMax) +
-                  " vallen_max=" + std::to_string(kVallenMax) + "\n");
+  reply(rank, "cmd=maxes rc=0 kvsname_max=" + std::to_string(kKvsnameMax) + " keylen_max=" +
+                  std::to_string(kKeylenMax) + " vallen_max=" + std::to_string(kVallenMax) + "\n");
 }
 
 void SimpleEngine::on_get_appnum(int rank, const Request&) {

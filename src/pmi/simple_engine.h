@@ -64,10 +64,10 @@
 namespace jiffy::pmi {
 
 struct JobInfo {
-  int size = 0;                 // number of ranks, >= 1
-  std::string kvsname;          // 1..kKvsnameMax bytes, no whitespace
-  std::vector<int> appnum;      // per rank: index of its ':'-separated executable group
-  int universe_size = 0;        // usually size; Hydra may send -1 (infinite)
+  int size = 0;             // number of ranks, >= 1
+  std::string kvsname;      // 1..kKvsnameMax bytes, no whitespace
+  std::vector<int> appnum;  // per rank: index of its ':'-separated executable group
+  int universe_size = 0;    // usually size; Hydra may send -1 (infinite)
 };
 
 class SimpleEngine {

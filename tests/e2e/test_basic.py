@@ -283,3 +283,10 @@ def test_works_as_cmake_mpiexec_executable(jx, probe_bin, tmp_path):
     traces = [JobTrace(t, rk) for t, rk in recs.items()]
     assert len(traces) == 6
     assert find_overlaps(traces) == []
+
+
+def test_closed_std_fds(jx):
+    """Launched with stdout/stderr closed (as some daemons and CI wrappers do)."""
+    cp = subprocess.run(["sh", "-c", 'exec 1>&- 2>&- 0<&-; "$0" -n 2 sh -c "echo hi; echo err >&2; exit 0"',
+                         jx.bin], env=jx.env, capture_output=True, text=True, timeout=30)
+    assert cp.returncode == 0, cp.stderr

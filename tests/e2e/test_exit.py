@@ -3,6 +3,7 @@
 import os
 import re
 import stat
+import subprocess
 import time
 
 import pytest
@@ -160,3 +161,16 @@ def test_missing_program_does_not_queue(jx, fake_daemon, probe_bin):
     assert len(st["running"]) == 1
     busy.terminate()
     busy.communicate(timeout=15)
+
+
+def test_closed_stderr_pipe_does_not_kill_launcher(jx, probe_bin):
+    """jiffy's own failure message goes to a pipe nobody reads any more:
+    SIGPIPE never kills jiffy, the exit code is still the rank's."""
+    p = jx.popen(["-n", 2, probe_bin, "exit@1=3", "sleep@1=300", "sleep=100000"])
+    p.stderr.close()
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("jiffy hung")
+    assert p.returncode == 3, f"rc {p.returncode} (-13 = killed by SIGPIPE)"
+    p.stdout.read()
