@@ -176,6 +176,7 @@ void SimpleEngine::on_data(int rank, std::string_view bytes) {
     std::size_t nl = bytes.find('\n');
     std::size_t len = r.partial.size() + (nl == std::string_view::npos ? bytes.size() : nl);
     if (len > kMaxLineBytes) {
+      r.spoke = true;
       fail_protocol(rank, "PMI request line longer than " + std::to_string(kMaxLineBytes) +
                               " bytes: " + quote(r.partial.empty() ? bytes : r.partial));
       return;

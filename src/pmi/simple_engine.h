@@ -45,6 +45,8 @@
 //    (PMI_process_mapping, PMI_dead_processes) cannot be put.
 //  - Lines after a protocol error, an abort or a disconnect of that rank are
 //    ignored.
+//  - Only the inherited-fd transport is served: "cmd=initack" (PMI_PORT mode)
+//    is an unknown command like any other.
 //
 // Callbacks run synchronously inside on_data()/on_disconnect() and may call
 // back into the engine (e.g. on_disconnect() from protocol_error). A reply is
@@ -116,6 +118,8 @@ class SimpleEngine {
   // as Hydra does): the rank had initialized and not finalized. Returns false
   // when the rank never initialized (a non-MPI program), had finalized, or had
   // already been reported (abort, protocol error, an earlier on_disconnect).
+  // A rank killed because the job already failed still returns true if it had
+  // initialized and not finalized: the caller keeps the first cause.
   // A clean disconnect may complete a barrier the others are waiting in.
   // Throws jiffy::Error if rank is not in [0, size).
   bool on_disconnect(int rank);
@@ -124,7 +128,7 @@ class SimpleEngine {
   bool initialized(int rank) const;
   // Whether rank's finalize was answered.
   bool finalized(int rank) const;
-  // Whether rank sent at least one complete line (well-formed or not).
+  // Whether rank sent at least one line (well-formed or not, or too long).
   bool ever_connected(int rank) const;
 
  private:

@@ -439,6 +439,7 @@ TEST_F(SimpleEngineTest, OverlongLineIsProtocolErrorWithoutWaitingForNewline) {
   EXPECT_TRUE(errors_.empty());
   feed(0, std::string(97, 'x'));  // 4097 bytes, still no '\n'
   expect_protocol_error(0);
+  EXPECT_TRUE(engine_->ever_connected(0));
   feed(0, std::string(100000, 'x') + "\n");  // ignored, not buffered
   EXPECT_EQ(errors_.size(), 1u);
 }
@@ -551,6 +552,13 @@ TEST_F(SimpleEngineTest, BarrierCompletesWhenLastOtherRankLeavesCleanly) {
   EXPECT_FALSE(engine_->on_disconnect(2));
   EXPECT_EQ(take(0), "cmd=barrier_out rc=0\n");
   EXPECT_EQ(take(1), "cmd=barrier_out rc=0\n");
+}
+
+TEST_F(SimpleEngineTest, SingleRankBarrierReleasesAtOnce) {
+  start(job(1));
+  init(0);
+  EXPECT_EQ(ask(0, "cmd=barrier_in"), "cmd=barrier_out rc=0\n");
+  EXPECT_EQ(ask(0, "cmd=barrier_in"), "cmd=barrier_out rc=0\n");
 }
 
 TEST_F(SimpleEngineTest, BarrierWaitsForRanksThatHaveNotConnectedYet) {
