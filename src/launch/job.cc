@@ -1,6 +1,7 @@
 #include "launch/job.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -70,6 +71,16 @@ bool Job::start() {
       plan_, grant_.id, appnum,
       Bootstrap::Events{[this](int r, int c, const std::string& m) { on_abort(r, c, m); },
                         [this](int r, const std::string& why) { on_protocol_error(r, why); }});
+  // Move onto rank 0's CPUs first: a child then starts where its parent
+  // runs instead of waking an idle CPU (costly on VMs), and the launcher's
+  // own work (PMI, labelled output) is charged to the job's cores, not to
+  // another job's. Threads started from here on (libpmix) inherit it.
+  if (opt_.bind != Bind::None && !grant_.ranks[0].cpus.empty()) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int c : grant_.ranks[0].cpus) CPU_SET(c, &set);
+    ::sched_setaffinity(0, sizeof set, &set);
+  }
   Fd rank0_stdin;
   if (::isatty(0)) rank0_stdin = stdin_.open();
   std::vector<Spawned> spawned;
@@ -109,7 +120,7 @@ bool Job::start() {
       bootstrap_->rank_spawned(rank);
       if (rank == 0) pgid_ = s.pid;
       ranks_.push_back(Rank{s.pid, static_cast<int>(g), false, 0});
-      spawned.push_back(std::move(s));
+      spawned.push_back(s);
       std::string label = opt_.label == Label::Tag
                               ? "[" + job_id + "," + std::to_string(rank) + "]<std%s>: "
                               : "[" + std::to_string(rank) + "] ";
@@ -125,7 +136,7 @@ bool Job::start() {
   }
   bool ok = true;
   for (std::size_t r = 0; r < spawned.size(); ++r) {
-    if (int err = check_exec(spawned[r])) {
+    if (int err = spawned[r].exec_errno) {
       if (ok) {
         std::fprintf(stderr, "jiffy: cannot execute %s: %s\n",
                      opt_.apps[static_cast<std::size_t>(ranks_[r].group)].argv[0].c_str(),

@@ -16,17 +16,28 @@ namespace jiffy {
 
 namespace {
 
-// Only async-signal-safe calls from here on: we are in a forked child.
-[[noreturn]] void child_fail(int status_fd, int err) {
-  (void)!::write(status_fd, &err, sizeof err);
-  ::_exit(127);
-}
+constexpr std::size_t kChildStack = 64 * 1024;
 
-[[noreturn]] void child(const RankSpawn& spec, pid_t parent, char* const* argv, int status_fd) {
+struct ChildArgs {
+  const RankSpawn* spec;
+  pid_t parent;
+  char* const* argv;
+  int err;  // written by the child, read by the parent after clone returns
+};
+
+// Runs in the child on its own stack, sharing our memory until exec: only
+// async-signal-safe calls, no allocation.
+int child_main(void* p) {
+  auto* a = static_cast<ChildArgs*>(p);
+  const RankSpawn& spec = *a->spec;
+  auto fail = [&](int err) {
+    a->err = err;
+    ::_exit(127);
+  };
   ::setpgid(0, spec.pgid);
   // A rank must not outlive its launcher, even one killed by SIGKILL.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != parent) ::_exit(1);  // the launcher died before prctl took effect
+  if (::getppid() != a->parent) ::_exit(1);  // the launcher died before prctl took effect
   ::signal(SIGPIPE, SIG_DFL);
   sigset_t none;
   sigemptyset(&none);
@@ -35,15 +46,16 @@ namespace {
     cpu_set_t set;
     CPU_ZERO(&set);
     for (int c : spec.cpus) CPU_SET(c, &set);
-    if (::sched_setaffinity(0, sizeof set, &set) != 0) child_fail(status_fd, errno);
+    if (::sched_setaffinity(0, sizeof set, &set) != 0) fail(errno);
   }
-  if (spec.stdin_fd != 0 && ::dup2(spec.stdin_fd, 0) < 0) child_fail(status_fd, errno);
-  if (spec.stdout_fd != 1 && ::dup2(spec.stdout_fd, 1) < 0) child_fail(status_fd, errno);
-  if (spec.stderr_fd != 2 && ::dup2(spec.stderr_fd, 2) < 0) child_fail(status_fd, errno);
-  if (spec.inherit_fd >= 0 && ::fcntl(spec.inherit_fd, F_SETFD, 0) != 0) child_fail(status_fd, errno);
-  if (spec.wdir && ::chdir(spec.wdir->c_str()) != 0) child_fail(status_fd, errno);
-  ::execve(spec.path.c_str(), argv, spec.envp.data());
-  child_fail(status_fd, errno);
+  if (spec.stdin_fd != 0 && ::dup2(spec.stdin_fd, 0) < 0) fail(errno);
+  if (spec.stdout_fd != 1 && ::dup2(spec.stdout_fd, 1) < 0) fail(errno);
+  if (spec.stderr_fd != 2 && ::dup2(spec.stderr_fd, 2) < 0) fail(errno);
+  if (spec.inherit_fd >= 0 && ::fcntl(spec.inherit_fd, F_SETFD, 0) != 0) fail(errno);
+  if (spec.wdir && ::chdir(spec.wdir->c_str()) != 0) fail(errno);
+  ::execve(spec.path.c_str(), a->argv, spec.envp.data());
+  fail(errno);
+  return 127;
 }
 
 // Makes a relative path absolute against the launcher's cwd, since the rank
@@ -66,26 +78,14 @@ Spawned spawn_rank(const RankSpawn& spec) {
   std::vector<char*> argv;
   for (const std::string& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) throw_errno("pipe2");
-  Fd status_r(p[0]), status_w(p[1]);
-  pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid < 0) throw_errno("fork");
-  if (pid == 0) child(spec, parent, argv.data(), status_w.get());
-  // Also here, so that the group exists before the next rank joins it.
-  ::setpgid(pid, spec.pgid == 0 ? pid : spec.pgid);
-  return Spawned{pid, std::move(status_r)};
-}
-
-int check_exec(Spawned& s) {
-  int err = 0;
-  ssize_t n;
-  do {
-    n = ::read(s.exec_status.get(), &err, sizeof err);
-  } while (n < 0 && errno == EINTR);
-  s.exec_status.reset();
-  return n == static_cast<ssize_t>(sizeof err) ? err : 0;
+  // Untouched until the child runs, so it costs only the pages the child
+  // touches. One launcher thread spawns at a time (CLONE_VFORK blocks it).
+  alignas(64) static char stack[kChildStack];
+  ChildArgs args{&spec, ::getpid(), argv.data(), 0};
+  // CLONE_VFORK: we resume when the child has exec'd or exited.
+  pid_t pid = ::clone(child_main, stack + kChildStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
+  if (pid < 0) throw_errno("clone");
+  return Spawned{pid, args.err};
 }
 
 std::string resolve_program(const std::string& name, const std::string& path_var,

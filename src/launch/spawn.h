@@ -1,7 +1,9 @@
-// Starting one rank: fork, then in the child set the process group, the
-// parent-death signal, the signal mask, the CPU affinity, stdio and the
-// working directory, and exec. The child reports a failed exec through a
-// close-on-exec pipe, so the parent learns "exec worked" from EOF alone.
+// Starting one rank the way posix_spawn does: clone(CLONE_VM|CLONE_VFORK)
+// onto a small private stack, so no page table is copied and the parent
+// resumes only once the child has exec'd (or failed to, which it reports in
+// shared memory). In the child, before exec: the process group, the
+// parent-death signal, the signal mask, the CPU affinity, stdio, the working
+// directory.
 #pragma once
 
 #include <sys/types.h>
@@ -29,15 +31,11 @@ struct RankSpawn {
 
 struct Spawned {
   pid_t pid = -1;
-  Fd exec_status;  // read end: EOF once exec succeeded, an errno if it failed
+  int exec_errno = 0;  // 0: the rank runs; else why it could not start (the pid is a zombie to reap)
 };
 
-// Forks and execs. Throws Error when fork fails; exec failures surface
-// through check_exec().
+// Starts the rank. Throws Error when no process can be created.
 Spawned spawn_rank(const RankSpawn& spec);
-
-// Blocks until the child has exec'd or failed; returns 0 or the exec errno.
-int check_exec(Spawned& s);
 
 // Resolves a program the way execvp would (PATH search unless it contains a
 // '/', relative to wdir when given). Throws Error with errno ENOENT/EACCES
