@@ -276,3 +276,27 @@ def test_head_of_queue_not_starved(jx, fake_daemon, probe_bin, tmp_path):
             t.join()
     assert cp.returncode == 0, cp.stderr
     assert waited < 5, f"the 4-core job waited {waited:.1f}s"
+
+
+@pytest.mark.slow
+def test_stress_1000_launches_32_clients_fake_256_cores(jx, fake_daemon, probe_bin, tmp_path):
+    fake_daemon(cores=256, max_oversubscribe=4)
+    cmap = core_cpu_map(jx.status())
+    jobs = plan_jobs(1000, [1, 1, 2, 4, 8, 16, 64, 300], seed=4, cpt=(1, 1, 2))
+    # 300 ranks is wider than the set: runs alone (ranks spread, one core each)
+    results = run_storm(jx, probe_bin, tmp_path, jobs, clients=32)
+    bad_rc = [(j["tag"], j["expect"], cp.returncode, cp.stderr.strip()[:200])
+              for j, cp in zip(jobs, results) if cp.returncode != j["expect"]]
+    assert not bad_rc, bad_rc[:5]
+    recs = read_records(tmp_path)
+    traces = []
+    for j in jobs:
+        ranks = {r: rec for r, rec in recs.get(j["tag"], {}).items() if "start_ns" in rec}
+        if not ranks:
+            continue
+        for rec in ranks.values():
+            check_rank_affinity(rec, cmap, j["tag"])
+        traces.append(JobTrace(j["tag"], ranks))
+    assert not find_overlaps(traces)
+    st = jx.status()
+    assert st["running"] == [] and st["queued"] == []

@@ -119,8 +119,9 @@ def test_peer_uid_checked(jx, fake_daemon):
         code = (
             "import socket,struct,json,sys\n"
             "s=socket.socket(socket.AF_UNIX);s.settimeout(5);s.connect(sys.argv[1])\n"
-            "b=json.dumps({'type':'status','v':1}).encode();s.sendall(struct.pack('>I',len(b))+b)\n"
+            "b=json.dumps({'type':'status','v':1}).encode()\n"
             "try:\n"
+            "  s.sendall(struct.pack('>I',len(b))+b)\n"
             "  h=s.recv(4)\n"
             "except Exception as e:\n"
             "  print('EXC',e);sys.exit(0)\n"

@@ -177,6 +177,7 @@ def test_stale_socket_file(jx, kind):
     assert jx.daemon_pid() not in (None, pid)
 
 
+@pytest.mark.slow
 def test_unresponsive_daemon(jx):
     """A daemon that accepts but never answers (SIGSTOPped): the launcher gives
     up with a clear error instead of hanging forever."""

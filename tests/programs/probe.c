@@ -145,7 +145,12 @@ int main(int argc, char** argv) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
+  /* one handler at a time: of several pending signals the lowest-numbered
+     is recorded first (otherwise a later one would nest and run first) */
   sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGINT);
+  sigaddset(&sa.sa_mask, SIGTERM);
+  sigaddset(&sa.sa_mask, SIGHUP);
   int sigs[] = {SIGINT, SIGTERM, SIGHUP};
   for (int i = 0; i < 3; i++) sigaction(sigs[i], &sa, NULL);
   const char* ign = opt("ignoreterm");
