@@ -46,7 +46,7 @@ int run_status(const StatusCommand& cmd) {
   if ((*reply)["type"] == proto::type::kError) throw Error(proto::get_string(*reply, "message", 4096));
   if (cmd.json) {
     reply->erase("type");
-    std::puts(reply->dump(2).c_str());
+    std::puts(reply->dump(2, ' ', false, proto::Json::error_handler_t::replace).c_str());
   } else {
     std::fputs(render_status(*reply).c_str(), stdout);
   }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <variant>
 
 #include "launch/bootstrap.h"
@@ -59,14 +61,14 @@ const char* bind_name(Bind b) {
   return "core";
 }
 
+// What `jiffy status` shows for the job: the command line, cut short.
 std::string command_summary(const LaunchOptions& opt) {
+  constexpr std::size_t kMax = 200;
   std::string s;
   for (const AppSpec& app : opt.apps) {
     if (!s.empty()) s += " : ";
-    for (const std::string& a : app.argv) {
-      if (s.size() > 200) return s + "...";
-      s += (s.empty() || s.back() == ' ' ? "" : " ") + a;
-    }
+    for (const std::string& a : app.argv) s += (s.empty() || s.back() == ' ' ? "" : " ") + a;
+    if (s.size() > kMax) return s.substr(0, kMax) + "...";
   }
   return s;
 }
@@ -239,6 +241,18 @@ int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv) {
                                          app.wdir ? app.wdir : opt.wdir));
     } catch (const Error& e) {
       std::fprintf(stderr, "jiffy: %s\n", e.what());
+      return kExitNotFound;
+    }
+  }
+  for (const AppSpec& app : opt.apps) {
+    const std::optional<std::string>& dir = app.wdir ? app.wdir : opt.wdir;
+    if (!dir) continue;
+    struct stat st;
+    const char* why = ::stat(dir->c_str(), &st) != 0 ? std::strerror(errno)
+                      : !S_ISDIR(st.st_mode)         ? "not a directory"
+                                                     : nullptr;
+    if (why) {
+      std::fprintf(stderr, "jiffy: -wdir %s: %s\n", dir->c_str(), why);
       return kExitNotFound;
     }
   }

@@ -5,7 +5,9 @@
 namespace jiffy::proto {
 
 std::string encode(const Json& msg) {
-  std::string body = msg.dump();
+  // Arguments and paths need not be UTF-8: replace what JSON cannot carry
+  // rather than fail the launch.
+  std::string body = msg.dump(-1, ' ', false, Json::error_handler_t::replace);
   std::uint32_t n = static_cast<std::uint32_t>(body.size());
   std::string frame;
   frame.reserve(4 + body.size());
