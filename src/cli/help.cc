@@ -87,7 +87,14 @@ Failure handling:
 MPI wire-up:
   --mpi auto|pmi1|pmix|none
                          which process-management interface ranks get
-                         (default auto)
+                         (default auto: PMI-1 always, PMIx for programs
+                         linking Open MPI and for interpreters)
+  --topology-cache       ranks load the machine's topology from the
+                         daemon's hwloc XML instead of probing it
+                         (also JIFFY_TOPOLOGY_CACHE=1)
+  --single-node-ompi     Open MPI ranks use shared memory only (pml ob1,
+                         btl self,vader): faster start, no UCX features
+                         (also JIFFY_SINGLE_NODE_OMPI=1)
 
 Compatibility (accepted, no effect on a single node):
   -ppn N, -hosts/-host/--host/-H LIST, -f/-machinefile/--hostfile FILE,

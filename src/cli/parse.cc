@@ -417,6 +417,8 @@ void set_mpi(LaunchState& s) {
 }
 
 void set_verbose(LaunchState& s) { s.opts.verbose = true; }
+void set_topology_cache(LaunchState& s) { s.opts.topology_cache = true; }
+void set_single_node_ompi(LaunchState& s) { s.opts.single_node_ompi = true; }
 
 // Options from users' MPIEXEC flags that mean nothing on one node: accepted
 // so that their scripts run unchanged. -ppn's value is still checked.
@@ -477,6 +479,8 @@ constexpr Option<LaunchState> kLaunchOptions[] = {
     {"disable-auto-cleanup", refuse, Scope::kGlobal},
     // MPI wire-up.
     {"mpi", set_mpi, Scope::kGlobal},
+    {"topology-cache", set_topology_cache, Scope::kGlobal},
+    {"single-node-ompi", set_single_node_ompi, Scope::kGlobal},
     // Compatibility: accepted, no effect on one node.
     {"ppn", ignore_count, Scope::kGlobal},
     {"hosts", ignore_value},
@@ -529,6 +533,21 @@ void apply_timeout_env(LaunchState& s, EnvLookup env) {
   if (v && !v->empty()) s.opts.timeout_s = parse_seconds("MPIEXEC_TIMEOUT", *v);
 }
 
+// The opt-in rank speed-ups can also be switched on for a whole CI run
+// through the environment, without touching MPIEXEC. "1" means on.
+void apply_speedup_env(LaunchState& s, EnvLookup env) {
+  if (env == nullptr) return;
+  auto on = [&](const char* name) {
+    std::optional<std::string> v = env(name);
+    if (v && !v->empty() && *v != "0" && *v != "1") {
+      throw Error(std::string(name) + ": expected 0 or 1, got '" + *v + "'");
+    }
+    return v && *v == "1";
+  };
+  s.opts.topology_cache = s.opts.topology_cache || on("JIFFY_TOPOLOGY_CACHE");
+  s.opts.single_node_ompi = s.opts.single_node_ompi || on("JIFFY_SINGLE_NODE_OMPI");
+}
+
 Command parse_launch(const std::vector<std::string>& argv, EnvLookup env) {
   Args args(argv, 1);
   LaunchState s{args, {}};
@@ -553,6 +572,7 @@ Command parse_launch(const std::vector<std::string>& argv, EnvLookup env) {
                 std::string(kUsageHint));
   }
   apply_timeout_env(s, env);
+  apply_speedup_env(s, env);
   return LaunchCommand{std::move(s.opts)};
 }
 

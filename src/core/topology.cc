@@ -4,6 +4,7 @@
 #include <hwloc.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 
@@ -96,6 +97,20 @@ std::vector<std::string> discover_gpu_names(const ResourceSpec& spec) {
 }
 
 }  // namespace
+
+void export_topology_xml(const std::string& path) {
+  Topology topo = load_topology();
+  hwloc_bitmap_t allowed = hwloc_bitmap_alloc();
+  for (int cpu : allowed_cpus()) hwloc_bitmap_set(allowed, static_cast<unsigned>(cpu));
+  int rc = hwloc_topology_restrict(topo.get(), allowed, 0);
+  hwloc_bitmap_free(allowed);
+  if (rc != 0) throw Error("hwloc: cannot restrict the topology to the allowed CPUs");
+  std::string tmp = path + ".tmp";
+  if (hwloc_topology_export_xml(topo.get(), tmp.c_str(), 0) != 0) {
+    throw Error("hwloc: cannot write " + tmp);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("rename " + tmp);
+}
 
 std::vector<std::string> parse_gpu_list(const std::string& list) {
   std::vector<std::string> out;

@@ -75,6 +75,11 @@ int serve(const DaemonOptions& opt) {
   config.paths = paths;
   // We hold the lifetime lock, so whatever sits at the socket path is stale.
   if (::unlink(paths.socket.c_str()) != 0 && errno != ENOENT) throw_errno("unlink " + paths.socket);
+  try {
+    export_topology_xml(paths.topology);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "jiffy: warning: %s (ranks will discover the topology themselves)\n", e.what());
+  }
   Fd listener = unix_listen(paths.socket, 4096);
   Server server(std::move(config), std::move(listener));
   report_ready(opt.detached_child, "ok\n");

@@ -35,6 +35,9 @@ struct BootstrapPlan {
   bool pmi1 = true;
   bool pmix = false;
   MpiKind kind = MpiKind::None;  // what the programs look like (for messages and variables)
+  std::string topology_file;     // the daemon's hwloc XML of the set ("" = none)
+  bool topology_cache = false;   // opt-in: ranks load topology_file (HWLOC_XMLFILE)
+  bool single_node_ompi = false; // opt-in: Open MPI's shared-memory-only transports
 };
 
 // Decides which servers a job needs. Pure.

@@ -219,6 +219,8 @@ BootstrapPlan bootstrap_plan(const LaunchOptions& opt, const std::vector<std::st
   std::vector<MpiKind> kinds;
   for (const std::string& p : programs) kinds.push_back(detect_mpi(p));
   BootstrapPlan plan = plan_bootstrap(opt.mpi, kinds);
+  plan.topology_cache = opt.topology_cache;
+  plan.single_node_ompi = opt.single_node_ompi;
   if (plan.pmix && !PmixServer::available()) {
     continue_in_pmix_launcher(argv);
     if (opt.mpi == MpiMode::Pmix) throw Error("--mpi=pmix: cannot run jiffy-pmix next to jiffy");
@@ -262,6 +264,7 @@ int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv) {
   // connect): then ask again, a few times.
   for (int attempt = 0;; ++attempt) {
     DaemonClient client = DaemonClient::connect(/*start_if_missing=*/true);
+    plan.topology_file = client.paths().topology;
     client.send(submit_message(opt, ::isatty(2)));
     std::variant<JobGrant, int> waited;
     try {

@@ -1,5 +1,6 @@
 // PmixServer on libpmix 4.2 (Debian 12): see pmix_server.h for the threading
 // contract and ../shared/reference/pmi.md part B for the facts relied on.
+#include <hwloc.h>
 #include <pmix.h>
 #include <pmix_server.h>
 #include <sys/eventfd.h>
@@ -73,6 +74,7 @@ class Host final : public PmixServer {
   ~Host() override {
     PMIx_server_deregister_nspace(job_.nspace.c_str(), nullptr, nullptr);
     PMIx_server_finalize();
+    if (topology_) hwloc_topology_destroy(topology_);
     g_host = nullptr;
     ::close(event_fd_);
   }
@@ -117,7 +119,11 @@ class Host final : public PmixServer {
   void init_server();
   void register_nspace();
 
+  void load_topology();
+
   PmixJob job_;
+  hwloc_topology_t topology_ = nullptr;  // from job_.topology_xml; we own it
+  pmix_topology_t pmix_topology_{};
   int event_fd_ = -1;
   std::mutex mutex_;
   std::vector<PmixEvent> events_;
@@ -188,12 +194,43 @@ pmix_server_module_t g_module = [] {
 
 // --- set-up -------------------------------------------------------------------
 
+// Loading XML takes a fraction of a millisecond; discovery (libpmix's
+// default) tens of milliseconds, X11 probing included.
+void Host::load_topology() {
+  if (job_.topology_xml.empty()) return;
+  hwloc_topology_t t;
+  if (hwloc_topology_init(&t) != 0) return;
+  if (hwloc_topology_set_xmlbuffer(t, job_.topology_xml.data(), static_cast<int>(job_.topology_xml.size() + 1)) != 0 ||
+      hwloc_topology_set_flags(t, HWLOC_TOPOLOGY_FLAG_IS_THISSYSTEM) != 0 ||
+      hwloc_topology_load(t) != 0) {
+    hwloc_topology_destroy(t);
+    return;
+  }
+  topology_ = t;
+  pmix_topology_.source = const_cast<char*>("hwloc:" HWLOC_VERSION);
+  pmix_topology_.topology = t;
+}
+
 void Host::init_server() {
+  // The server needs CPUs and caches only. hwloc would otherwise dlopen its
+  // I/O plugins (PCI, OpenCL, X11/GL probing every display) in this process:
+  // tens of milliseconds per launch. The ranks' environment is built from a
+  // snapshot taken before, so they keep their plugins.
+  const char* old_path = std::getenv("HWLOC_PLUGINS_PATH");
+  std::string saved = old_path ? old_path : "";
+  ::setenv("HWLOC_PLUGINS_PATH", "/nonexistent-jiffy-no-plugins", 1);
+  load_topology();
   InfoList info;
+  if (topology_) info.add(PMIX_TOPOLOGY2, &pmix_topology_, PMIX_TOPO);
   info.add_string(PMIX_SERVER_TMPDIR, job_.dir);
   info.add_string(PMIX_SYSTEM_TMPDIR, job_.dir);
   info.add_rank(PMIX_SERVER_RANK, 0);
   pmix_status_t rc = PMIx_server_init(&g_module, info.info(), info.size());
+  if (old_path) {
+    ::setenv("HWLOC_PLUGINS_PATH", saved.c_str(), 1);
+  } else {
+    ::unsetenv("HWLOC_PLUGINS_PATH");
+  }
   if (rc != PMIX_SUCCESS) fail("server_init", rc);
 }
 
@@ -230,6 +267,7 @@ void Host::register_nspace() {
   info.add_string(PMIX_NSDIR, job_.dir);
   info.add_bool(PMIX_TDIR_RMCLEAN, true);  // we remove the job directory ourselves
   info.add_bool(PMIX_SPAWNED, false);
+  if (topology_) info.add_string(PMIX_HWLOC_XML_V2, job_.topology_xml);
   // No PMIX_PERSONALITY "ompi": its setup_fork wants app data we do not
   // register (pmdl_ompi NOT-FOUND); Bootstrap sets OMPI_COMM_WORLD_* itself.
   std::vector<std::unique_ptr<InfoList>> per_rank;

@@ -31,6 +31,10 @@ struct PmixJob {
   std::string dir;  // the job's private directory (PMIx and Open MPI session files)
   uid_t uid = 0;
   gid_t gid = 0;
+  // hwloc XML of the machine, when the daemon has written it: libpmix loads
+  // it instead of discovering the machine, and hands it to the ranks (as
+  // mpirun does), so no rank rediscovers it either. Empty: they discover.
+  std::string topology_xml;
 };
 
 struct PmixEvent {

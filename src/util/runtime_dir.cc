@@ -85,6 +85,7 @@ DaemonPaths daemon_paths() {
   p.lock = base + ".lock";
   p.start = base + ".start";
   p.log = base + ".log";
+  p.topology = base + ".topo.xml";
   return p;
 }
 

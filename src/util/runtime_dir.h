@@ -25,6 +25,7 @@ struct DaemonPaths {
   std::string lock;    // <dir>/<key>.lock: held by the live daemon for its lifetime
   std::string start;   // <dir>/<key>.start: serialises launchers starting a daemon
   std::string log;     // <dir>/<key>.log: a detached daemon's stderr
+  std::string topology;  // <dir>/<key>.topo.xml: hwloc XML of the set, written by the daemon
 };
 
 // Resolves and, if needed, creates the runtime directory. Throws Error when
