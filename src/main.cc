@@ -11,6 +11,7 @@
 #include "daemon/status.h"
 #include "launch/client.h"
 #include "launch/launcher.h"
+#include "util/runtime_dir.h"
 #include "util/error.h"
 
 namespace {
@@ -22,8 +23,19 @@ std::optional<std::string> getenv_opt(const char* name) {
   return v ? std::optional<std::string>(v) : std::nullopt;
 }
 
-// `jiffy daemon ...` runs jiffyd, which alone links the topology library.
-int run_daemon(const std::vector<std::string>& args) {
+// `jiffy daemon ...` runs jiffyd, which alone links the topology library:
+// in the foreground with --foreground, else detached (like the daemon a
+// launcher starts), returning once it serves.
+int run_daemon(const std::vector<std::string>& args, const DaemonOptions& opt) {
+  if (!opt.foreground && !opt.detached_child) {
+    DaemonPaths paths = daemon_paths();
+    std::vector<std::string> extra(args.begin() + 2, args.end());
+    std::string verdict = start_daemon(paths, extra);
+    if (verdict == "running") throw Error("a daemon is already running for this resource set (" + paths.socket + ")");
+    if (verdict != "ok") throw Error(verdict.substr(verdict.rfind("error: ", 0) == 0 ? 7 : 0));
+    std::fprintf(stderr, "jiffy: daemon started (socket %s, log %s)\n", paths.socket.c_str(), paths.log.c_str());
+    return 0;
+  }
   std::string exe = daemon_executable();
   std::vector<char*> argv;
   std::string name = "jiffyd";
@@ -74,7 +86,7 @@ int main(int argc, char** argv) {
   try {
     Command cmd = parse_command_line(args, getenv_opt);
     if (auto* c = std::get_if<LaunchCommand>(&cmd)) return run_launch(c->options, args);
-    if (std::holds_alternative<DaemonCommand>(cmd)) return run_daemon(args);
+    if (auto* c = std::get_if<DaemonCommand>(&cmd)) return run_daemon(args, c->options);
     if (auto* c = std::get_if<StatusCommand>(&cmd)) return run_status(*c);
     if (std::holds_alternative<StopCommand>(cmd)) return run_stop();
     if (std::holds_alternative<HelpCommand>(cmd)) {

@@ -109,7 +109,8 @@ Daemon options:
   --hyperthreads         one slot per hardware thread
   --max-oversubscribe N  refuse jobs wider than N times the machine (default 8)
   --idle-timeout S       exit after S idle seconds (default 60; 0 = never)
-  --foreground           stay attached and log to stderr
+  --foreground           stay attached and log to stderr (default:
+                         start detached, return once it serves)
 
 Exit status:
   0                      every rank exited 0

@@ -59,7 +59,7 @@ int serve(const DaemonOptions& opt) {
   DaemonPaths paths = daemon_paths();
   Fd lock = take_lifetime_lock(paths, opt.detached_child);
   if (!lock) {  // another daemon won the race: the launcher will use it
-    report_ready(opt.detached_child, "ok\n");
+    report_ready(opt.detached_child, "running\n");
     return 0;
   }
   ResourceSpec spec;

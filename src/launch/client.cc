@@ -41,8 +41,9 @@ Fd lock_exclusive(const std::string& path, double timeout_s) {
   return fd;
 }
 
-// Spawns jiffyd detached and returns its verdict line ("ok" or "error: ...").
-std::string start_daemon(const DaemonPaths& paths) {
+}  // namespace
+
+std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string>& extra_args) {
   std::string exe = daemon_executable();
   if (::access(exe.c_str(), X_OK) != 0) throw_errno("cannot run the daemon " + exe);
   int ready[2];
@@ -69,8 +70,10 @@ std::string start_daemon(const DaemonPaths& paths) {
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::signal(SIGPIPE, SIG_DFL);
-    const char* argv[] = {"jiffyd", "daemon", "--detached-child", nullptr};
-    ::execv(exe.c_str(), const_cast<char* const*>(argv));
+    std::vector<const char*> argv = {"jiffyd", "daemon", "--detached-child"};
+    for (const std::string& a : extra_args) argv.push_back(a.c_str());
+    argv.push_back(nullptr);
+    ::execv(exe.c_str(), const_cast<char* const*>(argv.data()));
     ::_exit(127);
   }
   ready_w.reset();
@@ -97,8 +100,6 @@ std::string start_daemon(const DaemonPaths& paths) {
   if (verdict.empty()) verdict = "error: the daemon exited during start-up (log: " + paths.log + ")";
   return verdict;
 }
-
-}  // namespace
 
 std::string daemon_executable() {
   if (const char* d = std::getenv("JIFFY_DAEMON"); d && *d) return d;
@@ -128,8 +129,10 @@ DaemonClient DaemonClient::connect(bool start_if_missing) {
   while (now_s() < deadline) {
     Fd start_lock = lock_exclusive(paths.start, kStartTimeoutS);
     if (Fd fd = unix_connect(paths.socket)) return DaemonClient(std::move(fd), paths);
-    std::string verdict = start_daemon(paths);
+    std::string verdict = start_daemon(paths, {});
     if (verdict.rfind("error: ", 0) == 0) throw Error("cannot start the daemon: " + verdict.substr(7));
+    // "ok", or "running": one we could not reach a moment ago (it may be
+    // exiting, or just starting); try again.
     if (Fd fd = unix_connect(paths.socket)) return DaemonClient(std::move(fd), paths);
     start_lock.reset();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -11,6 +11,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "proto/message.h"
 #include "util/fd.h"
@@ -46,5 +47,10 @@ class DaemonClient {
 
 // The path of the jiffyd executable: $JIFFY_DAEMON, else next to this binary.
 std::string daemon_executable();
+
+// Starts `jiffyd daemon --detached-child extra_args...` in its own session
+// and waits for its verdict: "ok", "running" (another daemon holds the set)
+// or "error: <why>". Throws Error when it cannot be started at all.
+std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string>& extra_args);
 
 }  // namespace jiffy
