@@ -31,13 +31,35 @@ Bind parse_bind(const std::string& s) {
   throw Error("malformed submit message: unknown bind '" + s + "'");
 }
 
-// True while any process is in group pgid (zombies included).
-bool group_alive(int pgid) { return pgid > 0 && (::kill(-pgid, 0) == 0 || errno == EPERM); }
+// Whether path is a job directory a launcher of ours made for job id:
+// TMPDIR/jiffy-<uid>-job<id>-XXXXXX, a real directory that we own.
+bool is_job_dir(const std::string& path, JobId id) {
+  std::string prefix = "jiffy-" + std::to_string(::geteuid()) + "-job" + std::to_string(id) + "-";
+  auto slash = path.rfind('/');
+  if (path.empty() || path[0] != '/' || slash == std::string::npos ||
+      path.find("/../") != std::string::npos || path.compare(slash + 1, prefix.size(), prefix) != 0 ||
+      path.size() != slash + 1 + prefix.size() + 6) {
+    return false;
+  }
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == ::geteuid();
+}
+
+bool group_alive(int pgid) { return process_group_alive(pgid); }
+
+}  // namespace
+
+namespace {
+
+constexpr double kRecoveryWindowS = 3.0;  // how long re-attaching launchers get
+constexpr double kLivenessPeriodS = 0.1;  // how often detached launchers are checked
 
 }  // namespace
 
 struct Server::Client {
   Fd fd;
+  pid_t peer_pid = 0;  // from SO_PEERCRED: what the state file trusts
+  unsigned long long peer_start = 0;
   proto::FrameDecoder decoder;
   std::string out;        // encoded frames not yet written
   bool closing = false;   // drop once `out` is flushed
@@ -50,6 +72,7 @@ struct Server::Client {
   int pid = 0;  // the launcher's pid, for status
   int pgid = 0;
   std::string command;
+  std::string jobdir;
   double submitted_at = 0;
   double granted_at = 0;
   Grant grant;
@@ -60,7 +83,8 @@ Server::Server(ServerConfig config, Fd listener)
       sched_(config_.resources, config_.policy),
       listener_(std::move(listener)),
       started_at_(now_s()),
-      idle_since_(started_at_) {
+      idle_since_(started_at_),
+      state_file_(config_.paths.state) {
   epoll_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
   if (!epoll_) throw_errno("epoll_create1");
   sigset_t mask;
@@ -76,6 +100,7 @@ Server::Server(ServerConfig config, Fd listener)
     ev.data.fd = fd;
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno("epoll_ctl");
   }
+  recover();
 }
 
 Server::~Server() = default;
@@ -113,7 +138,8 @@ void Server::run() {
       }
     }
     reap_lost_jobs();
-    if (clients_.empty() && lost_.empty() && config_.idle_timeout_s > 0 &&
+    check_detached();
+    if (clients_.empty() && lost_.empty() && detached_.empty() && config_.idle_timeout_s > 0 &&
         now_s() - idle_since_ >= config_.idle_timeout_s) {
       log("idle for " + std::to_string(static_cast<int>(config_.idle_timeout_s)) + " s, exiting");
       stopping_ = true;
@@ -123,7 +149,8 @@ void Server::run() {
 
 double Server::next_wakeup_ms() const {
   double wake = 1e9;
-  if (!lost_.empty()) wake = 10;  // poll the dying groups
+  if (!lost_.empty() || recovering_) wake = 10;  // poll the dying groups, the recovery
+  if (!detached_.empty()) wake = std::min(wake, kLivenessPeriodS * 1000);
   if (clients_.empty() && config_.idle_timeout_s > 0) {
     double left = (idle_since_ + config_.idle_timeout_s - now_s()) * 1000;
     wake = std::min(wake, std::max(0.0, left) + 1);
@@ -144,14 +171,14 @@ void Server::accept_clients() {
       throw_errno("accept4");
     }
     Fd conn(fd);
-    uid_t uid;
+    PeerCred cred;
     try {
-      uid = peer_uid(fd);
+      cred = peer_cred(fd);
     } catch (const Error& e) {
       continue;
     }
-    if (uid != ::geteuid()) {
-      log("refused a connection from uid " + std::to_string(uid));
+    if (cred.uid != ::geteuid()) {
+      log("refused a connection from uid " + std::to_string(cred.uid));
       continue;
     }
     if (clients_.size() >= kMaxClients) {
@@ -165,6 +192,8 @@ void Server::accept_clients() {
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno("epoll_ctl");
     auto c = std::make_unique<Client>();
     c->fd = std::move(conn);
+    c->peer_pid = cred.pid;
+    c->peer_start = process_start_time(cred.pid);
     clients_.emplace(fd, std::move(c));
   }
 }
@@ -255,6 +284,7 @@ void Server::dispatch(Client& c, const proto::Json& msg) {
       {proto::type::kFinished, &Server::handle_finished},
       {proto::type::kStatus, &Server::handle_status},
       {proto::type::kStop, &Server::handle_stop},
+      {proto::type::kReattach, &Server::handle_reattach},
   };
   const std::string& type = msg["type"].get_ref<const std::string&>();
   auto it = table.find(type);
@@ -281,7 +311,19 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
   c.pid = static_cast<int>(proto::get_int(msg, "pid", 0, 1 << 30));
   c.command = proto::get_string(msg, "command", kMaxCommandLen);
   c.wants_progress = proto::get_bool(msg, "progress", false);
-  r.id = next_job_;
+  // A launcher whose daemon died asks again with its old job id, so that the
+  // queue keeps its original order.
+  JobId arrival = msg.contains("arrival")
+                      ? static_cast<JobId>(proto::get_int(msg, "arrival", 0, INT64_MAX / 2))
+                      : 0;
+  if (auto it = detached_.find(arrival); it != detached_.end() && it->second.pid == c.peer_pid) {
+    // Granted by our predecessor, which died before the launcher heard of it.
+    sched_.release(arrival);
+    detached_.erase(it);
+  }
+  bool arrival_free = arrival != 0 && !jobs_.count(arrival) && !detached_.count(arrival) &&
+                      !lost_.count(arrival);
+  r.id = arrival_free ? arrival : next_job_;
   try {
     sched_.submit(r);
   } catch (const Error& e) {
@@ -289,12 +331,13 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
     drop(c, e.what());
     return;
   }
-  ++next_job_;
+  next_job_ = std::max(next_job_, r.id + 1);
   c.job = r.id;
   c.request = r;
   c.state = JobState::Queued;
   c.submitted_at = now_s();
   jobs_[r.id] = &c;
+  if (recovering_) parked_.push_back(&c);
   schedule_pass();
   if (c.state == JobState::Queued) {
     int pos = sched_.position(c.job);
@@ -306,7 +349,9 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
 void Server::handle_started(Client& c, const proto::Json& msg) {
   if (c.state != JobState::Granted) throw Error("'started' before a grant");
   c.pgid = static_cast<int>(proto::get_int(msg, "pgid", 1, 1 << 30));
+  c.jobdir = msg.contains("jobdir") ? proto::get_string(msg, "jobdir", 4096) : "";
   c.state = JobState::Running;
+  persist();  // a successor must know which group to kill if the launcher dies
 }
 
 void Server::handle_finished(Client& c, const proto::Json& msg) {
@@ -319,6 +364,7 @@ void Server::handle_finished(Client& c, const proto::Json& msg) {
   jobs_.erase(c.job);
   c.state = JobState::Released;
   c.job = 0;
+  persist();
   schedule_pass();
 }
 
@@ -336,24 +382,38 @@ void Server::client_gone(Client& c) {
     if (c.state == JobState::Queued) {
       sched_.cancel(c.job);
       c.state = JobState::Cancelled;
+      parked_.erase(std::remove(parked_.begin(), parked_.end(), &c), parked_.end());
     } else if (c.state == JobState::Granted || c.state == JobState::Running) {
       c.state = JobState::Lost;
-      if (c.pgid > 0) {
-        // The launcher died without reporting: its ranks must not outlive it.
-        ::kill(-c.pgid, SIGKILL);
-        lost_[c.job] = LostJob{c.pgid, now_s() + kLostJobGraceS};
-        log("job " + std::to_string(c.job) + " lost its launcher; killed process group " +
-            std::to_string(c.pgid));
-      } else {
-        sched_.release(c.job);
-      }
+      lose(stored(c));
     }
     jobs_.erase(c.job);
   }
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
   clients_.erase(fd);
   if (clients_.empty()) idle_since_ = now_s();
+  persist();
   schedule_pass();
+}
+
+// A job whose launcher is gone: its ranks must not outlive it, and its
+// resources come back only once its process group is empty.
+void Server::lose(const StoredJob& job) {
+  if (job.pgid > 0 && group_alive(job.pgid)) {
+    ::kill(-job.pgid, SIGKILL);
+    lost_[job.grant.id] = LostJob{job, now_s() + kLostJobGraceS};
+    log("job " + std::to_string(job.grant.id) + " lost its launcher; killed process group " +
+        std::to_string(job.pgid));
+  } else {
+    finish_lost(job);
+  }
+}
+
+// The launcher could not clean up after itself: its job directory goes too,
+// if it is one a launcher of ours made (never a path a message merely names).
+void Server::finish_lost(const StoredJob& job) {
+  sched_.release(job.grant.id);
+  if (is_job_dir(job.jobdir, job.grant.id)) remove_tree(job.jobdir);
 }
 
 void Server::reap_lost_jobs() {
@@ -361,23 +421,28 @@ void Server::reap_lost_jobs() {
   double now = now_s();
   bool freed = false;
   for (auto it = lost_.begin(); it != lost_.end();) {
-    if (group_alive(it->second.pgid) && now < it->second.give_up_at) {
-      ::kill(-it->second.pgid, SIGKILL);
+    int pgid = it->second.job.pgid;
+    if (group_alive(pgid) && now < it->second.give_up_at) {
+      ::kill(-pgid, SIGKILL);
       ++it;
       continue;
     }
-    sched_.release(it->first);
+    finish_lost(it->second.job);
     it = lost_.erase(it);
     freed = true;
   }
   if (freed) {
     if (clients_.empty()) idle_since_ = now;
+    persist();
     schedule_pass();
   }
 }
 
 void Server::schedule_pass() {
-  for (const Grant& g : sched_.schedule()) {
+  if (recovering_) return;  // survivors first: see recover()
+  std::vector<Grant> grants = sched_.schedule();
+  std::vector<Client*> granted;
+  for (const Grant& g : grants) {
     auto it = jobs_.find(g.id);
     if (it == jobs_.end()) {  // cannot happen: cancelled jobs leave the queue
       sched_.release(g.id);
@@ -387,18 +452,171 @@ void Server::schedule_pass() {
     c.state = JobState::Granted;
     c.granted_at = now_s();
     c.grant = g;
+    granted.push_back(&c);
+  }
+  // On disk before the launchers hear of it: a successor must never grant
+  // these resources again, whenever we die.
+  if (!granted.empty()) persist();
+  for (Client* c : granted) {
+    const Grant& g = c->grant;
     proto::Json ranks = proto::Json::array();
-    for (const RankPlacement& p : layout(config_.resources, c.request, g, c.bind)) {
+    for (const RankPlacement& p : layout(config_.resources, c->request, g, c->bind)) {
       proto::Json gpus = proto::Json::array();
       for (int i : p.gpus) gpus.push_back(config_.resources.gpus[static_cast<std::size_t>(i)].name);
       ranks.push_back({{"cores", p.cores}, {"cpus", p.cpus}, {"gpus", gpus}});
     }
-    send(c, {{"type", proto::type::kGrant},
-             {"job", g.id},
-             {"exclusive", g.exclusive},
-             {"ranks", std::move(ranks)}});
+    proto::Json slots = proto::Json::array();
+    for (const SlotRef& r : g.slots) slots.push_back({r.core, r.slot});
+    send(*c, {{"type", proto::type::kGrant},
+              {"job", g.id},
+              {"exclusive", g.exclusive},
+              {"slots", std::move(slots)},
+              {"gpu_ids", g.gpus},
+              {"ranks", std::move(ranks)}});
   }
   send_positions();
+}
+
+StoredJob Server::stored(const Client& c) const {
+  return StoredJob{c.grant, c.peer_pid, c.peer_start, c.pgid, c.request.ntasks, c.command, c.jobdir};
+}
+
+void Server::persist() {
+  StoredState st;
+  st.next_job = next_job_;
+  for (const auto& [id, c] : jobs_) {
+    if (c->state == JobState::Granted || c->state == JobState::Running) st.jobs.push_back(stored(*c));
+  }
+  for (const auto& [id, job] : detached_) st.jobs.push_back(job);
+  for (const auto& [id, lost] : lost_) st.jobs.push_back(lost.job);
+  state_file_.save(st);
+}
+
+// --- after a crash --------------------------------------------------------
+
+// Takes over the ledger of a predecessor that died: every grant in the
+// state file is held again; those whose launchers live wait for them to
+// re-attach (and nothing is granted meanwhile), those whose launchers died
+// are killed and released once their process group is empty.
+void Server::recover() {
+  StoredState st = state_file_.load();
+  next_job_ = std::max(next_job_, st.next_job);
+  for (const StoredJob& job : st.jobs) {
+    next_job_ = std::max(next_job_, job.grant.id + 1);
+    try {
+      sched_.adopt(job.grant);
+    } catch (const Error& e) {
+      log(std::string("state file: ") + e.what());
+      continue;
+    }
+    if (process_alive(job.pid, job.pid_start)) {
+      detached_[job.grant.id] = job;
+    } else {
+      lose(job);
+    }
+  }
+  if (!st.jobs.empty()) {
+    log("recovered " + std::to_string(st.jobs.size()) + " job(s) from " + state_file_.path() +
+        ": " + std::to_string(detached_.size()) + " running, waiting for them to re-attach");
+  }
+  if (!detached_.empty()) {
+    recovering_ = true;
+    recovery_deadline_ = now_s() + kRecoveryWindowS;
+  }
+  persist();
+}
+
+void Server::check_detached() {
+  double now = now_s();
+  if (detached_.empty() && !recovering_) return;
+  if (now < next_liveness_check_ && !(recovering_ && now >= recovery_deadline_)) return;
+  next_liveness_check_ = now + (recovering_ ? 0.01 : kLivenessPeriodS);
+  bool changed = false;
+  for (auto it = detached_.begin(); it != detached_.end();) {
+    if (process_alive(it->second.pid, it->second.pid_start)) {
+      ++it;
+      continue;
+    }
+    lose(it->second);
+    it = detached_.erase(it);
+    changed = true;
+  }
+  if (changed) persist();
+  maybe_end_recovery();
+  if (changed) schedule_pass();
+}
+
+// Once every surviving job is back (or the window has passed), the parked
+// requests are queued in their original order and scheduling resumes.
+void Server::maybe_end_recovery() {
+  if (!recovering_ || (!detached_.empty() && now_s() < recovery_deadline_)) return;
+  recovering_ = false;
+  std::sort(parked_.begin(), parked_.end(), [](const Client* a, const Client* b) { return a->job < b->job; });
+  for (Client* c : parked_) sched_.cancel(c->job);
+  for (Client* c : parked_) sched_.submit(c->request);  // validated when it came
+  log("recovery done; " + std::to_string(detached_.size()) + " job(s) never re-attached, " +
+      std::to_string(parked_.size()) + " request(s) queued in their original order");
+  parked_.clear();
+  schedule_pass();
+}
+
+void Server::handle_reattach(Client& c, const proto::Json& msg) {
+  if (proto::get_int(msg, "v", 0, 1 << 20) != proto::kVersion) throw Error("protocol version mismatch");
+  if (c.job != 0) throw Error("reattach on a connection that already holds a job");
+  JobId id = static_cast<JobId>(proto::get_int(msg, "job", 1, INT64_MAX / 2));
+  if (jobs_.count(id) || lost_.count(id)) throw Error("job " + std::to_string(id) + " is already attached");
+  StoredJob job;
+  if (auto it = detached_.find(id); it != detached_.end()) {
+    if (it->second.pid != c.peer_pid) throw Error("job " + std::to_string(id) + " belongs to another launcher");
+    job = it->second;
+    detached_.erase(it);
+  } else {
+    // Not in the state file (it could not be written or was lost): take the
+    // launcher's word for its grant, unless that would double-book.
+    job.grant.id = id;
+    const proto::Json& slots = msg.at("slots");
+    if (!slots.is_array() || slots.size() > (1u << 20)) throw Error("malformed reattach message: slots");
+    for (const proto::Json& pair : slots) {
+      if (!pair.is_array() || pair.size() != 2 || !pair[0].is_number_integer() || !pair[1].is_number_integer()) {
+        throw Error("malformed reattach message: slot");
+      }
+      job.grant.slots.push_back({pair[0].get<int>(), pair[1].get<int>()});
+    }
+    job.grant.gpus = proto::get_int_list(msg, "gpu_ids", 1 << 20, 0, 1 << 20);
+    job.grant.exclusive = proto::get_bool(msg, "exclusive", false);
+    job.pid = c.peer_pid;
+    job.pid_start = c.peer_start;
+    try {
+      sched_.adopt(job.grant);
+    } catch (const Error& e) {
+      drop(c, e.what());
+      return;
+    }
+    next_job_ = std::max(next_job_, id + 1);
+  }
+  job.pgid = static_cast<int>(proto::get_int(msg, "pgid", 0, 1 << 30));
+  job.ntasks = static_cast<int>(proto::get_int(msg, "ntasks", 0, 1 << 20));
+  job.command = proto::get_string(msg, "command", kMaxCommandLen);
+  if (msg.contains("jobdir")) job.jobdir = proto::get_string(msg, "jobdir", 4096);
+  attach(c, job);
+}
+
+void Server::attach(Client& c, const StoredJob& job) {
+  c.job = job.grant.id;
+  c.state = JobState::Running;
+  c.grant = job.grant;
+  c.pgid = job.pgid;
+  c.request.id = job.grant.id;
+  c.request.ntasks = job.ntasks;
+  c.command = job.command;
+  c.jobdir = job.jobdir;
+  c.pid = job.pid;
+  c.submitted_at = c.granted_at = now_s();
+  jobs_[c.job] = &c;
+  persist();
+  send(c, {{"type", proto::type::kOk}});
+  log("job " + std::to_string(c.job) + " re-attached");
+  maybe_end_recovery();
 }
 
 // Queue positions for launchers that show a status line (stderr on a tty).
@@ -460,6 +678,17 @@ proto::Json Server::status_json() const {
       running.push_back(std::move(j));
     }
   }
+  auto adopted = [&](const StoredJob& job, const char* state) {
+    std::vector<int> held;
+    for (const SlotRef& s : job.grant.slots) held.push_back(s.core);
+    held.erase(std::unique(held.begin(), held.end()), held.end());
+    return Json{{"job", job.grant.id}, {"ntasks", job.ntasks}, {"slots", job.grant.slots.size()},
+                {"pid", job.pid}, {"command", job.command}, {"state", state}, {"cores", held},
+                {"gpus", job.grant.gpus}, {"exclusive", job.grant.exclusive}, {"age_s", 0.0},
+                {"waited_s", 0.0}, {"gpus_requested", job.grant.gpus.size()}};
+  };
+  for (const auto& [id, job] : detached_) running.push_back(adopted(job, "detached"));
+  for (const auto& [id, lost] : lost_) running.push_back(adopted(lost.job, "dying"));
   std::sort(queued.begin(), queued.end(),
             [](const Json& a, const Json& b) { return a["position"] < b["position"]; });
   return {{"type", proto::type::kStatusReply},

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "core/resources.h"
+#include "daemon/state_file.h"
 #include "proto/message.h"
 #include "sched/layout.h"
 #include "sched/scheduler.h"
@@ -44,7 +45,7 @@ class Server {
   // A job whose launcher vanished: its process group was SIGKILLed and its
   // resources are held until the group is empty (or give_up_at passes).
   struct LostJob {
-    int pgid = 0;
+    StoredJob job;  // what it holds, for the state file
     double give_up_at = 0;
   };
 
@@ -57,6 +58,15 @@ class Server {
   void handle_finished(Client& c, const proto::Json& msg);
   void handle_status(Client& c, const proto::Json& msg);
   void handle_stop(Client& c, const proto::Json& msg);
+  void handle_reattach(Client& c, const proto::Json& msg);
+  void attach(Client& c, const StoredJob& job);
+  void recover();
+  void check_detached();
+  void maybe_end_recovery();
+  void lose(const StoredJob& job);
+  void finish_lost(const StoredJob& job);
+  void persist();
+  StoredJob stored(const Client& c) const;
   void send(Client& c, const proto::Json& msg);
   bool flush(Client& c);
   void watch(Client& c, bool writable);
@@ -77,6 +87,16 @@ class Server {
   std::map<int, std::unique_ptr<Client>> clients_;  // by fd
   std::map<JobId, Client*> jobs_;                   // submitted and not yet released
   std::map<JobId, LostJob> lost_;                   // killed, waiting for the group to empty
+  // Jobs a crashed predecessor granted whose launchers live but have not
+  // re-attached yet: their resources stay held.
+  std::map<JobId, StoredJob> detached_;
+  // While recovering, nothing is granted: submits wait here, to be queued
+  // in their original order once every surviving job is back.
+  bool recovering_ = false;
+  double recovery_deadline_ = 0;
+  std::vector<Client*> parked_;
+  double next_liveness_check_ = 0;
+  StateFile state_file_;
   JobId next_job_ = 1;
   double started_at_;
   double idle_since_;

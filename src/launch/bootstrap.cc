@@ -1,7 +1,6 @@
 #include "launch/bootstrap.h"
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,13 +23,6 @@ std::string make_job_dir(unsigned long long job_id) {
                       std::to_string(::geteuid()) + "-job" + std::to_string(job_id) + "-XXXXXX";
   if (!::mkdtemp(templ.data())) throw_errno("cannot create the job directory " + templ);
   return templ;
-}
-
-void remove_tree(const std::string& dir) {
-  ::nftw(
-      dir.c_str(),
-      [](const char* path, const struct stat*, int, struct FTW*) { return ::remove(path) == 0 ? 0 : 0; },
-      16, FTW_DEPTH | FTW_PHYS);
 }
 
 // The whole file, or "" when it cannot be read (the caller falls back).

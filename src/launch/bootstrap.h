@@ -74,6 +74,9 @@ class Bootstrap {
   // The rank spoke to either server at all.
   bool contacted(int rank) const;
   const BootstrapPlan& plan() const { return plan_; }
+  // The job's private directory ("" when none): the daemon removes it if we
+  // are killed before we can.
+  const std::string& job_dir() const { return dir_; }
 
  private:
   void read_pmi(int rank);

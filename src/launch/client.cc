@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -49,6 +50,13 @@ std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string
   int ready[2];
   if (::pipe2(ready, O_CLOEXEC) != 0) throw_errno("pipe2");
   Fd ready_r(ready[0]), ready_w(ready[1]);
+  // Built before fork: the child of a threaded launcher (libpmix) must not allocate.
+  std::vector<const char*> argv = {"jiffyd", "daemon", "--detached-child"};
+  for (const std::string& a : extra_args) argv.push_back(a.c_str());
+  argv.push_back(nullptr);
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int c : paths.cpus) CPU_SET(c, &set);
   pid_t child = ::fork();
   if (child < 0) throw_errno("fork");
   if (child == 0) {
@@ -70,9 +78,9 @@ std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::signal(SIGPIPE, SIG_DFL);
-    std::vector<const char*> argv = {"jiffyd", "daemon", "--detached-child"};
-    for (const std::string& a : extra_args) argv.push_back(a.c_str());
-    argv.push_back(nullptr);
+    // The daemon serves the CPUs its resource set was named after, even
+    // when we have since narrowed our own affinity.
+    if (!paths.cpus.empty()) ::sched_setaffinity(0, sizeof set, &set);
     ::execv(exe.c_str(), const_cast<char* const*>(argv.data()));
     ::_exit(127);
   }
@@ -120,7 +128,10 @@ std::optional<DaemonClient> DaemonClient::connect_existing() {
 }
 
 DaemonClient DaemonClient::connect(bool start_if_missing) {
-  DaemonPaths paths = daemon_paths();
+  return connect(daemon_paths(), start_if_missing);
+}
+
+DaemonClient DaemonClient::connect(const DaemonPaths& paths, bool start_if_missing) {
   if (Fd fd = unix_connect(paths.socket)) return DaemonClient(std::move(fd), paths);
   if (!start_if_missing) throw Error("no daemon is running for this resource set");
   // A daemon may be exiting while we start another: the new one waits for

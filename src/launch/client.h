@@ -24,6 +24,9 @@ class DaemonClient {
   // Connects to the daemon for this process's resource set, starting one if
   // needed and allowed. Throws Error when none can be reached.
   static DaemonClient connect(bool start_if_missing);
+  // The same for a resource set described earlier (a launcher that has
+  // since pinned itself to its job's cores must still reach its daemon).
+  static DaemonClient connect(const DaemonPaths& paths, bool start_if_missing);
   // Like connect(false) but returns nullopt when no daemon runs.
   static std::optional<DaemonClient> connect_existing();
 

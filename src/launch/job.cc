@@ -322,7 +322,7 @@ int Job::poll_timeout_ms() const {
   return std::max(0, static_cast<int>((next - now_s()) * 1000) + 1);
 }
 
-int Job::wait(int signal_fd) {
+int Job::wait(int signal_fd, const Watch* watch) {
   if (opt_.timeout_s > 0) deadline_ = now_s() + opt_.timeout_s;
   reap();  // ranks may have exited before we got here
   while (live_ranks() > 0) {
@@ -332,9 +332,12 @@ int Job::wait(int signal_fd) {
     if (stdin_.active()) p.push_back(pollfd{stdin_.fd(), stdin_.events(), 0});
     const std::size_t nboot = p.size();
     bootstrap_->add_poll_fds(p);
+    const std::size_t nwatch = p.size();
+    if (watch && watch->fd() >= 0) p.push_back(pollfd{watch->fd(), POLLIN, 0});
     int n = ::poll(p.data(), p.size(), poll_timeout_ms());
     if (n < 0 && errno != EINTR) throw_errno("poll");
     if (n > 0) bootstrap_->handle(p, nboot);
+    if (n > 0 && p.size() > nwatch && p[nwatch].revents) watch->on_ready();
     if (n > 0 && p[0].revents) {
       signalfd_siginfo si;
       while (::read(signal_fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {

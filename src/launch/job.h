@@ -15,6 +15,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +39,16 @@ struct JobGrant {
   unsigned long long id = 0;
   bool exclusive = false;
   std::vector<RankGrant> ranks;
+  // The grant as the daemon's ledger knows it, echoed back when re-attaching
+  // to a new daemon.
+  std::vector<std::pair<int, int>> slots;  // (core, slot)
+  std::vector<int> gpu_ids;
+};
+
+// Something else the job's loop watches: the daemon connection.
+struct Watch {
+  std::function<int()> fd;          // -1: nothing to watch now
+  std::function<void()> on_ready;
 };
 
 class Job {
@@ -51,9 +62,10 @@ class Job {
   // message on stderr) when a rank could not be started.
   bool start();
   pid_t pgid() const { return pgid_; }
+  std::string job_dir() const { return bootstrap_ ? bootstrap_->job_dir() : std::string(); }
   // Runs the event loop until every rank is reaped. signal_fd delivers the
   // blocked signals (SIGCHLD, SIGINT, SIGTERM, SIGHUP, ...). Returns the exit code.
-  int wait(int signal_fd);
+  int wait(int signal_fd, const Watch* watch = nullptr);
 
  private:
   struct Rank {

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <variant>
 
 #include "launch/bootstrap.h"
@@ -73,8 +74,9 @@ std::string command_summary(const LaunchOptions& opt) {
   return s;
 }
 
-proto::Json submit_message(const LaunchOptions& opt, bool progress) {
+proto::Json submit_message(const LaunchOptions& opt, bool progress, unsigned long long arrival) {
   return {{"type", proto::type::kSubmit},
+          {"arrival", arrival},
           {"v", proto::kVersion},
           {"ntasks", opt.total_tasks()},
           {"cores_per_task", opt.cores_per_task},
@@ -95,6 +97,10 @@ JobGrant parse_grant(const proto::Json& msg, int ntasks) {
   if (!ranks.is_array() || ranks.size() != static_cast<std::size_t>(ntasks)) {
     throw Error("malformed grant from the daemon: wrong number of ranks");
   }
+  for (const proto::Json& pair : msg.at("slots")) {
+    g.slots.emplace_back(pair.at(0).get<int>(), pair.at(1).get<int>());
+  }
+  g.gpu_ids = proto::get_int_list(msg, "gpu_ids", 1 << 20, 0, 1 << 20);
   for (const proto::Json& r : ranks) {
     RankGrant rg;
     rg.cores = proto::get_int_list(r, "cores", 1 << 16, 0, 1 << 20);
@@ -148,8 +154,10 @@ class StatusLine {
 
 // Waits for the grant. Returns it, or an exit code when the wait ended
 // otherwise (refused, interrupted).
+// *ticket learns the job id the daemon gave us, so that after a daemon
+// crash we can ask the next one for our old place in the queue.
 std::variant<JobGrant, int> wait_for_grant(DaemonClient& client, const LaunchOptions& opt,
-                                           int signal_fd) {
+                                           int signal_fd, unsigned long long* ticket) {
   StatusLine status(opt);
   // The daemon answers every submit at once (grant, queued or error), so
   // silence means it is wedged, not busy.
@@ -183,6 +191,9 @@ std::variant<JobGrant, int> wait_for_grant(DaemonClient& client, const LaunchOpt
       while (auto msg = client.read_available()) {
         answered = true;
         const std::string& type = (*msg)["type"].get_ref<const std::string&>();
+        if (msg->contains("job") && (*msg)["job"].is_number_unsigned()) {
+          *ticket = (*msg)["job"].get<unsigned long long>();
+        }
         if (type == proto::type::kGrant) {
           status.clear();
           return parse_grant(*msg, opt.total_tasks());
@@ -202,16 +213,14 @@ std::variant<JobGrant, int> wait_for_grant(DaemonClient& client, const LaunchOpt
 // The lean jiffy carries no libpmix; a job that needs PMIx continues in
 // jiffy-pmix (same code, libpmix linked), which sits next to it. Returns
 // only when that is impossible.
+// (jiffy-pmix itself never gets here: PmixServer::available() is true there.)
 void continue_in_pmix_launcher(const std::vector<std::string>& argv) {
-  if (std::getenv("JIFFY_IN_PMIX_LAUNCHER")) return;  // never loop
   std::string exe = daemon_executable();
   exe = exe.substr(0, exe.rfind('/') + 1) + "jiffy-pmix";
-  ::setenv("JIFFY_IN_PMIX_LAUNCHER", "1", 1);
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   ::execv(exe.c_str(), args.data());
-  ::unsetenv("JIFFY_IN_PMIX_LAUNCHER");
 }
 
 BootstrapPlan bootstrap_plan(const LaunchOptions& opt, const std::vector<std::string>& programs,
@@ -229,6 +238,85 @@ BootstrapPlan bootstrap_plan(const LaunchOptions& opt, const std::vector<std::st
   }
   return plan;
 }
+
+// The launcher's tie to the daemon while its job runs. If the daemon dies,
+// the job goes on (it holds its cores all the same) and we re-attach to the
+// next daemon, started if need be, so that it learns what we hold before it
+// grants anything.
+class DaemonLink {
+ public:
+  DaemonLink(DaemonPaths paths, DaemonClient client, const LaunchOptions& opt, const JobGrant& grant)
+      : paths_(std::move(paths)), client_(std::move(client)), opt_(opt), grant_(grant) {}
+
+  int fd() const { return client_ ? client_->fd() : -1; }
+  void set_started(int pgid, std::string job_dir) {
+    pgid_ = pgid;
+    job_dir_ = std::move(job_dir);
+  }
+
+  void send(const proto::Json& msg) {
+    if (!client_) return;
+    try {
+      client_->send(msg);
+    } catch (const Error&) {
+      // Noticed by on_ready as a hang-up.
+    }
+  }
+
+  void on_ready() {
+    try {
+      while (auto msg = client_->read_available()) {
+        if ((*msg)["type"] == proto::type::kError) {
+          warn(proto::get_string(*msg, "message", 4096));
+          client_.reset();
+          return;
+        }
+      }
+    } catch (const Error& e) {
+      if (e.sys_errno() == ECONNRESET) {
+        reattach();
+      } else {
+        warn(e.what());
+        client_.reset();
+      }
+    }
+  }
+
+ private:
+  void reattach() {
+    client_.reset();
+    proto::Json slots = proto::Json::array();
+    for (auto [core, slot] : grant_.slots) slots.push_back({core, slot});
+    proto::Json msg = {{"type", proto::type::kReattach}, {"v", proto::kVersion},
+                       {"job", grant_.id},           {"pgid", pgid_},
+                       {"ntasks", opt_.total_tasks()}, {"command", command_summary(opt_)},
+                       {"slots", slots},               {"gpu_ids", grant_.gpu_ids},
+                       {"exclusive", grant_.exclusive}, {"jobdir", job_dir_}};
+    for (int attempt = 0; attempt < 3 && !client_; ++attempt) {
+      try {
+        client_ = DaemonClient::connect(paths_, /*start_if_missing=*/true);
+        client_->send(msg);
+      } catch (const Error& e) {
+        client_.reset();
+        if (attempt == 2) warn(e.what());
+      }
+    }
+  }
+
+  void warn(const std::string& why) {
+    std::fprintf(stderr, "jiffy: warning: lost the daemon (%s); job %llu runs on\n", why.c_str(),
+                 grant_.id);
+  }
+
+  DaemonPaths paths_;
+  std::optional<DaemonClient> client_;
+  const LaunchOptions& opt_;
+  const JobGrant& grant_;
+  int pgid_ = 0;
+  std::string job_dir_;
+};
+
+constexpr int kMaxResubmits = 10;  // daemons that die while we wait
 
 }  // namespace
 
@@ -260,34 +348,36 @@ int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv) {
   }
   BootstrapPlan plan = bootstrap_plan(opt, programs, argv);
   Fd signals = block_signals();
-  // The daemon may vanish while we wait (restart, idle exit racing our
-  // connect): then ask again, a few times.
+  // Named once: the launcher later narrows its own affinity to its job's.
+  const DaemonPaths paths = daemon_paths();
+  plan.topology_file = paths.topology;
+  DaemonClient client = DaemonClient::connect(paths, /*start_if_missing=*/true);
+  unsigned long long ticket = 0;
+  std::variant<JobGrant, int> waited;
   for (int attempt = 0;; ++attempt) {
-    DaemonClient client = DaemonClient::connect(/*start_if_missing=*/true);
-    plan.topology_file = client.paths().topology;
-    client.send(submit_message(opt, ::isatty(2)));
-    std::variant<JobGrant, int> waited;
     try {
-      waited = wait_for_grant(client, opt, signals.get());
+      client.send(submit_message(opt, ::isatty(2), ticket));
+      waited = wait_for_grant(client, opt, signals.get(), &ticket);
+      break;
     } catch (const Error& e) {
-      if (e.sys_errno() == ECONNRESET && attempt < 3) continue;  // the daemon went away: ask anew
-      throw;
+      // The daemon went away (crash, restart, idle exit racing our connect):
+      // ask the next one, for our old place in the queue.
+      if (e.sys_errno() != ECONNRESET && e.sys_errno() != EPIPE) throw;
+      if (attempt == kMaxResubmits) throw;
+      client = DaemonClient::connect(paths, /*start_if_missing=*/true);
     }
-    if (auto* code = std::get_if<int>(&waited)) return *code;
-    Job job(opt, programs, std::move(std::get<JobGrant>(waited)), plan);
-    if (!job.start()) return kExitNotFound;
-    try {
-      client.send({{"type", proto::type::kStarted}, {"pgid", job.pgid()}});
-    } catch (const Error&) {
-      // The daemon is gone; the job runs on (it holds the cores regardless).
-    }
-    int code = job.wait(signals.get());
-    try {
-      client.send({{"type", proto::type::kFinished}, {"code", code}});
-    } catch (const Error&) {
-    }
-    return code;
   }
+  if (auto* code = std::get_if<int>(&waited)) return *code;
+  const JobGrant grant = std::move(std::get<JobGrant>(waited));
+  Job job(opt, programs, grant, plan);
+  if (!job.start()) return kExitNotFound;
+  DaemonLink link(paths, std::move(client), opt, grant);
+  link.set_started(job.pgid(), job.job_dir());
+  link.send({{"type", proto::type::kStarted}, {"pgid", job.pgid()}, {"jobdir", job.job_dir()}});
+  Watch watch{[&] { return link.fd(); }, [&] { link.on_ready(); }};
+  int code = job.wait(signals.get(), &watch);
+  link.send({{"type", proto::type::kFinished}, {"code", code}});
+  return code;
 }
 
 }  // namespace jiffy

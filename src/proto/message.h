@@ -37,6 +37,7 @@ inline constexpr const char* kFinished = "finished";  // client: job is over (ex
 inline constexpr const char* kStatus = "status";      // client: ask for the daemon's state
 inline constexpr const char* kStatusReply = "status_reply";
 inline constexpr const char* kStop = "stop";  // client: ask the daemon to exit
+inline constexpr const char* kReattach = "reattach";  // client: my job runs, a new daemon must know
 inline constexpr const char* kOk = "ok";
 inline constexpr const char* kError = "error";  // daemon: request refused (message)
 }  // namespace type

@@ -35,6 +35,8 @@
 // per grant; the scan stops as soon as no slot is left to give.
 #include "sched/scheduler.h"
 
+#include <set>
+
 #include <algorithm>
 #include <cstdint>
 #include <map>
@@ -362,6 +364,36 @@ std::vector<SlotRef> Scheduler::pick_slots(int n, int pref) const {
     return std::tie(a.core, a.slot) < std::tie(b.core, b.slot);
   });
   return picked;
+}
+
+void Scheduler::adopt(const Grant& g) {
+  auto refuse = [&](const std::string& why) {
+    throw Error("cannot adopt job " + std::to_string(g.id) + ": " + why);
+  };
+  if (g.id == 0 || running_.contains(g.id) || queued_ids_.contains(g.id)) refuse("id in use");
+  if (g.slots.empty()) refuse("no slots");
+  if (exclusive_running_ || (g.exclusive && !running_.empty())) refuse("an exclusive job conflicts");
+  std::set<std::pair<int, int>> slots;
+  for (SlotRef s : g.slots) {
+    if (s.core < 0 || s.core >= static_cast<int>(set_.cores.size()) || s.slot < 0 ||
+        s.slot >= set_.cores[static_cast<std::size_t>(s.core)].slots) {
+      refuse("unknown slot " + std::to_string(s.core) + "." + std::to_string(s.slot));
+    }
+    if (JobId h = slot_owner_[static_cast<std::size_t>(s.core)][static_cast<std::size_t>(s.slot)]) {
+      refuse("core " + std::to_string(s.core) + " slot " + std::to_string(s.slot) +
+             " is held by job " + std::to_string(h));
+    }
+    if (!slots.insert({s.core, s.slot}).second) refuse("a slot is named twice");
+  }
+  std::set<int> gpus;
+  for (int gpu : g.gpus) {
+    if (gpu < 0 || gpu >= static_cast<int>(set_.gpus.size())) refuse("unknown GPU " + std::to_string(gpu));
+    if (JobId h = gpu_owner_[static_cast<std::size_t>(gpu)]) {
+      refuse("GPU " + std::to_string(gpu) + " is held by job " + std::to_string(h));
+    }
+    if (!gpus.insert(gpu).second) refuse("a GPU is named twice");
+  }
+  occupy(g);
 }
 
 void Scheduler::occupy(const Grant& g) {

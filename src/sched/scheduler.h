@@ -51,6 +51,11 @@ class Scheduler {
   void release(JobId id);
   // Grants every queued request that may start now, in policy order.
   std::vector<Grant> schedule();
+  // Records a grant made before (by a daemon that crashed; its launcher
+  // re-attached or is still alive) as running. Throws Error, changing
+  // nothing, when g names an unknown or already held slot or GPU, holds one
+  // twice, or its id is in use: adopting it would double-book.
+  void adopt(const Grant& g);
 
   // 0-based position of a queued request, -1 when it is not queued.
   int position(JobId id) const;

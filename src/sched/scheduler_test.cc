@@ -390,3 +390,55 @@ TEST(Scheduler, CoreWithoutSlotsIsAMisconfiguration) {
 
 }  // namespace
 }  // namespace jiffy
+
+namespace jiffy {
+namespace {
+
+ResourceSet adopt_set() {
+  ResourceSet set;
+  for (int i = 0; i < 4; ++i) set.cores.push_back(Core{0, {i}, 1});
+  set.gpus.push_back(Gpu{"0", -1});
+  return set;
+}
+
+TEST(Scheduler, AdoptedGrantHoldsItsResources) {
+  Scheduler s(adopt_set(), SchedPolicy{});
+  Grant g;
+  g.id = 7;
+  g.slots = {{1, 0}, {2, 0}};
+  g.gpus = {0};
+  s.adopt(g);
+  EXPECT_EQ(s.slot_holder({1, 0}), 7u);
+  EXPECT_EQ(s.gpu_holder(0), 7u);
+  Request r;
+  r.id = 8;
+  r.ntasks = 3;
+  s.submit(r);
+  EXPECT_TRUE(s.schedule().empty());  // only 2 cores left
+  s.release(7);
+  EXPECT_EQ(s.schedule().size(), 1u);
+}
+
+TEST(Scheduler, AdoptRefusesToDoubleBook) {
+  Scheduler s(adopt_set(), SchedPolicy{});
+  Grant a;
+  a.id = 1;
+  a.slots = {{0, 0}};
+  s.adopt(a);
+  Grant b;
+  b.id = 2;
+  b.slots = {{1, 0}, {0, 0}};
+  EXPECT_THROW(s.adopt(b), Error);
+  EXPECT_EQ(s.slot_holder({1, 0}), 0u);  // nothing of b was taken
+  Grant c;
+  c.id = 3;
+  c.slots = {{9, 0}};
+  EXPECT_THROW(s.adopt(c), Error);
+  Grant d;
+  d.id = 1;
+  d.slots = {{2, 0}};
+  EXPECT_THROW(s.adopt(d), Error);  // id in use
+}
+
+}  // namespace
+}  // namespace jiffy

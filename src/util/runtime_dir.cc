@@ -67,8 +67,10 @@ std::string runtime_dir() {
   return ensure_private_dir("/tmp/jiffy-" + std::to_string(::geteuid()));
 }
 
-std::string resource_set_description() {
-  std::string d = "cpus=" + format_cpu_list(allowed_cpus());
+namespace {
+
+std::string describe(const std::vector<int>& cpus) {
+  std::string d = "cpus=" + format_cpu_list(cpus);
   for (const char* var : {"CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "JIFFY_GPUS"}) {
     const char* v = std::getenv(var);
     d += std::string(" ") + var + "=" + (v ? v : "<unset>");
@@ -76,16 +78,22 @@ std::string resource_set_description() {
   return d;
 }
 
+}  // namespace
+
+std::string resource_set_description() { return describe(allowed_cpus()); }
+
 DaemonPaths daemon_paths() {
   DaemonPaths p;
   p.dir = runtime_dir();
-  p.key = hash_hex(resource_set_description());
+  p.cpus = allowed_cpus();
+  p.key = hash_hex(describe(p.cpus));
   std::string base = p.dir + "/" + p.key;
   p.socket = base + ".sock";
   p.lock = base + ".lock";
   p.start = base + ".start";
   p.log = base + ".log";
   p.topology = base + ".topo.xml";
+  p.state = base + ".state";
   return p;
 }
 

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace jiffy {
 
@@ -26,6 +27,8 @@ struct DaemonPaths {
   std::string start;   // <dir>/<key>.start: serialises launchers starting a daemon
   std::string log;     // <dir>/<key>.log: a detached daemon's stderr
   std::string topology;  // <dir>/<key>.topo.xml: hwloc XML of the set, written by the daemon
+  std::string state;     // <dir>/<key>.state: the daemon's ledger (daemon/state_file.h)
+  std::vector<int> cpus;  // the allowed CPUs the key was made from (a daemon started later gets them)
 };
 
 // Resolves and, if needed, creates the runtime directory. Throws Error when

@@ -1,6 +1,9 @@
 #include "util/sys.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <ftw.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -8,6 +11,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "util/error.h"
@@ -135,11 +140,83 @@ Fd unix_connect(const std::string& path) {
   }
 }
 
-uid_t peer_uid(int fd) {
+void remove_tree(const std::string& dir) {
+  ::nftw(
+      dir.c_str(), [](const char* path, const struct stat*, int, struct FTW*) { ::remove(path); return 0; },
+      16, FTW_DEPTH | FTW_PHYS);
+}
+
+PeerCred peer_cred(int fd) {
   ucred cred{};
   socklen_t len = sizeof cred;
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) throw_errno("SO_PEERCRED");
-  return cred.uid;
+  return PeerCred{cred.pid, cred.uid};
+}
+
+namespace {
+
+// Fields of /proc/<pid>/stat after the command name, which may itself hold
+// spaces and parentheses: split after the last ')'.
+bool read_stat_fields(pid_t pid, char* state, unsigned long long* start, int* pgrp = nullptr) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  Fd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd) return false;
+  char buf[1024];
+  ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');
+  if (!p) return false;
+  // Field 3 is the state; the start time is field 22, 19 fields later.
+  char st = 0;
+  int group = 0;
+  unsigned long long v = 0;
+  if (std::sscanf(p + 1, " %c %*d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+                  &st, &group, &v) != 3) {
+    return false;
+  }
+  *state = st;
+  *start = v;
+  if (pgrp) *pgrp = group;
+  return true;
+}
+
+}  // namespace
+
+unsigned long long process_start_time(pid_t pid) {
+  char state;
+  unsigned long long start;
+  return pid > 0 && read_stat_fields(pid, &state, &start) ? start : 0;
+}
+
+bool process_group_alive(pid_t pgid) {
+  if (pgid <= 0 || (::kill(-pgid, 0) != 0 && errno != EPERM)) return false;  // cheap common case
+  DIR* d = ::opendir("/proc");
+  if (!d) return true;  // cannot tell: assume alive
+  bool alive = false;
+  while (dirent* e = ::readdir(d)) {
+    char* end;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0) continue;
+    char state;
+    unsigned long long start;
+    int group;
+    if (read_stat_fields(static_cast<pid_t>(pid), &state, &start, &group) && group == pgid &&
+        state != 'Z' && state != 'X') {
+      alive = true;
+      break;
+    }
+  }
+  ::closedir(d);
+  return alive;
+}
+
+bool process_alive(pid_t pid, unsigned long long start) {
+  char state;
+  unsigned long long now_start;
+  if (pid <= 0 || !read_stat_fields(pid, &state, &now_start)) return false;
+  return now_start == start && state != 'Z' && state != 'X';
 }
 
 }  // namespace jiffy

@@ -38,7 +38,27 @@ Fd unix_listen(const std::string& path, int backlog);
 // Connects; returns an invalid Fd when nobody listens (ENOENT, ECONNREFUSED);
 // throws Error on other failures.
 Fd unix_connect(const std::string& path);
-// The uid of the peer of a connected Unix socket (SO_PEERCRED).
-uid_t peer_uid(int fd);
+// Removes a directory tree (no symlinks followed); errors are ignored.
+void remove_tree(const std::string& dir);
+
+// The credentials of the peer of a connected Unix socket (SO_PEERCRED).
+struct PeerCred {
+  pid_t pid = 0;
+  uid_t uid = 0;
+};
+PeerCred peer_cred(int fd);
+inline uid_t peer_uid(int fd) { return peer_cred(fd).uid; }
+
+// When process pid started, in clock ticks since boot (/proc/<pid>/stat
+// field 22); 0 when it does not exist. (pid, start) names a process for good:
+// a recycled pid has a different start time.
+unsigned long long process_start_time(pid_t pid);
+// Whether (pid, start) still names a live process (zombies count as dead).
+bool process_alive(pid_t pid, unsigned long long start);
+
+// Whether process group pgid has a member that is not a zombie. Zombies do
+// not count: an orphan's zombie lingers as long as whoever adopted it does
+// not reap it (a container's PID 1 may never), yet it runs nothing.
+bool process_group_alive(pid_t pgid);
 
 }  // namespace jiffy

@@ -148,8 +148,6 @@ def test_peer_uid_checked(jx, fake_daemon):
     assert jx.run(["-n", 1, "true"]).returncode == 0
 
 
-@pytest.mark.xfail(reason="DESIGN invariant 3 (a new daemon re-learns running grants) is not "
-                          "implemented yet; outside issue 2's list", strict=False)
 def test_daemon_crash_never_double_books(jx, probe_bin, tmp_path):
     """DESIGN invariant 3: grants held by running launchers survive a daemon
     crash; a new daemon learns about them before it grants anything."""

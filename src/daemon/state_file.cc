@@ -1,0 +1,138 @@
+#include "daemon/state_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "proto/message.h"
+#include "util/error.h"
+
+namespace jiffy {
+
+namespace {
+
+constexpr std::size_t kMaxStateBytes = 64 * 1024 * 1024;
+constexpr int kMaxIndex = 1 << 20;
+
+}  // namespace
+
+std::string encode_state(const StoredState& s) {
+  proto::Json jobs = proto::Json::array();
+  for (const StoredJob& j : s.jobs) {
+    proto::Json slots = proto::Json::array();
+    for (const SlotRef& r : j.grant.slots) slots.push_back({r.core, r.slot});
+    jobs.push_back({{"job", j.grant.id},
+                    {"slots", std::move(slots)},
+                    {"gpus", j.grant.gpus},
+                    {"exclusive", j.grant.exclusive},
+                    {"pid", j.pid},
+                    {"pid_start", j.pid_start},
+                    {"pgid", j.pgid},
+                    {"ntasks", j.ntasks},
+                    {"command", j.command},
+                    {"jobdir", j.jobdir}});
+  }
+  // The trailing newline marks a complete record: a file cut short by a
+  // crash mid-write is rejected, not half-trusted.
+  return proto::Json{{"v", 1}, {"next_job", s.next_job}, {"jobs", std::move(jobs)}}.dump(
+             -1, ' ', false, proto::Json::error_handler_t::replace) +
+         "\n";
+}
+
+StoredState decode_state(std::string_view text) {
+  // The record is the first line; bytes after it are a longer record's tail.
+  std::size_t nl = text.find('\n');
+  if (nl == std::string_view::npos) throw Error("state file is incomplete");
+  text = text.substr(0, nl + 1);
+  proto::Json j = proto::Json::parse(text.begin(), text.end(), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) throw Error("state file is not a JSON object");
+  j["type"] = "state";  // for the field validators' messages
+  if (proto::get_int(j, "v", 1, 1) != 1) throw Error("state file has an unknown version");
+  StoredState s;
+  s.next_job = static_cast<JobId>(proto::get_int(j, "next_job", 1, INT64_MAX));
+  const proto::Json& jobs = j.at("jobs");
+  if (!jobs.is_array()) throw Error("state file: 'jobs' is not a list");
+  for (proto::Json job : jobs) {
+    if (!job.is_object()) throw Error("state file: a job is not an object");
+    job["type"] = "state";
+    StoredJob sj;
+    sj.grant.id = static_cast<JobId>(proto::get_int(job, "job", 1, INT64_MAX));
+    const proto::Json& slots = job.at("slots");
+    if (!slots.is_array() || slots.empty() || slots.size() > static_cast<std::size_t>(kMaxIndex)) {
+      throw Error("state file: bad slots");
+    }
+    for (const proto::Json& pair : slots) {
+      if (!pair.is_array() || pair.size() != 2 || !pair[0].is_number_integer() ||
+          !pair[1].is_number_integer()) {
+        throw Error("state file: bad slot");
+      }
+      int core = pair[0].get<int>(), slot = pair[1].get<int>();
+      if (core < 0 || core >= kMaxIndex || slot < 0 || slot >= kMaxIndex) {
+        throw Error("state file: slot out of range");
+      }
+      sj.grant.slots.push_back({core, slot});
+    }
+    sj.grant.gpus = proto::get_int_list(job, "gpus", kMaxIndex, 0, kMaxIndex);
+    sj.grant.exclusive = proto::get_bool(job, "exclusive", false);
+    sj.pid = static_cast<int>(proto::get_int(job, "pid", 0, 1 << 30));
+    sj.pid_start = static_cast<unsigned long long>(proto::get_int(job, "pid_start", 0, INT64_MAX));
+    sj.pgid = static_cast<int>(proto::get_int(job, "pgid", 0, 1 << 30));
+    sj.ntasks = static_cast<int>(proto::get_int(job, "ntasks", 0, kMaxIndex));
+    sj.command = proto::get_string(job, "command", 4096);
+    sj.jobdir = job.contains("jobdir") ? proto::get_string(job, "jobdir", 4096) : "";
+    s.jobs.push_back(std::move(sj));
+  }
+  return s;
+}
+
+StateFile::StateFile(std::string path) : path_(std::move(path)) {}
+
+StoredState StateFile::load() {
+  Fd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return {};
+  std::string text;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(fd.get(), buf, sizeof buf)) > 0 && text.size() < kMaxStateBytes) {
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+  if (text.empty()) return {};
+  try {
+    return decode_state(text);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "jiffyd: ignoring the state file %s: %s\n", path_.c_str(), e.what());
+    return {};
+  }
+}
+
+// One write of the whole record at offset 0, then a truncate. A crash
+// between the two leaves the new record followed by a tail of the old one:
+// decode_state reads the first line only. A write cut short (a fatal signal
+// can stop a large write between pages) leaves no valid first line, so the
+// successor relies on launchers re-attaching.
+bool StateFile::save(const StoredState& s) {
+  std::string text = encode_state(s);
+  auto fail = [&](const char* what) {
+    if (!warned_) {
+      std::fprintf(stderr, "jiffyd: cannot %s the state file %s: %s (continuing)\n", what,
+                   path_.c_str(), std::strerror(errno));
+      warned_ = true;
+    }
+    fd_.reset();  // reopen next time: the directory may have been replaced
+    return false;
+  };
+  if (!fd_) {
+    fd_ = Fd(::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd_) return fail("open");
+  }
+  ssize_t n = ::pwrite(fd_.get(), text.data(), text.size(), 0);
+  if (n != static_cast<ssize_t>(text.size())) return fail("write");
+  if (::ftruncate(fd_.get(), static_cast<off_t>(text.size())) != 0) return fail("truncate");
+  warned_ = false;
+  return true;
+}
+
+}  // namespace jiffy
