@@ -3,15 +3,20 @@
 // 3) or by hand as `jiffy daemon [options]`.
 //
 // Start-up order matters for "exactly one daemon": take the lifetime lock
-// first (a second daemon for the same set gives up here), then discover the
+// (an abstract socket name, see take_lifetime_lock) first: a second daemon
+// for the same set gives up here, then discover the
 // resources, then replace any stale socket and listen, then report ready.
 #include <fcntl.h>
-#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -26,6 +31,23 @@ namespace {
 
 using namespace jiffy;
 
+// So that `jiffy stop` fails over to kill when a daemon hangs, and a person
+// can find the daemon: <key>.lock holds its pid (informative only).
+void write_pid_file(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (fd) (void)!::write(fd.get(), pid.data(), pid.size());
+}
+
+// Every client costs a descriptor: take all the kernel allows us.
+void raise_fd_limit() {
+  rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 constexpr int kReadyFd = 3;  // a launcher starting us reads our verdict here
 
 std::optional<std::string> getenv_opt(const char* name) {
@@ -33,19 +55,27 @@ std::optional<std::string> getenv_opt(const char* name) {
   return v ? std::optional<std::string>(v) : std::nullopt;
 }
 
-// Holds the lifetime lock or throws. The lock file's content is informative.
+// The lifetime lock: a Unix socket bound to an abstract name made of our uid
+// and the resource-set key. The kernel releases it when we die, however we
+// die, and, unlike a lock file, nobody can delete it: a runtime directory
+// removed under a live daemon cannot let a second daemon start beside it.
+// Returns an invalid Fd when another daemon holds it (and quiet_if_taken).
 Fd take_lifetime_lock(const DaemonPaths& paths, bool quiet_if_taken) {
-  Fd fd(::open(paths.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd) throw_errno("open " + paths.lock);
-  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK) {
+  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) throw_errno("socket");
+  std::string name = "jiffy/" + std::to_string(::geteuid()) + "/" + paths.key;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());  // sun_path[0] = 0: abstract
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+    if (errno == EADDRINUSE) {
       if (quiet_if_taken) return Fd();
       throw Error("a daemon is already running for this resource set (" + paths.socket + ")");
     }
-    throw_errno("flock " + paths.lock);
+    throw_errno("bind the daemon lock");
   }
-  std::string pid = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(fd.get(), 0) == 0) (void)!::write(fd.get(), pid.data(), pid.size());
+  write_pid_file(paths.lock);
   return fd;
 }
 
@@ -62,6 +92,7 @@ int serve(const DaemonOptions& opt) {
     report_ready(opt.detached_child, "running\n");
     return 0;
   }
+  raise_fd_limit();
   ResourceSpec spec;
   spec.fake_cores = opt.cores;
   spec.gpus = opt.gpus;

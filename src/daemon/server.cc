@@ -53,6 +53,7 @@ namespace {
 
 constexpr double kRecoveryWindowS = 3.0;  // how long re-attaching launchers get
 constexpr double kLivenessPeriodS = 0.1;  // how often detached launchers are checked
+constexpr double kHealPeriodS = 0.5;      // how often the socket file is checked
 
 }  // namespace
 
@@ -100,10 +101,56 @@ Server::Server(ServerConfig config, Fd listener)
     ev.data.fd = fd;
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno("epoll_ctl");
   }
+  struct stat st;
+  if (::stat(config_.paths.socket.c_str(), &st) == 0) {
+    socket_dev_ = st.st_dev;
+    socket_ino_ = st.st_ino;
+  }
   recover();
 }
 
 Server::~Server() = default;
+
+// Our socket file must stay where launchers look for it. If the runtime
+// directory was removed or the socket replaced, make them anew: until then
+// launchers cannot reach us, and a daemon they start gives up on our
+// lifetime lock, so nothing is ever granted twice.
+void Server::heal() {
+  double now = now_s();
+  if (now < next_heal_check_) return;
+  next_heal_check_ = now + kHealPeriodS;
+  struct stat st;
+  if (::stat(config_.paths.socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) &&
+      st.st_dev == socket_dev_ && st.st_ino == socket_ino_) {
+    return;
+  }
+  log("socket " + config_.paths.socket + " was removed or replaced; re-creating it");
+  try {
+    runtime_dir();  // re-creates and re-checks the directory
+    if (::unlink(config_.paths.socket.c_str()) != 0 && errno != ENOENT) {
+      throw_errno("unlink " + config_.paths.socket);
+    }
+    Fd listener = unix_listen(config_.paths.socket, 4096);
+    if (::stat(config_.paths.socket.c_str(), &st) != 0) throw_errno("stat " + config_.paths.socket);
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listener_.get(), nullptr);
+    listener_ = std::move(listener);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = listener_.get();
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, listener_.get(), &ev) != 0) throw_errno("epoll_ctl");
+    socket_dev_ = st.st_dev;
+    socket_ino_ = st.st_ino;
+    state_file_.reopen();
+    persist();
+  } catch (const Error& e) {
+    log(std::string("cannot re-create the socket: ") + e.what());
+  }
+}
+
+void Server::pause_accepting() {
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listener_.get(), nullptr);
+  accept_paused_until_ = now_s() + 0.1;
+}
 
 void Server::log(const std::string& line) const {
   if (config_.log_to_stderr) std::fprintf(stderr, "jiffyd[%d]: %s\n", ::getpid(), line.c_str());
@@ -139,6 +186,14 @@ void Server::run() {
     }
     reap_lost_jobs();
     check_detached();
+    heal();
+    if (accept_paused_until_ > 0 && now_s() >= accept_paused_until_) {
+      accept_paused_until_ = 0;
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.fd = listener_.get();
+      ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, listener_.get(), &ev);
+    }
     if (clients_.empty() && lost_.empty() && detached_.empty() && config_.idle_timeout_s > 0 &&
         now_s() - idle_since_ >= config_.idle_timeout_s) {
       log("idle for " + std::to_string(static_cast<int>(config_.idle_timeout_s)) + " s, exiting");
@@ -148,14 +203,15 @@ void Server::run() {
 }
 
 double Server::next_wakeup_ms() const {
-  double wake = 1e9;
+  double wake = kHealPeriodS * 1000;  // the socket self-check
+  if (accept_paused_until_ > 0) wake = std::min(wake, 100.0);
   if (!lost_.empty() || recovering_) wake = 10;  // poll the dying groups, the recovery
   if (!detached_.empty()) wake = std::min(wake, kLivenessPeriodS * 1000);
   if (clients_.empty() && config_.idle_timeout_s > 0) {
     double left = (idle_since_ + config_.idle_timeout_s - now_s()) * 1000;
     wake = std::min(wake, std::max(0.0, left) + 1);
   }
-  return wake >= 1e9 ? -1 : wake;
+  return wake;
 }
 
 void Server::accept_clients() {
@@ -165,7 +221,10 @@ void Server::accept_clients() {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       if (errno == EMFILE || errno == ENFILE) {
-        log("out of file descriptors; refusing connections for now");
+        // Stop listening a while rather than spin on a listener that stays
+        // readable; clients that leave free descriptors meanwhile.
+        log("out of file descriptors; not accepting for 100 ms");
+        pause_accepting();
         return;
       }
       throw_errno("accept4");

@@ -66,6 +66,8 @@ class Server {
   void lose(const StoredJob& job);
   void finish_lost(const StoredJob& job);
   void persist();
+  void heal();
+  void pause_accepting();
   StoredJob stored(const Client& c) const;
   void send(Client& c, const proto::Json& msg);
   bool flush(Client& c);
@@ -97,6 +99,10 @@ class Server {
   std::vector<Client*> parked_;
   double next_liveness_check_ = 0;
   StateFile state_file_;
+  // Identity of the socket file we listen on, to notice it removed or replaced.
+  unsigned long socket_dev_ = 0, socket_ino_ = 0;
+  double next_heal_check_ = 0;
+  double accept_paused_until_ = 0;  // out of descriptors: stop accepting a while
   JobId next_job_ = 1;
   double started_at_;
   double idle_since_;

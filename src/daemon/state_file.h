@@ -52,6 +52,9 @@ class StateFile {
   // Replaces the stored state. Returns false (and logs once) on failure.
   bool save(const StoredState& s);
   const std::string& path() const { return path_; }
+  // Forgets the open file, so the next save() creates it anew (after the
+  // runtime directory was removed under us).
+  void reopen() { fd_.reset(); }
 
  private:
   std::string path_;

@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -57,6 +58,12 @@ std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string
   cpu_set_t set;
   CPU_ZERO(&set);
   for (int c : paths.cpus) CPU_SET(c, &set);
+  // A launcher running a job is a child subreaper: were it one now, the
+  // daemon orphaned below would be adopted by it, not by init, and killed
+  // with the job's leftovers.
+  int subreaper = 0;
+  ::prctl(PR_GET_CHILD_SUBREAPER, &subreaper);
+  if (subreaper) ::prctl(PR_SET_CHILD_SUBREAPER, 0);
   pid_t child = ::fork();
   if (child < 0) throw_errno("fork");
   if (child == 0) {
@@ -88,6 +95,7 @@ std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string
   int status;
   while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
   }
+  if (subreaper) ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   std::string verdict;
   double deadline = now_s() + kStartTimeoutS;
   for (;;) {

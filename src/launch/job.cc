@@ -4,6 +4,8 @@
 #include <sched.h>
 #include <poll.h>
 #include <signal.h>
+#include <dirent.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -71,6 +73,9 @@ bool Job::start() {
       plan_, grant_.id, appnum,
       Bootstrap::Events{[this](int r, int c, const std::string& m) { on_abort(r, c, m); },
                         [this](int r, const std::string& why) { on_protocol_error(r, why); }});
+  // Orphans of the ranks (daemonized helpers included) become ours, so that
+  // none outlives the job (kill_descendants).
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   // Move onto rank 0's CPUs first: a child then starts where its parent
   // runs instead of waking an idle CPU (costly on VMs), and the launcher's
   // own work (PMI, labelled output) is charged to the job's cores, not to
@@ -290,6 +295,49 @@ void Job::reap() {
   }
 }
 
+// Our children other than the ranks: processes the ranks left behind and we
+// adopted as their subreaper.
+std::vector<pid_t> Job::adopted_children() const {
+  std::vector<pid_t> kids;
+  DIR* d = ::opendir("/proc/self/task");
+  if (!d) return kids;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::string path = std::string("/proc/self/task/") + e->d_name + "/children";
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) continue;
+    std::string text;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd.get(), buf, sizeof buf)) > 0) text.append(buf, static_cast<std::size_t>(n));
+    for (const char* p = text.c_str(); *p;) {
+      char* end;
+      long pid = std::strtol(p, &end, 10);
+      if (end == p) break;
+      if (pid > 0 && pid != ranks_[0].pid) kids.push_back(static_cast<pid_t>(pid));
+      p = end;
+    }
+  }
+  ::closedir(d);
+  return kids;
+}
+
+// The launcher is a child subreaper (set in start()), so whatever a rank
+// left behind, even a daemon that double-forked and called setsid, was
+// adopted by us: kill and reap each, round after round, as their own
+// orphans come to us in turn.
+void Job::kill_descendants() {
+  for (int round = 0; round < 64; ++round) {
+    std::vector<pid_t> kids = adopted_children();
+    if (kids.empty()) return;
+    for (pid_t pid : kids) ::kill(pid, SIGKILL);
+    for (pid_t pid : kids) {
+      while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
+    }
+  }
+}
+
 void Job::handle_signal(int signo) {
   switch (signo) {
     case SIGCHLD:
@@ -364,6 +412,7 @@ int Job::wait(int signal_fd, const Watch* watch) {
   // Nothing of the job may outlive it: kill what the ranks left behind in
   // their group (rank 0's zombie still pins the group id), then reap rank 0.
   kill_group(SIGKILL);
+  kill_descendants();
   stdin_.close();
   forwarder_.drain(1000);
   int status;

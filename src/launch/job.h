@@ -85,6 +85,8 @@ class Job {
   void record_exit(std::size_t rank, int code, bool signalled, int signo);
   void terminate(const std::string& why);
   void kill_group(int signo);
+  std::vector<pid_t> adopted_children() const;
+  void kill_descendants();
   int poll_timeout_ms() const;
   std::size_t live_ranks() const;
 
