@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -55,15 +56,20 @@ std::optional<std::string> getenv_opt(const char* name) {
   return v ? std::optional<std::string>(v) : std::nullopt;
 }
 
-// The lifetime lock: a Unix socket bound to an abstract name made of our uid
-// and the resource-set key. The kernel releases it when we die, however we
+// The lifetime lock: a Unix socket bound to an abstract name made of our uid,
+// the resource-set key and the runtime directory. The kernel releases it when we die, however we
 // die, and, unlike a lock file, nobody can delete it: a runtime directory
 // removed under a live daemon cannot let a second daemon start beside it.
 // Returns an invalid Fd when another daemon holds it (and quiet_if_taken).
 Fd take_lifetime_lock(const DaemonPaths& paths, bool quiet_if_taken) {
   Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) throw_errno("socket");
-  std::string name = "jiffy/" + std::to_string(::geteuid()) + "/" + paths.key;
+  // The directory is part of the name: daemons of other runtime directories
+  // (tests, separate users of one uid) are other daemons.
+  std::string name = "jiffy/" + std::to_string(::geteuid()) + "/" + paths.key + "/" + paths.dir;
+  if (name.size() > sizeof(sockaddr_un::sun_path) - 1) {
+    name = "jiffy/" + std::to_string(::geteuid()) + "/" + paths.key + "/" + std::to_string(std::hash<std::string>{}(paths.dir));
+  }
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path + 1, name.data(), name.size());  // sun_path[0] = 0: abstract

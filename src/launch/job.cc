@@ -184,6 +184,9 @@ void Job::record_exit(std::size_t i, int code, bool signalled, int signo) {
   Rank& r = ranks_[i];
   r.done = true;
   r.code = signalled ? 128 + signo : code;
+  // libpmix answers a finalize on its own thread: the rank may have
+  // finalized and exited since we last looked, so look again first.
+  if (r.code == 0 && !terminating_ && bootstrap_) bootstrap_->drain();
   if (r.code == 0 && !terminating_ && bootstrap_ && bootstrap_->unfinalized(static_cast<int>(i))) {
     // As hydra does: leaving between MPI_Init and MPI_Finalize is a failure,
     // whatever the exit code says.

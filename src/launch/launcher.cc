@@ -239,6 +239,21 @@ BootstrapPlan bootstrap_plan(const LaunchOptions& opt, const std::vector<std::st
   return plan;
 }
 
+// -v / --report-bindings: what each rank was given, one line per rank.
+void report_bindings(const JobGrant& grant, const LaunchOptions& opt) {
+  std::fprintf(stderr, "jiffy: job %llu: %d rank%s%s\n", grant.id, opt.total_tasks(),
+               opt.total_tasks() == 1 ? "" : "s", grant.exclusive ? ", alone on the machine" : "");
+  for (std::size_t r = 0; r < grant.ranks.size(); ++r) {
+    const RankGrant& rg = grant.ranks[r];
+    std::string gpus;
+    for (const std::string& g : rg.gpus) gpus += (gpus.empty() ? "" : ",") + g;
+    std::fprintf(stderr, "jiffy: job %llu rank %zu: cores %s, cpus %s%s%s\n", grant.id, r,
+                 format_cpu_list(rg.cores).c_str(),
+                 opt.bind == Bind::None ? "unbound" : format_cpu_list(rg.cpus).c_str(),
+                 gpus.empty() ? "" : ", gpus ", gpus.c_str());
+  }
+}
+
 // The launcher's tie to the daemon while its job runs. If the daemon dies,
 // the job goes on (it holds its cores all the same) and we re-attach to the
 // next daemon, started if need be, so that it learns what we hold before it
@@ -369,6 +384,7 @@ int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv) {
   }
   if (auto* code = std::get_if<int>(&waited)) return *code;
   const JobGrant grant = std::move(std::get<JobGrant>(waited));
+  if (opt.verbose) report_bindings(grant, opt);
   Job job(opt, programs, grant, plan);
   if (!job.start()) return kExitNotFound;
   DaemonLink link(paths, std::move(client), opt, grant);

@@ -197,10 +197,11 @@ const char* to_string(MpiKind k) {
 }
 
 MpiKind detect_mpi(const std::string& path) {
+  // By name first: a "python3" that is really a shell shim (pyenv) is python.
+  if (is_interpreter(basename_of(path))) return MpiKind::Unknown;
   if (std::string interp = script_interpreter(path); !interp.empty()) {
     return is_interpreter(interp) ? MpiKind::Unknown : MpiKind::None;
   }
-  if (is_interpreter(basename_of(path))) return MpiKind::Unknown;
   std::deque<std::string> todo{path};
   std::set<std::string> seen;
   int inspected = 0;
