@@ -1,0 +1,881 @@
+"""The MPI bootstrap: real MPICH and Open MPI programs (tests/mpi/*.c, built
+as build/mpi/NAME.mpich and build/mpi/NAME.openmpi) run under jiffy with no
+flags, as under their own mpiexec.
+
+Covers: hello/ring/allreduce at every size up to twice the machine; MPI_Abort
+(exit 7) and exit without MPI_Finalize for both MPIs; MPMD appnums; --mpi
+forcing and the "ranks never contacted the server" warning; the variables
+tools sniff (MPI_LOCALNRANKS..., OMPI_COMM_WORLD_*); the opt-in speed-ups
+(--topology-cache, --single-node-ompi and their JIFFY_* variables); the
+per-job Open MPI directory (created under $TMPDIR, distinct per job, removed
+afterwards); a SIGKILLed rank; mixed MPICH and Open MPI jobs running
+concurrently with no core shared; 200 MPI jobs of sizes 1-4 through make -j8.
+
+Every test runs with TMPDIR set to a private directory, so leftover job
+directories are found exactly (the `mx` fixture fails a test that leaves one).
+A flavour whose programs are missing is skipped with the reason.
+"""
+
+import os
+import random
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (BUILD, JobTrace, check_rank_affinity, core_cpu_map, find_overlaps,
+                      one_line_error, parse_cpu_list, pid_alive, procs_with_marker, read_records,
+                      run_concurrently, wait_until)
+
+MPI_DIR = BUILD / "mpi"
+FLAVOURS = ("mpich", "openmpi")
+PROGRAMS = ("hello", "ring", "allreduce", "abort", "nofinalize", "mpmd")
+
+# Caller variables that would change what the ranks or jiffy do; the MPI
+# tests start from an environment without them.
+SCRUB_PREFIXES = ("OMPI_", "PMIX_", "HWLOC_", "PRTE_", "I_MPI_", "MPICH_", "HYDRA_")
+SCRUB_VARS = ("JIFFY_TOPOLOGY_CACHE", "JIFFY_SINGLE_NODE_OMPI", "JIFFY_IN_PMIX_LAUNCHER",
+              "MPI_LOCALNRANKS", "MPI_LOCALRANKID", "PMI_PORT", "PMI_ID", "PMI_VERSION",
+              "PMI_SUBVERSION", "FLUX_JOB_ID", "SLURM_JOBID", "SLURM_JOB_ID", "TMPDIR",
+              "JIFFY_LOCAL_RANK", "JIFFY_LOCAL_SIZE", "JIFFY_APPNUM")
+
+JOB_DIR_RE = re.compile(r"^jiffy-(\d+)-job(\d+)-[A-Za-z0-9]{6}$")
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+
+def prog(name: str, flavour: str) -> str:
+    p = MPI_DIR / f"{name}.{flavour}"
+    if not (p.is_file() and os.access(p, os.X_OK)):
+        pytest.skip(f"MPI test program not built: {p} ({flavour} missing? "
+                    f"install it and rebuild: cmake --build build)")
+    return str(p)
+
+
+def job_dirs(directory) -> list:
+    """Names of jiffy's per-job directories in directory."""
+    try:
+        return sorted(n for n in os.listdir(directory) if JOB_DIR_RE.match(n))
+    except FileNotFoundError:
+        return []
+
+
+def lines(text: str) -> list:
+    return [l for l in text.splitlines() if l.strip()]
+
+
+def jiffy_lines(text: str) -> list:
+    return [l for l in text.splitlines() if l.startswith("jiffy:")]
+
+
+def expected_output(name: str, n: int) -> list:
+    """Sorted stdout lines of a successful run of tests/mpi/NAME with n ranks."""
+    if name == "hello":
+        return sorted(f"hello {r} of {n}" for r in range(n))
+    if name == "ring":
+        return [f"ring ok {n}"]
+    if name == "allreduce":
+        return [f"allreduce ok {n * (n - 1) // 2}"]
+    raise ValueError(name)
+
+
+def prog_args(name: str, n: int) -> list:
+    return [str(n)] if name == "ring" else []
+
+
+def children(pid: int) -> list:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def exe_of(pid: int):
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def environ_of(pid: int) -> dict:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        raw = f.read()
+    out = {}
+    for item in raw.split(b"\0"):
+        if b"=" in item:
+            k, v = item.split(b"=", 1)
+            out[k.decode(errors="replace")] = v.decode(errors="replace")
+    return out
+
+
+def labelled_env(stdout: str) -> dict:
+    """{rank: {NAME: value}} from `jiffy -l ... printenv` output."""
+    out = {}
+    for line in stdout.splitlines():
+        m = re.match(r"^\[(\d+)\] ([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line)
+        if m:
+            out.setdefault(int(m.group(1)), {})[m.group(2)] = m.group(3)
+    return out
+
+
+def machine_cores(jx) -> dict:
+    """{core id: CPUs} of the test's daemon (started by a first launch)."""
+    cp = jx.run(["-n", 1, "true"])
+    assert cp.returncode == 0, cp.stderr
+    return core_cpu_map(jx.status())
+
+
+def rank_processes(jx) -> list:
+    """Processes of this test other than daemons: ranks, launchers, children."""
+    return [p for p in procs_with_marker(jx.marker) if p[1] != "jiffyd"]
+
+
+def assert_no_ranks_left(jx, what):
+    left = rank_processes(jx)
+    assert not left, f"{what}: processes still alive after jiffy returned: {left}"
+
+
+class StuckJob:
+    """A world of 2 whose ranks are both past MPI_Init and blocked forever:
+    rank 0 runs abort.X (not the last rank, so it waits in MPI_Barrier) and
+    rank 1 runs ring.X (it waits in MPI_Recv from rank 0)."""
+
+    def __init__(self, jx, flavour, opts=(), env=None, settle=1.0):
+        self.flavour = flavour
+        self.progs = [prog("abort", flavour), prog("ring", flavour)]
+        args = list(opts) + ["-n", 1, self.progs[0], ":", "-n", 1, self.progs[1]]
+        self.p = jx.popen(args, env=env)
+        self.launcher = self.p.pid
+
+        def ranks():
+            if self.p.poll() is not None:
+                out, err = self.p.communicate()
+                raise AssertionError(f"stuck job ended early: rc={self.p.returncode} {err!r}")
+            kids = children(self.launcher)
+            if len(kids) != 2:
+                return None
+            exes = [exe_of(k) for k in kids]
+            if sorted(exes, key=str) != sorted(self.progs):
+                return None
+            return kids
+
+        kids = wait_until(ranks, 30, 0.02, f"both ranks of the stuck {flavour} job to exec")
+        env0 = {k: environ_of(k) for k in kids}
+        self.pids = sorted(kids, key=lambda k: int(env0[k]["JIFFY_RANK"]))
+        self.env = [env0[k] for k in self.pids]
+        time.sleep(settle)  # let both get through MPI_Init into their wait
+        assert self.p.poll() is None, f"stuck job ended early: rc={self.p.returncode}"
+
+    def kill_rank(self, rank, sig=signal.SIGKILL, timeout=30):
+        t0 = time.monotonic()
+        os.kill(self.pids[rank], sig)
+        try:
+            out, err = self.p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"jiffy did not end within {timeout}s after rank {rank} got {sig.name}")
+        return self.p.returncode, out, err, time.monotonic() - t0
+
+
+# --------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(params=FLAVOURS)
+def flavour(request):
+    return request.param
+
+
+@pytest.fixture
+def mx(jx):
+    """jx with MPI-related caller variables removed and TMPDIR set to a
+    private directory (jx.tmpdir); fails the test if a job directory is left
+    there."""
+    for k in list(jx.env):
+        if k.startswith(SCRUB_PREFIXES) or k in SCRUB_VARS:
+            del jx.env[k]
+    tmp = tempfile.mkdtemp(prefix="jfmpi-", dir="/tmp")
+    jx.env["TMPDIR"] = tmp
+    jx.tmpdir = tmp
+    yield jx
+    still_running = [p for p in jx.popens if p.poll() is None]
+    left = job_dirs(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+    if not still_running and left:
+        pytest.fail(f"teardown: job directories left in TMPDIR: {left}", pytrace=False)
+
+
+# --------------------------------------------------------------------------
+# basic programs, both MPIs, every size up to twice the machine
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.parametrize("name", ["hello", "ring", "allreduce"])
+def test_programs_all_sizes(mx, flavour, name, n):
+    exe = prog(name, flavour)
+    cp = mx.run(["-n", n, exe] + prog_args(name, n), timeout=60)
+    assert cp.returncode == 0, f"rc={cp.returncode} stderr={cp.stderr!r}"
+    assert sorted(lines(cp.stdout)) == expected_output(name, n), cp.stdout
+    assert jiffy_lines(cp.stderr) == [], f"unexpected jiffy message: {cp.stderr!r}"
+    assert job_dirs(mx.tmpdir) == [], "the job directory is removed when the job ends"
+
+
+def test_oversubscribed_job_runs_alone_and_completes(mx, flavour):
+    """-n 4 on this machine (2 cores here) waits for the whole machine and its
+    ranks are spread over all of it; the MPI world is still whole."""
+    ncores = len(machine_cores(mx))
+    n = 2 * ncores
+    cp = mx.run(["-l", "-n", n, prog("ring", flavour), n], timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == f"[0] ring ok {n}"
+
+
+@pytest.mark.parametrize("factor", [4, 8])
+def test_allreduce_up_to_the_oversubscription_limit(mx, flavour, factor):
+    """The default limit is 8x the machine: MPI start-up still works there."""
+    n = factor * len(machine_cores(mx))
+    cp = mx.run(["-n", n, prog("allreduce", flavour)], timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    assert lines(cp.stdout) == expected_output("allreduce", n)
+
+
+@pytest.mark.parametrize("opts", [["-genvnone"], ["-genvlist", "PATH"], ["-bind-to", "none"],
+                                  ["--tag-output"]], ids=["genvnone", "genvlist", "bind-none", "tag"])
+def test_bootstrap_with_launch_options(mx, flavour, opts):
+    """The bootstrap variables reach the ranks whatever the user's environment
+    options pass on."""
+    cp = mx.run(opts + ["-n", 2, prog("ring", flavour), 2], timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert lines(cp.stdout)[0].endswith("ring ok 2"), cp.stdout
+
+
+# --------------------------------------------------------------------------
+# failure semantics
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_mpi_abort_exits_7_and_kills_all_ranks(mx, flavour, n):
+    t0 = time.monotonic()
+    cp = mx.run(["-n", n, prog("abort", flavour)], timeout=60)
+    took = time.monotonic() - t0
+    assert cp.returncode == 7, f"rc={cp.returncode} stderr={cp.stderr!r}"
+    assert took < 10, f"abort should end the job at once, took {took:.1f}s"
+    jl = jiffy_lines(cp.stderr)
+    assert any("MPI_Abort" in l for l in jl), f"no jiffy line mentions MPI_Abort: {cp.stderr!r}"
+    assert any(re.search(rf"\brank {n - 1}\b", l) for l in jl), f"the aborting rank is named: {jl}"
+    assert_no_ranks_left(mx, "after MPI_Abort")
+
+
+def test_mpi_abort_single_rank(mx, flavour):
+    cp = mx.run(["-n", 1, prog("abort", flavour)], timeout=60)
+    assert cp.returncode == 7, f"rc={cp.returncode} stderr={cp.stderr!r}"
+    assert "MPI_Abort" in cp.stderr, cp.stderr
+
+
+def test_exit_without_finalize_kills_the_job(mx, flavour):
+    t0 = time.monotonic()
+    cp = mx.run(["-n", 3, prog("nofinalize", flavour)], timeout=60)
+    took = time.monotonic() - t0
+    assert cp.returncode == 1, f"rc={cp.returncode} stderr={cp.stderr!r}"
+    assert took < 10, f"the blocked ranks should be killed at once, took {took:.1f}s"
+    jl = jiffy_lines(cp.stderr)
+    assert any("without calling MPI_Finalize" in l and re.search(r"\brank 0\b", l) for l in jl), \
+        cp.stderr
+    assert_no_ranks_left(mx, "after exit without MPI_Finalize")
+
+
+def test_rank_sigkilled_mid_job(mx, flavour):
+    job = StuckJob(mx, flavour)
+    others = [job.pids[0], job.launcher]
+    rc, out, err, took = job.kill_rank(1)
+    assert rc == 128 + signal.SIGKILL, f"rc={rc} stderr={err!r}"
+    assert took < 10, f"the job should end at once, took {took:.1f}s"
+    jl = jiffy_lines(err)
+    assert any(re.search(r"\brank 1\b", l) and ("signal 9" in l or "SIGKILL" in l) for l in jl), err
+    for pid in others:
+        assert not pid_alive(pid), f"pid {pid} survived"
+    assert_no_ranks_left(mx, "after a rank was SIGKILLed")
+    assert job_dirs(mx.tmpdir) == []
+    st = mx.status()
+    assert st["running"] == [] and st["queued"] == []
+
+
+def test_timeout_kills_stuck_mpi_job(mx, flavour):
+    t0 = time.monotonic()
+    job = StuckJob(mx, flavour, opts=["-timeout", "3"], settle=0)
+    try:
+        out, err = job.p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("-timeout 3 did not end a stuck MPI job within 30 s")
+    took = time.monotonic() - t0
+    assert job.p.returncode == 255, err
+    assert "APPLICATION TIMED OUT" in err, err
+    assert took < 15, f"took {took:.1f}s"
+    for pid in job.pids:
+        assert not pid_alive(pid)
+    assert job_dirs(mx.tmpdir) == []
+
+
+def test_sigterm_to_launcher_of_stuck_mpi_job(mx, flavour):
+    job = StuckJob(mx, flavour)
+    job.p.send_signal(signal.SIGTERM)
+    try:
+        out, err = job.p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("SIGTERM did not end a stuck MPI job within 30 s")
+    assert job.p.returncode != 0, err
+    for pid in job.pids:
+        assert not pid_alive(pid)
+    assert_no_ranks_left(mx, "after SIGTERM")
+    assert job_dirs(mx.tmpdir) == []
+
+
+# --------------------------------------------------------------------------
+# MPMD
+
+
+def test_mpmd_appnum(mx, flavour):
+    exe = prog("mpmd", flavour)
+    cp = mx.run(["-n", 1, exe, "A", ":", "-n", 2, exe, "B"], timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert sorted(lines(cp.stdout)) == [
+        "mpmd A rank 0 of 3 appnum 0",
+        "mpmd B rank 1 of 3 appnum 1",
+        "mpmd B rank 2 of 3 appnum 1",
+    ], cp.stdout
+
+
+def test_mpmd_three_groups(mx, flavour):
+    exe = prog("mpmd", flavour)
+    cp = mx.run(["-n", 2, exe, "A", ":", "-n", 1, exe, "B", ":", "-n", 1, exe, "C"], timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert sorted(lines(cp.stdout)) == [
+        "mpmd A rank 0 of 4 appnum 0",
+        "mpmd A rank 1 of 4 appnum 0",
+        "mpmd B rank 2 of 4 appnum 1",
+        "mpmd C rank 3 of 4 appnum 2",
+    ], cp.stdout
+
+
+# --------------------------------------------------------------------------
+# --mpi forcing and the never-contacted warning
+
+
+def assert_singletons_warning(cp, n, what):
+    assert cp.returncode == 0, f"{what}: rc={cp.returncode} {cp.stderr!r}"
+    assert sorted(lines(cp.stdout)) == ["hello 0 of 1"] * n, f"{what}: {cp.stdout!r}"
+    warn = [l for l in jiffy_lines(cp.stderr) if "warning" in l]
+    assert len(warn) == 1, f"{what}: expected one jiffy warning, got {cp.stderr!r}"
+    assert "contact" in warn[0] and "singleton" in warn[0], warn[0]
+
+
+def test_mpi_none_mpich_runs_singletons_with_warning(mx):
+    cp = mx.run(["--mpi=none", "-n", 2, prog("hello", "mpich")], timeout=60)
+    assert_singletons_warning(cp, 2, "--mpi=none hello.mpich")
+
+
+def test_mpi_pmi1_openmpi_runs_singletons_with_warning(mx):
+    cp = mx.run(["--mpi=pmi1", "-n", 2, prog("hello", "openmpi")], timeout=60)
+    assert_singletons_warning(cp, 2, "--mpi=pmi1 hello.openmpi")
+
+
+def test_mpi_pmix_mpich_runs_singletons_with_warning(mx):
+    cp = mx.run(["--mpi", "pmix", "-n", 2, prog("hello", "mpich")], timeout=60)
+    assert_singletons_warning(cp, 2, "--mpi pmix hello.mpich")
+
+
+@pytest.mark.parametrize("mode,fl", [("pmi1", "mpich"), ("pmix", "openmpi"), ("auto", "mpich"),
+                                     ("auto", "openmpi")])
+def test_mpi_matching_mode_works(mx, mode, fl):
+    cp = mx.run([f"--mpi={mode}", "-n", 2, prog("hello", fl)], timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert sorted(lines(cp.stdout)) == expected_output("hello", 2)
+    assert jiffy_lines(cp.stderr) == [], cp.stderr
+
+
+def test_no_warning_for_single_rank_or_non_mpi(mx):
+    cp = mx.run(["--mpi=none", "-n", 1, prog("hello", "mpich")], timeout=60)
+    assert cp.returncode == 0 and cp.stdout.strip() == "hello 0 of 1"
+    assert jiffy_lines(cp.stderr) == [], "a job of size 1 gets no warning"
+    cp = mx.run(["-n", 2, "true"])
+    assert cp.returncode == 0 and cp.stderr == "", "a non-MPI program gets no warning"
+
+
+def test_mpi_bad_value(mx):
+    msg = one_line_error(mx.run(["--mpi=bogus", "-n", 1, "true"]), "--mpi=bogus")
+    assert "bogus" in msg and "--mpi" in msg, msg
+
+
+# --------------------------------------------------------------------------
+# variables that tools sniff
+
+
+def test_mpich_style_variables_plain_program(mx):
+    cp = mx.run(["-l", "-n", 2, "printenv"])
+    assert cp.returncode == 0, cp.stderr
+    envs = labelled_env(cp.stdout)
+    assert sorted(envs) == [0, 1]
+    fds = set()
+    for r, e in envs.items():
+        assert e.get("PMI_RANK") == str(r), e
+        assert e.get("PMI_SIZE") == "2", e
+        assert e.get("MPI_LOCALNRANKS") == "2", e
+        assert e.get("MPI_LOCALRANKID") == str(r), e
+        assert e.get("PMI_FD", "").isdigit() and int(e["PMI_FD"]) > 2, e
+        fds.add(e["PMI_FD"])
+        assert "PMIX_NAMESPACE" not in e, "a plain program needs no PMIx server"
+    cp = mx.run(["-n", 1, "printenv"])
+    e = dict(l.split("=", 1) for l in cp.stdout.splitlines() if "=" in l)
+    assert e.get("MPI_LOCALNRANKS") == "1" and e.get("MPI_LOCALRANKID") == "0", cp.stdout
+
+
+def test_openmpi_style_variables_forced_pmix(mx):
+    cp = mx.run(["--mpi=pmix", "-l", "-n", 2, "printenv"])
+    assert cp.returncode == 0, cp.stderr
+    envs = labelled_env(cp.stdout)
+    assert sorted(envs) == [0, 1]
+    for r, e in envs.items():
+        want = {"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": str(r),
+                "OMPI_COMM_WORLD_LOCAL_RANK": str(r), "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+                "OMPI_COMM_WORLD_NODE_RANK": str(r), "PMIX_RANK": str(r)}
+        for k, v in want.items():
+            assert e.get(k) == v, f"rank {r}: {k}={e.get(k)!r}, want {v!r}"
+        assert e.get("PMIX_NAMESPACE"), e
+        assert e.get("OMPI_MCA_schizo") == "^orte", "Open MPI 4.1 needs schizo/orte out of the way"
+    assert envs[0]["PMIX_NAMESPACE"] == envs[1]["PMIX_NAMESPACE"]
+    assert "PMI_FD" not in envs[0], "--mpi=pmix serves PMIx only"
+
+
+def test_variables_of_real_programs(mx, flavour):
+    """The variables of real MPI ranks launched with no flags (read from
+    /proc/PID/environ while they wait in MPI)."""
+    job = StuckJob(mx, flavour)
+    try:
+        for r, e in enumerate(job.env):
+            assert e.get("PMI_RANK") == str(r) and e.get("PMI_SIZE") == "2", e
+            assert e.get("MPI_LOCALNRANKS") == "2" and e.get("MPI_LOCALRANKID") == str(r)
+            assert e.get("JIFFY_RANK") == str(r) and e.get("JIFFY_SIZE") == "2"
+            if flavour == "openmpi":
+                for k, v in {"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": str(r),
+                             "OMPI_COMM_WORLD_LOCAL_RANK": str(r),
+                             "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+                             "OMPI_COMM_WORLD_NODE_RANK": str(r), "PMIX_RANK": str(r)}.items():
+                    assert e.get(k) == v, f"rank {r}: {k}={e.get(k)!r}, want {v!r}"
+                assert e.get("PMIX_NAMESPACE") == job.env[0]["PMIX_NAMESPACE"]
+            else:
+                assert not any(k.startswith("PMIX_") for k in e), \
+                    "an MPICH program needs no PMIx server"
+                assert "OMPI_COMM_WORLD_SIZE" not in e
+    finally:
+        rc, _, err, _ = job.kill_rank(0)
+    assert rc == 137, err
+
+
+# --------------------------------------------------------------------------
+# opt-in speed-ups
+
+
+def printenv_ranks(jx, opts, env=None):
+    cp = jx.run(list(opts) + ["-l", "-n", 2, "printenv"], env=env)
+    assert cp.returncode == 0, cp.stderr
+    envs = labelled_env(cp.stdout)
+    assert sorted(envs) == [0, 1], cp.stdout
+    return envs
+
+
+def check_topology_file(jx, path):
+    p = Path(path)
+    assert p.is_absolute() and p.is_file(), f"HWLOC_XMLFILE {path} is not a file"
+    assert p.parent == Path(jx.runtime_dir), f"{path} should be in the runtime dir"
+    assert os.access(p, os.R_OK)
+    head = p.read_text()[:4000]
+    assert head.startswith("<?xml") and "<topology" in head, head[:200]
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_topology_cache(mx, how):
+    opts, env = (["--topology-cache"], None) if how == "option" else ([], {"JIFFY_TOPOLOGY_CACHE": "1"})
+    envs = printenv_ranks(mx, opts, env)
+    for e in envs.values():
+        assert e.get("HWLOC_THISSYSTEM") == "1", e
+        check_topology_file(mx, e["HWLOC_XMLFILE"])
+    assert envs[0]["HWLOC_XMLFILE"] == envs[1]["HWLOC_XMLFILE"]
+
+
+def test_topology_cache_off_by_default(mx):
+    for opts, env in (([], None), ([], {"JIFFY_TOPOLOGY_CACHE": "0"})):
+        for e in printenv_ranks(mx, opts, env).values():
+            assert "HWLOC_XMLFILE" not in e and "HWLOC_THISSYSTEM" not in e, e
+
+
+def test_topology_cache_respects_user_value(mx, tmp_path):
+    mine = tmp_path / "mine.xml"
+    mine.write_text("<?xml version=\"1.0\"?>\n")
+    for e in printenv_ranks(mx, ["--topology-cache"], {"HWLOC_XMLFILE": str(mine)}).values():
+        assert e["HWLOC_XMLFILE"] == str(mine)
+
+
+def test_topology_cache_per_resource_set(mx):
+    """A launcher with another cpuset reaches another daemon, whose topology
+    file describes that cpuset."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs 2 CPUs")
+
+    def pin():
+        os.sched_setaffinity(0, {cpus[0]})
+
+    full = printenv_ranks(mx, ["--topology-cache"])[0]["HWLOC_XMLFILE"]
+    try:
+        cp = subprocess.run([mx.bin, "--topology-cache", "-n", "1", "printenv", "HWLOC_XMLFILE"],
+                            env=mx.env, preexec_fn=pin, capture_output=True, text=True, timeout=30,
+                            stdin=subprocess.DEVNULL)
+        assert cp.returncode == 0, cp.stderr
+        restricted = cp.stdout.strip()
+        check_topology_file(mx, restricted)
+        assert restricted != full, "each resource set has its own topology file"
+        a = Path(full).read_text()
+        b = Path(restricted).read_text()
+        assert a != b
+        m = re.search(r'allowed_cpuset="(0x[0-9a-f,x]+)"', b)
+        assert m and int(m.group(1).replace(",0x", ""), 16) == 1 << cpus[0], \
+            f"restricted topology should allow only CPU {cpus[0]}: {m and m.group(1)}"
+        h = subprocess.run([mx.bin, "--topology-cache", "-n", "1", prog("hello", "mpich")],
+                           env=mx.env, preexec_fn=pin, capture_output=True, text=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+        assert h.returncode == 0 and h.stdout.strip() == "hello 0 of 1", h.stderr
+    finally:
+        subprocess.run([mx.bin, "stop"], env=mx.env, preexec_fn=pin, timeout=15,
+                       capture_output=True)
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_single_node_ompi(mx, how):
+    opts, env = ((["--single-node-ompi"], None) if how == "option"
+                 else ([], {"JIFFY_SINGLE_NODE_OMPI": "1"}))
+    for e in printenv_ranks(mx, ["--mpi=pmix"] + opts, env).values():
+        assert e.get("OMPI_MCA_pml") == "ob1", e.get("OMPI_MCA_pml")
+        assert e.get("OMPI_MCA_btl") == "self,vader", e.get("OMPI_MCA_btl")
+
+
+def test_single_node_ompi_off_by_default(mx):
+    for opts, env in (([], None), ([], {"JIFFY_SINGLE_NODE_OMPI": "0"})):
+        for e in printenv_ranks(mx, ["--mpi=pmix"] + opts, env).values():
+            assert e.get("OMPI_MCA_pml") != "ob1", e.get("OMPI_MCA_pml")
+            assert "OMPI_MCA_btl" not in e, e.get("OMPI_MCA_btl")
+
+
+@pytest.mark.parametrize("how", ["-x", "env", "--mca", "-genv"])
+def test_single_node_ompi_respects_user_pml(mx, how):
+    opts, env = ["--mpi=pmix", "--single-node-ompi"], None
+    if how == "-x":
+        opts += ["-x", "OMPI_MCA_pml=ucx"]
+    elif how == "--mca":
+        opts += ["--mca", "pml", "ucx"]
+    elif how == "-genv":
+        opts += ["-genv", "OMPI_MCA_pml", "ucx"]
+    else:
+        env = {"OMPI_MCA_pml": "ucx", "OMPI_MCA_btl": "self,tcp"}
+    for e in printenv_ranks(mx, opts, env).values():
+        assert e.get("OMPI_MCA_pml") == "ucx", f"{how}: the user's pml is kept, got {e.get('OMPI_MCA_pml')}"
+        if how == "env":
+            assert e.get("OMPI_MCA_btl") == "self,tcp"
+
+
+@pytest.mark.parametrize("var", ["JIFFY_TOPOLOGY_CACHE", "JIFFY_SINGLE_NODE_OMPI"])
+def test_speedup_env_bad_value(mx, var):
+    cp = mx.run(["-n", 1, "true"], env={var: "yes"})
+    msg = one_line_error(cp, f"{var}=yes")
+    assert var in msg and "yes" in msg, msg
+    assert rank_processes(mx) == []
+
+
+@pytest.mark.parametrize("how", ["options", "env"])
+def test_hello_with_speedups(mx, flavour, how):
+    opts, env = ((["--topology-cache", "--single-node-ompi"], None) if how == "options"
+                 else ([], {"JIFFY_TOPOLOGY_CACHE": "1", "JIFFY_SINGLE_NODE_OMPI": "1"}))
+    for n in (1, 2, 4):
+        cp = mx.run(opts + ["-n", n, prog("hello", flavour)], env=env, timeout=60)
+        assert cp.returncode == 0, cp.stderr
+        assert sorted(lines(cp.stdout)) == expected_output("hello", n)
+        assert jiffy_lines(cp.stderr) == [], cp.stderr
+    cp = mx.run(opts + ["-n", 2, prog("allreduce", flavour)], env=env, timeout=60)
+    assert cp.returncode == 0 and cp.stdout.strip() == "allreduce ok 1", cp.stderr
+
+
+def test_speedups_reach_real_openmpi_ranks(mx):
+    job = StuckJob(mx, "openmpi", opts=["--topology-cache", "--single-node-ompi"])
+    try:
+        for e in job.env:
+            assert e.get("OMPI_MCA_pml") == "ob1" and e.get("OMPI_MCA_btl") == "self,vader", e
+            assert e.get("HWLOC_THISSYSTEM") == "1"
+            check_topology_file(mx, e["HWLOC_XMLFILE"])
+    finally:
+        job.kill_rank(1)
+
+
+# --------------------------------------------------------------------------
+# the per-job Open MPI directory
+
+
+def check_job_dir(job, parent):
+    e = job.env[0]
+    d = e.get("OMPI_MCA_btl_vader_backing_directory")
+    assert d, "Open MPI ranks get a vader backing directory"
+    p = Path(d)
+    assert p.parent == Path(parent), f"{d} should be in {parent}"
+    m = JOB_DIR_RE.match(p.name)
+    assert m, f"unexpected job directory name {p.name}"
+    assert int(m.group(1)) == os.geteuid() and m.group(2) == e["JIFFY_JOB_ID"], p.name
+    st = p.stat()
+    assert stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+    assert stat.S_IMODE(st.st_mode) & 0o077 == 0, f"{d} is private: {oct(st.st_mode)}"
+    for other in job.env[1:]:
+        assert other["OMPI_MCA_btl_vader_backing_directory"] == d, "one directory per job"
+    for k in ("PMIX_SERVER_TMPDIR", "OMPI_MCA_orte_tmpdir_base"):
+        if k in e:
+            assert e[k] == d or e[k].startswith(d + "/"), f"{k}={e[k]} is outside {d}"
+    return p
+
+
+def test_openmpi_job_dir_in_tmpdir_removed_after(mx):
+    job = StuckJob(mx, "openmpi")
+    d = check_job_dir(job, mx.tmpdir)
+    assert job_dirs(mx.tmpdir) == [d.name]
+    rc, _, err, _ = job.kill_rank(0)
+    assert rc == 137, err
+    assert not d.exists(), f"{d} is removed after the job"
+
+
+def test_openmpi_job_dir_default_tmp(mx):
+    env = dict(mx.env)
+    env.pop("TMPDIR")
+    mx.env = env
+    job = StuckJob(mx, "openmpi")
+    d = check_job_dir(job, "/tmp")
+    rc, _, err, _ = job.kill_rank(1)
+    assert rc == 137, err
+    assert not d.exists(), f"{d} is removed after the job"
+
+
+def test_openmpi_job_dir_removed_after_abort_and_nofinalize(mx):
+    assert mx.run(["-n", 2, prog("abort", "openmpi")], timeout=60).returncode == 7
+    assert mx.run(["-n", 2, prog("nofinalize", "openmpi")], timeout=60).returncode == 1
+    assert mx.run(["-n", 2, prog("hello", "openmpi")], timeout=60).returncode == 0
+    assert job_dirs(mx.tmpdir) == []
+
+
+def test_concurrent_openmpi_jobs_have_distinct_dirs(mx, fake_daemon):
+    fake_daemon(cores=4)
+    a = StuckJob(mx, "openmpi", settle=0)
+    b = StuckJob(mx, "openmpi")
+    da, db = check_job_dir(a, mx.tmpdir), check_job_dir(b, mx.tmpdir)
+    assert da != db, "concurrent jobs never share Open MPI's shared-memory directory"
+    assert a.env[0]["PMIX_NAMESPACE"] != b.env[0]["PMIX_NAMESPACE"]
+    assert a.p.poll() is None and b.p.poll() is None, "both jobs run at once"
+    assert sorted(job_dirs(mx.tmpdir)) == sorted([da.name, db.name])
+    assert a.kill_rank(1)[0] == 137
+    assert not da.exists() and db.exists(), "only the finished job's directory goes"
+    assert b.kill_rank(1)[0] == 137
+    assert not db.exists()
+
+
+def test_openmpi_job_dir_removed_after_launcher_sigkill(mx):
+    """A launcher killed by SIGKILL cannot clean up: its ranks die with it
+    and the job's directory still goes (the daemon removes it)."""
+    job = StuckJob(mx, "openmpi")
+    d = check_job_dir(job, mx.tmpdir)
+    job.p.kill()
+    job.p.communicate(timeout=10)
+    for pid in job.pids:
+        wait_until(lambda: not pid_alive(pid), 10, what=f"rank {pid} to die with its launcher")
+    try:
+        wait_until(lambda: not d.exists(), 5, what=f"{d} to be removed")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# nested launches
+
+
+NESTED_PY = """\
+import subprocess, sys
+cp = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stdout.write(cp.stdout)
+sys.stderr.write(cp.stderr)
+sys.exit(cp.returncode)
+"""
+
+
+def test_nested_jiffy_under_pmix_job(mx, fake_daemon, tmp_path):
+    """A driver script run under jiffy (an interpreter, so it gets PMIx) that
+    itself launches an Open MPI job (as a test harness would)."""
+    fake_daemon(cores=4)
+    script = tmp_path / "nested.py"
+    script.write_text(NESTED_PY)
+    py = os.path.realpath(sys.executable)
+    # -bind-to none: the driver keeps the whole cpuset, so the inner jiffy
+    # reaches the same (fake, 4-core) daemon instead of starting its own
+    cp = mx.run(["-bind-to", "none", "-n", 1, py, script, mx.bin, "-n", 2, prog("hello", "openmpi")],
+                timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert sorted(lines(cp.stdout)) == expected_output("hello", 2), cp.stderr
+
+
+# --------------------------------------------------------------------------
+# concurrency: mixed MPICH and Open MPI jobs
+
+
+# Runs in each rank: records the grant (JIFFY_CORES, affinity) and times around
+# the MPI program, which it runs as a child with the inherited PMI fd and PMIx
+# variables. An interpreter, so jiffy serves both PMI-1 and PMIx with no flags.
+RECORDER_PY = """\
+import os, subprocess, sys, time
+out, tag = sys.argv[1], sys.argv[2]
+e = os.environ
+path = os.path.join(out, tag + "." + e["JIFFY_RANK"])
+def w(s):
+    with open(path, "a") as f:
+        f.write(s)
+cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+w("job=%s\\nrank=%s\\nsize=%s\\ncores=%s\\ncpus=%s\\nvader=%s\\nstart_ns=%d\\n" % (
+    e["JIFFY_JOB_ID"], e["JIFFY_RANK"], e["JIFFY_SIZE"], e.get("JIFFY_CORES", ""), cpus,
+    e.get("OMPI_MCA_btl_vader_backing_directory", ""), time.monotonic_ns()))
+rc = subprocess.run(sys.argv[3:], close_fds=False).returncode
+w("rc=%d\\nend_ns=%d\\n" % (rc, time.monotonic_ns()))
+sys.exit(rc if rc >= 0 else 128 - rc)
+"""
+
+
+def test_mixed_mpich_openmpi_concurrent(mx, tmp_path):
+    for f in FLAVOURS:
+        prog("ring", f), prog("allreduce", f)
+    cmap = machine_cores(mx)
+    recorder = tmp_path / "recorder.py"
+    recorder.write_text(RECORDER_PY)
+    outdir = tmp_path / "rec"
+    outdir.mkdir()
+    py = os.path.realpath(sys.executable)
+    rnd = random.Random(7)
+    jobs = []
+    for i in range(96):
+        name = rnd.choice(["ring", "allreduce"])
+        fl = FLAVOURS[i % 2]
+        n = rnd.choice([1, 2]) if len(cmap) >= 2 else 1
+        jobs.append({"tag": f"m{i}", "name": name, "flavour": fl, "n": n})
+
+    def one(j):
+        return mx.run(["-n", j["n"], py, recorder, outdir, j["tag"], prog(j["name"], j["flavour"])]
+                      + prog_args(j["name"], j["n"]), timeout=120)
+
+    t0 = time.monotonic()
+    results = run_concurrently(12, jobs, one)
+    took = time.monotonic() - t0
+    bad = [(j["tag"], j["flavour"], j["name"], j["n"], cp.returncode, cp.stdout, cp.stderr[-300:])
+           for j, cp in zip(jobs, results)
+           if cp.returncode != 0 or lines(cp.stdout) != expected_output(j["name"], j["n"])
+           or jiffy_lines(cp.stderr)]
+    assert not bad, f"{len(bad)} wrong results, e.g. {bad[:5]}"
+    recs = read_records(outdir)
+    traces = []
+    vader = {}
+    for j in jobs:
+        ranks = recs.get(j["tag"], {})
+        assert sorted(ranks) == list(range(j["n"])), f"{j['tag']}: ranks {sorted(ranks)}"
+        assert len({r["job"] for r in ranks.values()}) == 1
+        for r, rec in ranks.items():
+            assert rec.get("rc") == "0" and "end_ns" in rec, (j["tag"], rec)
+            assert rec["size"] == str(j["n"])
+            check_rank_affinity(rec, cmap, j["tag"])
+        per_rank = [parse_cpu_list(r["cores"]) for r in ranks.values()]
+        assert len(set().union(*per_rank)) == sum(map(len, per_rank)), f"{j['tag']}: {per_rank}"
+        dirs = {r["vader"] for r in ranks.values()}
+        assert len(dirs) == 1, f"{j['tag']}: ranks disagree on the vader directory {dirs}"
+        d = dirs.pop()
+        assert d.startswith(mx.tmpdir + "/"), f"{j['tag']}: vader directory {d!r} not in TMPDIR"
+        vader[j["tag"]] = d
+        traces.append(JobTrace(j["tag"], ranks))
+    bad = find_overlaps(traces)
+    assert not bad, f"{len(bad)} overlapping jobs share cores, e.g. {bad[:3]}"
+    assert len(set(vader.values())) == len(vader), "every job has its own vader directory"
+    overlapping = sum(1 for i, a in enumerate(traces) for b in traces[i + 1:]
+                      if a.start < b.end and b.start < a.end)
+    st = mx.status()
+    assert st["running"] == [] and st["queued"] == []
+    print(f"96 mixed MPI jobs from 12 clients in {took:.1f}s; {overlapping} overlapping pairs")
+    if len(cmap) >= 2:
+        assert overlapping > 0, "some jobs ran at the same time (else nothing was tested)"
+
+
+# --------------------------------------------------------------------------
+# 200 MPI jobs through make -j8
+
+
+def plan_make_jobs(count, seed, ncores):
+    rnd = random.Random(seed)
+    jobs = []
+    for i in range(count):
+        name = rnd.choice(["ring", "allreduce", "hello"])
+        fl = rnd.choice(FLAVOURS)
+        # sizes 1-4, weighted to the ones that fit beside others; 3 and 4 run
+        # alone on a 2-core machine
+        n = rnd.choice([1, 1, 2, 2, 2, 3, 4])
+        jobs.append({"tag": f"j{i:03d}", "name": name, "flavour": fl, "n": n})
+    return jobs
+
+
+def test_200_mpi_jobs_make_j8(mx, tmp_path):
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    for f in FLAVOURS:
+        for name in ("ring", "allreduce", "hello"):
+            prog(name, f)
+    ncores = len(machine_cores(mx))
+    jobs = plan_make_jobs(200, 11, ncores)
+    out = tmp_path / "out"
+    out.mkdir()
+    rules = []
+    for j in jobs:
+        args = " ".join(prog_args(j["name"], j["n"]))
+        rules.append(f"out/{j['tag']}:\n"
+                     f"\t$(JIFFY) -n {j['n']} $(MPI)/{j['name']}.{j['flavour']} {args} "
+                     f"> $@.tmp 2> $@.err && mv $@.tmp $@\n")
+    makefile = tmp_path / "Makefile"
+    makefile.write_text(f"JIFFY := {mx.bin}\nMPI := {MPI_DIR}\n"
+                        ".PHONY: all\nall: " + " ".join(f"out/{j['tag']}" for j in jobs) + "\n\n"
+                        + "\n".join(rules))
+    t0 = time.monotonic()
+    try:
+        cp = subprocess.run(["make", "-k", "-j8", "-C", str(tmp_path)], env=mx.env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=400)
+    except subprocess.TimeoutExpired:
+        pytest.fail("make -j8 of 200 MPI jobs did not finish in 400 s")
+    took = time.monotonic() - t0
+    bad = []
+    for j in jobs:
+        p = out / j["tag"]
+        err = (out / f"{j['tag']}.err").read_text() if (out / f"{j['tag']}.err").exists() else ""
+        if not p.exists():
+            bad.append((j, "failed", err[-300:]))
+            continue
+        got = sorted(lines(p.read_text()))
+        if got != expected_output(j["name"], j["n"]):
+            bad.append((j, got, err[-300:]))
+        elif jiffy_lines(err):
+            bad.append((j, "jiffy message", err[-300:]))
+    assert not bad, f"{len(bad)} of 200 jobs wrong, e.g. {bad[:5]}; make said {cp.stderr[-1000:]!r}"
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    st = mx.status()
+    assert st["running"] == [] and st["queued"] == []
+    sizes = {k: sum(1 for j in jobs if j["n"] == k) for k in (1, 2, 3, 4)}
+    print(f"200 MPI jobs through make -j8 in {took:.1f}s (sizes {sizes})")
