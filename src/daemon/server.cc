@@ -12,17 +12,13 @@
 #include <cstdio>
 
 #include "daemon/job_state.h"
+#include "daemon/server_internal.h"
 #include "util/error.h"
 #include "util/sys.h"
 
 namespace jiffy {
 
-namespace {
-
-constexpr std::size_t kMaxClients = 8192;
-constexpr std::size_t kMaxCommandLen = 4096;
-constexpr std::size_t kMaxPendingOutput = 32 * 1024 * 1024;  // a client that never reads
-constexpr double kLostJobGraceS = 5.0;  // how long a killed group may take to vanish
+namespace server_detail {
 
 Bind parse_bind(const std::string& s) {
   if (s == "core") return Bind::Core;
@@ -45,39 +41,11 @@ bool is_job_dir(const std::string& path, JobId id) {
   return ::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == ::geteuid();
 }
 
-bool group_alive(int pgid) { return process_group_alive(pgid); }
+}  // namespace server_detail
 
-}  // namespace
+using namespace server_detail;
 
-namespace {
 
-constexpr double kRecoveryWindowS = 3.0;  // how long re-attaching launchers get
-constexpr double kLivenessPeriodS = 0.1;  // how often detached launchers are checked
-constexpr double kHealPeriodS = 0.5;      // how often the socket file is checked
-
-}  // namespace
-
-struct Server::Client {
-  Fd fd;
-  pid_t peer_pid = 0;  // from SO_PEERCRED: what the state file trusts
-  unsigned long long peer_start = 0;
-  proto::FrameDecoder decoder;
-  std::string out;        // encoded frames not yet written
-  bool closing = false;   // drop once `out` is flushed
-  JobId job = 0;
-  JobState state = JobState::Submitted;
-  Request request;
-  Bind bind = Bind::Core;
-  bool wants_progress = false;
-  int last_position = -1;
-  int pid = 0;  // the launcher's pid, for status
-  int pgid = 0;
-  std::string command;
-  std::string jobdir;
-  double submitted_at = 0;
-  double granted_at = 0;
-  Grant grant;
-};
 
 Server::Server(ServerConfig config, Fd listener)
     : config_(std::move(config)),
@@ -458,7 +426,7 @@ void Server::client_gone(Client& c) {
 // A job whose launcher is gone: its ranks must not outlive it, and its
 // resources come back only once its process group is empty.
 void Server::lose(const StoredJob& job) {
-  if (job.pgid > 0 && group_alive(job.pgid)) {
+  if (job.pgid > 0 && process_group_alive(job.pgid)) {
     ::kill(-job.pgid, SIGKILL);
     lost_[job.grant.id] = LostJob{job, now_s() + kLostJobGraceS};
     log("job " + std::to_string(job.grant.id) + " lost its launcher; killed process group " +
@@ -481,7 +449,7 @@ void Server::reap_lost_jobs() {
   bool freed = false;
   for (auto it = lost_.begin(); it != lost_.end();) {
     int pgid = it->second.job.pgid;
-    if (group_alive(pgid) && now < it->second.give_up_at) {
+    if (process_group_alive(pgid) && now < it->second.give_up_at) {
       ::kill(-pgid, SIGKILL);
       ++it;
       continue;
@@ -551,134 +519,6 @@ void Server::persist() {
   state_file_.save(st);
 }
 
-// --- after a crash --------------------------------------------------------
-
-// Takes over the ledger of a predecessor that died: every grant in the
-// state file is held again; those whose launchers live wait for them to
-// re-attach (and nothing is granted meanwhile), those whose launchers died
-// are killed and released once their process group is empty.
-void Server::recover() {
-  StoredState st = state_file_.load();
-  next_job_ = std::max(next_job_, st.next_job);
-  for (const StoredJob& job : st.jobs) {
-    next_job_ = std::max(next_job_, job.grant.id + 1);
-    try {
-      sched_.adopt(job.grant);
-    } catch (const Error& e) {
-      log(std::string("state file: ") + e.what());
-      continue;
-    }
-    if (process_alive(job.pid, job.pid_start)) {
-      detached_[job.grant.id] = job;
-    } else {
-      lose(job);
-    }
-  }
-  if (!st.jobs.empty()) {
-    log("recovered " + std::to_string(st.jobs.size()) + " job(s) from " + state_file_.path() +
-        ": " + std::to_string(detached_.size()) + " running, waiting for them to re-attach");
-  }
-  if (!detached_.empty()) {
-    recovering_ = true;
-    recovery_deadline_ = now_s() + kRecoveryWindowS;
-  }
-  persist();
-}
-
-void Server::check_detached() {
-  double now = now_s();
-  if (detached_.empty() && !recovering_) return;
-  if (now < next_liveness_check_ && !(recovering_ && now >= recovery_deadline_)) return;
-  next_liveness_check_ = now + (recovering_ ? 0.01 : kLivenessPeriodS);
-  bool changed = false;
-  for (auto it = detached_.begin(); it != detached_.end();) {
-    if (process_alive(it->second.pid, it->second.pid_start)) {
-      ++it;
-      continue;
-    }
-    lose(it->second);
-    it = detached_.erase(it);
-    changed = true;
-  }
-  if (changed) persist();
-  maybe_end_recovery();
-  if (changed) schedule_pass();
-}
-
-// Once every surviving job is back (or the window has passed), the parked
-// requests are queued in their original order and scheduling resumes.
-void Server::maybe_end_recovery() {
-  if (!recovering_ || (!detached_.empty() && now_s() < recovery_deadline_)) return;
-  recovering_ = false;
-  std::sort(parked_.begin(), parked_.end(), [](const Client* a, const Client* b) { return a->job < b->job; });
-  for (Client* c : parked_) sched_.cancel(c->job);
-  for (Client* c : parked_) sched_.submit(c->request);  // validated when it came
-  log("recovery done; " + std::to_string(detached_.size()) + " job(s) never re-attached, " +
-      std::to_string(parked_.size()) + " request(s) queued in their original order");
-  parked_.clear();
-  schedule_pass();
-}
-
-void Server::handle_reattach(Client& c, const proto::Json& msg) {
-  if (proto::get_int(msg, "v", 0, 1 << 20) != proto::kVersion) throw Error("protocol version mismatch");
-  if (c.job != 0) throw Error("reattach on a connection that already holds a job");
-  JobId id = static_cast<JobId>(proto::get_int(msg, "job", 1, INT64_MAX / 2));
-  if (jobs_.count(id) || lost_.count(id)) throw Error("job " + std::to_string(id) + " is already attached");
-  StoredJob job;
-  if (auto it = detached_.find(id); it != detached_.end()) {
-    if (it->second.pid != c.peer_pid) throw Error("job " + std::to_string(id) + " belongs to another launcher");
-    job = it->second;
-    detached_.erase(it);
-  } else {
-    // Not in the state file (it could not be written or was lost): take the
-    // launcher's word for its grant, unless that would double-book.
-    job.grant.id = id;
-    const proto::Json& slots = msg.at("slots");
-    if (!slots.is_array() || slots.size() > (1u << 20)) throw Error("malformed reattach message: slots");
-    for (const proto::Json& pair : slots) {
-      if (!pair.is_array() || pair.size() != 2 || !pair[0].is_number_integer() || !pair[1].is_number_integer()) {
-        throw Error("malformed reattach message: slot");
-      }
-      job.grant.slots.push_back({pair[0].get<int>(), pair[1].get<int>()});
-    }
-    job.grant.gpus = proto::get_int_list(msg, "gpu_ids", 1 << 20, 0, 1 << 20);
-    job.grant.exclusive = proto::get_bool(msg, "exclusive", false);
-    job.pid = c.peer_pid;
-    job.pid_start = c.peer_start;
-    try {
-      sched_.adopt(job.grant);
-    } catch (const Error& e) {
-      drop(c, e.what());
-      return;
-    }
-    next_job_ = std::max(next_job_, id + 1);
-  }
-  job.pgid = static_cast<int>(proto::get_int(msg, "pgid", 0, 1 << 30));
-  job.ntasks = static_cast<int>(proto::get_int(msg, "ntasks", 0, 1 << 20));
-  job.command = proto::get_string(msg, "command", kMaxCommandLen);
-  if (msg.contains("jobdir")) job.jobdir = proto::get_string(msg, "jobdir", 4096);
-  attach(c, job);
-}
-
-void Server::attach(Client& c, const StoredJob& job) {
-  c.job = job.grant.id;
-  c.state = JobState::Running;
-  c.grant = job.grant;
-  c.pgid = job.pgid;
-  c.request.id = job.grant.id;
-  c.request.ntasks = job.ntasks;
-  c.command = job.command;
-  c.jobdir = job.jobdir;
-  c.pid = job.pid;
-  c.submitted_at = c.granted_at = now_s();
-  jobs_[c.job] = &c;
-  persist();
-  send(c, {{"type", proto::type::kOk}});
-  log("job " + std::to_string(c.job) + " re-attached");
-  maybe_end_recovery();
-}
-
-// Queue positions for launchers that show a status line (stderr on a tty).
 void Server::send_positions() {
   for (auto& [id, c] : jobs_) {
     if (!c->wants_progress || c->state != JobState::Queued) continue;

@@ -1,0 +1,51 @@
+// Server internals shared by server.cc and recovery.cc: the per-client
+// record and a few helpers. Not part of the daemon's interface.
+#pragma once
+
+#include <string>
+
+#include "daemon/job_state.h"
+#include "daemon/server.h"
+#include "util/fd.h"
+
+namespace jiffy {
+namespace server_detail {
+
+constexpr std::size_t kMaxClients = 8192;
+constexpr std::size_t kMaxCommandLen = 4096;
+constexpr std::size_t kMaxPendingOutput = 32 * 1024 * 1024;  // a client that never reads
+constexpr double kLostJobGraceS = 5.0;    // how long a killed group may take to vanish
+constexpr double kRecoveryWindowS = 3.0;  // how long re-attaching launchers get
+constexpr double kLivenessPeriodS = 0.1;  // how often detached launchers are checked
+constexpr double kHealPeriodS = 0.5;      // how often the socket file is checked
+
+Bind parse_bind(const std::string& s);
+// Whether path is a job directory a launcher of ours made for job id.
+bool is_job_dir(const std::string& path, JobId id);
+
+}  // namespace server_detail
+
+// One connection: a launcher's request for its whole life, or a status/stop query.
+struct Server::Client {
+  Fd fd;
+  pid_t peer_pid = 0;  // from SO_PEERCRED: what the state file trusts
+  unsigned long long peer_start = 0;
+  proto::FrameDecoder decoder;
+  std::string out;       // encoded frames not yet written
+  bool closing = false;  // drop once `out` is flushed
+  JobId job = 0;
+  JobState state = JobState::Submitted;
+  Request request;
+  Bind bind = Bind::Core;
+  bool wants_progress = false;
+  int last_position = -1;
+  int pid = 0;  // the launcher's pid, for status
+  int pgid = 0;
+  std::string command;
+  std::string jobdir;
+  double submitted_at = 0;
+  double granted_at = 0;
+  Grant grant;
+};
+
+}  // namespace jiffy
