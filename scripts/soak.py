@@ -124,23 +124,25 @@ class Soak:
                     self.faults[p.fault] += 1
             cmd = [self.jiffy, "-n", str(p.n)] + p.args
             proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             if p.kill_after is not None:
                 time.sleep(p.kill_after)
                 proc.kill()
                 with self.lock:
                     self.kill_times[p.tag] = time.monotonic_ns()
             try:
-                code = proc.wait(timeout=LAUNCH_TIMEOUT_S)
+                _, err = proc.communicate(timeout=LAUNCH_TIMEOUT_S)
+                code = proc.returncode
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
+                _, err = proc.communicate()
                 code = "hang"
             with self.lock:
                 self.done += 1
                 if code not in p.expect:
-                    self.wrong.append((p.index, "exit %s, expected %s (%s)" %
-                                       (code, sorted(p.expect), " ".join(cmd[1:]))))
+                    last = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
+                    self.wrong.append((p.index, "exit %s, expected %s (%s): %s" %
+                                       (code, sorted(p.expect), " ".join(cmd[1:]), last[0])))
 
     def daemon_pid(self):
         for f in glob.glob(os.path.join(self.rundir, "*.lock")):
