@@ -1,0 +1,737 @@
+"""Security (issue 4, item 4): another uid is refused (by the private runtime
+directory and, behind it, by the daemon's SO_PEERCRED check) and gets its own
+daemon; planted runtime directories (symlinks, wrong owner or mode) are
+refused, for JIFFY_RUNTIME_DIR and for the default /tmp/jiffy-<uid>; frames
+are bounded; nothing from a message or an argument reaches a shell; a message
+cannot make the daemon kill or remove what is not its job's.
+
+Needs root (to create a second user and to run as it); skips otherwise.
+"""
+
+import json
+import os
+import pwd
+import random
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import (JIFFY, MARKER_VAR, PROBE, make_runtime_dir, pid_alive, procs_with_marker, read_records,
+                      wait_until)
+
+
+def frame(payload) -> bytes:
+    if not isinstance(payload, (bytes, bytearray)):
+        payload = json.dumps(payload).encode()
+    return struct.pack(">I", len(payload)) + payload
+
+
+def connect(path, timeout=10):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    return s
+
+
+def read_frame(s, timeout=10):
+    """The next frame as a dict, 'eof' when the daemon closed, 'timeout'."""
+    s.settimeout(timeout)
+    buf = b""
+    try:
+        while len(buf) < 4:
+            c = s.recv(4 - len(buf))
+            if not c:
+                return "eof"
+            buf += c
+        n = struct.unpack(">I", buf)[0]
+        body = b""
+        while len(body) < n:
+            c = s.recv(min(n - len(body), 1 << 20))
+            if not c:
+                return "eof"
+            body += c
+        return json.loads(body)
+    except socket.timeout:
+        return "timeout"
+    except (ConnectionResetError, BrokenPipeError):
+        return "eof"
+
+
+def the_socket(jx):
+    socks = jx.sockets()
+    assert len(socks) == 1, socks
+    return socks[0]
+
+
+def daemon_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def assert_serving(jx, daemon=None):
+    if daemon is not None:
+        assert daemon.poll() is None, f"the daemon died: {jx.daemon_log()}"
+    cp = jx.run(["-n", 1, "true"], timeout=30)
+    assert cp.returncode == 0, cp.stderr
+
+
+# --------------------------------------------------------------------------
+# a second user
+
+
+class OtherUser:
+    def __init__(self, name, uid, gid, created):
+        self.name, self.uid, self.gid, self.created = name, uid, gid, created
+
+    def argv(self, cmd):
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--"] + \
+            [str(c) for c in cmd]
+
+    def run(self, cmd, env, timeout=60, cwd="/", **kw):
+        try:
+            cp = subprocess.run(self.argv(cmd), env=env, capture_output=True, text=True, timeout=timeout,
+                                cwd=cwd, stdin=subprocess.DEVNULL, **kw)
+        except subprocess.TimeoutExpired as e:
+            pytest.fail(f"as {self.name}: `{' '.join(map(str, cmd))}` did not finish within {timeout}s: "
+                        f"{e.stderr!r}")
+        return cp
+
+    def default_dir(self):
+        return f"/tmp/jiffy-{self.uid}"
+
+
+@pytest.fixture
+def other_user(jx):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create and become a second user")
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv not found")
+    name = f"jiffytest{random.randrange(10**6)}"
+    cp = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                        capture_output=True, text=True)
+    if cp.returncode == 0:
+        pw = pwd.getpwnam(name)
+        user = OtherUser(name, pw.pw_uid, pw.pw_gid, True)
+    else:
+        pw = pwd.getpwnam("nobody")
+        user = OtherUser("nobody", pw.pw_uid, pw.pw_gid, False)
+    shutil.rmtree(user.default_dir(), ignore_errors=True)
+    if os.path.islink(user.default_dir()) or os.path.isfile(user.default_dir()):
+        os.unlink(user.default_dir())
+    yield user
+    # stop its daemon, then kill whatever of ours still runs as that user
+    subprocess.run(user.argv([JIFFY, "stop"]), env=user_env(jx), capture_output=True, timeout=20, cwd="/")
+    for pid, _, _ in procs_with_marker(jx.marker):
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == user.uid:
+                os.kill(pid, signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    for p in (user.default_dir(),):
+        if os.path.islink(p) or os.path.isfile(p):
+            os.unlink(p)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+    if user.created:
+        subprocess.run(["userdel", user.name], capture_output=True)
+
+
+@pytest.fixture
+def public_dir():
+    """A scratch directory in /tmp that the other user can reach (pytest's
+    tmp_path lies under a 0700 directory)."""
+    d = tempfile.mkdtemp(prefix="jfe2e-pub-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def user_env(jx, **extra):
+    """A clean environment for the other user: no runtime dir of ours, the
+    test's marker (so that the teardown sees its strays)."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", MARKER_VAR: jx.marker}
+    env.update(extra)
+    return env
+
+
+CLIENT = r"""
+import json, socket, struct, sys
+path, kind = sys.argv[1], sys.argv[2]
+try:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(path)
+except OSError as e:
+    print("CONNECT", type(e).__name__, e.errno); sys.exit(0)
+if kind == "status":
+    msg = {"type": "status", "v": 1}
+else:
+    msg = {"type": "submit", "v": 1, "ntasks": 1, "cores_per_task": 1, "gpus_per_task": 0,
+           "gpus_per_job": 0, "bind": "core", "pid": 1, "command": "intruder"}
+b = json.dumps(msg).encode()
+try:
+    s.sendall(struct.pack(">I", len(b)) + b)
+    h = b""
+    while len(h) < 4:
+        c = s.recv(4 - len(h))
+        if not c:
+            print("EOF"); sys.exit(0)
+        h += c
+    n = struct.unpack(">I", h)[0]
+    d = b""
+    while len(d) < n:
+        c = s.recv(n - len(d))
+        if not c:
+            break
+        d += c
+    print("REPLY", json.loads(d).get("type"))
+except socket.timeout:
+    print("TIMEOUT")
+except OSError as e:
+    print("EXC", type(e).__name__)
+"""
+
+
+def test_other_uid_cannot_reach_private_socket(jx, fake_daemon, other_user):
+    """As is (runtime directory 0700), another user cannot even reach the
+    socket path."""
+    d = fake_daemon(cores=2)
+    sock = the_socket(jx)
+    assert os.stat(jx.runtime_dir).st_mode & 0o777 == 0o700
+    for kind in ("status", "submit"):
+        cp = other_user.run(["/usr/bin/python3", "-c", CLIENT, sock, kind], env=user_env(jx))
+        assert cp.stdout.strip().startswith("CONNECT PermissionError"), (cp.stdout, cp.stderr)
+    assert_serving(jx, d)
+
+
+@pytest.mark.parametrize("socket_mode", ["as-created", "0666"])
+def test_other_uid_refused_by_peer_credentials(jx, fake_daemon, other_user, socket_mode):
+    """With the directory loosened to 0711 (and the socket made writable for
+    all), the daemon itself refuses the other uid (SO_PEERCRED): no reply,
+    no job, a log line; our own clients are still served."""
+    d = fake_daemon(cores=2)
+    sock = the_socket(jx)
+    created_mode = os.stat(sock).st_mode & 0o777
+    os.chmod(jx.runtime_dir, 0o711)
+    try:
+        if socket_mode == "0666":
+            os.chmod(sock, 0o666)
+        results = {}
+        for kind in ("status", "submit"):
+            cp = other_user.run(["/usr/bin/python3", "-c", CLIENT, sock, kind], env=user_env(jx))
+            results[kind] = cp.stdout.strip() or cp.stderr.strip()
+    finally:
+        os.chmod(sock, created_mode)
+        os.chmod(jx.runtime_dir, 0o700)
+    st = jx.status()
+    assert st["queued"] == [] and st["running"] == [], "the intruder's submit was taken"
+    assert all(h is None for c in st["resources"]["cores"] for h in c["holders"])
+    for kind, r in results.items():
+        if socket_mode == "as-created" and r.startswith("CONNECT PermissionError"):
+            continue  # the socket file's own mode keeps others out too
+        assert r in ("EOF", "EXC ConnectionResetError", "EXC BrokenPipeError"), \
+            f"{kind} from uid {other_user.uid} should be refused, got {r!r}"
+    if socket_mode == "0666":
+        log = jx.daemon_log()
+        assert f"refused a connection from uid {other_user.uid}" in log, log
+    assert_serving(jx, d)
+
+
+def test_other_user_gets_its_own_daemon(jx, other_user, public_dir):
+    """A launcher run by another user (default runtime directory) starts and
+    uses its own daemon: it neither waits for our jobs nor sees them, and we
+    do not see its jobs."""
+    assert jx.run(["-n", 1, "true"]).returncode == 0
+    ours = jx.status()
+    n = len(ours["resources"]["cores"])
+    out = os.path.join(public_dir, "rec")
+    os.mkdir(out)
+    os.chmod(out, 0o777)
+    busy = jx.popen(["-n", n, PROBE, f"out={out}", "tag=ours", "sleep=8000"])
+    jx.wait_running(busy.pid)
+    env = user_env(jx)
+    t0 = time.monotonic()
+    cp = other_user.run([JIFFY, "-n", n, PROBE, f"out={out}", "tag=theirs"], env=env, timeout=60)
+    took = time.monotonic() - t0
+    assert cp.returncode == 0, cp.stderr
+    assert took < 6, f"the other user's job waited {took:.1f}s: it shares our ledger?"
+    theirs_rec = read_records(out)["theirs"]
+    assert len(theirs_rec) == n
+    st = other_user.run([JIFFY, "status", "--json"], env=env)
+    assert st.returncode == 0, st.stderr
+    theirs = json.loads(st.stdout)
+    assert theirs["daemon"] and theirs["daemon"]["pid"] != ours["daemon"]["pid"]
+    assert theirs["daemon"]["socket"].startswith(other_user.default_dir() + "/"), theirs["daemon"]
+    assert os.stat(f"/proc/{theirs['daemon']['pid']}").st_uid == other_user.uid
+    assert busy.pid not in [j["pid"] for j in theirs["running"] + theirs["queued"]], "they see our job"
+    assert [j["pid"] for j in jx.status()["running"]] == [busy.pid], "we see their job"
+    dstat = os.lstat(other_user.default_dir())
+    assert stat.S_ISDIR(dstat.st_mode) and dstat.st_uid == other_user.uid and dstat.st_mode & 0o777 == 0o700
+    other_user.run([JIFFY, "stop"], env=env)
+    wait_until(lambda: not pid_alive(theirs["daemon"]["pid"]), 10, what="their daemon to stop")
+    busy.terminate()
+    busy.communicate(timeout=20)
+
+
+# --------------------------------------------------------------------------
+# planted runtime directories
+
+
+def assert_refused(cp, path, what):
+    assert cp.returncode != 0, f"{what}: accepted ({cp.stdout!r})"
+    lines = [l for l in cp.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("jiffy: "), f"{what}: not a one-line error: {cp.stderr!r}"
+    assert path in lines[0], f"{what}: the error should name {path}: {lines[0]!r}"
+
+
+PLANTS = ["symlink-to-own-private-dir", "dangling-symlink", "dir-owned-by-root", "dir-owned-by-root-0777",
+          "own-dir-0777", "own-dir-0711", "own-dir-0750", "regular-file", "fifo"]
+
+
+def plant(path, kind, owner_uid, owner_gid, scratch):
+    """Creates at path what an attacker (root here) leaves there."""
+    if kind == "symlink-to-own-private-dir":
+        target = os.path.join(scratch, "target")
+        os.mkdir(target, 0o700)
+        os.chown(target, owner_uid, owner_gid)
+        os.symlink(target, path)
+        return target
+    if kind == "dangling-symlink":
+        target = os.path.join(scratch, "nowhere")
+        os.symlink(target, path)
+        return target
+    if kind.startswith("dir-owned-by-root"):
+        os.mkdir(path)
+        os.chmod(path, 0o777 if kind.endswith("0777") else 0o700)
+        return path
+    if kind.startswith("own-dir-"):
+        os.mkdir(path)
+        os.chown(path, owner_uid, owner_gid)
+        os.chmod(path, int(kind.rsplit("-", 1)[1], 8))
+        return path
+    if kind == "regular-file":
+        with open(path, "w") as f:
+            f.write("x")
+        os.chown(path, owner_uid, owner_gid)
+        return path
+    if kind == "fifo":
+        os.mkfifo(path, 0o600)
+        os.chown(path, owner_uid, owner_gid)
+        return path
+    raise ValueError(kind)
+
+
+def nothing_created(target):
+    if os.path.isdir(target) and not os.path.islink(target):
+        return os.listdir(target) == []
+    return not os.path.exists(target) or os.path.isfile(target) or stat.S_ISFIFO(os.stat(target).st_mode)
+
+
+@pytest.mark.parametrize("kind", PLANTS)
+def test_planted_default_runtime_dir_refused(jx, other_user, kind, public_dir):
+    """What an attacker plants at /tmp/jiffy-<uid> before the user's first
+    launch is refused with a clear one-line error; nothing is created in it
+    and no daemon starts."""
+    path = other_user.default_dir()
+    target = plant(path, kind, other_user.uid, other_user.gid, public_dir)
+    try:
+        for args in (["-n", 1, "true"], ["status"], ["daemon"]):
+            cp = other_user.run([JIFFY] + args, env=user_env(jx), timeout=30)
+            assert_refused(cp, path, f"{kind}: jiffy {' '.join(map(str, args))}")
+        assert nothing_created(target), os.listdir(target)
+        assert not [p for p in procs_with_marker(jx.marker)
+                    if os.stat(f"/proc/{p[0]}").st_uid == other_user.uid], "a daemon started"
+    finally:
+        if os.path.islink(path) or not os.path.isdir(path):
+            os.unlink(path)
+        else:
+            shutil.rmtree(path)
+
+
+def test_planted_xdg_runtime_dir_refused(jx, other_user, public_dir):
+    """$XDG_RUNTIME_DIR/jiffy planted as a symlink is refused as well."""
+    xdg = Path(public_dir) / "xdg"
+    xdg.mkdir(mode=0o700)
+    os.chown(xdg, other_user.uid, other_user.gid)
+    target = Path(public_dir) / "target"
+    target.mkdir(mode=0o700)
+    os.chown(target, other_user.uid, other_user.gid)
+    os.symlink(target, xdg / "jiffy")
+    cp = other_user.run([JIFFY, "-n", 1, "true"], env=user_env(jx, XDG_RUNTIME_DIR=str(xdg)), timeout=30)
+    assert_refused(cp, str(xdg / "jiffy"), "symlinked $XDG_RUNTIME_DIR/jiffy")
+    assert os.listdir(target) == []
+
+
+@pytest.mark.parametrize("kind", PLANTS)
+def test_planted_jiffy_runtime_dir_refused(jx, kind, tmp_path, other_user):
+    """The same for JIFFY_RUNTIME_DIR (run as ourselves; 'own' is us, the
+    other owner is the second user)."""
+    me, my_gid = os.geteuid(), os.getegid()
+    path = str(tmp_path / "rt")
+    # 'dir-owned-by-root' means 'owned by someone else' when we are root
+    if kind.startswith("dir-owned-by-root"):
+        os.mkdir(path)
+        os.chown(path, other_user.uid, other_user.gid)
+        os.chmod(path, 0o777 if kind.endswith("0777") else 0o700)
+        target = path
+    else:
+        target = plant(path, kind, me, my_gid, str(tmp_path))
+    for args in (["-n", 1, "true"], ["status"], ["daemon"]):
+        cp = jx.run(args, env={"JIFFY_RUNTIME_DIR": path}, timeout=30)
+        assert_refused(cp, path, f"JIFFY_RUNTIME_DIR {kind}: jiffy {' '.join(map(str, args))}")
+    assert nothing_created(target)
+    assert not [p for p in procs_with_marker(jx.marker) if p[1] == "jiffyd"], "a daemon started"
+
+
+# --------------------------------------------------------------------------
+# message sizes
+
+
+def test_frame_size_limit(jx, fake_daemon):
+    """Client frames are limited to 64 KiB: one byte more is refused (error or
+    hang-up) as soon as the header arrives, whatever length it claims; the
+    daemon's memory does not grow; a frame at the limit is served."""
+    d = fake_daemon(cores=2)
+    sock = the_socket(jx)
+
+    def padded(n):  # a valid status request of exactly n bytes
+        head = b'{"type":"status","v":1,"pad":"'
+        return head + b"x" * (n - len(head) - 2) + b'"}'
+
+    s = connect(sock)
+    s.sendall(frame(padded(64 * 1024)))
+    reply = read_frame(s)
+    assert isinstance(reply, dict) and reply.get("type") == "status_reply", f"64 KiB frame: {reply!r}"
+    s.close()
+    rss0 = daemon_rss_kb(d.pid)
+    for claimed in (64 * 1024 + 1, 1 << 20, 16 << 20, (1 << 32) - 1):
+        s = connect(sock)
+        t0 = time.monotonic()
+        s.sendall(struct.pack(">I", claimed) + b'{"type":"status","v":1,"pad":"' + b"x" * 1000)
+        reply = read_frame(s, timeout=5)
+        took = time.monotonic() - t0
+        assert reply == "eof" or (isinstance(reply, dict) and reply.get("type") == "error"), \
+            f"a frame claiming {claimed} bytes: {reply!r}"
+        assert took < 3, f"a frame claiming {claimed} bytes was refused only after {took:.1f}s"
+        s.close()
+    # many clients each holding an almost-full frame: bounded memory
+    held = []
+    for _ in range(100):
+        s = connect(sock)
+        s.sendall(struct.pack(">I", 64 * 1024) + b"{" + b" " * (63 * 1024))
+        held.append(s)
+    time.sleep(0.5)
+    for s in held:
+        s.close()
+    s = connect(sock)  # a 64 KiB + 1 frame sent whole
+    try:
+        s.sendall(frame(padded(64 * 1024 + 1)))
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    reply = read_frame(s)
+    assert reply == "eof" or (isinstance(reply, dict) and reply.get("type") == "error"), reply
+    s.close()
+    grew = daemon_rss_kb(d.pid) - rss0
+    assert grew < 32 * 1024, f"the daemon's RSS grew by {grew} KiB"
+    assert_serving(jx, d)
+
+
+# --------------------------------------------------------------------------
+# nothing reaches a shell
+
+
+NASTY = [
+    "$(touch {f}.dollar)",
+    "`touch {f}.backtick`",
+    "; touch {f}.semicolon",
+    "| touch {f}.pipe",
+    "&& touch {f}.and",
+    "\n touch {f}.newline",
+    "' \"; touch {f}.quotes",
+    "${{IFS}}touch${{IFS}}{f}.ifs",
+]
+
+
+def pwned_files(base):
+    d = os.path.dirname(base)
+    return [n for n in os.listdir(d) if n.startswith(os.path.basename(base))]
+
+
+@pytest.fixture
+def pwn_base():
+    base = f"/tmp/jfe2e-pwned-{uuid.uuid4().hex[:10]}"
+    yield base
+    for n in pwned_files(base):
+        os.unlink(os.path.join("/tmp", n))
+
+
+def test_no_shell_for_arguments(jx, fake_daemon, pwn_base, tmp_path):
+    """Shell syntax in the program's arguments, the program name, -genv
+    values, -wdir and the output pattern is passed on literally."""
+    fake_daemon(cores=2)
+    args = [s.format(f=pwn_base) for s in NASTY]
+    cp = jx.run(["-n", 2, "/usr/bin/printf", "%s\\0"] + args, timeout=30)
+    assert cp.returncode == 0, cp.stderr
+    got = cp.stdout.split("\0")[:-1]
+    assert got == args * 2, got
+    cp = jx.run(["-n", 1, args[0]], timeout=30)
+    assert cp.returncode == 127, (cp.returncode, cp.stderr)
+    cp = jx.run(["-genv", "NASTY", args[0], "-n", 1, "/usr/bin/printenv", "NASTY"], timeout=30)
+    assert cp.returncode == 0 and cp.stdout == args[0] + "\n", (cp.stdout, cp.stderr)
+    cp = jx.run(["-wdir", args[2], "-n", 1, "true"], timeout=30)
+    assert cp.returncode != 0
+    pattern = str(tmp_path / "out.$(id -u);`id -u`.%r")
+    cp = jx.run(["-outfile-pattern", pattern, "-n", 1, "/bin/echo", "hi"], timeout=30)
+    assert cp.returncode == 0, cp.stderr
+    assert (tmp_path / "out.$(id -u);`id -u`.0").read_text() == "hi\n", os.listdir(tmp_path)
+    # the status listing shows the command; printing it runs nothing
+    p = jx.popen(["-n", 1, PROBE, "sleep=30000", args[0], args[1]])
+    jx.wait_running(p.pid)
+    text = jx.run(["status"], timeout=30)
+    assert text.returncode == 0
+    assert any(args[0] in j["command"] for j in jx.status()["running"])
+    p.kill()
+    p.wait()
+    time.sleep(0.3)
+    assert pwned_files(pwn_base) == [], "a shell ran something"
+
+
+def test_no_shell_for_message_fields(jx, fake_daemon, pwn_base):
+    """Shell syntax in a submit's command, bind and a started message's
+    jobdir is data, never run; status echoes it verbatim."""
+    d = fake_daemon(cores=2)
+    sock = the_socket(jx)
+    nasty = " ".join(s.format(f=pwn_base) for s in NASTY)[:4000]
+    s = connect(sock)
+    s.sendall(frame({"type": "submit", "v": 1, "ntasks": 1, "cores_per_task": 1, "gpus_per_task": 0,
+                     "gpus_per_job": 0, "bind": "core", "pid": os.getpid(), "command": nasty}))
+    grant = read_frame(s)
+    assert isinstance(grant, dict) and grant.get("type") == "grant", grant
+    running = jx.status()["running"]
+    assert [j["command"] for j in running] == [nasty]
+    assert jx.run(["status"]).returncode == 0
+    s.sendall(frame({"type": "finished", "code": 0}))
+    wait_until(lambda: jx.status()["running"] == [], 5, what="the job to be released")
+    s.close()
+    # bind with shell syntax is refused
+    s = connect(sock)
+    s.sendall(frame({"type": "submit", "v": 1, "ntasks": 1, "cores_per_task": 1, "gpus_per_task": 0,
+                     "gpus_per_job": 0, "bind": f"core; touch {pwn_base}.bind", "pid": 1, "command": "x"}))
+    r = read_frame(s)
+    assert r == "eof" or (isinstance(r, dict) and r.get("type") == "error"), r
+    s.close()
+    # a jobdir with shell syntax, then a lost job: the daemon cleans up without a shell
+    s = connect(sock)
+    s.sendall(frame({"type": "submit", "v": 1, "ntasks": 1, "cores_per_task": 1, "gpus_per_task": 0,
+                     "gpus_per_job": 0, "bind": "core", "pid": os.getpid(), "command": "x"}))
+    grant = read_frame(s)
+    assert grant.get("type") == "grant", grant
+    job = grant["job"]
+    s.sendall(frame({"type": "started", "pgid": unused_pgid(),
+                     "jobdir": f"/tmp/jiffy-{os.geteuid()}-job{job}-$(touch {pwn_base}.jobdir)"}))
+    time.sleep(0.2)
+    s.close()
+    wait_until(lambda: jx.status()["running"] == [], 10, what="the lost job to be released")
+    time.sleep(0.3)
+    assert pwned_files(pwn_base) == [], "a shell ran something"
+    assert_serving(jx, d)
+
+
+def unused_pgid():
+    """A process group id no process has."""
+    used = set()
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    s = f.read()
+                used.add(int(s[s.rindex(")") + 2:].split()[2]))
+                used.add(int(p))
+            except (OSError, ValueError, IndexError):
+                pass
+    pid_max = int(open("/proc/sys/kernel/pid_max").read())
+    for cand in range(pid_max - 1, 1, -1):
+        if cand not in used:
+            return cand
+    raise AssertionError("no unused pid")
+
+
+# --------------------------------------------------------------------------
+# a message cannot turn the daemon against processes or files outside its job
+
+
+def test_lost_job_cleanup_removes_only_its_own_job_dir(jx, fake_daemon, tmp_path):
+    """A started message's jobdir naming another directory, or a symlink
+    dressed up as a job directory, is never removed when the job is lost."""
+    d = fake_daemon(cores=2)
+    sock = the_socket(jx)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep me")
+    tmpdir = os.environ.get("TMPDIR", "/tmp")
+    made = []
+    try:
+        for variant in ("plain-dir", "symlink-named-like-a-job-dir", "dotdot", "other-job-id"):
+            s = connect(sock)
+            s.sendall(frame({"type": "submit", "v": 1, "ntasks": 1, "cores_per_task": 1, "gpus_per_task": 0,
+                             "gpus_per_job": 0, "bind": "core", "pid": os.getpid(), "command": variant}))
+            grant = read_frame(s)
+            assert grant.get("type") == "grant", grant
+            job = grant["job"]
+            prefix = os.path.join(tmpdir, f"jiffy-{os.geteuid()}-job{job}-")
+            if variant == "plain-dir":
+                jobdir = str(victim)
+            elif variant == "symlink-named-like-a-job-dir":
+                jobdir = prefix + "abcdef"
+                os.symlink(victim, jobdir)
+                made.append(jobdir)
+            elif variant == "dotdot":
+                jobdir = prefix + "ab/../" + os.path.relpath(victim, tmpdir)
+            else:
+                other = os.path.join(tmpdir, f"jiffy-{os.geteuid()}-job{job + 1000}-zzzzzz")
+                os.mkdir(other)
+                made.append(other)
+                jobdir = other
+            s.sendall(frame({"type": "started", "pgid": unused_pgid(), "jobdir": jobdir}))
+            time.sleep(0.1)
+            s.close()
+            wait_until(lambda: jx.status()["running"] == [], 10, what=f"{variant}: the lost job's release")
+            assert (victim / "precious").read_text() == "keep me", f"{variant}: the victim was removed"
+            for m in made:
+                assert os.path.lexists(m), f"{variant}: {m} was removed"
+    finally:
+        for m in made:
+            if os.path.islink(m):
+                os.unlink(m)
+            else:
+                shutil.rmtree(m, ignore_errors=True)
+    assert_serving(jx, d)
+
+
+def test_started_message_cannot_kill_a_foreign_process_group(jx, fake_daemon):
+    """A client that names some other process group of ours in `started` and
+    hangs up must not make the daemon SIGKILL that group: the group is not
+    the client's job (its leader is no child of the client)."""
+    d = fake_daemon(cores=2)
+    sock = the_socket(jx)
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True, env=jx.env)
+    jx.popens.append(bystander)
+    try:
+        s = connect(sock)
+        s.sendall(frame({"type": "submit", "v": 1, "ntasks": 1, "cores_per_task": 1, "gpus_per_task": 0,
+                         "gpus_per_job": 0, "bind": "core", "pid": os.getpid(), "command": "x"}))
+        assert read_frame(s).get("type") == "grant"
+        s.sendall(frame({"type": "started", "pgid": bystander.pid}))
+        time.sleep(0.2)
+        s.close()
+        wait_until(lambda: jx.status()["running"] == [], 10, what="the lost job's release")
+        time.sleep(0.3)
+        assert bystander.poll() is None, \
+            f"the daemon killed process group {bystander.pid}, which a message merely named"
+    finally:
+        bystander.kill()
+        bystander.wait()
+    assert_serving(jx, d)
+
+
+def test_started_pgid_1_does_not_kill_everything(jx, jiffy_bin, tmp_path):
+    """`started` with pgid 1 followed by a hang-up must not make the daemon
+    call kill(-1, SIGKILL) (every process the user may signal). Run inside a
+    fresh PID namespace, where pid 1 leads process group 1, so that the
+    damage, if any, stays there."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare")
+    script = tmp_path / "inside.sh"
+    client = tmp_path / "client.py"
+    client.write_text(
+        "import json, socket, struct, sys, time\n"
+        "def frame(o):\n"
+        "    b = json.dumps(o).encode(); return struct.pack('>I', len(b)) + b\n"
+        "s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])\n"
+        "s.sendall(frame({'type':'submit','v':1,'ntasks':1,'cores_per_task':1,'gpus_per_task':0,"
+        "'gpus_per_job':0,'bind':'core','pid':1,'command':'x'}))\n"
+        "h = s.recv(4); n = struct.unpack('>I', h)[0]; b = b''\n"
+        "while len(b) < n: b += s.recv(n - len(b))\n"
+        "print('GOT', json.loads(b)['type'], flush=True)\n"
+        "s.sendall(frame({'type':'started','pgid':1})); time.sleep(0.3); s.close()\n")
+    rt = make_runtime_dir()
+    script.write_text(
+        "#!/bin/sh\n"
+        f"export JIFFY_RUNTIME_DIR={rt}\n"
+        "sleep 60 & BYSTANDER=$!\n"
+        f"{jiffy_bin} daemon --cores 2 --idle-timeout 0 || exit 3\n"
+        f"SOCK=$(ls {rt}/*.sock)\n"
+        f"/usr/bin/python3 {client} $SOCK || echo CLIENT-RC=$?\n"
+        "sleep 1\n"
+        "if kill -0 $BYSTANDER 2>/dev/null; then echo BYSTANDER-ALIVE; else echo BYSTANDER-KILLED; fi\n"
+        f"{jiffy_bin} stop\n"
+        f"cat {rt}/*.log >&2\n"
+        "kill $BYSTANDER 2>/dev/null\n")
+    script.chmod(0o755)
+    try:
+        cp = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "setsid", str(script)],
+                            capture_output=True, text=True, timeout=60, env=jx.env)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the namespace run hung: {e.stdout!r} {e.stderr!r}")
+    finally:
+        shutil.rmtree(rt, ignore_errors=True)
+    if "BYSTANDER" not in cp.stdout:
+        pytest.skip(f"cannot run in a PID namespace: rc={cp.returncode} {cp.stderr.strip()[:300]}")
+    assert "GOT grant" in cp.stdout, f"the client got no grant: {cp.stdout!r} {cp.stderr!r}"
+    assert "BYSTANDER-ALIVE" in cp.stdout, \
+        f"the daemon killed every process in the namespace (kill(-1)): {cp.stdout!r} {cp.stderr!r}"
+
+
+def abstract_names(prefix):
+    """Bound abstract Unix socket names starting with prefix (without the @)."""
+    names = set()
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 8 and parts[7].startswith("@" + prefix):
+                names.add(parts[7][1:])
+    return names
+
+
+def test_other_user_cannot_squat_the_daemon_lock(jx, other_user):
+    """The daemon's lifetime lock is an abstract socket name, which any local
+    user can bind. Another user binding our lock's name first must not keep
+    our daemon from starting (a local denial of service)."""
+    assert jx.run(["-n", 1, "true"]).returncode == 0
+    prefix = f"jiffy/{os.geteuid()}/"
+    names = {n for n in abstract_names(prefix) if jx.runtime_dir in n}
+    assert len(names) == 1, f"cannot find our daemon's lock among {abstract_names(prefix)}"
+    name = names.pop()
+    pid = jx.daemon_pid()
+    jx.stop()
+    wait_until(lambda: not pid_alive(pid) and name not in abstract_names(prefix), 10,
+               what="our daemon and its lock to go")
+    squat = ("import socket, sys, time\n"
+             "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+             "s.bind(b'\\0' + sys.argv[1].encode())\n"
+             "print('bound', flush=True)\n"
+             "time.sleep(120)\n")
+    squatter = subprocess.Popen(other_user.argv(["/usr/bin/python3", "-c", squat, name]), env=user_env(jx),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+    jx.popens.append(squatter)
+    try:
+        assert squatter.stdout.readline().strip() == "bound", squatter.stderr.read()
+        cp = jx.run(["-n", 1, "true"], timeout=60)
+        assert cp.returncode == 0, \
+            f"uid {other_user.uid} holding our lock name kept our daemon from starting: {cp.stderr.strip()!r}"
+    finally:
+        squatter.kill()
+        squatter.wait()
