@@ -6,6 +6,7 @@
 #include "daemon/server.h"
 #include "daemon/server_internal.h"
 #include "util/error.h"
+#include "util/process.h"
 #include "util/sys.h"
 
 namespace jiffy {
@@ -37,9 +38,10 @@ void Server::recover() {
     log("recovered " + std::to_string(st.jobs.size()) + " job(s) from " + state_file_.path() +
         ": " + std::to_string(detached_.size()) + " running, waiting for them to re-attach");
   }
-  if (!detached_.empty()) {
+  if (!detached_.empty() || config_.unclean_start) {
     recovering_ = true;
     recovery_deadline_ = now_s() + kRecoveryWindowS;
+    if (config_.unclean_start) recovery_hold_until_ = now_s() + kUncleanHoldS;
   }
   persist();
 }
@@ -47,7 +49,10 @@ void Server::recover() {
 void Server::check_detached() {
   double now = now_s();
   if (detached_.empty() && !recovering_) return;
-  if (now < next_liveness_check_ && !(recovering_ && now >= recovery_deadline_)) return;
+  if (now < next_liveness_check_ && !(recovering_ && (now >= recovery_deadline_ ||
+                                                     (now >= recovery_hold_until_ && detached_.empty())))) {
+    return;
+  }
   next_liveness_check_ = now + (recovering_ ? 0.01 : kLivenessPeriodS);
   bool changed = false;
   for (auto it = detached_.begin(); it != detached_.end();) {
@@ -67,12 +72,15 @@ void Server::check_detached() {
 // Once every surviving job is back (or the window has passed), the parked
 // requests are queued in their original order and scheduling resumes.
 void Server::maybe_end_recovery() {
-  if (!recovering_ || (!detached_.empty() && now_s() < recovery_deadline_)) return;
+  double now = now_s();
+  if (!recovering_ || now < recovery_hold_until_ || (!detached_.empty() && now < recovery_deadline_)) {
+    return;
+  }
   recovering_ = false;
   std::sort(parked_.begin(), parked_.end(),
             [](const Client* a, const Client* b) { return a->job < b->job; });
   for (Client* c : parked_) sched_.cancel(c->job);
-  for (Client* c : parked_) sched_.submit(c->request);  // validated when it came
+  for (Client* c : parked_) sched_.submit_in_order(c->request);  // validated when it came
   log("recovery done; " + std::to_string(detached_.size()) + " job(s) never re-attached, " +
       std::to_string(parked_.size()) + " request(s) queued in their original order");
   parked_.clear();
@@ -118,7 +126,15 @@ void Server::handle_reattach(Client& c, const proto::Json& msg) {
     }
     next_job_ = std::max(next_job_, id + 1);
   }
-  job.pgid = static_cast<int>(proto::get_int(msg, "pgid", 0, 1 << 30));
+  pid_t pgid = static_cast<pid_t>(proto::get_int(msg, "pgid", 0, 1 << 30));
+  if (std::optional<JobGroup> g = job_group_of_child(pgid, c.peer_pid)) {
+    g->tag = msg.contains("tag") ? proto::get_string(msg, "tag", 64) : "";
+    job.group = *g;
+  } else if (pgid != 0) {
+    log("job " + std::to_string(id) + ": ignoring process group " + std::to_string(pgid) +
+        ", not led by a child of its launcher");
+    job.group = {};
+  }
   job.ntasks = static_cast<int>(proto::get_int(msg, "ntasks", 0, 1 << 20));
   job.command = proto::get_string(msg, "command", kMaxCommandLen);
   if (msg.contains("jobdir")) job.jobdir = proto::get_string(msg, "jobdir", 4096);
@@ -129,7 +145,7 @@ void Server::attach(Client& c, const StoredJob& job) {
   c.job = job.grant.id;
   c.state = JobState::Running;
   c.grant = job.grant;
-  c.pgid = job.pgid;
+  c.group = job.group;
   c.request.id = job.grant.id;
   c.request.ntasks = job.ntasks;
   c.command = job.command;

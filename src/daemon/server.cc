@@ -14,6 +14,7 @@
 #include "daemon/job_state.h"
 #include "daemon/server_internal.h"
 #include "util/error.h"
+#include "util/process.h"
 #include "util/sys.h"
 
 namespace jiffy {
@@ -63,7 +64,8 @@ Server::Server(ServerConfig config, Fd listener)
   signals_ = Fd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!signals_) throw_errno("signalfd");
   ::signal(SIGPIPE, SIG_IGN);
-  for (int fd : {listener_.get(), signals_.get()}) {
+  for (int fd : {listener_.get(), signals_.get(), config_.lock_fd}) {
+    if (fd < 0) continue;
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = fd;
@@ -140,6 +142,9 @@ void Server::run() {
       int fd = events[i].data.fd;
       if (fd == listener_.get()) {
         accept_clients();
+      } else if (fd == config_.lock_fd) {
+        // Another daemon checking who holds the lock: it has its answer.
+        for (int probe; (probe = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) ::close(probe);
       } else if (fd == signals_.get()) {
         signalfd_siginfo si;
         if (::read(fd, &si, sizeof si) == sizeof si) {
@@ -352,7 +357,11 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
                       !lost_.count(arrival);
   r.id = arrival_free ? arrival : next_job_;
   try {
-    sched_.submit(r);
+    if (arrival_free) {
+      sched_.submit_in_order(r);
+    } else {
+      sched_.submit(r);
+    }
   } catch (const Error& e) {
     // A request that can never be granted: answer and hang up.
     drop(c, e.what());
@@ -375,7 +384,15 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
 
 void Server::handle_started(Client& c, const proto::Json& msg) {
   if (c.state != JobState::Granted) throw Error("'started' before a grant");
-  c.pgid = static_cast<int>(proto::get_int(msg, "pgid", 1, 1 << 30));
+  pid_t pgid = static_cast<pid_t>(proto::get_int(msg, "pgid", 1, 1 << 30));
+  // Only a group led by this launcher's own child is ever killed on its behalf.
+  std::optional<JobGroup> group = job_group_of_child(pgid, c.peer_pid);
+  if (!group) {
+    throw Error("'started': process group " + std::to_string(pgid) +
+                " is not led by a child of this launcher");
+  }
+  group->tag = msg.contains("tag") ? proto::get_string(msg, "tag", 64) : "";
+  c.group = *group;
   c.jobdir = msg.contains("jobdir") ? proto::get_string(msg, "jobdir", 4096) : "";
   c.state = JobState::Running;
   persist();  // a successor must know which group to kill if the launcher dies
@@ -426,11 +443,11 @@ void Server::client_gone(Client& c) {
 // A job whose launcher is gone: its ranks must not outlive it, and its
 // resources come back only once its process group is empty.
 void Server::lose(const StoredJob& job) {
-  if (job.pgid > 0 && process_group_alive(job.pgid)) {
-    ::kill(-job.pgid, SIGKILL);
+  kill_job_group(job.group);  // also helpers that left the group (by their tag)
+  if (job_group_alive(job.group)) {
     lost_[job.grant.id] = LostJob{job, now_s() + kLostJobGraceS};
     log("job " + std::to_string(job.grant.id) + " lost its launcher; killed process group " +
-        std::to_string(job.pgid));
+        std::to_string(job.group.pgid));
   } else {
     finish_lost(job);
   }
@@ -448,9 +465,9 @@ void Server::reap_lost_jobs() {
   double now = now_s();
   bool freed = false;
   for (auto it = lost_.begin(); it != lost_.end();) {
-    int pgid = it->second.job.pgid;
-    if (process_group_alive(pgid) && now < it->second.give_up_at) {
-      ::kill(-pgid, SIGKILL);
+    const JobGroup& g = it->second.job.group;
+    if (job_group_alive(g) && now < it->second.give_up_at) {
+      kill_job_group(g);
       ++it;
       continue;
     }
@@ -505,7 +522,7 @@ void Server::schedule_pass() {
 }
 
 StoredJob Server::stored(const Client& c) const {
-  return StoredJob{c.grant, c.peer_pid, c.peer_start, c.pgid, c.request.ntasks, c.command, c.jobdir};
+  return StoredJob{c.grant, c.peer_pid, c.peer_start, c.group, c.request.ntasks, c.command, c.jobdir};
 }
 
 void Server::persist() {

@@ -30,6 +30,11 @@ struct ServerConfig {
   double idle_timeout_s = 60;  // exit after this long with no client; 0 = never
   DaemonPaths paths;
   bool log_to_stderr = true;
+  // The predecessor died without cleaning up (its socket file was left):
+  // hold grants a moment for launchers to re-attach, even if its state file
+  // says nothing (it may have been unwritable).
+  bool unclean_start = false;
+  int lock_fd = -1;  // the lifetime lock's listening socket: probes are accepted and closed
 };
 
 class Server {
@@ -96,6 +101,7 @@ class Server {
   // in their original order once every surviving job is back.
   bool recovering_ = false;
   double recovery_deadline_ = 0;
+  double recovery_hold_until_ = 0;  // after an unclean start, wait at least this long
   std::vector<Client*> parked_;
   double next_liveness_check_ = 0;
   StateFile state_file_;

@@ -7,6 +7,7 @@
 #include "daemon/job_state.h"
 #include "daemon/server.h"
 #include "util/fd.h"
+#include "util/process.h"
 
 namespace jiffy {
 namespace server_detail {
@@ -16,6 +17,7 @@ constexpr std::size_t kMaxCommandLen = 4096;
 constexpr std::size_t kMaxPendingOutput = 32 * 1024 * 1024;  // a client that never reads
 constexpr double kLostJobGraceS = 5.0;    // how long a killed group may take to vanish
 constexpr double kRecoveryWindowS = 3.0;  // how long re-attaching launchers get
+constexpr double kUncleanHoldS = 0.5;     // grants held after a crash the state file may not show
 constexpr double kLivenessPeriodS = 0.1;  // how often detached launchers are checked
 constexpr double kHealPeriodS = 0.5;      // how often the socket file is checked
 
@@ -40,7 +42,7 @@ struct Server::Client {
   bool wants_progress = false;
   int last_position = -1;
   int pid = 0;  // the launcher's pid, for status
-  int pgid = 0;
+  JobGroup group;  // the ranks' processes, checked when "started" named them
   std::string command;
   std::string jobdir;
   double submitted_at = 0;

@@ -1,11 +1,13 @@
 #include "daemon/state_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 
 #include "proto/message.h"
 #include "util/error.h"
@@ -16,6 +18,7 @@ namespace {
 
 constexpr std::size_t kMaxStateBytes = 64 * 1024 * 1024;
 constexpr int kMaxIndex = 1 << 20;
+constexpr std::size_t kPreallocBytes = 1 << 20;  // ~5,000 running jobs' worth
 
 }  // namespace
 
@@ -30,7 +33,10 @@ std::string encode_state(const StoredState& s) {
                     {"exclusive", j.grant.exclusive},
                     {"pid", j.pid},
                     {"pid_start", j.pid_start},
-                    {"pgid", j.pgid},
+                    {"pgid", j.group.pgid},
+                    {"sid", j.group.sid},
+                    {"leader_start", j.group.leader_start},
+                    {"tag", j.group.tag},
                     {"ntasks", j.ntasks},
                     {"command", j.command},
                     {"jobdir", j.jobdir}});
@@ -79,7 +85,11 @@ StoredState decode_state(std::string_view text) {
     sj.grant.exclusive = proto::get_bool(job, "exclusive", false);
     sj.pid = static_cast<int>(proto::get_int(job, "pid", 0, 1 << 30));
     sj.pid_start = static_cast<unsigned long long>(proto::get_int(job, "pid_start", 0, INT64_MAX));
-    sj.pgid = static_cast<int>(proto::get_int(job, "pgid", 0, 1 << 30));
+    sj.group.pgid = static_cast<pid_t>(proto::get_int(job, "pgid", 0, 1 << 30));
+    sj.group.sid = static_cast<pid_t>(proto::get_int(job, "sid", 0, 1 << 30));
+    sj.group.leader_start =
+        static_cast<unsigned long long>(proto::get_int(job, "leader_start", 0, INT64_MAX));
+    sj.group.tag = proto::get_string(job, "tag", 64);
     sj.ntasks = static_cast<int>(proto::get_int(job, "ntasks", 0, kMaxIndex));
     sj.command = proto::get_string(job, "command", 4096);
     sj.jobdir = job.contains("jobdir") ? proto::get_string(job, "jobdir", 4096) : "";
@@ -108,11 +118,12 @@ StoredState StateFile::load() {
   }
 }
 
-// One write of the whole record at offset 0, then a truncate. A crash
-// between the two leaves the new record followed by a tail of the old one:
-// decode_state reads the first line only. A write cut short (a fatal signal
-// can stop a large write between pages) leaves no valid first line, so the
-// successor relies on launchers re-attaching.
+// One write of the whole record at offset 0 of a file whose space was
+// reserved when it was opened. What follows the record's newline (zeros, a
+// longer earlier record's tail) is ignored: decode_state reads the first
+// line only. A write cut short (a fatal signal can stop a large write
+// between pages) leaves no valid first line, so the successor relies on
+// launchers re-attaching (and holds grants a moment after an unclean start).
 bool StateFile::save(const StoredState& s) {
   std::string text = encode_state(s);
   auto fail = [&](const char* what) {
@@ -124,13 +135,20 @@ bool StateFile::save(const StoredState& s) {
     fd_.reset();  // reopen next time: the directory may have been replaced
     return false;
   };
+  struct stat st;
+  if (fd_ && (::fstat(fd_.get(), &st) != 0 || st.st_nlink == 0)) fd_.reset();  // deleted under us
   if (!fd_) {
     fd_ = Fd(::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd_) return fail("open");
+    // Reserve the space now, so that a full disk later cannot stop the
+    // ledger from being written (the record is rewritten in place).
+    ::posix_fallocate(fd_.get(), 0, kPreallocBytes);
   }
+  if (text.size() > kPreallocBytes) ::posix_fallocate(fd_.get(), 0, static_cast<off_t>(text.size()));
   ssize_t n = ::pwrite(fd_.get(), text.data(), text.size(), 0);
   if (n != static_cast<ssize_t>(text.size())) return fail("write");
-  if (::ftruncate(fd_.get(), static_cast<off_t>(text.size())) != 0) return fail("truncate");
+  // No truncate: the file keeps its reserved size; readers take the first
+  // line only, so a longer earlier record's tail after it is ignored.
   warned_ = false;
   return true;
 }

@@ -21,6 +21,7 @@
 
 #include "sched/request.h"
 #include "util/fd.h"
+#include "util/process.h"
 
 namespace jiffy {
 
@@ -28,7 +29,7 @@ struct StoredJob {
   Grant grant;                      // id, slots, GPUs, exclusive
   int pid = 0;                      // the launcher
   unsigned long long pid_start = 0; // its start time (ticks since boot)
-  int pgid = 0;                     // the ranks' process group, 0 before "started"
+  JobGroup group;                   // the ranks' processes, pgid 0 before "started"
   int ntasks = 0;
   std::string command;
   std::string jobdir;  // the launcher's per-job directory, removed once the job is lost

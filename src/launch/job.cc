@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <dirent.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -40,6 +41,22 @@ std::string signal_name(int signo) {
   return std::string("SIG") + (abbrev ? abbrev : std::to_string(signo).c_str());
 }
 
+std::string random_tag() {
+  unsigned char bytes[16] = {};
+  if (::getrandom(bytes, sizeof bytes, 0) != static_cast<ssize_t>(sizeof bytes)) {
+    // Unique enough without entropy: our pid and the time.
+    std::snprintf(reinterpret_cast<char*>(bytes), sizeof bytes, "%08x%07x", ::getpid(),
+                  static_cast<unsigned>(now_s() * 1e6));
+  }
+  static const char hex[] = "0123456789abcdef";
+  std::string tag;
+  for (unsigned char b : bytes) {
+    tag += hex[b >> 4];
+    tag += hex[b & 15];
+  }
+  return tag;
+}
+
 double kill_grace_from_env() {
   const char* g = std::getenv("JIFFY_KILL_GRACE");
   if (!g) return 2.0;
@@ -67,6 +84,7 @@ bool Job::start() {
   Fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!devnull) throw_errno("open /dev/null");
   const std::string job_id = std::to_string(grant_.id);
+  tag_ = random_tag();
   std::vector<int> appnum;
   for (std::size_t g = 0; g < opt_.apps.size(); ++g) appnum.insert(appnum.end(), static_cast<std::size_t>(opt_.apps[g].ntasks), static_cast<int>(g));
   bootstrap_ = std::make_unique<Bootstrap>(
@@ -102,6 +120,7 @@ bool Job::start() {
       env.set("JIFFY_LOCAL_SIZE", std::to_string(size));
       env.set("JIFFY_APPNUM", std::to_string(g));
       env.set("JIFFY_CORES", join(rg.cores));
+      env.set("JIFFY_JOB_TAG", tag_);
       if (!rg.gpus.empty()) {
         std::string gpus = join(rg.gpus);
         for (const char* var : {"CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"}) {

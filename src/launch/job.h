@@ -63,6 +63,9 @@ class Job {
   bool start();
   pid_t pgid() const { return pgid_; }
   std::string job_dir() const { return bootstrap_ ? bootstrap_->job_dir() : std::string(); }
+  // Random, in every rank's environment as JIFFY_JOB_TAG: how the daemon
+  // finds what is left of the job (setsid helpers included) if we die.
+  const std::string& tag() const { return tag_; }
   // Runs the event loop until every rank is reaped. signal_fd delivers the
   // blocked signals (SIGCHLD, SIGINT, SIGTERM, SIGHUP, ...). Returns the exit code.
   int wait(int signal_fd, const Watch* watch = nullptr);
@@ -99,6 +102,7 @@ class Job {
   Forwarder forwarder_;
   StdinPump stdin_;
   pid_t pgid_ = 0;
+  std::string tag_;
   std::optional<int> exit_code_;  // the first failure, decides the job's code
   std::optional<int> abort_code_;  // MPI_Abort's code overrides it
   bool terminating_ = false;

@@ -264,9 +264,10 @@ class DaemonLink {
       : paths_(std::move(paths)), client_(std::move(client)), opt_(opt), grant_(grant) {}
 
   int fd() const { return client_ ? client_->fd() : -1; }
-  void set_started(int pgid, std::string job_dir) {
+  void set_started(int pgid, std::string job_dir, std::string tag) {
     pgid_ = pgid;
     job_dir_ = std::move(job_dir);
+    tag_ = std::move(tag);
   }
 
   void send(const proto::Json& msg) {
@@ -306,7 +307,8 @@ class DaemonLink {
                        {"job", grant_.id},           {"pgid", pgid_},
                        {"ntasks", opt_.total_tasks()}, {"command", command_summary(opt_)},
                        {"slots", slots},               {"gpu_ids", grant_.gpu_ids},
-                       {"exclusive", grant_.exclusive}, {"jobdir", job_dir_}};
+                       {"exclusive", grant_.exclusive}, {"jobdir", job_dir_},
+                       {"tag", tag_}};
     for (int attempt = 0; attempt < 3 && !client_; ++attempt) {
       try {
         client_ = DaemonClient::connect(paths_, /*start_if_missing=*/true);
@@ -329,6 +331,7 @@ class DaemonLink {
   const JobGrant& grant_;
   int pgid_ = 0;
   std::string job_dir_;
+  std::string tag_;
 };
 
 constexpr int kMaxResubmits = 10;  // daemons that die while we wait
@@ -388,8 +391,11 @@ int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv) {
   Job job(opt, programs, grant, plan);
   if (!job.start()) return kExitNotFound;
   DaemonLink link(paths, std::move(client), opt, grant);
-  link.set_started(job.pgid(), job.job_dir());
-  link.send({{"type", proto::type::kStarted}, {"pgid", job.pgid()}, {"jobdir", job.job_dir()}});
+  link.set_started(job.pgid(), job.job_dir(), job.tag());
+  link.send({{"type", proto::type::kStarted},
+             {"pgid", job.pgid()},
+             {"jobdir", job.job_dir()},
+             {"tag", job.tag()}});
   Watch watch{[&] { return link.fd(); }, [&] { link.on_ready(); }};
   int code = job.wait(signals.get(), &watch);
   link.send({{"type", proto::type::kFinished}, {"code", code}});

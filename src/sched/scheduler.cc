@@ -148,6 +148,15 @@ void Scheduler::submit(const Request& r) {
   queued_ids_.insert(r.id);
 }
 
+void Scheduler::submit_in_order(const Request& r) {
+  validate(r);
+  auto at = std::find_if(queue_.begin(), queue_.end(), [&](const Request& q) { return q.id > r.id; });
+  queue_.insert(at, r);
+  queued_ids_.insert(r.id);
+  queue_ids_sorted_ = std::is_sorted(queue_.begin(), queue_.end(),
+                                     [](const Request& a, const Request& b) { return a.id < b.id; });
+}
+
 void Scheduler::cancel(JobId id) {
   if (queued_ids_.erase(id) == 0) return;
   queue_.erase(

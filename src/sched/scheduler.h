@@ -45,6 +45,10 @@ class Scheduler {
   // than exist, wider than the set with allow_oversubscribe false, beyond the
   // oversubscription limit, or a duplicate/zero id. The queue is unchanged then.
   void submit(const Request& r);
+  // Like submit, but queues r at its place by id among the queued requests
+  // instead of last: for a launcher asking again, with its old id, after
+  // the daemon that had queued it died.
+  void submit_in_order(const Request& r);
   // Removes a queued request; no-op when r is not queued.
   void cancel(JobId id);
   // Returns a granted request's slots and GPUs; no-op when id holds nothing.

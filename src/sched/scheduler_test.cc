@@ -442,3 +442,33 @@ TEST(Scheduler, AdoptRefusesToDoubleBook) {
 
 }  // namespace
 }  // namespace jiffy
+
+namespace jiffy {
+namespace {
+
+TEST(Scheduler, ResubmittedRequestGetsItsOldPlace) {
+  ResourceSet set;
+  set.cores.push_back(Core{0, {0}, 1});
+  Scheduler s(set, SchedPolicy{});
+  Request blocker;
+  blocker.id = 100;
+  s.submit(blocker);
+  ASSERT_EQ(s.schedule().size(), 1u);
+  for (JobId id : {103u, 104u}) {
+    Request r;
+    r.id = id;
+    s.submit(r);
+  }
+  Request old;
+  old.id = 101;  // queued before 103 and 104 by a daemon that died
+  s.submit_in_order(old);
+  EXPECT_EQ(s.position(101), 0);
+  EXPECT_EQ(s.position(103), 1);
+  s.release(100);
+  auto g = s.schedule();
+  ASSERT_EQ(g.size(), 1u);
+  EXPECT_EQ(g[0].id, 101u);
+}
+
+}  // namespace
+}  // namespace jiffy

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <climits>
 #include <cstdlib>
 
 #include "util/error.h"
@@ -37,10 +38,14 @@ void verify_private_dir(const std::string& dir) {
   }
 }
 
+// Returns the canonical path: however the directory is spelled ("d/",
+// "/tmp/./d", a symlinked parent), one directory means one daemon.
 std::string ensure_private_dir(const std::string& dir) {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("mkdir " + dir);
   verify_private_dir(dir);
-  return dir;
+  char real[PATH_MAX];
+  if (!::realpath(dir.c_str(), real)) throw_errno("realpath " + dir);
+  return real;
 }
 
 std::string hash_hex(const std::string& s) {

@@ -49,16 +49,6 @@ struct PeerCred {
 PeerCred peer_cred(int fd);
 inline uid_t peer_uid(int fd) { return peer_cred(fd).uid; }
 
-// When process pid started, in clock ticks since boot (/proc/<pid>/stat
-// field 22); 0 when it does not exist. (pid, start) names a process for good:
-// a recycled pid has a different start time.
-unsigned long long process_start_time(pid_t pid);
-// Whether (pid, start) still names a live process (zombies count as dead).
-bool process_alive(pid_t pid, unsigned long long start);
 
-// Whether process group pgid has a member that is not a zombie. Zombies do
-// not count: an orphan's zombie lingers as long as whoever adopted it does
-// not reap it (a container's PID 1 may never), yet it runs nothing.
-bool process_group_alive(pid_t pgid);
 
 }  // namespace jiffy

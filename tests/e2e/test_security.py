@@ -626,8 +626,33 @@ def test_started_message_cannot_kill_a_foreign_process_group(jx, fake_daemon):
     the client's job (its leader is no child of the client)."""
     d = fake_daemon(cores=2)
     sock = the_socket(jx)
-    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True, env=jx.env)
-    jx.popens.append(bystander)
+    # The bystander must not be the client's own child (a client may well
+    # name its own children's group): start it through a shell that exits.
+    out = subprocess.run(["sh", "-c", "setsid sleep 60 </dev/null >/dev/null 2>&1 & echo $!"],
+                         env=jx.env, capture_output=True, text=True, check=True)
+    bystander_pid = int(out.stdout.strip())
+
+    class Bystander:
+        pid = bystander_pid
+
+        def poll(self):
+            try:
+                os.kill(bystander_pid, 0)
+                with open(f"/proc/{bystander_pid}/stat") as fh:
+                    return -9 if fh.read().rsplit(")", 1)[1].split()[0] == "Z" else None
+            except OSError:
+                return -9
+
+        def kill(self):
+            try:
+                os.kill(bystander_pid, 9)
+            except OSError:
+                pass
+
+        def wait(self, timeout=None):
+            return 0
+
+    bystander = Bystander()
     try:
         s = connect(sock)
         s.sendall(frame({"type": "submit", "v": 1, "ntasks": 1, "cores_per_task": 1, "gpus_per_task": 0,

@@ -1,0 +1,130 @@
+#include "util/process.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+
+#include "util/fd.h"
+
+namespace jiffy {
+
+namespace {
+
+bool is_zombie(char state) { return state == 'Z' || state == 'X'; }
+
+// Calls f(pid) for every process in /proc.
+void for_each_pid(const std::function<void(pid_t)>& f) {
+  DIR* d = ::opendir("/proc");
+  if (!d) return;
+  while (dirent* e = ::readdir(d)) {
+    char* end;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (*end == '\0' && pid > 0) f(static_cast<pid_t>(pid));
+  }
+  ::closedir(d);
+}
+
+bool environ_has(pid_t pid, const std::string& entry) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/environ", static_cast<int>(pid));
+  Fd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd) return false;
+  std::string env;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(fd.get(), buf, sizeof buf)) > 0 && env.size() < (1u << 22)) {
+    env.append(buf, static_cast<std::size_t>(n));
+  }
+  for (std::size_t at = 0; at < env.size();) {
+    std::size_t nul = env.find('\0', at);
+    if (nul == std::string::npos) nul = env.size();
+    if (env.compare(at, nul - at, entry) == 0) return true;
+    at = nul + 1;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::optional<ProcStat> read_proc_stat(pid_t pid) {
+  if (pid <= 0) return std::nullopt;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  Fd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  char buf[1024];
+  ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+  if (n <= 0) return std::nullopt;
+  buf[n] = '\0';
+  // The command name may hold spaces and parentheses: fields follow the last ')'.
+  const char* p = std::strrchr(buf, ')');
+  if (!p) return std::nullopt;
+  ProcStat st;
+  int ppid, pgrp, session;
+  if (std::sscanf(p + 1,
+                  " %c %d %d %d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+                  &st.state, &ppid, &pgrp, &session, &st.start) != 5) {
+    return std::nullopt;
+  }
+  st.ppid = ppid;
+  st.pgrp = pgrp;
+  st.session = session;
+  return st;
+}
+
+unsigned long long process_start_time(pid_t pid) {
+  auto st = read_proc_stat(pid);
+  return st ? st->start : 0;
+}
+
+bool process_alive(pid_t pid, unsigned long long start) {
+  auto st = read_proc_stat(pid);
+  return st && st->start == start && !is_zombie(st->state);
+}
+
+std::optional<JobGroup> job_group_of_child(pid_t pgid, pid_t parent) {
+  if (pgid <= 1 || parent <= 1) return std::nullopt;
+  auto st = read_proc_stat(pgid);
+  if (!st || st->ppid != parent || st->pgrp != pgid) return std::nullopt;
+  return JobGroup{pgid, st->session, st->start, {}};
+}
+
+bool job_group_alive(const JobGroup& g) {
+  if (g.pgid <= 1) return false;
+  if (::kill(-g.pgid, 0) != 0 && errno != EPERM) return false;  // the common case: gone
+  bool alive = false;
+  for_each_pid([&](pid_t pid) {
+    if (alive) return;
+    auto st = read_proc_stat(pid);
+    alive = st && st->pgrp == g.pgid && st->session == g.sid && !is_zombie(st->state);
+  });
+  return alive;
+}
+
+void kill_job_group(const JobGroup& g) {
+  if (g.pgid > 1) {
+    auto leader = read_proc_stat(g.pgid);
+    if (leader && leader->start == g.leader_start && leader->pgrp == g.pgid) {
+      ::kill(-g.pgid, SIGKILL);
+    } else {
+      for_each_pid([&](pid_t pid) {
+        auto st = read_proc_stat(pid);
+        if (st && st->pgrp == g.pgid && st->session == g.sid) ::kill(pid, SIGKILL);
+      });
+    }
+  }
+  if (g.tag.size() >= 16) {
+    const std::string entry = "JIFFY_JOB_TAG=" + g.tag;
+    for_each_pid([&](pid_t pid) {
+      if (pid != ::getpid() && environ_has(pid, entry)) ::kill(pid, SIGKILL);
+    });
+  }
+}
+
+}  // namespace jiffy

@@ -1,0 +1,52 @@
+// What /proc says about processes: identity over time (pid + start time)
+// and the process groups of jobs, which the daemon kills when a launcher
+// dies. A pid or group id alone is never trusted: numbers get reused.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+
+namespace jiffy {
+
+struct ProcStat {
+  char state = 0;  // R, S, Z, ...
+  pid_t ppid = 0;
+  pid_t pgrp = 0;
+  pid_t session = 0;
+  unsigned long long start = 0;  // clock ticks since boot
+};
+
+// /proc/<pid>/stat, or nullopt when there is no such process.
+std::optional<ProcStat> read_proc_stat(pid_t pid);
+
+// When pid started; 0 when it does not exist. (pid, start) names a process
+// for good.
+unsigned long long process_start_time(pid_t pid);
+// Whether (pid, start) still names a live process (zombies count as dead).
+bool process_alive(pid_t pid, unsigned long long start);
+
+// A job's processes as the daemon knows them: the ranks' process group,
+// checked when the launcher reported it, and the random tag every rank has
+// in its environment (JIFFY_JOB_TAG), which reaches helpers that left the
+// group (setsid daemons).
+struct JobGroup {
+  pid_t pgid = 0;
+  pid_t sid = 0;                     // the leader's session when checked
+  unsigned long long leader_start = 0;
+  std::string tag;
+};
+
+// The group pgid if its leader is a child of parent (the launcher that
+// names it), else nullopt: a client cannot make the daemon kill a group
+// that is not its job's.
+std::optional<JobGroup> job_group_of_child(pid_t pgid, pid_t parent);
+// Whether any process of g, zombies aside, still runs.
+bool job_group_alive(const JobGroup& g);
+// SIGKILLs every process of g: the group itself while its leader is still
+// the one checked (then the group id cannot have been reused), else the
+// members in the recorded session; and every process carrying g's tag.
+void kill_job_group(const JobGroup& g);
+
+}  // namespace jiffy
