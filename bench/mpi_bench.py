@@ -290,11 +290,14 @@ def main():
             rnd.shuffle(order)
             for c in order:
                 run(c, True)
-    except BenchError as e:
+    except (BenchError, OSError) as e:
         print(f"mpi_bench: ABORTED: {e}", file=sys.stderr)
         return 1
     finally:
-        subprocess.run([jiffy, "stop"], env=env, capture_output=True, timeout=30)
+        try:
+            subprocess.run([jiffy, "stop"], env=env, capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            print(f"mpi_bench: warning: jiffy stop failed: {e}", file=sys.stderr)
         shutil.rmtree(rdir, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
     elapsed = time.monotonic() - t_start

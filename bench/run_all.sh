@@ -3,12 +3,15 @@
 # launch_bench.py) and the MPI start-up cost (issue 3, mpi_bench.py), each
 # after waiting for a quiet machine (wait_quiet.py).
 #
-#   bench/run_all.sh [--quick] [--no-wait] [--jiffy PATH]
+#   bench/run_all.sh [--quick] [--no-wait] [--no-snapshot] [--jiffy PATH]
 #
-#   --quick       fewer repetitions in both benchmarks (a smoke run)
-#   --no-wait     do not wait for the load average to drop first
-#   --jiffy PATH  the jiffy binary (default: $JIFFY_BUILD_DIR/jiffy or
-#                 <repo>/build/jiffy)
+#   --quick        fewer repetitions in both benchmarks (a smoke run)
+#   --no-wait      do not wait for the load average to drop first
+#   --jiffy PATH   the jiffy binary (default: $JIFFY_BUILD_DIR/jiffy or
+#                  <repo>/build/jiffy); jiffyd, jiffy-pmix and mpi/hello.*
+#                  are taken from beside it
+#   --no-snapshot  run the binaries in place instead of from a private copy
+#                  (the copy keeps a rebuild during the run from breaking it)
 #
 # Environment: WAIT_BELOW (default 1.0), WAIT_HOLD (seconds, default 30) and
 # WAIT_MAX (seconds, default 300) tune the wait; LAUNCH_ARGS and MPI_ARGS are
@@ -22,18 +25,40 @@ py=/usr/bin/python3
 common=""
 jiffy=""
 wait=1
+snapshot=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) common="$common --quick" ;;
         --no-wait) wait=0 ;;
+        --no-snapshot) snapshot=0 ;;
         --jiffy) [ $# -ge 2 ] || { echo "run_all.sh: --jiffy needs a path" >&2; exit 2; }
                  jiffy=$2; shift ;;
         --jiffy=*) jiffy=${1#--jiffy=} ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+
+if [ "$snapshot" = 1 ]; then
+    src=${jiffy:-${JIFFY_BUILD_DIR:-$here/../build}/jiffy}
+    [ -x "$src" ] || { echo "run_all.sh: no jiffy at $src (build it or pass --jiffy)" >&2; exit 1; }
+    srcdir=$(cd "$(dirname "$src")" && pwd)
+    snap=$(mktemp -d /tmp/jfbench-bin-XXXXXX)
+    trap 'rm -rf "$snap"' EXIT
+    trap 'exit 130' INT TERM
+    cp -p "$src" "$snap/jiffy"
+    for f in jiffyd jiffy-pmix; do
+        if [ -e "$srcdir/$f" ]; then cp -p "$srcdir/$f" "$snap/"; fi
+    done
+    mkdir "$snap/mpi"
+    for f in "$srcdir"/mpi/hello.*; do
+        if [ -e "$f" ]; then cp -p "$f" "$snap/mpi/"; fi
+    done
+    "$snap/jiffy" --version >/dev/null || { echo "run_all.sh: the copied jiffy does not run" >&2; exit 1; }
+    echo "binaries: a private copy of $srcdir (jiffy, jiffyd, jiffy-pmix, mpi/hello.*)"
+    jiffy=$snap/jiffy
+fi
 
 quiet() {
     [ "$wait" = 1 ] || return 0
