@@ -368,7 +368,10 @@ void add_x(LaunchState& s) {
 // environment, which is all --mca does on a single node.
 void add_mca(LaunchState& s) {
   std::string key = s.args.value();
-  if (key.empty()) throw Error(s.args.option() + ": expected a parameter name, got ''");
+  // The key becomes part of a variable name: '=' would end the name early.
+  if (key.empty() || key.find('=') != std::string::npos) {
+    throw Error(s.args.option() + ": expected a parameter name, got '" + key + "'");
+  }
   std::string value = s.args.value();
   s.env_for_position().push_back({"OMPI_MCA_" + key, std::move(value)});
 }

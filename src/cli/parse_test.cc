@@ -413,6 +413,9 @@ TEST(Parse, Mca) {
               (std::vector<EnvSetting>{{"OMPI_MCA_btl", "self,vader"}}))
         << opt;
   }
+  // Found by fuzz/command_line_fuzzer.cc: a key with '=' made a second
+  // OMPI_MCA_btl entry in the ranks' environment.
+  EXPECT_EQ(error_of({"--mca", "btl=self", "x", "prog"}), "--mca: expected a parameter name, got 'btl=self'");
 }
 
 TEST(Parse, WdirSpellings) {
