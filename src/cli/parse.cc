@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <climits>
 #include <cmath>
 #include <optional>
 #include <span>
@@ -574,6 +575,10 @@ Command parse_launch(const std::vector<std::string>& argv, EnvLookup env) {
     throw Error(std::string(s.first_group ? "no program to run " : "no program after ':' ") +
                 std::string(kUsageHint));
   }
+  // LaunchOptions::total_tasks() is an int: MPMD groups must not overflow it.
+  long long total = 0;
+  for (const AppSpec& a : s.opts.apps) total += a.ntasks;
+  if (total > INT_MAX) throw Error("too many ranks in all: " + std::to_string(total));
   apply_timeout_env(s, env);
   apply_speedup_env(s, env);
   return LaunchCommand{std::move(s.opts)};

@@ -210,6 +210,11 @@ TEST(Parse, UnknownOption) {
   EXPECT_EQ(error_of({"---n", "2", "prog"}), "unknown option '---n' (see jiffy --help)");
 }
 
+TEST(Parse, TotalRanksFitAnInt) {  // found by fuzz/command_line_fuzzer.cc
+  EXPECT_EQ(error_of({"-n", "2000000000", "a", ":", "-n", "2000000000", "b"}),
+            "too many ranks in all: 4000000000");
+}
+
 TEST(Parse, NoProgram) {
   EXPECT_EQ(error_of({}), "no program to run (usage: jiffy -n N program [args])");
   EXPECT_EQ(error_of({"-n", "2"}), "no program to run (usage: jiffy -n N program [args])");
