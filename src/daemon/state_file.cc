@@ -48,7 +48,7 @@ std::string encode_state(const StoredState& s) {
          "\n";
 }
 
-StoredState decode_state(std::string_view text) {
+static StoredState decode_state_unchecked(std::string_view text) {
   // The record is the first line; bytes after it are a longer record's tail.
   std::size_t nl = text.find('\n');
   if (nl == std::string_view::npos) throw Error("state file is incomplete");
@@ -96,6 +96,18 @@ StoredState decode_state(std::string_view text) {
     s.jobs.push_back(std::move(sj));
   }
   return s;
+}
+
+// A missing key or a mistyped value surfaces as nlohmann's exception deep
+// inside; the header promises jiffy::Error.
+StoredState decode_state(std::string_view text) {
+  try {
+    return decode_state_unchecked(text);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(std::string("state file: ") + e.what());
+  }
 }
 
 StateFile::StateFile(std::string path) : path_(std::move(path)) {}

@@ -191,8 +191,7 @@ void Job::kill_group(int signo) {
   if (pgid_ > 0) ::kill(-pgid_, signo);
 }
 
-void Job::terminate(const std::string& why) {
-  (void)why;
+void Job::terminate() {
   if (terminating_) return;
   terminating_ = true;
   kill_group(SIGTERM);
@@ -230,7 +229,7 @@ void Job::record_exit(std::size_t i, int code, bool signalled, int signo) {
                  opt_.apps[static_cast<std::size_t>(r.group)].argv[0].c_str(), r.pid, how.c_str(),
                  tail.c_str());
   }
-  if (others) terminate("rank failed");
+  if (others) terminate();
 }
 
 // Records a job-level failure with its one stderr line and ends the job.
@@ -244,7 +243,7 @@ void Job::fail(int code, const std::string& message, bool culprit_alive) {
                                     (others == 1 ? "" : "s")
                                    : "";
   std::fprintf(stderr, "jiffy: %s%s\n", message.c_str(), tail.c_str());
-  terminate(message);
+  terminate();
 }
 
 void Job::on_abort(int rank, int code, const std::string& message) {
@@ -424,7 +423,7 @@ int Job::wait(int signal_fd, const Watch* watch) {
       deadline_ = 0;
       std::fprintf(stderr, "jiffy: APPLICATION TIMED OUT after %g s (job %llu, %s); killing it\n",
                    opt_.timeout_s, grant_.id, opt_.apps[0].argv[0].c_str());
-      terminate("timeout");
+      terminate();
     }
     if (kill_at_ > 0 && now >= kill_at_) {
       kill_at_ = 0;

@@ -86,7 +86,7 @@ class Job {
   void warn_if_never_bootstrapped() const;
   void reap();
   void record_exit(std::size_t rank, int code, bool signalled, int signo);
-  void terminate(const std::string& why);
+  void terminate();
   void kill_group(int signo);
   std::vector<pid_t> adopted_children() const;
   void kill_descendants();

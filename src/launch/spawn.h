@@ -12,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "util/fd.h"
 
 namespace jiffy {
 
