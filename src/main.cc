@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -84,8 +85,16 @@ int run_stop() {
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
   try {
+    // The front (src/front) continues a launch here: launch/handoff.h.
+    std::optional<Handoff> handoff;
+    if (args.size() > 2 && args[1] == "--jiffy-handoff") {
+      handoff = parse_handoff(args[2]);
+      args.erase(args.begin() + 1, args.begin() + 3);
+    }
     Command cmd = parse_command_line(args, getenv_opt);
-    if (auto* c = std::get_if<LaunchCommand>(&cmd)) return run_launch(c->options, args);
+    if (auto* c = std::get_if<LaunchCommand>(&cmd)) {
+      return run_launch(c->options, args, handoff ? &*handoff : nullptr);
+    }
     if (auto* c = std::get_if<DaemonCommand>(&cmd)) return run_daemon(args, c->options);
     if (auto* c = std::get_if<StatusCommand>(&cmd)) return run_status(*c);
     if (std::holds_alternative<StopCommand>(cmd)) return run_stop();

@@ -180,6 +180,16 @@ int Bootstrap::prepare_rank(int rank, Environment& env) {
   return inherit;
 }
 
+void Bootstrap::adopt_channel(int rank, int fd) {
+  if (!plan_.pmi1) throw Error("a handed-over job needs the PMI-1 server");
+  if (fd < 0) {
+    engine_->on_disconnect(rank);
+    return;
+  }
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  pmi_fds_[static_cast<std::size_t>(rank)].reset(fd);
+}
+
 void Bootstrap::rank_spawned(int rank) {
   if (plan_.pmi1) child_fds_[static_cast<std::size_t>(rank)].reset();
 }

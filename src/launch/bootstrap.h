@@ -60,6 +60,9 @@ class Bootstrap {
   int prepare_rank(int rank, Environment& env);
   // Closes the launcher's copy of rank r's inherited fd.
   void rank_spawned(int rank);
+  // Takes over rank r's PMI-1 channel from the front (fd -1: the rank had
+  // already hung up). For a rank started by someone else in this process.
+  void adopt_channel(int rank, int fd);
 
   // Appends the fds to poll; handle() takes the same entries back.
   void add_poll_fds(std::vector<pollfd>& fds);

@@ -128,6 +128,11 @@ std::string daemon_executable() {
 
 DaemonClient::DaemonClient(Fd fd, DaemonPaths paths) : fd_(std::move(fd)), paths_(std::move(paths)) {}
 
+DaemonClient DaemonClient::adopt(Fd fd, DaemonPaths paths) {
+  ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
+  return DaemonClient(std::move(fd), std::move(paths));
+}
+
 std::optional<DaemonClient> DaemonClient::connect_existing() {
   DaemonPaths paths = daemon_paths();
   Fd fd = unix_connect(paths.socket);

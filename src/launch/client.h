@@ -29,6 +29,8 @@ class DaemonClient {
   static DaemonClient connect(const DaemonPaths& paths, bool start_if_missing);
   // Like connect(false) but returns nullopt when no daemon runs.
   static std::optional<DaemonClient> connect_existing();
+  // A connection opened by the front (src/front) before it handed over.
+  static DaemonClient adopt(Fd fd, DaemonPaths paths);
 
   void send(const proto::Json& msg);
   // Waits up to timeout_ms (-1 = forever) for the next message. Returns

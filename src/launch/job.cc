@@ -181,6 +181,23 @@ bool Job::start() {
   return ok;
 }
 
+void Job::adopt(const Handoff& h) {
+  if (opt_.apps.size() != 1 || h.ranks.size() != static_cast<std::size_t>(opt_.total_tasks())) {
+    throw Error("the handed-over job does not match the command line");
+  }
+  tag_ = h.tag;
+  pgid_ = h.pgid;
+  bootstrap_ = std::make_unique<Bootstrap>(
+      plan_, grant_.id, std::vector<int>(h.ranks.size(), 0),
+      Bootstrap::Events{[this](int r, int c, const std::string& m) { on_abort(r, c, m); },
+                        [this](int r, const std::string& why) { on_protocol_error(r, why); }});
+  for (std::size_t r = 0; r < h.ranks.size(); ++r) {
+    bootstrap_->adopt_channel(static_cast<int>(r), h.ranks[r].pmi_fd);
+    ranks_.push_back(Rank{h.ranks[r].pid, 0, h.ranks[r].done, 0});
+  }
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+}
+
 std::size_t Job::live_ranks() const {
   std::size_t n = 0;
   for (const Rank& r : ranks_) n += r.done ? 0 : 1;

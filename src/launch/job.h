@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "launch/bootstrap.h"
+#include "launch/handoff.h"
 #include "launch/options.h"
 #include "launch/output.h"
 #include "launch/spawn.h"
@@ -61,6 +62,9 @@ class Job {
   // Forks and execs every rank. Returns false (after cleaning up, with a
   // message on stderr) when a rank could not be started.
   bool start();
+  // Instead of start(): takes over the ranks the front spawned in this
+  // process (launch/handoff.h). Throws Error.
+  void adopt(const Handoff& handoff);
   pid_t pgid() const { return pgid_; }
   std::string job_dir() const { return bootstrap_ ? bootstrap_->job_dir() : std::string(); }
   // Random, in every rank's environment as JIFFY_JOB_TAG: how the daemon

@@ -336,9 +336,56 @@ class DaemonLink {
 
 constexpr int kMaxResubmits = 10;  // daemons that die while we wait
 
+// From "started" to "finished": the job runs, the daemon link re-attaches
+// if the daemon dies meanwhile.
+int supervise(Job& job, DaemonLink& link, int signal_fd, bool announce) {
+  link.set_started(job.pgid(), job.job_dir(), job.tag());
+  if (announce) {
+    link.send({{"type", proto::type::kStarted},
+               {"pgid", job.pgid()},
+               {"jobdir", job.job_dir()},
+               {"tag", job.tag()}});
+  }
+  Watch watch{[&] { return link.fd(); }, [&] { link.on_ready(); }};
+  int code = job.wait(signal_fd, &watch);
+  link.send({{"type", proto::type::kFinished}, {"code", code}});
+  return code;
+}
+
+// The front ran this job until something needed more than it does (a rank
+// spoke PMI, failed, got a signal; the daemon wrote or went away): the
+// ranks are already our children, the grant and connection ours.
+int continue_handed_over(const LaunchOptions& opt, const Handoff& h) {
+  std::vector<std::string> programs;
+  MpiKind kind = MpiKind::None;
+  const char* path = std::getenv("PATH");
+  for (const AppSpec& app : opt.apps) {
+    programs.push_back(app.argv[0]);
+    try {
+      kind = detect_mpi(resolve_program(app.argv[0], path ? path : "/usr/bin:/bin", opt.wdir));
+    } catch (const Error&) {
+    }
+  }
+  BootstrapPlan plan = plan_bootstrap(MpiMode::Pmi1, {kind});
+  Fd signals = block_signals();  // pending signals survived the exec
+  const DaemonPaths paths = daemon_paths(h.cpus);
+  plan.topology_file = paths.topology;
+  JobGrant grant;
+  try {
+    grant = parse_grant(proto::Json::parse(h.grant), opt.total_tasks());
+  } catch (const std::exception& e) {
+    throw Error(std::string("malformed hand-over state: grant: ") + e.what());
+  }
+  Job job(opt, programs, grant, plan);
+  job.adopt(h);
+  DaemonLink link(paths, DaemonClient::adopt(Fd(h.daemon_fd), paths), opt, grant);
+  return supervise(job, link, signals.get(), /*announce=*/false);
+}
+
 }  // namespace
 
-int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv) {
+int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const Handoff* handoff) {
+  if (handoff && handoff->running) return continue_handed_over(opt, *handoff);
   ensure_std_fds();
   // Resolve every program before asking for resources: a typo costs nothing.
   std::vector<std::string> programs;
@@ -370,7 +417,7 @@ int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv) {
   const DaemonPaths paths = daemon_paths();
   plan.topology_file = paths.topology;
   DaemonClient client = DaemonClient::connect(paths, /*start_if_missing=*/true);
-  unsigned long long ticket = 0;
+  unsigned long long ticket = handoff ? handoff->ticket : 0;
   std::variant<JobGrant, int> waited;
   for (int attempt = 0;; ++attempt) {
     try {
@@ -391,15 +438,7 @@ int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv) {
   Job job(opt, programs, grant, plan);
   if (!job.start()) return kExitNotFound;
   DaemonLink link(paths, std::move(client), opt, grant);
-  link.set_started(job.pgid(), job.job_dir(), job.tag());
-  link.send({{"type", proto::type::kStarted},
-             {"pgid", job.pgid()},
-             {"jobdir", job.job_dir()},
-             {"tag", job.tag()}});
-  Watch watch{[&] { return link.fd(); }, [&] { link.on_ready(); }};
-  int code = job.wait(signals.get(), &watch);
-  link.send({{"type", proto::type::kFinished}, {"code", code}});
-  return code;
+  return supervise(job, link, signals.get(), /*announce=*/true);
 }
 
 }  // namespace jiffy

@@ -87,10 +87,12 @@ std::string describe(const std::vector<int>& cpus) {
 
 std::string resource_set_description() { return describe(allowed_cpus()); }
 
-DaemonPaths daemon_paths() {
+DaemonPaths daemon_paths() { return daemon_paths(allowed_cpus()); }
+
+DaemonPaths daemon_paths(const std::vector<int>& cpus) {
   DaemonPaths p;
   p.dir = runtime_dir();
-  p.cpus = allowed_cpus();
+  p.cpus = cpus;
   p.key = hash_hex(describe(p.cpus));
   std::string base = p.dir + "/" + p.key;
   p.socket = base + ".sock";

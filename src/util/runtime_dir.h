@@ -41,5 +41,7 @@ std::string resource_set_description();
 
 // The paths for this process's resource set. Creates the runtime directory.
 DaemonPaths daemon_paths();
+// The same for the set of these allowed CPUs (and this process's GPU variables).
+DaemonPaths daemon_paths(const std::vector<int>& cpus);
 
 }  // namespace jiffy

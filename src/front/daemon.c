@@ -1,0 +1,164 @@
+/* Reaching the daemon of the caller's resource set, as jiffy-launch does
+ * (src/util/runtime_dir.cc): the same private directory, trusted on the same
+ * terms, and the same key. The front never creates the directory nor starts
+ * a daemon: when there is none it hands over, and jiffy-launch does both. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "front/front.h"
+
+enum { kMaxFrame = 65536 };
+
+/* The directory, if it exists and is as jiffy-launch demands: a real
+ * directory owned by us and closed to everyone else. */
+static int runtime_dir(char* out, size_t size) {
+  const char* d = getenv("JIFFY_RUNTIME_DIR");
+  const char* x = getenv("XDG_RUNTIME_DIR");
+  struct stat st;
+  int n;
+  if (d && *d) {
+    n = snprintf(out, size, "%s", d);
+  } else if (x && *x && stat(x, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid()) {
+    n = snprintf(out, size, "%s/jiffy", x);
+  } else {
+    n = snprintf(out, size, "/tmp/jiffy-%u", (unsigned)geteuid());
+  }
+  if (n < 0 || (size_t)n >= size) return -1;
+  if (lstat(out, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+      (st.st_mode & 077) != 0) {
+    return -1;
+  }
+  return 0;
+}
+
+/* "0-3,6": format_cpu_list of the allowed CPUs. */
+static int allowed_cpus(char* out, size_t size) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+  size_t used = 0;
+  out[0] = '\0';
+  for (int i = 0; i < CPU_SETSIZE;) {
+    if (!CPU_ISSET(i, &set)) {
+      ++i;
+      continue;
+    }
+    int j = i;
+    while (j + 1 < CPU_SETSIZE && CPU_ISSET(j + 1, &set)) ++j;
+    int n = j > i ? snprintf(out + used, size - used, "%s%d-%d", used ? "," : "", i, j)
+                  : snprintf(out + used, size - used, "%s%d", used ? "," : "", i);
+    if (n < 0 || (size_t)n >= size - used) return -1;
+    used += (size_t)n;
+    i = j + 1;
+  }
+  return 0;
+}
+
+/* FNV-1a of the resource-set description, as hash_hex(describe(...)). */
+static uint64_t resource_key(const char* cpus) {
+  uint64_t h = 1469598103934665603ull;
+  char part[4096];
+  const char* vars[] = {"CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "JIFFY_GPUS"};
+  const char* pieces[4] = {"cpus=", cpus, NULL, NULL};
+  for (int k = 0; k < 2; ++k) {
+    for (const char* c = pieces[k]; *c; ++c) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+  }
+  for (size_t v = 0; v < sizeof vars / sizeof vars[0]; ++v) {
+    const char* val = getenv(vars[v]);
+    snprintf(part, sizeof part, " %s=%s", vars[v], val ? val : "<unset>");
+    for (const char* c = part; *c; ++c) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+  }
+  return h;
+}
+
+int daemon_connect(char* cpus, size_t cpus_size) {
+  char dir[4096];
+  if (runtime_dir(dir, sizeof dir) != 0 || allowed_cpus(cpus, cpus_size) != 0) return -1;
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%016llx.sock", dir,
+                   (unsigned long long)resource_key(cpus));
+  if (n < 0 || (size_t)n >= sizeof addr.sun_path) return -1;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (connect(fd, (struct sockaddr*)&addr, sizeof addr) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int frame_send(int fd, const char* body, size_t len) {
+  char head[4] = {(char)(len >> 24), (char)(len >> 16), (char)(len >> 8), (char)len};
+  struct iovec iov[2] = {{head, 4}, {(void*)body, len}};
+  struct msghdr m;
+  memset(&m, 0, sizeof m);
+  m.msg_iov = iov;
+  m.msg_iovlen = 2;
+  size_t left = len + 4;
+  while (left > 0) {
+    ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    left -= (size_t)w;
+    while (m.msg_iovlen > 0 && (size_t)w >= m.msg_iov[0].iov_len) {
+      w -= (ssize_t)m.msg_iov[0].iov_len;
+      m.msg_iov++;
+      m.msg_iovlen--;
+    }
+    if (m.msg_iovlen > 0) {
+      m.msg_iov[0].iov_base = (char*)m.msg_iov[0].iov_base + w;
+      m.msg_iov[0].iov_len -= (size_t)w;
+    }
+  }
+  return 0;
+}
+
+/* Reads exactly len bytes, waiting at most until the deadline on the first
+ * byte. Never reads beyond the frame: what follows stays in the socket for
+ * jiffy-launch. */
+static long read_exact(int fd, char* buf, size_t len, int timeout_ms, int signal_fd) {
+  size_t got = 0;
+  while (got < len) {
+    struct pollfd p[2] = {{fd, POLLIN, 0}, {signal_fd, POLLIN, 0}};
+    int n = poll(p, 2, got ? -1 : timeout_ms);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -1;
+    if (n == 0) return -2;
+    if (p[1].revents && !got) return -3;
+    if (!p[0].revents) continue;
+    ssize_t r = read(fd, buf + got, len - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    got += (size_t)r;
+  }
+  return (long)got;
+}
+
+long frame_receive(int fd, char** body, int timeout_ms, int signal_fd) {
+  unsigned char head[4];
+  long r = read_exact(fd, (char*)head, 4, timeout_ms, signal_fd);
+  if (r != 4) return r < 0 ? r : -1;
+  size_t len = (size_t)head[0] << 24 | (size_t)head[1] << 16 | (size_t)head[2] << 8 | head[3];
+  if (len == 0 || len > kMaxFrame) return -1;
+  char* b = malloc(len + 1);
+  if (!b) return -1;
+  if (read_exact(fd, b, len, -1, -1) != (long)len) {
+    free(b);
+    return -1;
+  }
+  b[len] = '\0';
+  *body = b;
+  return (long)len;
+}

@@ -1,0 +1,82 @@
+/* The jiffy front: the executable users run as `jiffy`.
+ *
+ * Why it exists, and why in C: every glibc process pays for glibc's start-up
+ * (on the VMs CI runs on, 68 CPUID instructions, each a VM exit: 0.45 ms of a
+ * 0.6 ms /bin/true). A launcher built on glibc therefore costs at least one
+ * more /bin/true than the program it starts. The front is plain C linked
+ * statically with musl, which starts in microseconds, and it runs the common
+ * launch `jiffy -n N prog args` of a program that needs no PMIx from start to
+ * finish on the happy path: ask the daemon, spawn the ranks bound to their
+ * cores, reap them, report. Anything else is handed to jiffy-launch (the C++
+ * launcher next to it):
+ *
+ *   - before anything is taken (other options, a terminal, no daemon yet, an
+ *     Open MPI program, ...): exec jiffy-launch with the same arguments;
+ *   - once ranks run (a rank speaks PMI, a signal, a rank fails, the daemon
+ *     writes or goes away): exec jiffy-launch in the same process with
+ *     "--jiffy-handoff STATE", so the ranks stay its children, the daemon
+ *     connection and the PMI channels stay open, and pending signals stay
+ *     pending (src/launch/handoff.h describes STATE).
+ *
+ * The rules that decide what a rank sees (its environment, binding, stdio)
+ * are jiffy-launch's; tests/e2e/test_front.py checks that both launchers give
+ * a rank the same ones.
+ */
+#ifndef JIFFY_FRONT_H
+#define JIFFY_FRONT_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Never returns: continues in jiffy-launch, with the state of a running job
+ * (state != NULL) or from the start (state == NULL). */
+_Noreturn void hand_over(const char* state);
+
+/* ---- json.c: just enough JSON to read the daemon's answers ------------- */
+
+enum json_type { JSON_NULL, JSON_BOOL, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSON_OBJECT };
+
+struct json {
+  enum json_type type;
+  const char* text;   /* the value's source text (strings: inside the quotes) */
+  size_t len;
+  int first;          /* arrays and objects: index of the first element, -1 none */
+  int next;           /* the next element of the enclosing array/object, -1 none */
+  const char* key;    /* object members: the key (raw, inside the quotes) */
+  size_t key_len;
+};
+
+/* Parses text into nodes[0..max). Returns the number of nodes (node 0 is the
+ * root), or -1 when text is not JSON or needs more than max nodes. */
+int json_parse(const char* text, size_t len, struct json* nodes, int max);
+/* The member of object node `obj` named key, or -1. */
+int json_member(const struct json* nodes, int obj, const char* key);
+/* The value as an integer; -1 when it is not a non-negative integer. */
+long long json_uint(const struct json* nodes, int n);
+/* 1 when string node n equals s (no escapes involved). */
+int json_string_is(const struct json* nodes, int n, const char* s);
+
+/* ---- daemon.c: reaching the daemon of this resource set ---------------- */
+
+/* Connects to the running daemon of the caller's resource set; -1 when
+ * there is none (or its directory is not one we trust). cpus receives the
+ * allowed CPU list as jiffy-launch formats it ("0-3,6"). */
+int daemon_connect(char* cpus, size_t cpus_size);
+/* Sends one frame (4-byte big-endian length + body). 0 or -1. */
+int frame_send(int fd, const char* body, size_t len);
+/* Reads one frame into a malloc'd, NUL-terminated buffer. Returns its length,
+ * or -1 on EOF/error, -2 when timeout_ms passed with nothing, -3 when
+ * signal_fd became readable first (nothing read from it). */
+long frame_receive(int fd, char** body, int timeout_ms, int signal_fd);
+
+/* ---- program.c: the program to run -------------------------------------- */
+
+/* Resolves name as execvp would; 0 and the path in out, or -1. */
+int program_resolve(const char* name, char* out, size_t size);
+
+enum program_kind { PROGRAM_PLAIN, PROGRAM_MPICH, PROGRAM_NEEDS_PMIX };
+/* What jiffy-launch's detect_mpi would say, folded into what the front needs:
+ * PMI-1 only (plain or MPICH) or PMIx (Open MPI, an interpreter). */
+enum program_kind program_kind(const char* path);
+
+#endif

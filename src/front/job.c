@@ -1,0 +1,401 @@
+#define _GNU_SOURCE
+#include "front/job.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char** environ;
+
+void launcher_signals(sigset_t* mask) {
+  static const int sigs[] = {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+  sigemptyset(mask);
+  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; ++i) sigaddset(mask, sigs[i]);
+}
+
+/* ------------------------------------------------------------------ grant */
+
+static int int_list(const struct json* nodes, int arr, cpu_set_t* set, char** text) {
+  if (arr < 0 || nodes[arr].type != JSON_ARRAY) return -1;
+  size_t cap = nodes[arr].len + 1, used = 0;
+  char* s = text ? calloc(cap, 1) : NULL;
+  if (text && !s) return -1;
+  for (int e = nodes[arr].first; e >= 0; e = nodes[e].next) {
+    long long v = json_uint(nodes, e);
+    if (v < 0 || (set && v >= CPU_SETSIZE)) {
+      free(s);
+      return -1;
+    }
+    if (set) CPU_SET((int)v, set);
+    if (s) used += (size_t)snprintf(s + used, cap - used, "%s%lld", used ? "," : "", v);
+  }
+  if (text) *text = s;
+  return 0;
+}
+
+int job_from_grant(struct job* job, int n) {
+  const char* g = job->grant_text;
+  int max = 16 + 16 * n;
+  struct json* nodes = calloc((size_t)max, sizeof *nodes);
+  if (!nodes || json_parse(g, strlen(g), nodes, max) <= 0) return -1;
+  int ranks = json_member(nodes, 0, "ranks");
+  long long id = json_uint(nodes, json_member(nodes, 0, "job"));
+  if (id <= 0 || ranks < 0 || nodes[ranks].type != JSON_ARRAY) return -1;
+  job->id = (unsigned long long)id;
+  job->n = n;
+  job->ranks = calloc((size_t)n, sizeof *job->ranks);
+  if (!job->ranks) return -1;
+  int r = 0;
+  for (int e = nodes[ranks].first; e >= 0; e = nodes[e].next, ++r) {
+    if (r >= n) return -1;
+    struct rank* rk = &job->ranks[r];
+    CPU_ZERO(&rk->cpus);
+    int gpus = json_member(nodes, e, "gpus");
+    if (gpus < 0 || nodes[gpus].first >= 0) return -1; /* we asked for none */
+    if (int_list(nodes, json_member(nodes, e, "cpus"), &rk->cpus, NULL) != 0 ||
+        int_list(nodes, json_member(nodes, e, "cores"), NULL, &rk->cores) != 0) {
+      return -1;
+    }
+    rk->bound = CPU_COUNT(&rk->cpus) > 0;
+    rk->pmi_fd = -1;
+  }
+  free(nodes);
+  return r == n ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------ spawn */
+
+/* Environment::set: replace in place, else append. */
+static void env_set(char** env, int* n, const char* name, const char* value) {
+  size_t l = strlen(name);
+  char* entry = malloc(l + strlen(value) + 2);
+  if (!entry) _exit(1);
+  sprintf(entry, "%s=%s", name, value);
+  for (int i = 0; i < *n; ++i) {
+    if (strncmp(env[i], name, l) == 0 && env[i][l] == '=') {
+      env[i] = entry;
+      return;
+    }
+  }
+  env[(*n)++] = entry;
+  env[*n] = NULL;
+}
+
+/* What jiffy-launch gives rank r of a PMI-1 job (Job::start and
+ * Bootstrap::prepare_rank), in the same order. */
+static char** rank_environment(const struct job* job, int r, int pmi_fd) {
+  int count = 0;
+  while (environ[count]) ++count;
+  char** env = malloc(((size_t)count + 16) * sizeof *env);
+  if (!env) _exit(1);
+  int n = 0;
+  for (int i = 0; i < count; ++i) {
+    if (strchr(environ[i], '=')) env[n++] = environ[i];
+  }
+  env[n] = NULL;
+  char num[32], size[16], fd[16];
+  snprintf(size, sizeof size, "%d", job->n);
+  snprintf(num, sizeof num, "%llu", job->id);
+  env_set(env, &n, "JIFFY_JOB_ID", num);
+  snprintf(num, sizeof num, "%d", r);
+  env_set(env, &n, "JIFFY_RANK", num);
+  env_set(env, &n, "JIFFY_SIZE", size);
+  env_set(env, &n, "JIFFY_LOCAL_RANK", num);
+  env_set(env, &n, "JIFFY_LOCAL_SIZE", size);
+  env_set(env, &n, "JIFFY_APPNUM", "0");
+  env_set(env, &n, "JIFFY_CORES", job->ranks[r].cores);
+  env_set(env, &n, "JIFFY_JOB_TAG", job->tag);
+  snprintf(fd, sizeof fd, "%d", pmi_fd);
+  env_set(env, &n, "PMI_FD", fd);
+  env_set(env, &n, "PMI_RANK", num);
+  env_set(env, &n, "PMI_SIZE", size);
+  env_set(env, &n, "MPI_LOCALNRANKS", size);
+  env_set(env, &n, "MPI_LOCALRANKID", num);
+  return env;
+}
+
+struct child {
+  const char* path;
+  char** argv;
+  char** envp;
+  const cpu_set_t* cpus; /* NULL: inherit */
+  pid_t pgid;            /* 0: lead a new group */
+  pid_t parent;
+  int stdin_fd;
+  int pmi_fd;
+  int err; /* written by the child */
+};
+
+/* Runs on a private stack, sharing our memory until exec (CLONE_VM|
+ * CLONE_VFORK, as spawn.cc): system calls only. */
+static int child_main(void* p) {
+  struct child* c = p;
+  setpgid(0, c->pgid);
+  prctl(PR_SET_PDEATHSIG, SIGKILL); /* a rank never outlives its launcher */
+  if (getppid() != c->parent) _exit(1);
+  struct sigaction dfl = {.sa_handler = SIG_DFL};
+  sigaction(SIGPIPE, &dfl, NULL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  if ((c->cpus && sched_setaffinity(0, sizeof *c->cpus, c->cpus) != 0) ||
+      (c->stdin_fd != 0 && dup2(c->stdin_fd, 0) < 0) || fcntl(c->pmi_fd, F_SETFD, 0) != 0) {
+    c->err = errno;
+    _exit(127);
+  }
+  execve(c->path, c->argv, c->envp);
+  c->err = errno;
+  _exit(127);
+}
+
+static void random_tag(char out[33]) {
+  unsigned char b[16];
+  if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    snprintf((char*)b, sizeof b, "%08x%07lx", (unsigned)getpid(), (unsigned long)t.tv_nsec);
+  }
+  for (int i = 0; i < 16; ++i) sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+static void reap_all_ranks(struct job* job) {
+  for (int r = 0; r < job->n; ++r) {
+    if (job->ranks[r].pid > 0) {
+      while (waitpid(job->ranks[r].pid, NULL, 0) < 0 && errno == EINTR) {
+      }
+    }
+  }
+}
+
+int job_start(struct job* job, const char* program, char** argv) {
+  random_tag(job->tag);
+  /* Orphans of the ranks become ours (kill_descendants). */
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  /* Run where rank 0 runs (see Job::start). */
+  if (job->ranks[0].bound) sched_setaffinity(0, sizeof job->ranks[0].cpus, &job->ranks[0].cpus);
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  static char stack[64 * 1024] __attribute__((aligned(64)));
+  int failed = -1, err = 0;
+  for (int r = 0; r < job->n; ++r) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      failed = r;
+      err = errno;
+      break;
+    }
+    struct child c = {program, argv, rank_environment(job, r, sv[1]),
+                      job->ranks[r].bound ? &job->ranks[r].cpus : NULL,
+                      job->pgid, getpid(), r == 0 ? 0 : devnull, sv[1], 0};
+    pid_t pid = clone(child_main, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
+    close(sv[1]);
+    free(c.envp);
+    job->ranks[r].pmi_fd = sv[0];
+    if (pid < 0) {
+      failed = r;
+      err = errno;
+      close(sv[0]);
+      job->ranks[r].pmi_fd = -1;
+      break;
+    }
+    job->ranks[r].pid = pid;
+    if (r == 0) job->pgid = pid;
+    if (c.err && failed < 0) {
+      failed = r;
+      err = c.err;
+    }
+  }
+  if (devnull >= 0) close(devnull);
+  if (failed >= 0) {
+    fprintf(stderr, "jiffy: cannot execute %s: %s\n", argv[0], strerror(err));
+    if (job->pgid > 0) kill(-job->pgid, SIGKILL);
+    reap_all_ranks(job);
+    return -1;
+  }
+  char started[128];
+  int len = snprintf(started, sizeof started,
+                     "{\"jobdir\":\"\",\"pgid\":%d,\"tag\":\"%s\",\"type\":\"started\"}", (int)job->pgid,
+                     job->tag);
+  frame_send(job->daemon_fd, started, (size_t)len); /* a failure shows as a hang-up */
+  job->argv0 = argv[0];
+  return 0;
+}
+
+/* --------------------------------------------------------------- hand-over */
+
+static _Noreturn void job_hand_over(struct job* job) {
+  size_t cap = strlen(job->grant_text) + strlen(job->cpus) + 128 + (size_t)job->n * 40;
+  char* state = malloc(cap);
+  if (!state) _exit(1);
+  int used = snprintf(state, cap, "v=1 daemon=%d cpus=%s tag=%s pgid=%d ranks=", job->daemon_fd,
+                      job->cpus, job->tag, (int)job->pgid);
+  fcntl(job->daemon_fd, F_SETFD, 0);
+  for (int r = 0; r < job->n; ++r) {
+    struct rank* rk = &job->ranks[r];
+    if (rk->pmi_fd >= 0) fcntl(rk->pmi_fd, F_SETFD, 0);
+    used += snprintf(state + used, cap - (size_t)used, "%s%d:%d:%d", r ? "," : "", (int)rk->pid,
+                     rk->pmi_fd, rk->done);
+  }
+  snprintf(state + used, cap - (size_t)used, " grant=%s", job->grant_text);
+  hand_over(state);
+}
+
+/* ------------------------------------------------------------------- watch */
+
+/* 1 when rank r has written to its PMI channel (it is an MPI process:
+ * jiffy-launch serves it); closes the channel when the rank hung up. */
+static int pmi_spoken(struct rank* rk) {
+  if (rk->pmi_fd < 0) return 0;
+  char c;
+  ssize_t n = recv(rk->pmi_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0) return 1;
+  if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+    close(rk->pmi_fd);
+    rk->pmi_fd = -1;
+  }
+  return 0;
+}
+
+static int rank_of(const struct job* job, pid_t pid) {
+  for (int r = 0; r < job->n; ++r) {
+    if (job->ranks[r].pid == pid) return r;
+  }
+  return -1;
+}
+
+/* A rank's exit that the front can take: 0, and nothing said on PMI. */
+static int clean_exit(struct job* job, int r, const siginfo_t* si) {
+  return si->si_code == CLD_EXITED && si->si_status == 0 && !pmi_spoken(&job->ranks[r]);
+}
+
+/* Reaps what exited (all but rank 0, as Job::reap); hands over on any exit
+ * that is not a clean one. */
+static void reap(struct job* job) {
+  for (;;) {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid == 0) break;
+    int r = rank_of(job, si.si_pid);
+    if (r < 0) { /* something a rank left behind, adopted by us */
+      waitpid(si.si_pid, NULL, 0);
+      continue;
+    }
+    if (!clean_exit(job, r, &si)) job_hand_over(job);
+    job->ranks[r].done = 1;
+    if (r == 0) break;
+    waitpid(si.si_pid, NULL, 0);
+  }
+  if (!job->ranks[0].done) return;
+  for (int r = 1; r < job->n; ++r) {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (job->ranks[r].done || waitid(P_PID, job->ranks[r].pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+        si.si_pid == 0) {
+      continue;
+    }
+    if (!clean_exit(job, r, &si)) job_hand_over(job);
+    job->ranks[r].done = 1;
+    waitpid(si.si_pid, NULL, 0);
+  }
+}
+
+/* Kills and reaps whatever the ranks left behind (Job::kill_descendants). */
+static void kill_descendants(const struct job* job) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+  for (int round = 0; round < 64; ++round) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    char buf[8192];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return;
+    buf[n] = '\0';
+    pid_t kids[1024];
+    int k = 0;
+    for (char* p = buf; *p && k < 1024;) {
+      char* end;
+      long pid = strtol(p, &end, 10);
+      if (end == p) break;
+      if (pid > 0 && pid != job->ranks[0].pid) kids[k++] = (pid_t)pid;
+      p = end;
+    }
+    if (k == 0) return;
+    for (int i = 0; i < k; ++i) kill(kids[i], SIGKILL);
+    for (int i = 0; i < k; ++i) {
+      while (waitpid(kids[i], NULL, 0) < 0 && errno == EINTR) {
+      }
+    }
+  }
+}
+
+static int live_ranks(const struct job* job) {
+  int n = 0;
+  for (int r = 0; r < job->n; ++r) n += !job->ranks[r].done;
+  return n;
+}
+
+int job_wait(struct job* job) {
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  struct pollfd* p = calloc((size_t)job->n + 2, sizeof *p);
+  if (!p) job_hand_over(job);
+  reap(job);
+  while (live_ranks(job) > 0) {
+    int k = 0;
+    p[k++] = (struct pollfd){job->signal_fd, POLLIN, 0};
+    p[k++] = (struct pollfd){job->daemon_fd, POLLIN, 0};
+    for (int r = 0; r < job->n; ++r) {
+      if (job->ranks[r].pmi_fd >= 0) p[k++] = (struct pollfd){job->ranks[r].pmi_fd, POLLIN, 0};
+    }
+    if (poll(p, (nfds_t)k, -1) < 0) {
+      if (errno == EINTR) continue;
+      job_hand_over(job);
+    }
+    /* The daemon writes only when something is wrong; it hangs up when it
+     * dies: jiffy-launch deals with both (and re-attaches). */
+    if (p[1].revents) job_hand_over(job);
+    for (int r = 0; r < job->n; ++r) {
+      if (pmi_spoken(&job->ranks[r])) job_hand_over(job);
+    }
+    if (p[0].revents) {
+      sigset_t pending;
+      sigpending(&pending);
+      for (int s = 1; s < NSIG; ++s) {
+        if (s != SIGCHLD && sigismember(&pending, s) == 1) job_hand_over(job); /* forwarding */
+      }
+      const struct timespec zero = {0, 0};
+      while (sigtimedwait(&chld, NULL, &zero) == SIGCHLD) {
+      }
+      reap(job);
+    }
+  }
+  free(p);
+  /* Nothing of the job may outlive it (Job::wait). */
+  kill(-job->pgid, SIGKILL);
+  kill_descendants(job);
+  while (waitpid(job->ranks[0].pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+  if (job->kind == PROGRAM_MPICH && job->n >= 2) {
+    fprintf(stderr,
+            "jiffy: warning: none of the %d ranks of %s contacted jiffy's PMI-1 or PMIx server "
+            "although it links MPICH; they probably ran as %d separate singletons (an MPI built "
+            "for another launcher, or statically linked?)\n",
+            job->n, job->argv0, job->n);
+  }
+  static const char finished[] = "{\"code\":0,\"type\":\"finished\"}";
+  frame_send(job->daemon_fd, finished, sizeof finished - 1);
+  close(job->daemon_fd);
+  return 0;
+}

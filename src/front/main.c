@@ -1,0 +1,202 @@
+/* jiffy (the front, see front.h): decides whether this launch is one it runs
+ * itself, asks the daemon for the cores, and hands the ranks to job.c. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "front/front.h"
+#include "front/job.h"
+
+static char** g_argv;
+static sigset_t g_caller_mask;
+static struct sigaction g_caller_sigpipe;
+static int g_signals_taken;
+
+_Noreturn void hand_over(const char* state) {
+  if (!state && g_signals_taken) {
+    /* From the start: jiffy-launch (or a subcommand) finds the process as
+     * its caller made it. */
+    sigprocmask(SIG_SETMASK, &g_caller_mask, NULL);
+    sigaction(SIGPIPE, &g_caller_sigpipe, NULL);
+  }
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 16);
+  char* slash = n > 0 ? memrchr(exe, '/', (size_t)n) : NULL;
+  if (!slash) {
+    fprintf(stderr, "jiffy: cannot find jiffy-launch: /proc/self/exe: %s\n", strerror(errno));
+    _exit(1);
+  }
+  strcpy(slash + 1, "jiffy-launch");
+  int argc = 0;
+  while (g_argv[argc]) ++argc;
+  char** argv = calloc((size_t)argc + 3, sizeof *argv);
+  if (!argv) _exit(1);
+  int k = 0;
+  argv[k++] = g_argv[0];
+  if (state) {
+    argv[k++] = "--jiffy-handoff";
+    argv[k++] = (char*)state;
+  }
+  for (int i = 1; i < argc; ++i) argv[k++] = g_argv[i];
+  execv(exe, argv);
+  fprintf(stderr, "jiffy: cannot run %s: %s\n", exe, strerror(errno));
+  _exit(1);
+}
+
+/* `-n N prog args...` or `-np N prog args...`, nothing else, in a setting
+ * where jiffy-launch would do exactly what the front does. */
+static int fast_path_applies(int argc, char** argv, int* ntasks) {
+  if (argc < 4 || (strcmp(argv[1], "-n") != 0 && strcmp(argv[1], "-np") != 0)) return 0;
+  const char* n = argv[2];
+  if (n[0] < '1' || n[0] > '9' || strlen(n) > 6 || n[strspn(n, "0123456789")] != '\0') return 0;
+  *ntasks = atoi(n);
+  if (argv[3][0] == '-' || argv[3][0] == '\0') return 0;
+  for (int i = 3; i < argc; ++i) {
+    if (strcmp(argv[i], ":") == 0) return 0; /* MPMD */
+  }
+  /* Settings that change the launch (a timeout, opt-in MPI tuning), an
+   * explicit opt-out, and terminals (status line, stdin pump). */
+  static const char* vars[] = {"MPIEXEC_TIMEOUT", "JIFFY_TOPOLOGY_CACHE", "JIFFY_SINGLE_NODE_OMPI"};
+  for (size_t i = 0; i < sizeof vars / sizeof vars[0]; ++i) {
+    const char* v = getenv(vars[i]);
+    if (v && *v) return 0;
+  }
+  const char* fast = getenv("JIFFY_FAST");
+  if (fast && strcmp(fast, "0") == 0) return 0;
+  return !isatty(0) && !isatty(2);
+}
+
+/* The submit message, as jiffy-launch's submit_message() writes it for the
+ * same command line. -1 when the command is not plain ASCII (jiffy-launch
+ * knows how to carry that). */
+static int submit_message(char* out, size_t size, int argc, char** argv, int ntasks) {
+  char summary[256];
+  size_t used = 0;
+  for (int i = 3; i < argc && used <= 200; ++i) {
+    if (used && summary[used - 1] != ' ' && used < sizeof summary) summary[used++] = ' ';
+    for (const char* c = argv[i]; *c && used < sizeof summary; ++c) summary[used++] = *c;
+  }
+  if (used > 200) {
+    memcpy(summary + 200, "...", 3);
+    used = 203;
+  }
+  char command[256 * 6 + 1];
+  size_t k = 0;
+  for (size_t i = 0; i < used; ++i) {
+    unsigned char c = (unsigned char)summary[i];
+    if (c >= 0x80) return -1;
+    if (c == '"' || c == '\\') {
+      command[k++] = '\\';
+      command[k++] = (char)c;
+    } else if (c < 0x20) {
+      static const char* esc[] = {[8] = "\\b", [9] = "\\t", [10] = "\\n", [12] = "\\f", [13] = "\\r"};
+      k += (size_t)(esc[c] ? sprintf(command + k, "%s", esc[c]) : sprintf(command + k, "\\u%04x", c));
+    } else {
+      command[k++] = (char)c;
+    }
+  }
+  command[k] = '\0';
+  int n = snprintf(out, size,
+                   "{\"allow_oversubscribe\":true,\"arrival\":0,\"bind\":\"core\",\"command\":\"%s\","
+                   "\"cores_per_task\":1,\"gpus_per_job\":0,\"gpus_per_task\":0,\"ntasks\":%d,"
+                   "\"pid\":%d,\"progress\":false,\"type\":\"submit\",\"v\":1}",
+                   command, ntasks, (int)getpid());
+  return n > 0 && (size_t)n < size ? n : -1;
+}
+
+static int daemon_timeout_ms(void) {
+  const char* t = getenv("JIFFY_DAEMON_TIMEOUT");
+  char* end = NULL;
+  double v = t ? strtod(t, &end) : 0;
+  return (t && end && *end == '\0' && v > 0 && v < 1e6) ? (int)(v * 1000) + 1 : 10000;
+}
+
+/* Withdraws the request (closing the connection does that) and lets
+ * jiffy-launch start over; after a daemon crash, with our old ticket. */
+static _Noreturn void start_over(int fd, long long ticket) {
+  close(fd);
+  if (ticket <= 0) hand_over(NULL);
+  sigprocmask(SIG_SETMASK, &g_caller_mask, NULL);
+  sigaction(SIGPIPE, &g_caller_sigpipe, NULL);
+  char state[64];
+  snprintf(state, sizeof state, "v=1 ticket=%lld", ticket);
+  hand_over(state);
+}
+
+/* Waits for the grant. Returns its text (malloc'd) or does not return. */
+static char* wait_for_grant(int fd, int signal_fd) {
+  long long ticket = 0;
+  const int timeout = daemon_timeout_ms();
+  for (;;) {
+    char* body = NULL;
+    long len = frame_receive(fd, &body, timeout, signal_fd);
+    if (len == -3) {
+      sigset_t pending;
+      sigpending(&pending);
+      static const int stop[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+      for (size_t i = 0; i < sizeof stop / sizeof stop[0]; ++i) {
+        if (sigismember(&pending, stop[i])) _exit(128 + stop[i]); /* as jiffy-launch does */
+      }
+      struct signalfd_siginfo si; /* SIGCHLD of a child our caller left us, USR1/2: ignored */
+      while (read(signal_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+      }
+      continue;
+    }
+    if (len == -2) start_over(fd, 0); /* silent daemon: jiffy-launch reports it */
+    if (len < 0) start_over(fd, ticket);
+    struct json nodes[64];
+    int count = json_parse(body, (size_t)len, nodes, 64);
+    int type = count > 0 ? json_member(nodes, 0, "type") : -1;
+    if (json_string_is(nodes, type, "queued")) {
+      long long job = json_uint(nodes, json_member(nodes, 0, "job"));
+      if (job > 0) ticket = job;
+      free(body);
+      continue;
+    }
+    if (json_string_is(nodes, type, "grant")) return body;
+    /* A refusal (or something new): jiffy-launch asks again and explains. */
+    start_over(fd, 0);
+  }
+}
+
+int main(int argc, char** argv) {
+  g_argv = argv;
+  int ntasks = 0;
+  if (!fast_path_applies(argc, argv, &ntasks)) hand_over(NULL);
+  char program[PATH_MAX];
+  if (program_resolve(argv[3], program, sizeof program) != 0) hand_over(NULL);
+  enum program_kind kind = program_kind(program);
+  if (kind == PROGRAM_NEEDS_PMIX) hand_over(NULL);
+  char submit[2048];
+  if (submit_message(submit, sizeof submit, argc, argv, ntasks) < 0) hand_over(NULL);
+
+  /* From here on, signals are ours (and jiffy-launch's after a hand-over:
+   * the mask and what is pending survive exec). */
+  sigset_t mask;
+  launcher_signals(&mask);
+  sigprocmask(SIG_BLOCK, &mask, &g_caller_mask);
+  struct sigaction ignore = {.sa_handler = SIG_IGN};
+  sigaction(SIGPIPE, &ignore, &g_caller_sigpipe);
+  g_signals_taken = 1;
+  int signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (signal_fd < 0) hand_over(NULL);
+
+  struct job job;
+  memset(&job, 0, sizeof job);
+  job.daemon_fd = daemon_connect(job.cpus, sizeof job.cpus);
+  if (job.daemon_fd < 0) hand_over(NULL); /* none yet: jiffy-launch starts it */
+  if (frame_send(job.daemon_fd, submit, strlen(submit)) != 0) start_over(job.daemon_fd, 0);
+  job.grant_text = wait_for_grant(job.daemon_fd, signal_fd);
+  job.signal_fd = signal_fd;
+  job.kind = kind;
+  if (job_from_grant(&job, ntasks) != 0) start_over(job.daemon_fd, 0);
+  if (job_start(&job, program, argv + 3) != 0) return 127;
+  return job_wait(&job);
+}

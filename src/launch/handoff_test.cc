@@ -1,0 +1,47 @@
+#include "launch/handoff.h"
+
+#include <gtest/gtest.h>
+
+#include "util/error.h"
+
+namespace jiffy {
+namespace {
+
+TEST(Handoff, Ticket) {
+  Handoff h = parse_handoff("v=1 ticket=42");
+  EXPECT_FALSE(h.running);
+  EXPECT_EQ(h.ticket, 42u);
+}
+
+TEST(Handoff, RunningJob) {
+  Handoff h = parse_handoff(
+      "v=1 daemon=4 cpus=0-2,5 tag=ab12 pgid=100 ranks=100:6:1,101:-1:0 "
+      "grant={\"job\":3,\"ranks\":[{\"cores\":[0]}],\"type\":\"grant\",\"x\":\"a b\"}");
+  EXPECT_TRUE(h.running);
+  EXPECT_EQ(h.daemon_fd, 4);
+  EXPECT_EQ(h.cpus, (std::vector<int>{0, 1, 2, 5}));
+  EXPECT_EQ(h.tag, "ab12");
+  EXPECT_EQ(h.pgid, 100);
+  ASSERT_EQ(h.ranks.size(), 2u);
+  EXPECT_EQ(h.ranks[0].pid, 100);
+  EXPECT_EQ(h.ranks[0].pmi_fd, 6);
+  EXPECT_TRUE(h.ranks[0].done);
+  EXPECT_EQ(h.ranks[1].pmi_fd, -1);
+  EXPECT_FALSE(h.ranks[1].done);
+  EXPECT_EQ(h.grant, "{\"job\":3,\"ranks\":[{\"cores\":[0]}],\"type\":\"grant\",\"x\":\"a b\"}");
+}
+
+TEST(Handoff, RejectsMalformed) {
+  for (const char* bad : {"", "v=2 ticket=1", "ticket=1", "v=1 ticket=x", "v=1 ticket=0",
+                          "v=1 bogus=1", "v=1 daemon=4 cpus=0 tag=a pgid=100 grant={}",
+                          "v=1 daemon=4 cpus=0 tag=a pgid=100 ranks=101:6:0 grant={}",
+                          "v=1 daemon=4 cpus=0 tag=a pgid=100 ranks=100:6 grant={}",
+                          "v=1 daemon=4 cpus=3-1 tag=a pgid=100 ranks=100:6:0 grant={}",
+                          "v=1 daemon=4 cpus=0 tag=a pgid=100 ranks=100:6:2 grant={}",
+                          "v=1 daemon=4 cpus=0 tag=a pgid=100 ranks=100:6:0"}) {
+    EXPECT_THROW(parse_handoff(bad), Error) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace jiffy
