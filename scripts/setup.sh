@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(g++ cmake ninja-build pkg-config libhwloc-dev nlohmann-json3-dev libgtest-dev
+packages=(g++ musl-tools cmake ninja-build pkg-config libhwloc-dev nlohmann-json3-dev libgtest-dev
           python3 python3-pytest mpich libmpich-dev openmpi-bin libopenmpi-dev libpmix-dev
           hyperfine)
 missing=()
