@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -24,8 +25,93 @@ void launcher_signals(sigset_t* mask) {
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; ++i) sigaddset(mask, sigs[i]);
 }
 
+/* ---------------------------------------------------------------- prepare */
+
+static void random_tag(char out[33]) {
+  unsigned char b[16];
+  if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    snprintf((char*)b, sizeof b, "%08x%07lx", (unsigned)getpid(), (unsigned long)t.tv_nsec);
+  }
+  for (int i = 0; i < 16; ++i) sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+static char* entry(const char* name, const char* value) {
+  char* e = malloc(strlen(name) + strlen(value) + 2);
+  if (!e) _exit(1);
+  sprintf(e, "%s=%s", name, value);
+  return e;
+}
+
+/* Environment::set: replace in place, else append. Returns the slot. */
+static int env_set(char** env, int* n, const char* name, const char* value) {
+  size_t l = strlen(name);
+  for (int i = 0; i < *n; ++i) {
+    if (strncmp(env[i], name, l) == 0 && env[i][l] == '=') {
+      env[i] = entry(name, value);
+      return i;
+    }
+  }
+  env[*n] = entry(name, value);
+  env[++*n] = NULL;
+  return *n - 1;
+}
+
+/* What jiffy-launch gives rank r of a PMI-1 job (Job::start, then
+ * Bootstrap::prepare_rank), in the same order; the job id and the cores
+ * are filled in from the grant. */
+static void rank_environment(struct job* job, int r) {
+  int count = 0;
+  while (environ[count]) ++count;
+  char** env = malloc(((size_t)count + 16) * sizeof *env);
+  if (!env) _exit(1);
+  int n = 0;
+  for (int i = 0; i < count; ++i) {
+    if (strchr(environ[i], '=')) env[n++] = environ[i];
+  }
+  env[n] = NULL;
+  char rank[16], size[16], fd[16];
+  snprintf(rank, sizeof rank, "%d", r);
+  snprintf(size, sizeof size, "%d", job->n);
+  snprintf(fd, sizeof fd, "%d", job->ranks[r].child_fd);
+  struct rank* rk = &job->ranks[r];
+  rk->env_job = env_set(env, &n, "JIFFY_JOB_ID", "");
+  env_set(env, &n, "JIFFY_RANK", rank);
+  env_set(env, &n, "JIFFY_SIZE", size);
+  env_set(env, &n, "JIFFY_LOCAL_RANK", rank);
+  env_set(env, &n, "JIFFY_LOCAL_SIZE", size);
+  env_set(env, &n, "JIFFY_APPNUM", "0");
+  rk->env_cores = env_set(env, &n, "JIFFY_CORES", "");
+  env_set(env, &n, "JIFFY_JOB_TAG", job->tag);
+  env_set(env, &n, "PMI_FD", fd);
+  env_set(env, &n, "PMI_RANK", rank);
+  env_set(env, &n, "PMI_SIZE", size);
+  env_set(env, &n, "MPI_LOCALNRANKS", size);
+  env_set(env, &n, "MPI_LOCALRANKID", rank);
+  rk->env = env;
+}
+
+int job_prepare(struct job* job, int n) {
+  job->n = n;
+  job->ranks = calloc((size_t)n, sizeof *job->ranks);
+  if (!job->ranks) return -1;
+  random_tag(job->tag);
+  job->devnull = n > 1 ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
+  if (n > 1 && job->devnull < 0) return -1;
+  for (int r = 0; r < n; ++r) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -1;
+    job->ranks[r].pmi_fd = sv[0];
+    job->ranks[r].child_fd = sv[1];
+    rank_environment(job, r);
+  }
+  return 0;
+}
+
 /* ------------------------------------------------------------------ grant */
 
+/* The integers of a JSON array, into a CPU set and/or "0,1" text. */
 static int int_list(const struct json* nodes, int arr, cpu_set_t* set, char** text) {
   if (arr < 0 || nodes[arr].type != JSON_ARRAY) return -1;
   size_t cap = nodes[arr].len + 1, used = 0;
@@ -44,86 +130,39 @@ static int int_list(const struct json* nodes, int arr, cpu_set_t* set, char** te
   return 0;
 }
 
-int job_from_grant(struct job* job, int n) {
+int job_from_grant(struct job* job) {
   const char* g = job->grant_text;
-  int max = 16 + 16 * n;
+  int max = 16 + 16 * job->n;
   struct json* nodes = calloc((size_t)max, sizeof *nodes);
   if (!nodes || json_parse(g, strlen(g), nodes, max) <= 0) return -1;
   int ranks = json_member(nodes, 0, "ranks");
   long long id = json_uint(nodes, json_member(nodes, 0, "job"));
   if (id <= 0 || ranks < 0 || nodes[ranks].type != JSON_ARRAY) return -1;
   job->id = (unsigned long long)id;
-  job->n = n;
-  job->ranks = calloc((size_t)n, sizeof *job->ranks);
-  if (!job->ranks) return -1;
+  char num[32];
+  snprintf(num, sizeof num, "%llu", job->id);
   int r = 0;
   for (int e = nodes[ranks].first; e >= 0; e = nodes[e].next, ++r) {
-    if (r >= n) return -1;
+    if (r >= job->n) return -1;
     struct rank* rk = &job->ranks[r];
     CPU_ZERO(&rk->cpus);
+    char* cores = NULL;
     int gpus = json_member(nodes, e, "gpus");
     if (gpus < 0 || nodes[gpus].first >= 0) return -1; /* we asked for none */
     if (int_list(nodes, json_member(nodes, e, "cpus"), &rk->cpus, NULL) != 0 ||
-        int_list(nodes, json_member(nodes, e, "cores"), NULL, &rk->cores) != 0) {
+        int_list(nodes, json_member(nodes, e, "cores"), NULL, &cores) != 0) {
       return -1;
     }
     rk->bound = CPU_COUNT(&rk->cpus) > 0;
-    rk->pmi_fd = -1;
+    rk->env[rk->env_job] = entry("JIFFY_JOB_ID", num);
+    rk->env[rk->env_cores] = entry("JIFFY_CORES", cores);
+    free(cores);
   }
   free(nodes);
-  return r == n ? 0 : -1;
+  return r == job->n ? 0 : -1;
 }
 
 /* ------------------------------------------------------------------ spawn */
-
-/* Environment::set: replace in place, else append. */
-static void env_set(char** env, int* n, const char* name, const char* value) {
-  size_t l = strlen(name);
-  char* entry = malloc(l + strlen(value) + 2);
-  if (!entry) _exit(1);
-  sprintf(entry, "%s=%s", name, value);
-  for (int i = 0; i < *n; ++i) {
-    if (strncmp(env[i], name, l) == 0 && env[i][l] == '=') {
-      env[i] = entry;
-      return;
-    }
-  }
-  env[(*n)++] = entry;
-  env[*n] = NULL;
-}
-
-/* What jiffy-launch gives rank r of a PMI-1 job (Job::start and
- * Bootstrap::prepare_rank), in the same order. */
-static char** rank_environment(const struct job* job, int r, int pmi_fd) {
-  int count = 0;
-  while (environ[count]) ++count;
-  char** env = malloc(((size_t)count + 16) * sizeof *env);
-  if (!env) _exit(1);
-  int n = 0;
-  for (int i = 0; i < count; ++i) {
-    if (strchr(environ[i], '=')) env[n++] = environ[i];
-  }
-  env[n] = NULL;
-  char num[32], size[16], fd[16];
-  snprintf(size, sizeof size, "%d", job->n);
-  snprintf(num, sizeof num, "%llu", job->id);
-  env_set(env, &n, "JIFFY_JOB_ID", num);
-  snprintf(num, sizeof num, "%d", r);
-  env_set(env, &n, "JIFFY_RANK", num);
-  env_set(env, &n, "JIFFY_SIZE", size);
-  env_set(env, &n, "JIFFY_LOCAL_RANK", num);
-  env_set(env, &n, "JIFFY_LOCAL_SIZE", size);
-  env_set(env, &n, "JIFFY_APPNUM", "0");
-  env_set(env, &n, "JIFFY_CORES", job->ranks[r].cores);
-  env_set(env, &n, "JIFFY_JOB_TAG", job->tag);
-  snprintf(fd, sizeof fd, "%d", pmi_fd);
-  env_set(env, &n, "PMI_FD", fd);
-  env_set(env, &n, "PMI_RANK", num);
-  env_set(env, &n, "PMI_SIZE", size);
-  env_set(env, &n, "MPI_LOCALNRANKS", size);
-  env_set(env, &n, "MPI_LOCALRANKID", num);
-  return env;
-}
 
 struct child {
   const char* path;
@@ -159,16 +198,6 @@ static int child_main(void* p) {
   _exit(127);
 }
 
-static void random_tag(char out[33]) {
-  unsigned char b[16];
-  if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    snprintf((char*)b, sizeof b, "%08x%07lx", (unsigned)getpid(), (unsigned long)t.tv_nsec);
-  }
-  for (int i = 0; i < 16; ++i) sprintf(out + 2 * i, "%02x", b[i]);
-}
-
 static void reap_all_ranks(struct job* job) {
   for (int r = 0; r < job->n; ++r) {
     if (job->ranks[r].pid > 0) {
@@ -179,43 +208,33 @@ static void reap_all_ranks(struct job* job) {
 }
 
 int job_start(struct job* job, const char* program, char** argv) {
-  random_tag(job->tag);
   /* Orphans of the ranks become ours (kill_descendants). */
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   /* Run where rank 0 runs (see Job::start). */
   if (job->ranks[0].bound) sched_setaffinity(0, sizeof job->ranks[0].cpus, &job->ranks[0].cpus);
-  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   static char stack[64 * 1024] __attribute__((aligned(64)));
+  const pid_t self = getpid();
   int failed = -1, err = 0;
   for (int r = 0; r < job->n; ++r) {
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-      failed = r;
-      err = errno;
-      break;
-    }
-    struct child c = {program, argv, rank_environment(job, r, sv[1]),
-                      job->ranks[r].bound ? &job->ranks[r].cpus : NULL,
-                      job->pgid, getpid(), r == 0 ? 0 : devnull, sv[1], 0};
+    struct rank* rk = &job->ranks[r];
+    struct child c = {program, argv, rk->env, rk->bound ? &rk->cpus : NULL, job->pgid, self,
+                      r == 0 ? 0 : job->devnull, rk->child_fd, 0};
     pid_t pid = clone(child_main, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
-    close(sv[1]);
-    free(c.envp);
-    job->ranks[r].pmi_fd = sv[0];
+    close(rk->child_fd);
+    rk->child_fd = -1;
     if (pid < 0) {
       failed = r;
       err = errno;
-      close(sv[0]);
-      job->ranks[r].pmi_fd = -1;
       break;
     }
-    job->ranks[r].pid = pid;
+    rk->pid = pid;
     if (r == 0) job->pgid = pid;
     if (c.err && failed < 0) {
       failed = r;
       err = c.err;
     }
   }
-  if (devnull >= 0) close(devnull);
+  if (job->devnull >= 0) close(job->devnull);
   if (failed >= 0) {
     fprintf(stderr, "jiffy: cannot execute %s: %s\n", argv[0], strerror(err));
     if (job->pgid > 0) kill(-job->pgid, SIGKILL);
@@ -227,7 +246,6 @@ int job_start(struct job* job, const char* program, char** argv) {
                      "{\"jobdir\":\"\",\"pgid\":%d,\"tag\":\"%s\",\"type\":\"started\"}", (int)job->pgid,
                      job->tag);
   frame_send(job->daemon_fd, started, (size_t)len); /* a failure shows as a hang-up */
-  job->argv0 = argv[0];
   return 0;
 }
 
@@ -346,9 +364,6 @@ static int live_ranks(const struct job* job) {
 }
 
 int job_wait(struct job* job) {
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
   struct pollfd* p = calloc((size_t)job->n + 2, sizeof *p);
   if (!p) job_hand_over(job);
   reap(job);
@@ -370,22 +385,29 @@ int job_wait(struct job* job) {
       if (pmi_spoken(&job->ranks[r])) job_hand_over(job);
     }
     if (p[0].revents) {
-      sigset_t pending;
-      sigpending(&pending);
-      for (int s = 1; s < NSIG; ++s) {
-        if (s != SIGCHLD && sigismember(&pending, s) == 1) job_hand_over(job); /* forwarding */
-      }
-      const struct timespec zero = {0, 0};
-      while (sigtimedwait(&chld, NULL, &zero) == SIGCHLD) {
+      /* Pending signals are taken lowest number first, and SIGCHLD has the
+       * highest of ours: reading SIGCHLD means no other is pending. Any
+       * other is put back (it stays blocked) for jiffy-launch to forward. */
+      struct signalfd_siginfo si;
+      if (read(job->signal_fd, &si, sizeof si) == (ssize_t)sizeof si && si.ssi_signo != SIGCHLD) {
+        kill(getpid(), (int)si.ssi_signo);
+        job_hand_over(job);
       }
       reap(job);
     }
   }
   free(p);
-  /* Nothing of the job may outlive it (Job::wait). */
+  /* Nothing of the job may outlive it (Job::wait): the group is killed
+   * while rank 0's zombie pins its id; then, with rank 0 reaped, any child
+   * left is something a rank left behind and we adopted. */
   kill(-job->pgid, SIGKILL);
-  kill_descendants(job);
   while (waitpid(job->ranks[0].pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+  for (int round = 0; round < 1024; ++round) {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG) != 0) break; /* ECHILD: none */
+    if (si.si_pid == 0) kill_descendants(job);
   }
   if (job->kind == PROGRAM_MPICH && job->n >= 2) {
     fprintf(stderr,

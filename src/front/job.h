@@ -13,16 +13,20 @@
 
 struct rank {
   pid_t pid;
-  int pmi_fd;  /* our end of its PMI-1 channel; -1 once it hung up */
-  int done;    /* exited 0 (reaped, except rank 0 whose zombie pins the group id) */
+  int pmi_fd;   /* our end of its PMI-1 channel; -1 once it hung up */
+  int child_fd; /* the rank's end, until it is spawned */
+  int done;     /* exited 0 (reaped, except rank 0 whose zombie pins the group id) */
   cpu_set_t cpus;
-  int bound;   /* cpus is non-empty */
-  char* cores; /* "0,1": JIFFY_CORES */
+  int bound;    /* cpus is non-empty */
+  char** env;   /* its environment, complete once the grant is in */
+  int env_job;  /* where JIFFY_JOB_ID and JIFFY_CORES sit in env */
+  int env_cores;
 };
 
 struct job {
   int daemon_fd;
   int signal_fd;
+  int devnull;      /* stdin of ranks 1.. */
   char cpus[1024];  /* the caller's allowed CPUs: names its daemon */
   char* grant_text; /* the daemon's grant, handed over verbatim */
   unsigned long long id;
@@ -36,8 +40,11 @@ struct job {
 
 /* The signals a launcher takes over (jiffy-launch's block_signals()). */
 void launcher_signals(sigset_t* mask);
-/* Reads the grant for n ranks. 0, or -1 when it is not one. */
-int job_from_grant(struct job* job, int n);
+/* Prepares n ranks before the grant is known: tag, PMI channels,
+ * environments. 0 or -1. */
+int job_prepare(struct job* job, int n);
+/* Reads the grant. 0, or -1 when it is not one for this job. */
+int job_from_grant(struct job* job);
 /* Spawns the ranks and tells the daemon. 0, or -1 after reporting a rank
  * that could not be executed (the caller exits 127). */
 int job_start(struct job* job, const char* program, char** argv);

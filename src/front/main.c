@@ -2,6 +2,7 @@
  * itself, asks the daemon for the cores, and hands the ranks to job.c. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -70,6 +71,11 @@ static int fast_path_applies(int argc, char** argv, int* ntasks) {
   }
   const char* fast = getenv("JIFFY_FAST");
   if (fast && strcmp(fast, "0") == 0) return 0;
+  /* A closed 0, 1 or 2 would be taken by our sockets (jiffy-launch reopens
+   * them on /dev/null first). */
+  for (int fd = 0; fd < 3; ++fd) {
+    if (fcntl(fd, F_GETFD) < 0) return 0;
+  }
   return !isatty(0) && !isatty(2);
 }
 
@@ -170,10 +176,9 @@ int main(int argc, char** argv) {
   g_argv = argv;
   int ntasks = 0;
   if (!fast_path_applies(argc, argv, &ntasks)) hand_over(NULL);
+  /* A missing program is reported before anything is asked for. */
   char program[PATH_MAX];
   if (program_resolve(argv[3], program, sizeof program) != 0) hand_over(NULL);
-  enum program_kind kind = program_kind(program);
-  if (kind == PROGRAM_NEEDS_PMIX) hand_over(NULL);
   char submit[2048];
   if (submit_message(submit, sizeof submit, argc, argv, ntasks) < 0) hand_over(NULL);
 
@@ -193,10 +198,17 @@ int main(int argc, char** argv) {
   job.daemon_fd = daemon_connect(job.cpus, sizeof job.cpus);
   if (job.daemon_fd < 0) hand_over(NULL); /* none yet: jiffy-launch starts it */
   if (frame_send(job.daemon_fd, submit, strlen(submit)) != 0) start_over(job.daemon_fd, 0);
-  job.grant_text = wait_for_grant(job.daemon_fd, signal_fd);
+  /* While the daemon decides (on another CPU, as a rule): what the program
+   * needs, and everything about the ranks that does not depend on the
+   * grant. A program that needs PMIx withdraws the request (closing the
+   * connection does that) and goes to jiffy-launch. */
+  job.kind = program_kind(program);
+  if (job.kind == PROGRAM_NEEDS_PMIX) start_over(job.daemon_fd, 0);
   job.signal_fd = signal_fd;
-  job.kind = kind;
-  if (job_from_grant(&job, ntasks) != 0) start_over(job.daemon_fd, 0);
+  job.argv0 = argv[3];
+  if (job_prepare(&job, ntasks) != 0) start_over(job.daemon_fd, 0);
+  job.grant_text = wait_for_grant(job.daemon_fd, signal_fd);
+  if (job_from_grant(&job) != 0) start_over(job.daemon_fd, 0);
   if (job_start(&job, program, argv + 3) != 0) return 127;
   return job_wait(&job);
 }
