@@ -46,15 +46,13 @@ bool is_job_dir(const std::string& path, JobId id) {
 
 using namespace server_detail;
 
-
-
 Server::Server(ServerConfig config, Fd listener)
     : config_(std::move(config)),
       sched_(config_.resources, config_.policy),
       listener_(std::move(listener)),
+      state_file_(config_.paths.state),
       started_at_(now_s()),
-      idle_since_(started_at_),
-      state_file_(config_.paths.state) {
+      idle_since_(started_at_) {
   epoll_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
   if (!epoll_) throw_errno("epoll_create1");
   sigset_t mask;

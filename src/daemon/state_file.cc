@@ -149,6 +149,7 @@ bool StateFile::save(const StoredState& s) {
   };
   struct stat st;
   if (fd_ && (::fstat(fd_.get(), &st) != 0 || st.st_nlink == 0)) fd_.reset();  // deleted under us
+  if (fd_ && text == last_) return true;  // already there (a hang-up after "finished")
   if (!fd_) {
     fd_ = Fd(::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd_) return fail("open");
@@ -159,6 +160,7 @@ bool StateFile::save(const StoredState& s) {
   if (text.size() > kPreallocBytes) ::posix_fallocate(fd_.get(), 0, static_cast<off_t>(text.size()));
   ssize_t n = ::pwrite(fd_.get(), text.data(), text.size(), 0);
   if (n != static_cast<ssize_t>(text.size())) return fail("write");
+  last_ = std::move(text);
   // No truncate: the file keeps its reserved size; readers take the first
   // line only, so a longer earlier record's tail after it is ignored.
   warned_ = false;

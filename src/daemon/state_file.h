@@ -60,6 +60,7 @@ class StateFile {
  private:
   std::string path_;
   Fd fd_;
+  std::string last_;  // what the open file holds
   bool warned_ = false;
 };
 

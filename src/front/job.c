@@ -37,23 +37,27 @@ static void random_tag(char out[33]) {
   for (int i = 0; i < 16; ++i) sprintf(out + 2 * i, "%02x", b[i]);
 }
 
-static char* entry(const char* name, const char* value) {
+/* "name=value", owned by the job (freed by job_free). */
+static char* entry(struct job* job, const char* name, const char* value) {
   char* e = malloc(strlen(name) + strlen(value) + 2);
-  if (!e) _exit(1);
+  char** owned = realloc(job->owned, ((size_t)job->nowned + 1) * sizeof *owned);
+  if (!e || !owned) _exit(1);
   sprintf(e, "%s=%s", name, value);
+  job->owned = owned;
+  job->owned[job->nowned++] = e;
   return e;
 }
 
 /* Environment::set: replace in place, else append. Returns the slot. */
-static int env_set(char** env, int* n, const char* name, const char* value) {
+static int env_set(struct job* job, char** env, int* n, const char* name, const char* value) {
   size_t l = strlen(name);
   for (int i = 0; i < *n; ++i) {
     if (strncmp(env[i], name, l) == 0 && env[i][l] == '=') {
-      env[i] = entry(name, value);
+      env[i] = entry(job, name, value);
       return i;
     }
   }
-  env[*n] = entry(name, value);
+  env[*n] = entry(job, name, value);
   env[++*n] = NULL;
   return *n - 1;
 }
@@ -76,19 +80,19 @@ static void rank_environment(struct job* job, int r) {
   snprintf(size, sizeof size, "%d", job->n);
   snprintf(fd, sizeof fd, "%d", job->ranks[r].child_fd);
   struct rank* rk = &job->ranks[r];
-  rk->env_job = env_set(env, &n, "JIFFY_JOB_ID", "");
-  env_set(env, &n, "JIFFY_RANK", rank);
-  env_set(env, &n, "JIFFY_SIZE", size);
-  env_set(env, &n, "JIFFY_LOCAL_RANK", rank);
-  env_set(env, &n, "JIFFY_LOCAL_SIZE", size);
-  env_set(env, &n, "JIFFY_APPNUM", "0");
-  rk->env_cores = env_set(env, &n, "JIFFY_CORES", "");
-  env_set(env, &n, "JIFFY_JOB_TAG", job->tag);
-  env_set(env, &n, "PMI_FD", fd);
-  env_set(env, &n, "PMI_RANK", rank);
-  env_set(env, &n, "PMI_SIZE", size);
-  env_set(env, &n, "MPI_LOCALNRANKS", size);
-  env_set(env, &n, "MPI_LOCALRANKID", rank);
+  rk->env_job = env_set(job, env, &n, "JIFFY_JOB_ID", "");
+  env_set(job, env, &n, "JIFFY_RANK", rank);
+  env_set(job, env, &n, "JIFFY_SIZE", size);
+  env_set(job, env, &n, "JIFFY_LOCAL_RANK", rank);
+  env_set(job, env, &n, "JIFFY_LOCAL_SIZE", size);
+  env_set(job, env, &n, "JIFFY_APPNUM", "0");
+  rk->env_cores = env_set(job, env, &n, "JIFFY_CORES", "");
+  env_set(job, env, &n, "JIFFY_JOB_TAG", job->tag);
+  env_set(job, env, &n, "PMI_FD", fd);
+  env_set(job, env, &n, "PMI_RANK", rank);
+  env_set(job, env, &n, "PMI_SIZE", size);
+  env_set(job, env, &n, "MPI_LOCALNRANKS", size);
+  env_set(job, env, &n, "MPI_LOCALRANKID", rank);
   rk->env = env;
 }
 
@@ -130,11 +134,20 @@ static int int_list(const struct json* nodes, int arr, cpu_set_t* set, char** te
   return 0;
 }
 
+static int grant_into(struct job* job, const struct json* nodes, int parsed);
+
 int job_from_grant(struct job* job) {
   const char* g = job->grant_text;
   int max = 16 + 16 * job->n;
   struct json* nodes = calloc((size_t)max, sizeof *nodes);
-  if (!nodes || json_parse(g, strlen(g), nodes, max) <= 0) return -1;
+  if (!nodes) return -1;
+  int rc = grant_into(job, nodes, json_parse(g, strlen(g), nodes, max) > 0);
+  free(nodes);
+  return rc;
+}
+
+static int grant_into(struct job* job, const struct json* nodes, int parsed) {
+  if (!parsed) return -1;
   int ranks = json_member(nodes, 0, "ranks");
   long long id = json_uint(nodes, json_member(nodes, 0, "job"));
   if (id <= 0 || ranks < 0 || nodes[ranks].type != JSON_ARRAY) return -1;
@@ -154,12 +167,20 @@ int job_from_grant(struct job* job) {
       return -1;
     }
     rk->bound = CPU_COUNT(&rk->cpus) > 0;
-    rk->env[rk->env_job] = entry("JIFFY_JOB_ID", num);
-    rk->env[rk->env_cores] = entry("JIFFY_CORES", cores);
+    rk->env[rk->env_job] = entry(job, "JIFFY_JOB_ID", num);
+    rk->env[rk->env_cores] = entry(job, "JIFFY_CORES", cores);
     free(cores);
   }
-  free(nodes);
   return r == job->n ? 0 : -1;
+}
+
+void job_free(struct job* job) {
+  for (int i = 0; i < job->nowned; ++i) free(job->owned[i]);
+  free(job->owned);
+  for (int r = 0; r < job->n; ++r) free(job->ranks[r].env);
+  free(job->ranks);
+  free(job->grant_text);
+  memset(job, 0, sizeof *job);
 }
 
 /* ------------------------------------------------------------------ spawn */

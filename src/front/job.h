@@ -36,6 +36,8 @@ struct job {
   char tag[33];
   enum program_kind kind;
   const char* argv0;
+  char** owned; /* the environment entries we made */
+  int nowned;
 };
 
 /* The signals a launcher takes over (jiffy-launch's block_signals()). */
@@ -50,5 +52,7 @@ int job_from_grant(struct job* job);
 int job_start(struct job* job, const char* program, char** argv);
 /* Watches the job to its end; returns the exit code (0) or hands over. */
 int job_wait(struct job* job);
+/* Frees what the job allocated. */
+void job_free(struct job* job);
 
 #endif

@@ -209,6 +209,7 @@ int main(int argc, char** argv) {
   if (job_prepare(&job, ntasks) != 0) start_over(job.daemon_fd, 0);
   job.grant_text = wait_for_grant(job.daemon_fd, signal_fd);
   if (job_from_grant(&job) != 0) start_over(job.daemon_fd, 0);
-  if (job_start(&job, program, argv + 3) != 0) return 127;
-  return job_wait(&job);
+  int code = job_start(&job, program, argv + 3) != 0 ? 127 : job_wait(&job);
+  job_free(&job);
+  return code;
 }
