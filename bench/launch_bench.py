@@ -12,6 +12,8 @@ hits all of them alike):
                     wait4's rusage) of
                       /bin/true                                   (bare)
                       jiffy -n 1 /bin/true                        (daemon warm)
+                      the same with JIFFY_FAST=0                  (no front: the C++
+                                                                  launcher does it all)
                       mpiexec.hydra -n 1 /bin/true                (if installed)
                       mpirun.openmpi --allow-run-as-root -n 1 /bin/true
                                                                   (if installed, fewer reps)
@@ -128,16 +130,19 @@ def main():
     env_ompi = dict(env, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     r = Runner(env)
     r_ompi = Runner(env_ompi)
+    r_nofront = Runner(dict(env, JIFFY_FAST="0"))
 
     cmds = {
         "bare": [true],
         "jiffy": [jiffy, "-n", "1", true],
+        "nofront": [jiffy, "-n", "1", true],
     }
     if hydra:
         cmds["hydra"] = [hydra, "-n", "1", true]
     if ompi:
         cmds["ompi"] = [ompi, "--allow-run-as-root", "-n", "1", true]
     labels = {"bare": "/bin/true (bare fork/exec)", "jiffy": "jiffy -n 1 /bin/true",
+              "nofront": "  same, JIFFY_FAST=0 (no front)",
               "hydra": "mpiexec.hydra -n 1 /bin/true",
               "ompi": "mpirun.openmpi -n 1 /bin/true"}
 
@@ -146,7 +151,7 @@ def main():
         for _ in range(10):
             for k, c in cmds.items():
                 if k != "ompi":
-                    r.once(c)
+                    (r_nofront if k == "nofront" else r).once(c)
         dpid = daemon_pid(jiffy, env)
         if not dpid:
             sys.exit("launch_bench: jiffy's daemon did not start")
@@ -161,7 +166,7 @@ def main():
             order = [k for k in cmds if k != "ompi" or i < ompi_reps]
             rnd.shuffle(order)
             for k in order:
-                runner = r_ompi if k == "ompi" else r
+                runner = r_ompi if k == "ompi" else r_nofront if k == "nofront" else r
                 if k == "jiffy":
                     d0 = proc_cpu(dpid)
                 w, c, rc = runner.once(cmds[k])
@@ -252,6 +257,10 @@ def main():
         rows += [("hydra / jiffy", "wall", hw / jw if jw else None, ">= 4", lambda x: x >= 4),
                  ("hydra / jiffy", "CPU", hc / jc if jc else None, ">= 4", lambda x: x >= 4),
                  ("hydra / (jiffy+daemon)", "CPU", hc / jcd if jcd else None, ">= 4", lambda x: x >= 4)]
+    if wall.get("nofront"):
+        nw, nc = median_ms(wall["nofront"]), median_ms(cpu["nofront"])
+        rows += [("no front / jiffy", "wall", nw / jw if jw else None, "", None),
+                 ("no front / jiffy", "CPU", nc / jc if jc else None, "", None)]
     if ompi and wall.get("ompi"):
         ow, oc = median_ms(wall["ompi"]), median_ms(cpu["ompi"])
         rows += [("mpirun.openmpi / jiffy", "wall", ow / jw if jw else None, "", None),

@@ -8,7 +8,7 @@
 #   --quick        fewer repetitions in both benchmarks (a smoke run)
 #   --no-wait      do not wait for the load average to drop first
 #   --jiffy PATH   the jiffy binary (default: $JIFFY_BUILD_DIR/jiffy or
-#                  <repo>/build/jiffy); jiffyd, jiffy-pmix and mpi/hello.*
+#                  <repo>/build/jiffy); jiffy-launch, jiffyd, jiffy-pmix and mpi/hello.*
 #                  are taken from beside it
 #   --no-snapshot  run the binaries in place instead of from a private copy
 #                  (the copy keeps a rebuild during the run from breaking it)
@@ -48,7 +48,7 @@ if [ "$snapshot" = 1 ]; then
     trap 'rm -rf "$snap"' EXIT
     trap 'exit 130' INT TERM
     cp -p "$src" "$snap/jiffy"
-    for f in jiffyd jiffy-pmix; do
+    for f in jiffy-launch jiffyd jiffy-pmix; do
         if [ -e "$srcdir/$f" ]; then cp -p "$srcdir/$f" "$snap/"; fi
     done
     mkdir "$snap/mpi"
@@ -56,7 +56,7 @@ if [ "$snapshot" = 1 ]; then
         if [ -e "$f" ]; then cp -p "$f" "$snap/mpi/"; fi
     done
     "$snap/jiffy" --version >/dev/null || { echo "run_all.sh: the copied jiffy does not run" >&2; exit 1; }
-    echo "binaries: a private copy of $srcdir (jiffy, jiffyd, jiffy-pmix, mpi/hello.*)"
+    echo "binaries: a private copy of $srcdir (jiffy, jiffy-launch, jiffyd, jiffy-pmix, mpi/hello.*)"
     jiffy=$snap/jiffy
 fi
 

@@ -87,13 +87,10 @@ static enum program_kind classify_library(const char* name) {
 }
 
 /* "#!/usr/bin/env python3" -> is python an interpreter we know? 1/0;
- * -1 when the file is not a script. */
-static int script_needs_pmix(const char* path) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
+ * -1 when the file is not a script. fd is left open at an unknown offset. */
+static int script_needs_pmix(int fd) {
   char buf[256];
   ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
   if (n < 3 || buf[0] != '#' || buf[1] != '!') return -1;
   buf[n] = '\0';
   char* line = buf + 2;
@@ -155,10 +152,11 @@ static void find_and_queue(struct scan* s, const char* lib, char search[][kPath]
   }
 }
 
-/* Reads one ELF's DT_NEEDED entries; returns the strongest kind among them
- * and queues the non-system ones not seen before. */
-static enum program_kind scan_one(struct scan* s, const char* path) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+/* Reads one ELF's DT_NEEDED entries; returns the first MPI kind among them
+ * and queues the non-system ones not seen before. Takes fd (the file opened
+ * already) or opens path. */
+static enum program_kind scan_one(struct scan* s, const char* path, int fd) {
+  if (fd < 0) fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return PROGRAM_PLAIN;
   struct stat st;
   if (fstat(fd, &st) != 0 || st.st_size < (off_t)sizeof(Elf64_Ehdr)) {
@@ -231,8 +229,13 @@ out:
 enum program_kind program_kind(const char* path) {
   /* By name first: a "python3" that is really a shell shim is python. */
   if (is_interpreter(base_name(path))) return PROGRAM_NEEDS_PMIX;
-  int script = script_needs_pmix(path);
-  if (script >= 0) return script ? PROGRAM_NEEDS_PMIX : PROGRAM_PLAIN;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return PROGRAM_PLAIN;
+  int script = script_needs_pmix(fd);
+  if (script >= 0) {
+    close(fd);
+    return script ? PROGRAM_NEEDS_PMIX : PROGRAM_PLAIN;
+  }
   static struct scan s; /* large: keep it off the stack */
   s.head = 0;
   s.tail = 0;
@@ -240,7 +243,8 @@ enum program_kind program_kind(const char* path) {
   memcpy(s.todo[s.tail++], path, strlen(path) + 1);
   /* Breadth first, as detect_mpi: the first MPI library met decides. */
   for (int inspected = 0; s.head < s.tail && inspected < kMaxLibraries; ++inspected) {
-    enum program_kind k = scan_one(&s, s.todo[s.head++]);
+    enum program_kind k = scan_one(&s, s.todo[s.head], s.head == 0 ? fd : -1);
+    s.head++;
     if (k != PROGRAM_PLAIN) return k;
   }
   return PROGRAM_PLAIN;
