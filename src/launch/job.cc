@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -55,6 +56,29 @@ std::string random_tag() {
     tag += hex[b & 15];
   }
   return tag;
+}
+
+// The order to start ranks in: rank 0 (it leads the process group), then
+// the first rank of every other CPU set, then the rest. When ranks share
+// CPUs (more ranks than cores), each CPU gets a rank before any gets a
+// second, instead of the launcher spawning behind the ranks running on its
+// own CPU (-n 4 on 2 cores: 2.0 ms instead of 2.9 ms). As src/front/job.c.
+std::vector<int> spawn_order(const JobGrant& grant) {
+  const int n = static_cast<int>(grant.ranks.size());
+  std::vector<int> order;
+  std::vector<char> started(grant.ranks.size(), 0);
+  std::vector<char> seen(CPU_SETSIZE, 0);
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int r = 0; r < n; ++r) {
+      const std::vector<int>& cpus = grant.ranks[static_cast<std::size_t>(r)].cpus;
+      int first = cpus.empty() ? 0 : *std::min_element(cpus.begin(), cpus.end());
+      if (started[static_cast<std::size_t>(r)] || (pass == 0 && r > 0 && seen[static_cast<std::size_t>(first)])) continue;
+      seen[static_cast<std::size_t>(first)] = 1;
+      started[static_cast<std::size_t>(r)] = 1;
+      order.push_back(r);
+    }
+  }
+  return order;
 }
 
 double kill_grace_from_env() {
@@ -106,11 +130,14 @@ bool Job::start() {
   }
   Fd rank0_stdin;
   if (::isatty(0)) rank0_stdin = stdin_.open();
-  std::vector<Spawned> spawned;
-  int rank = 0;
-  for (std::size_t g = 0; g < opt_.apps.size(); ++g) {
+  std::vector<std::size_t> group_of;
+  for (std::size_t g = 0; g < opt_.apps.size(); ++g) group_of.insert(group_of.end(), static_cast<std::size_t>(opt_.apps[g].ntasks), g);
+  ranks_.assign(static_cast<std::size_t>(size), Rank{});
+  std::vector<Spawned> spawned(static_cast<std::size_t>(size));
+  for (int rank : spawn_order(grant_)) {
+    const std::size_t g = group_of[static_cast<std::size_t>(rank)];
     const AppSpec& app = opt_.apps[g];
-    for (int i = 0; i < app.ntasks; ++i, ++rank) {
+    {
       const RankGrant& rg = grant_.ranks[static_cast<std::size_t>(rank)];
       Environment env = group_envs[g];
       env.set("JIFFY_JOB_ID", job_id);
@@ -143,8 +170,8 @@ bool Job::start() {
       Spawned s = spawn_rank(spec);
       bootstrap_->rank_spawned(rank);
       if (rank == 0) pgid_ = s.pid;
-      ranks_.push_back(Rank{s.pid, static_cast<int>(g), false, 0});
-      spawned.push_back(s);
+      ranks_[static_cast<std::size_t>(rank)] = Rank{s.pid, static_cast<int>(g), false, 0};
+      spawned[static_cast<std::size_t>(rank)] = s;
       std::string label = opt_.label == Label::Tag
                               ? "[" + job_id + "," + std::to_string(rank) + "]<std%s>: "
                               : "[" + std::to_string(rank) + "] ";
