@@ -81,14 +81,15 @@ static uint64_t resource_key(const char* cpus) {
   return h;
 }
 
-int daemon_connect(char* cpus, size_t cpus_size) {
+int daemon_connect(char* cpus, size_t cpus_size, char* base, size_t base_size) {
   char dir[4096];
   if (runtime_dir(dir, sizeof dir) != 0 || allowed_cpus(cpus, cpus_size) != 0) return -1;
+  int n = snprintf(base, base_size, "%s/%016llx", dir, (unsigned long long)resource_key(cpus));
+  if (n < 0 || (size_t)n >= base_size) return -1;
   struct sockaddr_un addr;
   memset(&addr, 0, sizeof addr);
   addr.sun_family = AF_UNIX;
-  int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%016llx.sock", dir,
-                   (unsigned long long)resource_key(cpus));
+  n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s.sock", base);
   if (n < 0 || (size_t)n >= sizeof addr.sun_path) return -1;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;

@@ -60,8 +60,9 @@ int json_string_is(const struct json* nodes, int n, const char* s);
 
 /* Connects to the running daemon of the caller's resource set; -1 when
  * there is none (or its directory is not one we trust). cpus receives the
- * allowed CPU list as jiffy-launch formats it ("0-3,6"). */
-int daemon_connect(char* cpus, size_t cpus_size);
+ * allowed CPU list as jiffy-launch formats it ("0-3,6"), base the daemon's
+ * file names without their suffix ("<dir>/<key>"). */
+int daemon_connect(char* cpus, size_t cpus_size, char* base, size_t base_size);
 /* Sends one frame (4-byte big-endian length + body). 0 or -1. */
 int frame_send(int fd, const char* body, size_t len);
 /* Reads one frame into a malloc'd, NUL-terminated buffer. Returns its length,

@@ -136,8 +136,9 @@ static _Noreturn void start_over(int fd, long long ticket) {
   hand_over(state);
 }
 
-/* Waits for the grant. Returns its text (malloc'd) or does not return. */
-static char* wait_for_grant(int fd, int signal_fd) {
+/* Waits for the grant. Returns its text (malloc'd) or does not return.
+ * base: the daemon's file names, for the message about a silent daemon. */
+static char* wait_for_grant(int fd, int signal_fd, const char* base) {
   long long ticket = 0;
   const int timeout = daemon_timeout_ms();
   for (;;) {
@@ -155,7 +156,14 @@ static char* wait_for_grant(int fd, int signal_fd) {
       }
       continue;
     }
-    if (len == -2) start_over(fd, 0); /* silent daemon: jiffy-launch reports it */
+    if (len == -2) {
+      /* As jiffy-launch says it: the daemon answers every submit at once. */
+      fprintf(stderr,
+              "jiffy: the daemon at %s.sock did not answer within %d s; if it is hung, kill it "
+              "(pid in %s.lock)\n",
+              base, timeout / 1000, base);
+      _exit(1);
+    }
     if (len < 0) start_over(fd, ticket);
     struct json nodes[64];
     int count = json_parse(body, (size_t)len, nodes, 64);
@@ -195,7 +203,8 @@ int main(int argc, char** argv) {
 
   struct job job;
   memset(&job, 0, sizeof job);
-  job.daemon_fd = daemon_connect(job.cpus, sizeof job.cpus);
+  char base[4096];
+  job.daemon_fd = daemon_connect(job.cpus, sizeof job.cpus, base, sizeof base);
   if (job.daemon_fd < 0) hand_over(NULL); /* none yet: jiffy-launch starts it */
   if (frame_send(job.daemon_fd, submit, strlen(submit)) != 0) start_over(job.daemon_fd, 0);
   /* While the daemon decides (on another CPU, as a rule): what the program
@@ -207,7 +216,7 @@ int main(int argc, char** argv) {
   job.signal_fd = signal_fd;
   job.argv0 = argv[3];
   if (job_prepare(&job, ntasks) != 0) start_over(job.daemon_fd, 0);
-  job.grant_text = wait_for_grant(job.daemon_fd, signal_fd);
+  job.grant_text = wait_for_grant(job.daemon_fd, signal_fd, base);
   if (job_from_grant(&job) != 0) start_over(job.daemon_fd, 0);
   int code = job_start(&job, program, argv + 3) != 0 ? 127 : job_wait(&job);
   job_free(&job);

@@ -440,7 +440,7 @@ int Job::wait(int signal_fd, const Watch* watch) {
   reap();  // ranks may have exited before we got here
   while (live_ranks() > 0) {
     std::vector<pollfd> p{{signal_fd, POLLIN, 0}};
-    for (int fd : forwarder_.fds()) p.push_back(pollfd{fd, POLLIN, 0});
+    forwarder_.add_poll_fds(p);
     const std::size_t nfwd = p.size();
     if (stdin_.active()) p.push_back(pollfd{stdin_.fd(), stdin_.events(), 0});
     const std::size_t nboot = p.size();
@@ -458,9 +458,7 @@ int Job::wait(int signal_fd, const Watch* watch) {
       }
     }
     if (n > 0 && stdin_.active() && p[nfwd].revents) stdin_.on_ready();
-    for (std::size_t i = nfwd; n > 0 && i-- > 1;) {
-      if (p[i].revents) forwarder_.on_readable(i - 1);
-    }
+    if (n > 0) forwarder_.handle(p, 1);
     double now = now_s();
     if (deadline_ > 0 && now >= deadline_ && !timed_out_) {
       timed_out_ = true;

@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 
 #include "util/error.h"
 #include "util/sys.h"
@@ -74,34 +76,76 @@ void Forwarder::add(Fd read_fd, int target_fd, std::string prefix) {
   streams_.push_back(Stream{std::move(read_fd), target_fd, std::move(prefix), {}});
 }
 
-std::vector<int> Forwarder::fds() const {
-  std::vector<int> v;
-  for (const Stream& s : streams_) v.push_back(s.fd.get());
-  return v;
+void Forwarder::add_poll_fds(std::vector<pollfd>& fds) {
+  polled_streams_ = 0;
+  for (const Stream& s : streams_) {
+    // A target far behind: leave the rank's pipe alone, so the rank waits.
+    short events = target(s.target).pending.size() < kMaxPending ? POLLIN : 0;
+    fds.push_back(pollfd{s.fd.get(), events, 0});
+    ++polled_streams_;
+  }
+  polled_targets_.clear();
+  for (int fd : {1, 2}) {
+    if (target(fd).pending.empty()) continue;
+    fds.push_back(pollfd{fd, POLLOUT, 0});
+    polled_targets_.push_back(fd);
+  }
+}
+
+void Forwarder::handle(const std::vector<pollfd>& fds, std::size_t first) {
+  for (std::size_t t = 0; t < polled_targets_.size(); ++t) {
+    if (fds[first + polled_streams_ + t].revents) flush(polled_targets_[t]);
+  }
+  // Backwards: a stream at EOF is erased.
+  for (std::size_t i = polled_streams_; i-- > 0;) {
+    if (fds[first + i].revents) on_readable(i);
+  }
 }
 
 void Forwarder::emit(Stream& s, std::string_view data, bool eof) {
   s.partial.append(data);
-  std::string out;
+  Target& t = target(s.target);
   std::size_t start = 0;
   for (;;) {
     std::size_t nl = s.partial.find('\n', start);
     if (nl == std::string::npos) break;
-    out += s.prefix;
-    out.append(s.partial, start, nl + 1 - start);
+    if (!t.broken) {
+      t.pending += s.prefix;
+      t.pending.append(s.partial, start, nl + 1 - start);
+    }
     start = nl + 1;
   }
   s.partial.erase(0, start);
   if (eof && !s.partial.empty()) {
-    out += s.prefix + s.partial + "\n";
+    if (!t.broken) t.pending += s.prefix + s.partial + "\n";
     s.partial.clear();
   }
-  if (out.empty()) return;
-  try {
-    write_all(s.target, out, "write output");
-  } catch (const Error&) {
-    // The reader of our stdout/stderr went away: drop the output, keep the job.
+  flush(s.target);
+}
+
+// Writes what the target takes without waiting. The target is the caller's
+// stdout or stderr, shared with others, so it is not made non-blocking:
+// each write is preceded by a poll and is no larger than what a pipe or a
+// terminal that polls writable accepts at once.
+void Forwarder::flush(int fd) {
+  Target& t = target(fd);
+  const std::size_t chunk = ::isatty(fd) ? 256 : PIPE_BUF;
+  while (!t.pending.empty() && !t.broken) {
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, 0) != 1) return;
+    if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) {
+      t.broken = true;  // the reader went away: drop the output, keep the job
+      break;
+    }
+    ssize_t n = ::write(fd, t.pending.data(), std::min(chunk, t.pending.size()));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) {
+      t.broken = true;
+      break;
+    }
+    t.pending.erase(0, static_cast<std::size_t>(n));
   }
+  if (t.broken) t.pending.clear();
 }
 
 void Forwarder::on_readable(std::size_t i) {
@@ -119,18 +163,19 @@ void Forwarder::on_readable(std::size_t i) {
 
 void Forwarder::drain(int timeout_ms) {
   double deadline = now_s() + timeout_ms / 1000.0;
-  while (!streams_.empty()) {
+  for (;;) {
+    std::vector<pollfd> p;
+    add_poll_fds(p);
+    if (p.empty()) return;
     int left = static_cast<int>((deadline - now_s()) * 1000);
     if (left <= 0) break;
-    std::vector<pollfd> p;
-    for (int fd : fds()) p.push_back(pollfd{fd, POLLIN, 0});
     int n = ::poll(p.data(), p.size(), left);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    for (std::size_t i = p.size(); i-- > 0;) {
-      if (p[i].revents) on_readable(i);
-    }
+    handle(p, 0);
   }
+  // Out of time: what the ranks wrote last is cut into lines and the rest
+  // is given up (a reader that stopped reading gets no more).
   for (Stream& s : streams_) emit(s, {}, true);
   streams_.clear();
 }

@@ -5,6 +5,12 @@
 // switches to one pipe per rank and stream; the Forwarder reads them and
 // writes whole lines with the rank's prefix. Output files (-outfile-pattern,
 // --output-filename) are opened here and handed to the rank directly.
+//
+// The Forwarder never blocks the launcher's loop (signals, timeouts, PMI
+// must go on while nobody reads our stdout): it writes only what the
+// target takes now, keeps the rest (up to kMaxPending per target), and
+// while a target is that far behind it stops reading the ranks' pipes, so
+// the ranks themselves wait, as they would writing to the target directly.
 #pragma once
 
 #include <poll.h>
@@ -35,25 +41,38 @@ std::string expand_pattern(const std::string& pattern, int rank, int group);
 
 class Forwarder {
  public:
+  static constexpr std::size_t kMaxPending = 1 << 20;
+
   // Takes ownership of read_fd and forwards its lines to target_fd (1 or 2).
   void add(Fd read_fd, int target_fd, std::string prefix);
-  // The fds to poll (in the same order as on_readable's index).
-  std::vector<int> fds() const;
-  // Reads what is available on stream i; closes it at EOF.
-  void on_readable(std::size_t i);
+  // Appends what to poll: the streams to read, the targets to write.
+  void add_poll_fds(std::vector<pollfd>& fds);
+  // REQUIRES: fds[first..] are the entries the last add_poll_fds appended.
+  void handle(const std::vector<pollfd>& fds, std::size_t first);
   bool empty() const { return streams_.empty(); }
-  // Reads everything left until every writer has closed or timeout passes.
+  // Reads everything left and writes it out, until every writer has closed
+  // and every target took its output, or timeout passes (the rest is lost).
   void drain(int timeout_ms);
 
  private:
   struct Stream {
     Fd fd;
-    int target;
+    int target;  // 1 or 2
     std::string prefix;
     std::string partial;  // an unfinished line
   };
+  struct Target {
+    std::string pending;  // formatted, not yet written
+    bool broken = false;  // the reader went away: output is dropped
+  };
+  Target& target(int fd) { return targets_[fd == 2 ? 1 : 0]; }
+  void on_readable(std::size_t i);
   void emit(Stream& s, std::string_view data, bool eof);
+  void flush(int fd);
   std::vector<Stream> streams_;
+  Target targets_[2];
+  std::size_t polled_streams_ = 0;  // entries of the last add_poll_fds
+  std::vector<int> polled_targets_;
 };
 
 // Copies the launcher's stdin to rank 0 through a pipe. Used only when stdin

@@ -364,3 +364,68 @@ def test_disconnect_after_submit_frees_nothing_twice(jx, fake_daemon):
     st = jx.status()
     assert st["running"] == [] and st["queued"] == []
     assert procs_with_marker(jx.marker)  # the daemon is still there
+
+
+# ---------------------------------------------------------------- a reader that stops reading
+
+
+def stalled_pipe():
+    """A pipe whose reader never reads: (read end kept open, write end)."""
+    r, w = os.pipe()
+    return r, w
+
+
+@pytest.mark.parametrize("label", ["-l", "--tag-output"])
+def test_labelled_output_to_a_stalled_reader_still_times_out(jx, label):
+    """The launcher forwards labelled output without ever blocking its loop:
+    with nobody reading its stdout, the job's timeout still fires."""
+    r, w = stalled_pipe()
+    try:
+        t0 = time.monotonic()
+        p = jx.popen([label, "-timeout", 2, "-n", 2, "sh", "-c", "yes 0123456789012345678901234567890123456789"],
+                     stdout=w, stderr=subprocess.PIPE)
+        os.close(w)
+        w = -1
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 255, err
+        assert "APPLICATION TIMED OUT" in err
+        assert time.monotonic() - t0 < 15
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def test_labelled_output_to_a_stalled_reader_forwards_signals(jx, tmp_path):
+    r, w = stalled_pipe()
+    flag = tmp_path / "up"
+    try:
+        # (no trap: a shell blocked writing runs its traps only once the write returns)
+        p = jx.popen(["-l", "-n", 1, "sh", "-c", f'touch {flag}; while :; do echo spam; done'],
+                     stdout=w, stderr=subprocess.PIPE)
+        os.close(w)
+        w = -1
+        wait_until(flag.exists, 10, what="rank up")
+        time.sleep(0.5)  # the pipe and the launcher's buffer fill up
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 143, err
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def test_labelled_output_is_complete_through_a_slow_reader(jx):
+    """Backpressure loses nothing: every line arrives, labelled, in order per rank."""
+    p = jx.popen(["-l", "-n", 2, "sh", "-c", 'i=0; while [ $i -lt 20000 ]; do echo "line $i"; i=$((i+1)); done'])
+    lines = []
+    for line in p.stdout:
+        lines.append(line)
+        if len(lines) % 2000 == 0:
+            time.sleep(0.05)
+    p.wait(timeout=60)
+    assert p.returncode == 0
+    for rank in (0, 1):
+        mine = [l for l in lines if l.startswith(f"[{rank}] ")]
+        assert mine == [f"[{rank}] line {i}\n" for i in range(20000)]
