@@ -17,7 +17,9 @@
 
 #include "front/front.h"
 
-enum { kMaxFrame = 65536 };
+/* Grants for up to some 20,000 ranks; a larger one goes to jiffy-launch
+ * (the connection is closed, which withdraws the request, and it asks again). */
+enum { kMaxFrame = 1 << 20 };
 
 /* The directory, if it exists and is as jiffy-launch demands: a real
  * directory owned by us and closed to everyone else. */

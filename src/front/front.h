@@ -49,6 +49,9 @@ struct json {
 /* Parses text into nodes[0..max). Returns the number of nodes (node 0 is the
  * root), or -1 when text is not JSON or needs more than max nodes. */
 int json_parse(const char* text, size_t len, struct json* nodes, int max);
+/* Enough nodes for any JSON text of len bytes: every value but the first
+ * takes at least two bytes (itself and a separator). */
+static inline int json_max_nodes(size_t len) { return (int)(len / 2 + 2); }
 /* The member of object node `obj` named key, or -1. */
 int json_member(const struct json* nodes, int obj, const char* key);
 /* The value as an integer; -1 when it is not a non-negative integer. */

@@ -138,7 +138,7 @@ static int grant_into(struct job* job, const struct json* nodes, int parsed);
 
 int job_from_grant(struct job* job) {
   const char* g = job->grant_text;
-  int max = 16 + 16 * job->n;
+  int max = json_max_nodes(strlen(g));
   struct json* nodes = calloc((size_t)max, sizeof *nodes);
   if (!nodes) return -1;
   int rc = grant_into(job, nodes, json_parse(g, strlen(g), nodes, max) > 0);

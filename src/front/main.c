@@ -165,16 +165,20 @@ static char* wait_for_grant(int fd, int signal_fd, const char* base) {
       _exit(1);
     }
     if (len < 0) start_over(fd, ticket);
-    struct json nodes[64];
-    int count = json_parse(body, (size_t)len, nodes, 64);
+    int max = json_max_nodes((size_t)len);
+    struct json* nodes = calloc((size_t)max, sizeof *nodes);
+    int count = nodes ? json_parse(body, (size_t)len, nodes, max) : -1;
     int type = count > 0 ? json_member(nodes, 0, "type") : -1;
-    if (json_string_is(nodes, type, "queued")) {
-      long long job = json_uint(nodes, json_member(nodes, 0, "job"));
+    int queued = json_string_is(nodes, type, "queued");
+    int grant = json_string_is(nodes, type, "grant");
+    long long job = queued ? json_uint(nodes, json_member(nodes, 0, "job")) : -1;
+    free(nodes);
+    if (queued) {
       if (job > 0) ticket = job;
       free(body);
       continue;
     }
-    if (json_string_is(nodes, type, "grant")) return body;
+    if (grant) return body;
     /* A refusal (or something new): jiffy-launch asks again and explains. */
     start_over(fd, 0);
   }

@@ -181,3 +181,12 @@ def test_front_is_small_and_static():
         pytest.skip("front built without musl (no musl-gcc, or a sanitizer build)")
     assert b"/lib64/ld-linux" not in data
     assert len(data) < 1 << 20
+
+
+def test_wide_job_runs_in_the_front(jx):
+    """A grant for hundreds of ranks (a fake 512-core daemon) is read by the front."""
+    jx.start_daemon(cores=512)
+    cp = jx.run(["-n", 400] + PARENT, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.count("\n") == 400
+    assert supervisor(cp) == "jiffy"
