@@ -27,7 +27,7 @@ struct job {
   int daemon_fd;
   int signal_fd;
   int devnull;      /* stdin of ranks 1.. */
-  char cpus[1024];  /* the caller's allowed CPUs: names its daemon */
+  char cpus[16384]; /* the caller's allowed CPUs: names its daemon */
   char* grant_text; /* the daemon's grant, handed over verbatim */
   unsigned long long id;
   int n;
