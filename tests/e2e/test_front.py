@@ -113,7 +113,9 @@ def test_signal_is_forwarded_after_hand_over(jx, tmp_path):
     assert os.path.basename(os.readlink(f"/proc/{p.pid}/exe")) == "jiffy"
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=20)
-    assert out.count("got TERM") == 2, (out, err)
+    # Both got the forwarded TERM (the first to exit 7 may make jiffy-launch
+    # terminate the other with a second one, which the trap also reports).
+    assert out.count("got TERM") >= 2, (out, err)
     assert p.returncode == 7, err
 
 
