@@ -169,6 +169,7 @@ class Model {
     proto::get_int(msg, "pid", 0, 1 << 30);
     command_ = proto::get_string(msg, "command", 4096);
     proto::get_bool(msg, "progress", false);
+    if (msg.contains("tag")) proto::get_tag(msg);
     JobId arrival = msg.contains("arrival")
                         ? static_cast<JobId>(proto::get_int(msg, "arrival", 0, INT64_MAX / 2))
                         : 0;
@@ -193,7 +194,7 @@ class Model {
     proto::get_int(msg, "pgid", 1, 1 << 30);
     // (The server also requires the group to be led by a child of the
     // launcher: /proc, covered by daemon_server_fuzzer.cc.)
-    if (msg.contains("tag")) proto::get_string(msg, "tag", 64);
+    if (msg.contains("tag")) proto::get_tag(msg);
     if (msg.contains("jobdir")) proto::get_string(msg, "jobdir", 4096);
     state_ = JobState::Running;
   }

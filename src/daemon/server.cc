@@ -341,6 +341,7 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
   c.pid = static_cast<int>(proto::get_int(msg, "pid", 0, 1 << 30));
   c.command = proto::get_string(msg, "command", kMaxCommandLen);
   c.wants_progress = proto::get_bool(msg, "progress", false);
+  if (msg.contains("tag")) c.group.tag = proto::get_tag(msg);
   // A launcher whose daemon died asks again with its old job id, so that the
   // queue keeps its original order.
   JobId arrival = msg.contains("arrival")
@@ -389,7 +390,7 @@ void Server::handle_started(Client& c, const proto::Json& msg) {
     throw Error("'started': process group " + std::to_string(pgid) +
                 " is not led by a child of this launcher");
   }
-  group->tag = msg.contains("tag") ? proto::get_string(msg, "tag", 64) : "";
+  group->tag = msg.contains("tag") ? proto::get_tag(msg) : c.group.tag;
   c.group = *group;
   c.jobdir = msg.contains("jobdir") ? proto::get_string(msg, "jobdir", 4096) : "";
   c.state = JobState::Running;

@@ -42,7 +42,10 @@ struct Server::Client {
   bool wants_progress = false;
   int last_position = -1;
   int pid = 0;  // the launcher's pid, for status
-  JobGroup group;  // the ranks' processes, checked when "started" named them
+  // The ranks' processes: the tag from "submit" (so that a launcher that
+  // dies before "started" still has its ranks found), the group once
+  // "started" named it and it checked out.
+  JobGroup group;
   std::string command;
   std::string jobdir;
   double submitted_at = 0;

@@ -25,9 +25,17 @@ void launcher_signals(sigset_t* mask) {
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; ++i) sigaddset(mask, sigs[i]);
 }
 
+enum { kStartedDelayNs = 2 * 1000 * 1000 };
+
+static long long now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
 /* ---------------------------------------------------------------- prepare */
 
-static void random_tag(char out[33]) {
+void random_tag(char out[33]) {
   unsigned char b[16];
   if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
     struct timespec t;
@@ -100,7 +108,6 @@ int job_prepare(struct job* job, int n) {
   job->n = n;
   job->ranks = calloc((size_t)n, sizeof *job->ranks);
   if (!job->ranks) return -1;
-  random_tag(job->tag);
   job->devnull = n > 1 ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
   if (n > 1 && job->devnull < 0) return -1;
   for (int r = 0; r < n; ++r) {
@@ -290,17 +297,29 @@ int job_start(struct job* job, const char* program, char** argv) {
     reap_all_ranks(job);
     return -1;
   }
+  job->spawned_ns = now_ns();
+  return 0;
+}
+
+/* Names the job's process group to the daemon, which kills the group if we
+ * die. Not before the job has run kStartedDelayNs: a job that ends sooner
+ * needs no name (its ranks die with us, by their parent-death signal, and
+ * the daemon finds anything they left by the tag it had with "submit"),
+ * and a short launch saves the daemon a wake-up. */
+static void send_started(struct job* job) {
+  if (job->started_sent) return;
   char started[128];
   int len = snprintf(started, sizeof started,
                      "{\"jobdir\":\"\",\"pgid\":%d,\"tag\":\"%s\",\"type\":\"started\"}", (int)job->pgid,
                      job->tag);
   frame_send(job->daemon_fd, started, (size_t)len); /* a failure shows as a hang-up */
-  return 0;
+  job->started_sent = 1;
 }
 
 /* --------------------------------------------------------------- hand-over */
 
 static _Noreturn void job_hand_over(struct job* job) {
+  send_started(job); /* jiffy-launch takes over a job the daemon knows */
   size_t cap = strlen(job->grant_text) + strlen(job->cpus) + 128 + (size_t)job->n * 40;
   char* state = malloc(cap);
   if (!state) _exit(1);
@@ -423,10 +442,17 @@ int job_wait(struct job* job) {
     for (int r = 0; r < job->n; ++r) {
       if (job->ranks[r].pmi_fd >= 0) p[k++] = (struct pollfd){job->ranks[r].pmi_fd, POLLIN, 0};
     }
-    if (poll(p, (nfds_t)k, -1) < 0) {
+    int timeout = -1;
+    if (!job->started_sent) {
+      long long left = job->spawned_ns + kStartedDelayNs - now_ns();
+      timeout = left > 0 ? (int)((left + 999999) / 1000000) : 0;
+    }
+    int ready = poll(p, (nfds_t)k, timeout);
+    if (ready < 0) {
       if (errno == EINTR) continue;
       job_hand_over(job);
     }
+    if (!job->started_sent && now_ns() >= job->spawned_ns + kStartedDelayNs) send_started(job);
     /* The daemon writes only when something is wrong; it hangs up when it
      * dies: jiffy-launch deals with both (and re-attaches). */
     if (p[1].revents) job_hand_over(job);

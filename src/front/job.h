@@ -33,7 +33,9 @@ struct job {
   int n;
   struct rank* ranks;
   pid_t pgid;
-  char tag[33];
+  char tag[33];         /* JIFFY_JOB_TAG, sent with "submit" */
+  long long spawned_ns; /* CLOCK_MONOTONIC when the ranks started */
+  int started_sent;
   enum program_kind kind;
   const char* argv0;
   char** owned; /* the environment entries we made */
@@ -42,6 +44,8 @@ struct job {
 
 /* The signals a launcher takes over (jiffy-launch's block_signals()). */
 void launcher_signals(sigset_t* mask);
+/* A new random job tag (util/process.h new_job_tag). */
+void random_tag(char out[33]);
 /* Prepares n ranks before the grant is known: tag, PMI channels,
  * environments. 0 or -1. */
 int job_prepare(struct job* job, int n);

@@ -82,7 +82,8 @@ static int fast_path_applies(int argc, char** argv, int* ntasks) {
 /* The submit message, as jiffy-launch's submit_message() writes it for the
  * same command line. -1 when the command is not plain ASCII (jiffy-launch
  * knows how to carry that). */
-static int submit_message(char* out, size_t size, int argc, char** argv, int ntasks) {
+static int submit_message(char* out, size_t size, int argc, char** argv, int ntasks,
+                          const char* tag) {
   char summary[256];
   size_t used = 0;
   for (int i = 3; i < argc && used <= 200; ++i) {
@@ -112,8 +113,8 @@ static int submit_message(char* out, size_t size, int argc, char** argv, int nta
   int n = snprintf(out, size,
                    "{\"allow_oversubscribe\":true,\"arrival\":0,\"bind\":\"core\",\"command\":\"%s\","
                    "\"cores_per_task\":1,\"gpus_per_job\":0,\"gpus_per_task\":0,\"ntasks\":%d,"
-                   "\"pid\":%d,\"progress\":false,\"type\":\"submit\",\"v\":1}",
-                   command, ntasks, (int)getpid());
+                   "\"pid\":%d,\"progress\":false,\"tag\":\"%s\",\"type\":\"submit\",\"v\":1}",
+                   command, ntasks, (int)getpid(), tag);
   return n > 0 && (size_t)n < size ? n : -1;
 }
 
@@ -191,8 +192,11 @@ int main(int argc, char** argv) {
   /* A missing program is reported before anything is asked for. */
   char program[PATH_MAX];
   if (program_resolve(argv[3], program, sizeof program) != 0) hand_over(NULL);
+  struct job job;
+  memset(&job, 0, sizeof job);
+  random_tag(job.tag);
   char submit[2048];
-  if (submit_message(submit, sizeof submit, argc, argv, ntasks) < 0) hand_over(NULL);
+  if (submit_message(submit, sizeof submit, argc, argv, ntasks, job.tag) < 0) hand_over(NULL);
 
   /* From here on, signals are ours (and jiffy-launch's after a hand-over:
    * the mask and what is pending survive exec). */
@@ -205,8 +209,6 @@ int main(int argc, char** argv) {
   int signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
   if (signal_fd < 0) hand_over(NULL);
 
-  struct job job;
-  memset(&job, 0, sizeof job);
   char base[4096];
   job.daemon_fd = daemon_connect(job.cpus, sizeof job.cpus, base, sizeof base);
   if (job.daemon_fd < 0) hand_over(NULL); /* none yet: jiffy-launch starts it */

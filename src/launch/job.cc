@@ -42,22 +42,6 @@ std::string signal_name(int signo) {
   return std::string("SIG") + (abbrev ? abbrev : std::to_string(signo).c_str());
 }
 
-std::string random_tag() {
-  unsigned char bytes[16] = {};
-  if (::getrandom(bytes, sizeof bytes, 0) != static_cast<ssize_t>(sizeof bytes)) {
-    // Unique enough without entropy: our pid and the time.
-    std::snprintf(reinterpret_cast<char*>(bytes), sizeof bytes, "%08x%07x", ::getpid(),
-                  static_cast<unsigned>(now_s() * 1e6));
-  }
-  static const char hex[] = "0123456789abcdef";
-  std::string tag;
-  for (unsigned char b : bytes) {
-    tag += hex[b >> 4];
-    tag += hex[b & 15];
-  }
-  return tag;
-}
-
 // The order to start ranks in: rank 0 (it leads the process group), then
 // the first rank of every other CPU set, then the rest. When ranks share
 // CPUs (more ranks than cores), each CPU gets a rank before any gets a
@@ -92,9 +76,9 @@ double kill_grace_from_env() {
 }  // namespace
 
 Job::Job(const LaunchOptions& opt, std::vector<std::string> programs, JobGrant grant,
-         BootstrapPlan bootstrap)
+         BootstrapPlan bootstrap, std::string tag)
     : opt_(opt), programs_(std::move(programs)), grant_(std::move(grant)), plan_(bootstrap),
-      kill_grace_s_(kill_grace_from_env()) {}
+      tag_(std::move(tag)), kill_grace_s_(kill_grace_from_env()) {}
 
 Job::~Job() = default;
 
@@ -108,7 +92,6 @@ bool Job::start() {
   Fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!devnull) throw_errno("open /dev/null");
   const std::string job_id = std::to_string(grant_.id);
-  tag_ = random_tag();
   std::vector<int> appnum;
   for (std::size_t g = 0; g < opt_.apps.size(); ++g) appnum.insert(appnum.end(), static_cast<std::size_t>(opt_.apps[g].ntasks), static_cast<int>(g));
   bootstrap_ = std::make_unique<Bootstrap>(
@@ -212,7 +195,6 @@ void Job::adopt(const Handoff& h) {
   if (opt_.apps.size() != 1 || h.ranks.size() != static_cast<std::size_t>(opt_.total_tasks())) {
     throw Error("the handed-over job does not match the command line");
   }
-  tag_ = h.tag;
   pgid_ = h.pgid;
   bootstrap_ = std::make_unique<Bootstrap>(
       plan_, grant_.id, std::vector<int>(h.ranks.size(), 0),

@@ -55,8 +55,9 @@ struct Watch {
 class Job {
  public:
   // programs[g]: the resolved executable of app group g.
+  // tag: the job's JIFFY_JOB_TAG, already given to the daemon with "submit".
   Job(const LaunchOptions& opt, std::vector<std::string> programs, JobGrant grant,
-      BootstrapPlan bootstrap);
+      BootstrapPlan bootstrap, std::string tag);
   ~Job();
 
   // Forks and execs every rank. Returns false (after cleaning up, with a

@@ -20,6 +20,7 @@
 #include "pmi/pmix_server.h"
 #include "proto/message.h"
 #include "util/error.h"
+#include "util/process.h"
 #include "util/sys.h"
 
 namespace jiffy {
@@ -74,7 +75,8 @@ std::string command_summary(const LaunchOptions& opt) {
   return s;
 }
 
-proto::Json submit_message(const LaunchOptions& opt, bool progress, unsigned long long arrival) {
+proto::Json submit_message(const LaunchOptions& opt, bool progress, unsigned long long arrival,
+                           const std::string& tag) {
   return {{"type", proto::type::kSubmit},
           {"arrival", arrival},
           {"v", proto::kVersion},
@@ -86,7 +88,8 @@ proto::Json submit_message(const LaunchOptions& opt, bool progress, unsigned lon
           {"bind", bind_name(opt.bind)},
           {"pid", ::getpid()},
           {"command", command_summary(opt)},
-          {"progress", progress}};
+          {"progress", progress},
+          {"tag", tag}};
 }
 
 JobGrant parse_grant(const proto::Json& msg, int ntasks) {
@@ -376,7 +379,7 @@ int continue_handed_over(const LaunchOptions& opt, const Handoff& h) {
   } catch (const std::exception& e) {
     throw Error(std::string("malformed hand-over state: grant: ") + e.what());
   }
-  Job job(opt, programs, grant, plan);
+  Job job(opt, programs, grant, plan, h.tag);
   job.adopt(h);
   DaemonLink link(paths, DaemonClient::adopt(Fd(h.daemon_fd), paths), opt, grant);
   return supervise(job, link, signals.get(), /*announce=*/false);
@@ -418,10 +421,13 @@ int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv, c
   plan.topology_file = paths.topology;
   DaemonClient client = DaemonClient::connect(paths, /*start_if_missing=*/true);
   unsigned long long ticket = handoff ? handoff->ticket : 0;
+  // Named before the request: a daemon that sees us die before "started"
+  // still finds our ranks by it.
+  const std::string tag = new_job_tag();
   std::variant<JobGrant, int> waited;
   for (int attempt = 0;; ++attempt) {
     try {
-      client.send(submit_message(opt, ::isatty(2), ticket));
+      client.send(submit_message(opt, ::isatty(2), ticket, tag));
       waited = wait_for_grant(client, opt, signals.get(), &ticket);
       break;
     } catch (const Error& e) {
@@ -435,7 +441,7 @@ int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv, c
   if (auto* code = std::get_if<int>(&waited)) return *code;
   const JobGrant grant = std::move(std::get<JobGrant>(waited));
   if (opt.verbose) report_bindings(grant, opt);
-  Job job(opt, programs, grant, plan);
+  Job job(opt, programs, grant, plan, tag);
   if (!job.start()) return kExitNotFound;
   DaemonLink link(paths, std::move(client), opt, grant);
   return supervise(job, link, signals.get(), /*announce=*/true);

@@ -74,6 +74,14 @@ std::string get_string(const Json& msg, const char* field, std::size_t max_len) 
   return s;
 }
 
+std::string get_tag(const Json& msg) {
+  std::string tag = get_string(msg, "tag", 64);
+  if (tag.size() < 16 || tag.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    malformed(msg, "tag", "is not 16 to 64 hex digits");
+  }
+  return tag;
+}
+
 bool get_bool(const Json& msg, const char* field, bool fallback) {
   auto it = msg.find(field);
   if (it == msg.end()) return fallback;

@@ -66,6 +66,10 @@ class FrameDecoder {
 std::int64_t get_int(const Json& msg, const char* field, std::int64_t lo, std::int64_t hi);
 std::string get_string(const Json& msg, const char* field, std::size_t max_len);
 bool get_bool(const Json& msg, const char* field, bool fallback);
+// A job tag ("tag" of submit and started): what the job's ranks carry as
+// JIFFY_JOB_TAG; 16 to 64 lower-case hex digits, so that it can only ever
+// match that variable's value.
+std::string get_tag(const Json& msg);
 std::vector<int> get_int_list(const Json& msg, const char* field, std::size_t max_len, int lo,
                               int hi);
 

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <functional>
 
 #include "util/fd.h"
+#include "util/sys.h"
 
 namespace jiffy {
 
@@ -51,6 +53,22 @@ bool environ_has(pid_t pid, const std::string& entry) {
 }
 
 }  // namespace
+
+std::string new_job_tag() {
+  unsigned char bytes[16] = {};
+  if (::getrandom(bytes, sizeof bytes, 0) != static_cast<ssize_t>(sizeof bytes)) {
+    // Unique enough without entropy: our pid and the time.
+    std::snprintf(reinterpret_cast<char*>(bytes), sizeof bytes, "%08x%07x", ::getpid(),
+                  static_cast<unsigned>(now_s() * 1e6));
+  }
+  static const char hex[] = "0123456789abcdef";
+  std::string tag;
+  for (unsigned char b : bytes) {
+    tag += hex[b >> 4];
+    tag += hex[b & 15];
+  }
+  return tag;
+}
 
 std::optional<ProcStat> read_proc_stat(pid_t pid) {
   if (pid <= 0) return std::nullopt;
@@ -109,7 +127,18 @@ std::optional<JobGroup> job_group_of_child(pid_t pgid, pid_t parent) {
 }
 
 bool job_group_alive(const JobGroup& g) {
-  if (g.pgid <= 1) return false;
+  if (g.pgid <= 1) {
+    // Known by its tag only (the launcher died before naming its group).
+    if (g.tag.size() < 16) return false;
+    const std::string entry = "JIFFY_JOB_TAG=" + g.tag;
+    bool alive = false;
+    for_each_pid([&](pid_t pid) {
+      if (alive || pid == ::getpid()) return;
+      auto st = read_proc_stat(pid);
+      alive = st && !is_zombie(st->state) && environ_has(pid, entry);
+    });
+    return alive;
+  }
   if (::kill(-g.pgid, 0) != 0 && errno != EPERM) return false;  // the common case: gone
   bool alive = false;
   for_each_pid([&](pid_t pid) {

@@ -42,7 +42,11 @@ struct JobGroup {
 // names it), else nullopt: a client cannot make the daemon kill a group
 // that is not its job's.
 std::optional<JobGroup> job_group_of_child(pid_t pgid, pid_t parent);
-// Whether any process of g, zombies aside, still runs.
+// A new random job tag (32 hex digits), for JIFFY_JOB_TAG.
+std::string new_job_tag();
+
+// Whether any process of g, zombies aside, still runs (of a group known by
+// its tag only: any process carrying the tag).
 bool job_group_alive(const JobGroup& g);
 // SIGKILLs every process of g: the group itself while its leader is still
 // the one checked (then the group id cannot have been reused), else the

@@ -760,3 +760,36 @@ def test_other_user_cannot_squat_the_daemon_lock(jx, other_user):
     finally:
         squatter.kill()
         squatter.wait()
+
+
+SUBMIT = {"type": "submit", "v": 1, "ntasks": 1, "cores_per_task": 1, "gpus_per_task": 0,
+          "gpus_per_job": 0, "bind": "core", "command": "x"}
+
+
+def test_launcher_lost_before_started_is_cleaned_up_by_its_tag(jx, fake_daemon):
+    """The tag comes with `submit`: a launcher that dies before `started`
+    (the front names its group only once a job has run 2 ms) still has every
+    process carrying its tag killed, and the cores come back after."""
+    fake_daemon(cores=2)
+    tag = os.urandom(16).hex()
+    s = connect(the_socket(jx))
+    s.sendall(frame(dict(SUBMIT, pid=os.getpid(), tag=tag)))
+    assert read_frame(s).get("type") == "grant"
+    out = subprocess.run(["sh", "-c", "setsid sleep 60 </dev/null >/dev/null 2>&1 & echo $!"],
+                         env=dict(jx.env, JIFFY_JOB_TAG=tag), capture_output=True, text=True, check=True)
+    helper = int(out.stdout.strip())
+    assert pid_alive(helper)
+    s.close()  # no `started`, no `finished`
+    wait_until(lambda: not pid_alive(helper), 10, what="the tagged helper killed")
+    wait_until(lambda: jx.status()["running"] == [], 10, what="the lost job's release")
+
+
+@pytest.mark.parametrize("tag", ["0123", "0123456789ABCDEF", "0123456789abcdef;x", 7])
+def test_submit_with_a_malformed_tag_is_refused(jx, fake_daemon, tag):
+    fake_daemon(cores=2)
+    s = connect(the_socket(jx))
+    s.sendall(frame(dict(SUBMIT, pid=os.getpid(), tag=tag)))
+    reply = read_frame(s)
+    assert isinstance(reply, dict) and reply.get("type") == "error" and "tag" in reply["message"], reply
+    assert read_frame(s) == "eof"
+    assert jx.status()["running"] == [] and jx.status()["queued"] == []
