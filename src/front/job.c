@@ -141,20 +141,7 @@ static int int_list(const struct json* nodes, int arr, cpu_set_t* set, char** te
   return 0;
 }
 
-static int grant_into(struct job* job, const struct json* nodes, int parsed);
-
-int job_from_grant(struct job* job) {
-  const char* g = job->grant_text;
-  int max = json_max_nodes(strlen(g));
-  struct json* nodes = calloc((size_t)max, sizeof *nodes);
-  if (!nodes) return -1;
-  int rc = grant_into(job, nodes, json_parse(g, strlen(g), nodes, max) > 0);
-  free(nodes);
-  return rc;
-}
-
-static int grant_into(struct job* job, const struct json* nodes, int parsed) {
-  if (!parsed) return -1;
+int job_from_grant(struct job* job, const struct json* nodes) {
   int ranks = json_member(nodes, 0, "ranks");
   long long id = json_uint(nodes, json_member(nodes, 0, "job"));
   if (id <= 0 || ranks < 0 || nodes[ranks].type != JSON_ARRAY) return -1;

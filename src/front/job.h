@@ -49,8 +49,9 @@ void random_tag(char out[33]);
 /* Prepares n ranks before the grant is known: tag, PMI channels,
  * environments. 0 or -1. */
 int job_prepare(struct job* job, int n);
-/* Reads the grant. 0, or -1 when it is not one for this job. */
-int job_from_grant(struct job* job);
+/* Reads the grant (grant_text, parsed into nodes). 0, or -1 when it is not
+ * one for this job. */
+int job_from_grant(struct job* job, const struct json* nodes);
 /* Spawns the ranks and tells the daemon. 0, or -1 after reporting a rank
  * that could not be executed (the caller exits 127). */
 int job_start(struct job* job, const char* program, char** argv);

@@ -20,13 +20,16 @@ static sigset_t g_caller_mask;
 static struct sigaction g_caller_sigpipe;
 static int g_signals_taken;
 
+/* For a start from scratch: jiffy-launch (or a subcommand) finds the
+ * process as its caller made it. */
+static void restore_caller_signals(void) {
+  if (!g_signals_taken) return;
+  sigprocmask(SIG_SETMASK, &g_caller_mask, NULL);
+  sigaction(SIGPIPE, &g_caller_sigpipe, NULL);
+}
+
 _Noreturn void hand_over(const char* state) {
-  if (!state && g_signals_taken) {
-    /* From the start: jiffy-launch (or a subcommand) finds the process as
-     * its caller made it. */
-    sigprocmask(SIG_SETMASK, &g_caller_mask, NULL);
-    sigaction(SIGPIPE, &g_caller_sigpipe, NULL);
-  }
+  if (!state) restore_caller_signals();
   char exe[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 16);
   char* slash = n > 0 ? memrchr(exe, '/', (size_t)n) : NULL;
@@ -130,16 +133,16 @@ static int daemon_timeout_ms(void) {
 static _Noreturn void start_over(int fd, long long ticket) {
   close(fd);
   if (ticket <= 0) hand_over(NULL);
-  sigprocmask(SIG_SETMASK, &g_caller_mask, NULL);
-  sigaction(SIGPIPE, &g_caller_sigpipe, NULL);
+  restore_caller_signals();
   char state[64];
   snprintf(state, sizeof state, "v=1 ticket=%lld", ticket);
   hand_over(state);
 }
 
-/* Waits for the grant. Returns its text (malloc'd) or does not return.
- * base: the daemon's file names, for the message about a silent daemon. */
-static char* wait_for_grant(int fd, int signal_fd, const char* base) {
+/* Waits for the grant. Returns its text and, in *parsed, its nodes (both
+ * malloc'd), or does not return. base: the daemon's file names, for the
+ * message about a silent daemon. */
+static char* wait_for_grant(int fd, int signal_fd, const char* base, struct json** parsed) {
   long long ticket = 0;
   const int timeout = daemon_timeout_ms();
   for (;;) {
@@ -172,6 +175,10 @@ static char* wait_for_grant(int fd, int signal_fd, const char* base) {
     int type = count > 0 ? json_member(nodes, 0, "type") : -1;
     int queued = json_string_is(nodes, type, "queued");
     int grant = json_string_is(nodes, type, "grant");
+    if (grant) {
+      *parsed = nodes;
+      return body;
+    }
     long long job = queued ? json_uint(nodes, json_member(nodes, 0, "job")) : -1;
     free(nodes);
     if (queued) {
@@ -179,7 +186,6 @@ static char* wait_for_grant(int fd, int signal_fd, const char* base) {
       free(body);
       continue;
     }
-    if (grant) return body;
     /* A refusal (or something new): jiffy-launch asks again and explains. */
     start_over(fd, 0);
   }
@@ -222,8 +228,11 @@ int main(int argc, char** argv) {
   job.signal_fd = signal_fd;
   job.argv0 = argv[3];
   if (job_prepare(&job, ntasks) != 0) start_over(job.daemon_fd, 0);
-  job.grant_text = wait_for_grant(job.daemon_fd, signal_fd, base);
-  if (job_from_grant(&job) != 0) start_over(job.daemon_fd, 0);
+  struct json* grant = NULL;
+  job.grant_text = wait_for_grant(job.daemon_fd, signal_fd, base, &grant);
+  int granted = job_from_grant(&job, grant);
+  free(grant);
+  if (granted != 0) start_over(job.daemon_fd, 0);
   int code = job_start(&job, program, argv + 3) != 0 ? 127 : job_wait(&job);
   job_free(&job);
   return code;

@@ -56,9 +56,10 @@ std::vector<int> spawn_order(const JobGrant& grant) {
     for (int r = 0; r < n; ++r) {
       const std::vector<int>& cpus = grant.ranks[static_cast<std::size_t>(r)].cpus;
       int first = cpus.empty() ? 0 : *std::min_element(cpus.begin(), cpus.end());
-      if (started[static_cast<std::size_t>(r)] || (pass == 0 && r > 0 && seen[static_cast<std::size_t>(first)])) continue;
-      seen[static_cast<std::size_t>(first)] = 1;
-      started[static_cast<std::size_t>(r)] = 1;
+      const auto ri = static_cast<std::size_t>(r), fi = static_cast<std::size_t>(first);
+      if (started[ri] || (pass == 0 && r > 0 && seen[fi])) continue;
+      seen[fi] = 1;
+      started[ri] = 1;
       order.push_back(r);
     }
   }
@@ -113,60 +114,56 @@ bool Job::start() {
   }
   Fd rank0_stdin;
   if (::isatty(0)) rank0_stdin = stdin_.open();
-  std::vector<std::size_t> group_of;
-  for (std::size_t g = 0; g < opt_.apps.size(); ++g) group_of.insert(group_of.end(), static_cast<std::size_t>(opt_.apps[g].ntasks), g);
   ranks_.assign(static_cast<std::size_t>(size), Rank{});
   std::vector<Spawned> spawned(static_cast<std::size_t>(size));
   for (int rank : spawn_order(grant_)) {
-    const std::size_t g = group_of[static_cast<std::size_t>(rank)];
+    const std::size_t g = static_cast<std::size_t>(appnum[static_cast<std::size_t>(rank)]);
     const AppSpec& app = opt_.apps[g];
-    {
-      const RankGrant& rg = grant_.ranks[static_cast<std::size_t>(rank)];
-      Environment env = group_envs[g];
-      env.set("JIFFY_JOB_ID", job_id);
-      env.set("JIFFY_RANK", std::to_string(rank));
-      env.set("JIFFY_SIZE", std::to_string(size));
-      env.set("JIFFY_LOCAL_RANK", std::to_string(rank));
-      env.set("JIFFY_LOCAL_SIZE", std::to_string(size));
-      env.set("JIFFY_APPNUM", std::to_string(g));
-      env.set("JIFFY_CORES", join(rg.cores));
-      env.set("JIFFY_JOB_TAG", tag_);
-      if (!rg.gpus.empty()) {
-        std::string gpus = join(rg.gpus);
-        for (const char* var : {"CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"}) {
-          env.set(var, gpus);
-        }
+    const RankGrant& rg = grant_.ranks[static_cast<std::size_t>(rank)];
+    Environment env = group_envs[g];
+    env.set("JIFFY_JOB_ID", job_id);
+    env.set("JIFFY_RANK", std::to_string(rank));
+    env.set("JIFFY_SIZE", std::to_string(size));
+    env.set("JIFFY_LOCAL_RANK", std::to_string(rank));
+    env.set("JIFFY_LOCAL_SIZE", std::to_string(size));
+    env.set("JIFFY_APPNUM", std::to_string(g));
+    env.set("JIFFY_CORES", join(rg.cores));
+    env.set("JIFFY_JOB_TAG", tag_);
+    if (!rg.gpus.empty()) {
+      std::string gpus = join(rg.gpus);
+      for (const char* var : {"CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"}) {
+        env.set(var, gpus);
       }
-      int inherit_fd = bootstrap_->prepare_rank(rank, env);
-      RankOutput out = open_rank_output(opt_, rank, static_cast<int>(g), grant_.id);
-      RankSpawn spec;
-      spec.path = programs_[g];
-      spec.argv = app.argv;
-      spec.envp = env.envp();
-      spec.cpus = opt_.bind == Bind::None ? std::vector<int>{} : rg.cpus;
-      spec.wdir = app.wdir ? app.wdir : opt_.wdir;
-      spec.stdin_fd = rank != 0 ? devnull.get() : rank0_stdin ? rank0_stdin.get() : 0;
-      if (out.out_file) spec.stdout_fd = out.out_file.get();
-      if (out.err_file) spec.stderr_fd = out.err_file.get();
-      spec.pgid = pgid_;
-      spec.inherit_fd = inherit_fd;
-      Spawned s = spawn_rank(spec);
-      bootstrap_->rank_spawned(rank);
-      if (rank == 0) pgid_ = s.pid;
-      ranks_[static_cast<std::size_t>(rank)] = Rank{s.pid, static_cast<int>(g), false, 0};
-      spawned[static_cast<std::size_t>(rank)] = s;
-      std::string label = opt_.label == Label::Tag
-                              ? "[" + job_id + "," + std::to_string(rank) + "]<std%s>: "
-                              : "[" + std::to_string(rank) + "] ";
-      auto prefix = [&](const char* stream) {
-        if (opt_.label != Label::Tag) return label;
-        std::string p = label;
-        p.replace(p.find("%s"), 2, stream);
-        return p;
-      };
-      if (out.out_read) forwarder_.add(std::move(out.out_read), 1, prefix("out"));
-      if (out.err_read) forwarder_.add(std::move(out.err_read), 2, prefix("err"));
     }
+    int inherit_fd = bootstrap_->prepare_rank(rank, env);
+    RankOutput out = open_rank_output(opt_, rank, static_cast<int>(g), grant_.id);
+    RankSpawn spec;
+    spec.path = programs_[g];
+    spec.argv = app.argv;
+    spec.envp = env.envp();
+    spec.cpus = opt_.bind == Bind::None ? std::vector<int>{} : rg.cpus;
+    spec.wdir = app.wdir ? app.wdir : opt_.wdir;
+    spec.stdin_fd = rank != 0 ? devnull.get() : rank0_stdin ? rank0_stdin.get() : 0;
+    if (out.out_file) spec.stdout_fd = out.out_file.get();
+    if (out.err_file) spec.stderr_fd = out.err_file.get();
+    spec.pgid = pgid_;
+    spec.inherit_fd = inherit_fd;
+    Spawned s = spawn_rank(spec);
+    bootstrap_->rank_spawned(rank);
+    if (rank == 0) pgid_ = s.pid;
+    ranks_[static_cast<std::size_t>(rank)] = Rank{s.pid, static_cast<int>(g), false, 0};
+    spawned[static_cast<std::size_t>(rank)] = s;
+    std::string label = opt_.label == Label::Tag
+                            ? "[" + job_id + "," + std::to_string(rank) + "]<std%s>: "
+                            : "[" + std::to_string(rank) + "] ";
+    auto prefix = [&](const char* stream) {
+      if (opt_.label != Label::Tag) return label;
+      std::string p = label;
+      p.replace(p.find("%s"), 2, stream);
+      return p;
+    };
+    if (out.out_read) forwarder_.add(std::move(out.out_read), 1, prefix("out"));
+    if (out.err_read) forwarder_.add(std::move(out.err_read), 2, prefix("err"));
   }
   bool ok = true;
   for (std::size_t r = 0; r < spawned.size(); ++r) {

@@ -359,15 +359,14 @@ int supervise(Job& job, DaemonLink& link, int signal_fd, bool announce) {
 // spoke PMI, failed, got a signal; the daemon wrote or went away): the
 // ranks are already our children, the grant and connection ours.
 int continue_handed_over(const LaunchOptions& opt, const Handoff& h) {
-  std::vector<std::string> programs;
+  // One program, running already: its name is for messages, its kind for
+  // the warning about ranks that never bootstrap.
+  const std::string& program = opt.apps.at(0).argv.at(0);
   MpiKind kind = MpiKind::None;
-  const char* path = std::getenv("PATH");
-  for (const AppSpec& app : opt.apps) {
-    programs.push_back(app.argv[0]);
-    try {
-      kind = detect_mpi(resolve_program(app.argv[0], path ? path : "/usr/bin:/bin", opt.wdir));
-    } catch (const Error&) {
-    }
+  try {
+    const char* path = std::getenv("PATH");
+    kind = detect_mpi(resolve_program(program, path ? path : "/usr/bin:/bin", opt.wdir));
+  } catch (const Error&) {
   }
   BootstrapPlan plan = plan_bootstrap(MpiMode::Pmi1, {kind});
   Fd signals = block_signals();  // pending signals survived the exec
@@ -379,7 +378,7 @@ int continue_handed_over(const LaunchOptions& opt, const Handoff& h) {
   } catch (const std::exception& e) {
     throw Error(std::string("malformed hand-over state: grant: ") + e.what());
   }
-  Job job(opt, programs, grant, plan, h.tag);
+  Job job(opt, {program}, grant, plan, h.tag);
   job.adopt(h);
   DaemonLink link(paths, DaemonClient::adopt(Fd(h.daemon_fd), paths), opt, grant);
   return supervise(job, link, signals.get(), /*announce=*/false);
