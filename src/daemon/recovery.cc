@@ -19,9 +19,9 @@ using namespace server_detail;
 // are killed and released once their process group is empty.
 void Server::recover() {
   StoredState st = state_file_.load();
-  next_job_ = std::max(next_job_, st.next_job);
+  lane_.raise_next_job(st.next_job);
   for (const StoredJob& job : st.jobs) {
-    next_job_ = std::max(next_job_, job.grant.id + 1);
+    lane_.raise_next_job(job.grant.id + 1);
     try {
       sched_.adopt(job.grant);
     } catch (const Error& e) {
@@ -95,6 +95,7 @@ void Server::handle_reattach(Client& c, const proto::Json& msg) {
   if (jobs_.count(id) || lost_.count(id))
     throw Error("job " + std::to_string(id) + " is already attached");
   StoredJob job;
+  std::vector<int> lane_units;  // a job that took its slots from our predecessor's lane
   if (auto it = detached_.find(id); it != detached_.end()) {
     if (it->second.pid != c.peer_pid)
       throw Error("job " + std::to_string(id) + " belongs to another launcher");
@@ -118,13 +119,16 @@ void Server::handle_reattach(Client& c, const proto::Json& msg) {
     job.grant.exclusive = proto::get_bool(msg, "exclusive", false);
     job.pid = c.peer_pid;
     job.pid_start = c.peer_start;
-    try {
-      sched_.adopt(job.grant);
-    } catch (const Error& e) {
-      drop(c, e.what());
-      return;
+    lane_units = lane_held(job.grant);
+    if (lane_units.empty()) {
+      try {
+        sched_.adopt(job.grant);
+      } catch (const Error& e) {
+        drop(c, e.what());
+        return;
+      }
     }
-    next_job_ = std::max(next_job_, id + 1);
+    lane_.raise_next_job(id + 1);
   }
   pid_t pgid = static_cast<pid_t>(proto::get_int(msg, "pgid", 0, 1 << 30));
   if (std::optional<JobGroup> g = job_group_of_child(pgid, c.peer_pid)) {
@@ -138,6 +142,7 @@ void Server::handle_reattach(Client& c, const proto::Json& msg) {
   job.ntasks = static_cast<int>(proto::get_int(msg, "ntasks", 0, 1 << 20));
   job.command = proto::get_string(msg, "command", kMaxCommandLen);
   if (msg.contains("jobdir")) job.jobdir = proto::get_string(msg, "jobdir", 4096);
+  if (!lane_units.empty()) claim(c, lane_units);
   attach(c, job);
 }
 

@@ -12,6 +12,7 @@
 #include <cstdio>
 
 #include "daemon/job_state.h"
+#include "proto/lane.h"
 #include "daemon/server_internal.h"
 #include "util/error.h"
 #include "util/process.h"
@@ -51,6 +52,10 @@ Server::Server(ServerConfig config, Fd listener)
       sched_(config_.resources, config_.policy),
       listener_(std::move(listener)),
       state_file_(config_.paths.state),
+      lane_(config_.paths.lane, config_.resources, 1,
+            [](const std::string& line, void* self) { static_cast<Server*>(self)->log(line); }, this),
+      lent_(static_cast<std::size_t>(lane_.size()), 0),
+      claim_(static_cast<std::size_t>(lane_.size()), 0),
       started_at_(now_s()),
       idle_since_(started_at_) {
   epoll_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
@@ -75,6 +80,40 @@ Server::Server(ServerConfig config, Fd listener)
     socket_ino_ = st.st_ino;
   }
   recover();
+  open_lane();
+  schedule_pass();  // lends what is free
+}
+
+// After a crash, launchers may hold lane slots: those of our predecessor's
+// lane jobs (they stay lent until they come back), and, for an instant,
+// slots its death freed, which a launcher locked before seeing the lane
+// closed and lets go again. A recovered grant's slot must be ours before
+// launchers may see us alive (proto/lane.h): it is waited for, briefly.
+void Server::open_lane() {
+  std::vector<int> wanted;
+  for (int u : lane_.held_elsewhere()) {
+    if (sched_.slot_holder(lane_.slot(u)) != 0) wanted.push_back(u);
+  }
+  for (int round = 0; !wanted.empty() && round < 200; ++round) {
+    ::usleep(1000);
+    std::erase_if(wanted, [&](int u) { return lane_.take(u); });
+  }
+  for (int u : lane_.held_elsewhere()) {
+    bool ours = sched_.slot_holder(lane_.slot(u)) != 0;
+    if (ours && std::find(wanted.begin(), wanted.end(), u) != wanted.end()) {
+      log("lane slot " + std::to_string(u) + " is held by a launcher and by a recovered job");
+      continue;
+    }
+    if (ours) continue;  // taken back in the wait above
+    sched_.adopt(Grant{Lane::lent_id(u), {lane_.slot(u)}, {}, false});
+    lent_[static_cast<std::size_t>(u)] = 1;
+  }
+  if (!lane_.held_elsewhere().empty()) {
+    log(std::to_string(lane_.held_elsewhere().size()) +
+        " lane slot(s) are held by launchers of an earlier daemon; they are granted once free");
+  }
+  if (!wanted.empty()) return;  // the lane stays shut: launchers always ask
+  lane_.hold_daemon_byte();
 }
 
 Server::~Server() = default;
@@ -156,6 +195,8 @@ void Server::run() {
       }
     }
     reap_lost_jobs();
+    if (lane_retry_ && sched_.queued() > 0) schedule_pass();
+    check_lane_jobs();
     check_detached();
     heal();
     if (accept_paused_until_ > 0 && now_s() >= accept_paused_until_) {
@@ -167,6 +208,10 @@ void Server::run() {
     }
     if (clients_.empty() && lost_.empty() && detached_.empty() && config_.idle_timeout_s > 0 &&
         now_s() - idle_since_ >= config_.idle_timeout_s) {
+      if (lane_busy()) {  // lane jobs run: their strays may need us
+        idle_since_ = now_s();
+        continue;
+      }
       log("idle for " + std::to_string(static_cast<int>(config_.idle_timeout_s)) + " s, exiting");
       stopping_ = true;
     }
@@ -176,7 +221,7 @@ void Server::run() {
 double Server::next_wakeup_ms() const {
   double wake = kHealPeriodS * 1000;  // the socket self-check
   if (accept_paused_until_ > 0) wake = std::min(wake, 100.0);
-  if (!lost_.empty() || recovering_) wake = 10;  // poll the dying groups, the recovery
+  if (!lost_.empty() || recovering_ || lane_retry_) wake = 10;  // poll the dying groups, the recovery, the lane
   if (!detached_.empty()) wake = std::min(wake, kLivenessPeriodS * 1000);
   if (clients_.empty() && config_.idle_timeout_s > 0) {
     double left = (idle_since_ + config_.idle_timeout_s - now_s()) * 1000;
@@ -315,6 +360,7 @@ void Server::dispatch(Client& c, const proto::Json& msg) {
       {proto::type::kStatus, &Server::handle_status},
       {proto::type::kStop, &Server::handle_stop},
       {proto::type::kReattach, &Server::handle_reattach},
+      {proto::type::kLane, &Server::handle_lane},
   };
   const std::string& type = msg["type"].get_ref<const std::string&>();
   auto it = table.find(type);
@@ -354,7 +400,7 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
   }
   bool arrival_free = arrival != 0 && !jobs_.count(arrival) && !detached_.count(arrival) &&
                       !lost_.count(arrival);
-  r.id = arrival_free ? arrival : next_job_;
+  r.id = arrival_free ? arrival : lane_.new_job_id();
   try {
     if (arrival_free) {
       sched_.submit_in_order(r);
@@ -366,7 +412,7 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
     drop(c, e.what());
     return;
   }
-  next_job_ = std::max(next_job_, r.id + 1);
+  lane_.raise_next_job(r.id + 1);
   c.job = r.id;
   c.request = r;
   c.state = JobState::Queued;
@@ -403,7 +449,11 @@ void Server::handle_finished(Client& c, const proto::Json& msg) {
   }
   proto::get_int(msg, "code", -1, 1 << 16);
   c.state = JobState::Exited;
-  sched_.release(c.job);
+  if (c.lane) {
+    unclaim(c);  // the launcher let go of its slots before saying so
+  } else {
+    sched_.release(c.job);
+  }
   jobs_.erase(c.job);
   c.state = JobState::Released;
   c.job = 0;
@@ -428,7 +478,8 @@ void Server::client_gone(Client& c) {
       parked_.erase(std::remove(parked_.begin(), parked_.end(), &c), parked_.end());
     } else if (c.state == JobState::Granted || c.state == JobState::Running) {
       c.state = JobState::Lost;
-      lose(stored(c));
+      if (c.lane) unclaim(c);  // its slots come back when the last process holding them is gone
+      lose(stored(c), c.lane);
     }
     jobs_.erase(c.job);
   }
@@ -441,10 +492,10 @@ void Server::client_gone(Client& c) {
 
 // A job whose launcher is gone: its ranks must not outlive it, and its
 // resources come back only once its process group is empty.
-void Server::lose(const StoredJob& job) {
+void Server::lose(const StoredJob& job, bool lane) {
   kill_job_group(job.group);  // also helpers that left the group (by their tag)
   if (job_group_alive(job.group)) {
-    lost_[job.grant.id] = LostJob{job, now_s() + kLostJobGraceS};
+    lost_[job.grant.id] = LostJob{job, now_s() + kLostJobGraceS, lane};
     log("job " + std::to_string(job.grant.id) + " lost its launcher; killed process group " +
         std::to_string(job.group.pgid));
   } else {
@@ -482,7 +533,11 @@ void Server::reap_lost_jobs() {
 }
 
 void Server::schedule_pass() {
-  if (recovering_) return;  // survivors first: see recover()
+  if (recovering_) {  // survivors first: see recover()
+    lane_.set_open(false);
+    return;
+  }
+  if (sched_.queued() > 0) take_back();
   std::vector<Grant> grants = sched_.schedule();
   std::vector<Client*> granted;
   for (const Grant& g : grants) {
@@ -518,20 +573,171 @@ void Server::schedule_pass() {
               {"ranks", std::move(ranks)}});
   }
   send_positions();
+  if (sched_.queued() == 0 && !stopping_) lend_free();
+}
+
+// Nothing waits: every free slot goes to the lane, and launchers may take
+// them without asking (proto/lane.h).
+void Server::lend_free() {
+  for (int u = 0; u < lane_.size(); ++u) {
+    auto i = static_cast<std::size_t>(u);
+    if (lent_[i] || sched_.slot_holder(lane_.slot(u)) != 0) continue;
+    sched_.adopt(Grant{Lane::lent_id(u), {lane_.slot(u)}, {}, false});
+    lane_.lend(u);
+    lent_[i] = 1;
+  }
+  lane_.set_open(true);
+  lane_retry_ = false;
+}
+
+// A request waits: the lane closes (so it is served in its turn), and each
+// lent slot that no launcher is known to hold comes back. One still locked
+// (a launcher took it a moment ago, or a dying job's process holds it) is
+// tried again shortly.
+void Server::take_back() {
+  lane_.set_open(false);
+  lane_retry_ = false;
+  for (int u = 0; u < lane_.size(); ++u) {
+    auto i = static_cast<std::size_t>(u);
+    if (!lent_[i] || claim_[i] != 0) continue;
+    if (lane_.take(u)) {
+      sched_.release(Lane::lent_id(u));
+      lent_[i] = 0;
+    } else {
+      lane_retry_ = true;
+    }
+  }
+}
+
+// The lane indices of g's slots when every one of them is lent, unclaimed
+// and locked by someone: a launcher that took them from the lane. Empty
+// otherwise.
+std::vector<int> Server::lane_held(const Grant& g) const {
+  std::vector<int> units;
+  for (const SlotRef& s : g.slots) {
+    int u = lane_.index(s);
+    if (u < 0 || !lent_[static_cast<std::size_t>(u)] || claim_[static_cast<std::size_t>(u)] != 0 ||
+        std::find(units.begin(), units.end(), u) != units.end() || !lane_.held_by_other(u)) {
+      return {};
+    }
+    units.push_back(u);
+  }
+  if (!g.gpus.empty() || g.exclusive) return {};
+  return units;
+}
+
+// The jobs launchers run on lent slots without a connection to us, from
+// the slots' records (only slots someone holds count: a record outlives
+// its job).
+std::map<JobId, LaneJob> Server::lane_jobs() const {
+  std::map<JobId, LaneJob> jobs;
+  for (int u = 0; u < lane_.size(); ++u) {
+    auto i = static_cast<std::size_t>(u);
+    if (!lent_[i] || claim_[i] != 0) continue;
+    std::optional<LaneJob> j = lane_.job_at(u);
+    if (j && !jobs.count(j->job) && lane_.held_by_other(u)) jobs.emplace(j->job, std::move(*j));
+  }
+  return jobs;
+}
+
+// Whether any lent slot is held: a lane job runs (or a moment of one ends).
+bool Server::lane_busy() const {
+  for (int u = 0; u < lane_.size(); ++u) {
+    if (lent_[static_cast<std::size_t>(u)] && lane_.held_by_other(u)) return true;
+  }
+  return false;
+}
+
+// A lane job whose launcher died: its ranks died with it (parent-death
+// signal); what they started is found by the job's tag and killed, as for
+// any job whose launcher vanished. Its slots come back by themselves once
+// nothing holds them.
+void Server::check_lane_jobs() {
+  double now = now_s();
+  if (now < next_lane_check_) return;
+  next_lane_check_ = now + kLaneCheckPeriodS;
+  std::map<JobId, LaneJob> jobs = lane_jobs();
+  std::erase_if(lane_orphans_, [&](const auto& kv) { return !jobs.count(kv.first); });
+  for (const auto& [id, job] : jobs) {
+    std::optional<ProcStat> st = read_proc_stat(job.pid);
+    bool alive = st && st->state != 'Z' &&
+                 static_cast<double>(st->start) / static_cast<double>(::sysconf(_SC_CLK_TCK)) <=
+                     job.claimed_s + 0.05;
+    if (alive) continue;
+    if (!lane_orphans_.count(id)) {
+      log("lane job " + std::to_string(id) + " lost its launcher (pid " + std::to_string(job.pid) +
+          "); killing what its ranks left");
+    }
+    lane_orphans_[id] = now;
+    JobGroup g;
+    g.tag = job.tag;
+    if (g.tag.size() >= 16) kill_job_group(g);
+  }
+}
+
+void Server::claim(Client& c, const std::vector<int>& units) {
+  c.lane = true;
+  for (int u : units) claim_[static_cast<std::size_t>(u)] = c.grant.id ? c.grant.id : c.job;
+}
+
+void Server::unclaim(Client& c) {
+  for (JobId& holder : claim_) {
+    if (holder == c.job) holder = 0;
+  }
+}
+
+// A launcher took slots from the lane itself and says so, right after: its
+// job is recorded as granted, off the launch's critical path. Nothing is
+// answered (the launcher is not waiting); a claim that does not check out
+// drops the client, as any bad message does.
+void Server::handle_lane(Client& c, const proto::Json& msg) {
+  if (proto::get_int(msg, "v", 0, 1 << 20) != proto::kVersion) throw Error("protocol version mismatch");
+  if (c.job != 0) throw Error("'lane' on a connection that already holds a job");
+  if (!lane_.usable()) throw Error("'lane': this daemon's lane is off");
+  JobId id = static_cast<JobId>(proto::get_int(msg, "job", 1, INT64_MAX / 2));
+  int first = static_cast<int>(proto::get_int(msg, "first", 0, lane_.size() - 1));
+  int count = static_cast<int>(proto::get_int(msg, "count", 1, JIFFY_LANE_MAX_TASKS));
+  if (first + count > lane_.size()) throw Error("'lane': slots beyond the lane");
+  if (id >= lane_.peek_next_job() || jobs_.count(id) || lost_.count(id) || detached_.count(id)) {
+    throw Error("'lane': job " + std::to_string(id) + " was not taken from the lane");
+  }
+  Grant g;
+  g.id = id;
+  for (int u = first; u < first + count; ++u) g.slots.push_back(lane_.slot(u));
+  std::vector<int> units = lane_held(g);
+  if (units.empty()) throw Error("'lane': slots not held by a launcher, or held by another job");
+  c.pid = static_cast<int>(proto::get_int(msg, "pid", 0, 1 << 30));
+  c.command = proto::get_string(msg, "command", kMaxCommandLen);
+  c.group.tag = proto::get_tag(msg);
+  c.bind = Bind::Core;
+  c.job = id;
+  c.grant = g;
+  c.request = Request{};
+  c.request.id = id;
+  c.request.ntasks = count;
+  c.state = JobState::Granted;
+  c.submitted_at = c.granted_at = now_s();
+  jobs_[id] = &c;
+  claim(c, units);
 }
 
 StoredJob Server::stored(const Client& c) const {
   return StoredJob{c.grant, c.peer_pid, c.peer_start, c.group, c.request.ntasks, c.command, c.jobdir};
 }
 
+// The ledger holds the daemon's own grants; lane jobs are in the locks.
 void Server::persist() {
   StoredState st;
-  st.next_job = next_job_;
+  st.next_job = lane_.peek_next_job();
   for (const auto& [id, c] : jobs_) {
-    if (c->state == JobState::Granted || c->state == JobState::Running) st.jobs.push_back(stored(*c));
+    if (!c->lane && (c->state == JobState::Granted || c->state == JobState::Running)) {
+      st.jobs.push_back(stored(*c));
+    }
   }
   for (const auto& [id, job] : detached_) st.jobs.push_back(job);
-  for (const auto& [id, lost] : lost_) st.jobs.push_back(lost.job);
+  for (const auto& [id, lost] : lost_) {
+    if (!lost.lane) st.jobs.push_back(lost.job);
+  }
   state_file_.save(st);
 }
 
@@ -549,11 +755,19 @@ proto::Json Server::status_json() const {
   using proto::Json;
   double now = now_s();
   const ResourceSet& rs = config_.resources;
+  const std::map<JobId, LaneJob> on_lane = lane_jobs();
   Json cores = Json::array();
   for (std::size_t i = 0; i < rs.cores.size(); ++i) {
     Json holders = Json::array();
     for (int s = 0; s < rs.cores[i].slots; ++s) {
       JobId h = sched_.slot_holder(SlotRef{static_cast<int>(i), s});
+      if (Lane::is_lent_id(h)) {
+        auto u = static_cast<int>(h - Lane::kLentBase);
+        h = claim_[static_cast<std::size_t>(u)];
+        for (const auto& [id, job] : on_lane) {
+          if (u >= job.first && u < job.first + job.count) h = id;
+        }
+      }
       holders.push_back(h ? Json(h) : Json(nullptr));
     }
     cores.push_back({{"id", i},
@@ -602,6 +816,16 @@ proto::Json Server::status_json() const {
                 {"gpus", job.grant.gpus}, {"exclusive", job.grant.exclusive}, {"age_s", 0.0},
                 {"waited_s", 0.0}, {"gpus_requested", job.grant.gpus.size()}};
   };
+  for (const auto& [id, job] : on_lane) {
+    std::vector<int> held;
+    for (int u = job.first; u < job.first + job.count; ++u) held.push_back(lane_.slot(u).core);
+    held.erase(std::unique(held.begin(), held.end()), held.end());
+    double age = std::max(0.0, boot_s() - job.claimed_s);
+    running.push_back(Json{{"job", id}, {"ntasks", job.count}, {"slots", job.count},
+                           {"pid", job.pid}, {"command", job.command}, {"state", "running"},
+                           {"cores", held}, {"gpus", Json::array()}, {"exclusive", false},
+                           {"age_s", age}, {"waited_s", 0.0}, {"gpus_requested", 0}});
+  }
   for (const auto& [id, job] : detached_) running.push_back(adopted(job, "detached"));
   for (const auto& [id, lost] : lost_) running.push_back(adopted(lost.job, "dying"));
   std::sort(queued.begin(), queued.end(),

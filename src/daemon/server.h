@@ -15,6 +15,7 @@
 #include <string>
 
 #include "core/resources.h"
+#include "daemon/lane.h"
 #include "daemon/state_file.h"
 #include "proto/message.h"
 #include "sched/layout.h"
@@ -52,6 +53,7 @@ class Server {
   struct LostJob {
     StoredJob job;  // what it holds, for the state file
     double give_up_at = 0;
+    bool lane = false;  // its slots are the lane's: the locks tell when they are free
   };
 
   void accept_clients();
@@ -64,11 +66,21 @@ class Server {
   void handle_status(Client& c, const proto::Json& msg);
   void handle_stop(Client& c, const proto::Json& msg);
   void handle_reattach(Client& c, const proto::Json& msg);
+  void handle_lane(Client& c, const proto::Json& msg);
+  std::vector<int> lane_held(const Grant& g) const;
+  void claim(Client& c, const std::vector<int>& units);
+  void unclaim(Client& c);
+  void lend_free();
+  void take_back();
+  void open_lane();
+  std::map<JobId, LaneJob> lane_jobs() const;
+  bool lane_busy() const;
+  void check_lane_jobs();
   void attach(Client& c, const StoredJob& job);
   void recover();
   void check_detached();
   void maybe_end_recovery();
-  void lose(const StoredJob& job);
+  void lose(const StoredJob& job, bool lane = false);
   void finish_lost(const StoredJob& job);
   void persist();
   void heal();
@@ -105,11 +117,19 @@ class Server {
   std::vector<Client*> parked_;
   double next_liveness_check_ = 0;
   StateFile state_file_;
+  // Slots lent to launchers (daemon/lane.h): lent_[u] while the Scheduler
+  // holds slot u for the stand-in Lane::lent_id(u); claim_[u] the job a
+  // launcher said it runs there.
+  Lane lane_;
+  std::vector<char> lent_;
+  std::vector<JobId> claim_;
+  bool lane_retry_ = false;  // a slot wanted back is still held: try again soon
+  double next_lane_check_ = 0;
+  std::map<JobId, double> lane_orphans_;  // lane jobs whose launcher died: last killed at
   // Identity of the socket file we listen on, to notice it removed or replaced.
   unsigned long socket_dev_ = 0, socket_ino_ = 0;
   double next_heal_check_ = 0;
   double accept_paused_until_ = 0;  // out of descriptors: stop accepting a while
-  JobId next_job_ = 1;
   double started_at_;
   double idle_since_;
   bool stopping_ = false;

@@ -20,6 +20,7 @@ constexpr double kRecoveryWindowS = 3.0;  // how long re-attaching launchers get
 constexpr double kUncleanHoldS = 0.5;     // grants held after a crash the state file may not show
 constexpr double kLivenessPeriodS = 0.1;  // how often detached launchers are checked
 constexpr double kHealPeriodS = 0.5;      // how often the socket file is checked
+constexpr double kLaneCheckPeriodS = 0.5; // how often lane jobs' launchers are checked
 
 Bind parse_bind(const std::string& s);
 // Whether path is a job directory a launcher of ours made for job id.
@@ -51,6 +52,7 @@ struct Server::Client {
   double submitted_at = 0;
   double granted_at = 0;
   Grant grant;
+  bool lane = false;  // took its slots from the lane itself ("lane" message)
 };
 
 }  // namespace jiffy

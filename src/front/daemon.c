@@ -83,11 +83,15 @@ static uint64_t resource_key(const char* cpus) {
   return h;
 }
 
-int daemon_connect(char* cpus, size_t cpus_size, char* base, size_t base_size) {
+int daemon_base(char* cpus, size_t cpus_size, char* base, size_t base_size) {
   char dir[4096];
   if (runtime_dir(dir, sizeof dir) != 0 || allowed_cpus(cpus, cpus_size) != 0) return -1;
   int n = snprintf(base, base_size, "%s/%016llx", dir, (unsigned long long)resource_key(cpus));
-  if (n < 0 || (size_t)n >= base_size) return -1;
+  return n < 0 || (size_t)n >= base_size ? -1 : 0;
+}
+
+int daemon_connect(const char* base) {
+  int n;
   struct sockaddr_un addr;
   memset(&addr, 0, sizeof addr);
   addr.sun_family = AF_UNIX;

@@ -61,17 +61,42 @@ int json_string_is(const struct json* nodes, int n, const char* s);
 
 /* ---- daemon.c: reaching the daemon of this resource set ---------------- */
 
-/* Connects to the running daemon of the caller's resource set; -1 when
- * there is none (or its directory is not one we trust). cpus receives the
- * allowed CPU list as jiffy-launch formats it ("0-3,6"), base the daemon's
- * file names without their suffix ("<dir>/<key>"). */
-int daemon_connect(char* cpus, size_t cpus_size, char* base, size_t base_size);
+/* The daemon of the caller's resource set: base receives its file names
+ * without their suffix ("<dir>/<key>"), cpus the allowed CPU list as
+ * jiffy-launch formats it ("0-3,6"). -1 when the runtime directory is not
+ * there or not one we trust. */
+int daemon_base(char* cpus, size_t cpus_size, char* base, size_t base_size);
+/* Connects to the daemon at base; -1 when there is none. */
+int daemon_connect(const char* base);
 /* Sends one frame (4-byte big-endian length + body). 0 or -1. */
 int frame_send(int fd, const char* body, size_t len);
 /* Reads one frame into a malloc'd, NUL-terminated buffer. Returns its length,
  * or -1 on EOF/error, -2 when timeout_ms passed with nothing, -3 when
  * signal_fd became readable first (nothing read from it). */
 long frame_receive(int fd, char** body, int timeout_ms, int signal_fd);
+
+/* ---- lane.c: slots taken without asking (src/proto/lane.h) ------------- */
+
+struct lane_claim {
+  int fd;            /* holds the slots' locks; the ranks inherit it; -1: none */
+  int first, count;  /* the slots taken */
+  unsigned long long job;
+  char* grant;       /* the grant, as the daemon would have written it (malloc'd) */
+  void* map;         /* the lane file, mapped */
+  size_t map_size;
+};
+
+/* Takes n neighbouring slots lent by the live daemon at base, if its lane
+ * is open and has them, and writes the job's records (tag, command: what
+ * the daemon shows and needs if we die). 0 and *claim, or -1 (nothing
+ * taken: ask the daemon). */
+int lane_take(const char* base, int n, const char* tag, const char* command,
+              struct lane_claim* claim);
+/* Records the ranks' process group. */
+void lane_set_pgid(struct lane_claim* claim, pid_t pgid);
+/* Lets the slots go (every process of the job is gone). Returns 1 when the
+ * lane is closed, i.e. a request waits and the daemon wants to know. */
+int lane_release(struct lane_claim* claim);
 
 /* ---- program.c: the program to run -------------------------------------- */
 

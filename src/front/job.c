@@ -188,7 +188,8 @@ struct child {
   pid_t parent;
   int stdin_fd;
   int pmi_fd;
-  int err; /* written by the child */
+  int lane_fd; /* kept by the rank: its slots stay taken until it is gone */
+  int err;     /* written by the child */
 };
 
 /* Runs on a private stack, sharing our memory until exec (CLONE_VM|
@@ -204,7 +205,8 @@ static int child_main(void* p) {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
   if ((c->cpus && sched_setaffinity(0, sizeof *c->cpus, c->cpus) != 0) ||
-      (c->stdin_fd != 0 && dup2(c->stdin_fd, 0) < 0) || fcntl(c->pmi_fd, F_SETFD, 0) != 0) {
+      (c->stdin_fd != 0 && dup2(c->stdin_fd, 0) < 0) || fcntl(c->pmi_fd, F_SETFD, 0) != 0 ||
+      (c->lane_fd >= 0 && fcntl(c->lane_fd, F_SETFD, 0) != 0)) {
     c->err = errno;
     _exit(127);
   }
@@ -260,7 +262,7 @@ int job_start(struct job* job, const char* program, char** argv) {
     const int r = order[i];
     struct rank* rk = &job->ranks[r];
     struct child c = {program, argv, rk->env, rk->bound ? &rk->cpus : NULL, job->pgid, self,
-                      r == 0 ? 0 : job->devnull, rk->child_fd, 0};
+                      r == 0 ? 0 : job->devnull, rk->child_fd, job->lane.fd, 0};
     pid_t pid = clone(child_main, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
     close(rk->child_fd);
     rk->child_fd = -1;
@@ -270,7 +272,10 @@ int job_start(struct job* job, const char* program, char** argv) {
       break;
     }
     rk->pid = pid;
-    if (r == 0) job->pgid = pid;
+    if (r == 0) {
+      job->pgid = pid;
+      lane_set_pgid(&job->lane, pid); /* what the daemon kills if we die */
+    }
     if (c.err && failed < 0) {
       failed = r;
       err = c.err;
@@ -294,7 +299,7 @@ int job_start(struct job* job, const char* program, char** argv) {
  * the daemon finds anything they left by the tag it had with "submit"),
  * and a short launch saves the daemon a wake-up. */
 static void send_started(struct job* job) {
-  if (job->started_sent) return;
+  if (job->started_sent || job->daemon_fd < 0) return;
   char started[128];
   int len = snprintf(started, sizeof started,
                      "{\"jobdir\":\"\",\"pgid\":%d,\"tag\":\"%s\",\"type\":\"started\"}", (int)job->pgid,
@@ -305,7 +310,30 @@ static void send_started(struct job* job) {
 
 /* --------------------------------------------------------------- hand-over */
 
+/* A lane job was the daemon's business only through the lane file; for
+ * jiffy-launch it connects and says what it took (docs/protocol.md). With no
+ * daemon to reach, jiffy-launch gets a connection that is already closed:
+ * it goes on as after a daemon's crash (a new one, re-attaching). */
+static void connect_lane_job(struct job* job) {
+  job->daemon_fd = daemon_connect(job->base);
+  if (job->daemon_fd >= 0) {
+    char msg[2400];
+    int len = snprintf(msg, sizeof msg,
+                       "{\"command\":\"%s\",\"count\":%d,\"first\":%d,\"job\":%llu,\"pid\":%d,"
+                       "\"tag\":\"%s\",\"type\":\"lane\",\"v\":1}",
+                       job->command, job->lane.count, job->lane.first, job->lane.job, (int)getpid(),
+                       job->tag);
+    if (len > 0 && (size_t)len < sizeof msg) frame_send(job->daemon_fd, msg, (size_t)len);
+    return;
+  }
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) _exit(1);
+  close(sv[1]);
+  job->daemon_fd = sv[0];
+}
+
 static _Noreturn void job_hand_over(struct job* job) {
+  if (job->daemon_fd < 0) connect_lane_job(job);
   send_started(job); /* jiffy-launch takes over a job the daemon knows */
   size_t cap = strlen(job->grant_text) + strlen(job->cpus) + 128 + (size_t)job->n * 40;
   char* state = malloc(cap);
@@ -313,6 +341,7 @@ static _Noreturn void job_hand_over(struct job* job) {
   int used = snprintf(state, cap, "v=1 daemon=%d cpus=%s tag=%s pgid=%d ranks=", job->daemon_fd,
                       job->cpus, job->tag, (int)job->pgid);
   fcntl(job->daemon_fd, F_SETFD, 0);
+  if (job->lane.fd >= 0) fcntl(job->lane.fd, F_SETFD, 0); /* jiffy-launch holds the slots to the end */
   for (int r = 0; r < job->n; ++r) {
     struct rank* rk = &job->ranks[r];
     if (rk->pmi_fd >= 0) fcntl(rk->pmi_fd, F_SETFD, 0);
@@ -477,6 +506,16 @@ int job_wait(struct job* job) {
             "although it links MPICH; they probably ran as %d separate singletons (an MPI built "
             "for another launcher, or statically linked?)\n",
             job->n, job->argv0, job->n);
+  }
+  if (job->daemon_fd < 0) {
+    /* A lane job: every process of it is gone, so its slots go back. If a
+     * request waits for them, the daemon is told (any connection wakes
+     * it, and it takes the slots back at once). */
+    if (lane_release(&job->lane)) {
+      int fd = daemon_connect(job->base);
+      if (fd >= 0) close(fd);
+    }
+    return 0;
   }
   static const char finished[] = "{\"code\":0,\"type\":\"finished\"}";
   frame_send(job->daemon_fd, finished, sizeof finished - 1);

@@ -26,6 +26,10 @@ struct rank {
 struct job {
   int daemon_fd;
   int signal_fd;
+  struct lane_claim lane; /* slots taken from the lane (lane.fd -1: granted by the daemon,
+                             and daemon_fd is our connection; else daemon_fd is -1) */
+  const char* base;    /* the daemon's file names (daemon_base) */
+  const char* command; /* the command summary, JSON-escaped */
   int devnull;      /* stdin of ranks 1.. */
   char cpus[16384]; /* the caller's allowed CPUs: names its daemon */
   char* grant_text; /* the daemon's grant, handed over verbatim */

@@ -82,22 +82,19 @@ static int fast_path_applies(int argc, char** argv, int* ntasks) {
   return !isatty(0) && !isatty(2);
 }
 
-/* The submit message, as jiffy-launch's submit_message() writes it for the
- * same command line. -1 when the command is not plain ASCII (jiffy-launch
- * knows how to carry that). */
-static int submit_message(char* out, size_t size, int argc, char** argv, int ntasks,
-                          const char* tag) {
-  char summary[256];
+/* The command summary of submit_message() in jiffy-launch (its first 200
+ * characters), as a JSON string body. -1 when the command is not plain
+ * ASCII (jiffy-launch knows how to carry that). */
+static int command_json(char* command, char summary[256], int argc, char** argv) {
   size_t used = 0;
   for (int i = 3; i < argc && used <= 200; ++i) {
-    if (used && summary[used - 1] != ' ' && used < sizeof summary) summary[used++] = ' ';
-    for (const char* c = argv[i]; *c && used < sizeof summary; ++c) summary[used++] = *c;
+    if (used && summary[used - 1] != ' ' && used < 256) summary[used++] = ' ';
+    for (const char* c = argv[i]; *c && used < 256; ++c) summary[used++] = *c;
   }
   if (used > 200) {
     memcpy(summary + 200, "...", 3);
     used = 203;
   }
-  char command[256 * 6 + 1];
   size_t k = 0;
   for (size_t i = 0; i < used; ++i) {
     unsigned char c = (unsigned char)summary[i];
@@ -113,6 +110,12 @@ static int submit_message(char* out, size_t size, int argc, char** argv, int nta
     }
   }
   command[k] = '\0';
+  summary[used < 256 ? used : 255] = '\0';
+  return 0;
+}
+
+/* The submit message, as jiffy-launch's submit_message() writes it. */
+static int submit_message(char* out, size_t size, const char* command, int ntasks, const char* tag) {
   int n = snprintf(out, size,
                    "{\"allow_oversubscribe\":true,\"arrival\":0,\"bind\":\"core\",\"command\":\"%s\","
                    "\"cores_per_task\":1,\"gpus_per_job\":0,\"gpus_per_task\":0,\"ntasks\":%d,"
@@ -195,14 +198,23 @@ int main(int argc, char** argv) {
   g_argv = argv;
   int ntasks = 0;
   if (!fast_path_applies(argc, argv, &ntasks)) hand_over(NULL);
-  /* A missing program is reported before anything is asked for. */
+  /* A missing program is reported before anything is asked for, and a
+   * program that needs PMIx is jiffy-launch's from the start. */
   char program[PATH_MAX];
   if (program_resolve(argv[3], program, sizeof program) != 0) hand_over(NULL);
+  enum program_kind kind = program_kind(program);
+  if (kind == PROGRAM_NEEDS_PMIX) hand_over(NULL);
   struct job job;
   memset(&job, 0, sizeof job);
+  job.lane.fd = -1;
+  job.kind = kind;
   random_tag(job.tag);
-  char submit[2048];
-  if (submit_message(submit, sizeof submit, argc, argv, ntasks, job.tag) < 0) hand_over(NULL);
+  static char command[256 * 6 + 1], summary[256];
+  if (command_json(command, summary, argc, argv) != 0) hand_over(NULL);
+  char base[4096];
+  if (daemon_base(job.cpus, sizeof job.cpus, base, sizeof base) != 0) hand_over(NULL);
+  job.base = base;
+  job.command = command;
 
   /* From here on, signals are ours (and jiffy-launch's after a hand-over:
    * the mask and what is pending survive exec). */
@@ -214,25 +226,38 @@ int main(int argc, char** argv) {
   g_signals_taken = 1;
   int signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
   if (signal_fd < 0) hand_over(NULL);
-
-  char base[4096];
-  job.daemon_fd = daemon_connect(job.cpus, sizeof job.cpus, base, sizeof base);
-  if (job.daemon_fd < 0) hand_over(NULL); /* none yet: jiffy-launch starts it */
-  if (frame_send(job.daemon_fd, submit, strlen(submit)) != 0) start_over(job.daemon_fd, 0);
-  /* While the daemon decides (on another CPU, as a rule): what the program
-   * needs, and everything about the ranks that does not depend on the
-   * grant. A program that needs PMIx withdraws the request (closing the
-   * connection does that) and goes to jiffy-launch. */
-  job.kind = program_kind(program);
-  if (job.kind == PROGRAM_NEEDS_PMIX) start_over(job.daemon_fd, 0);
   job.signal_fd = signal_fd;
   job.argv0 = argv[3];
-  if (job_prepare(&job, ntasks) != 0) start_over(job.daemon_fd, 0);
+
+  /* Slots lent by the daemon are ours without a word to it (the records
+   * in the lane file say what it needs to know). Otherwise we ask, and
+   * prepare the ranks while it decides (on another CPU, as a rule). */
+  const char* use_lane = getenv("JIFFY_LANE");
+  int laned = !(use_lane && strcmp(use_lane, "0") == 0) &&
+              lane_take(base, ntasks, job.tag, summary, &job.lane) == 0;
   struct json* grant = NULL;
-  job.grant_text = wait_for_grant(job.daemon_fd, signal_fd, base, &grant);
+  if (laned) {
+    job.daemon_fd = -1;
+    if (job_prepare(&job, ntasks) != 0) _exit(1); /* out of descriptors or memory */
+    job.grant_text = job.lane.grant;
+    size_t len = strlen(job.grant_text);
+    grant = calloc((size_t)json_max_nodes(len), sizeof *grant);
+    if (!grant || json_parse(job.grant_text, len, grant, json_max_nodes(len)) <= 0) _exit(1);
+  } else {
+    job.daemon_fd = daemon_connect(base);
+    if (job.daemon_fd < 0) hand_over(NULL); /* none yet: jiffy-launch starts it */
+    char submit[2048];
+    int len = submit_message(submit, sizeof submit, command, ntasks, job.tag);
+    if (len < 0 || frame_send(job.daemon_fd, submit, (size_t)len) != 0) start_over(job.daemon_fd, 0);
+    if (job_prepare(&job, ntasks) != 0) start_over(job.daemon_fd, 0);
+    job.grant_text = wait_for_grant(job.daemon_fd, signal_fd, base, &grant);
+  }
   int granted = job_from_grant(&job, grant);
   free(grant);
-  if (granted != 0) start_over(job.daemon_fd, 0);
+  if (granted != 0) {
+    if (laned) _exit(1); /* our own grant text: cannot be */
+    start_over(job.daemon_fd, 0);
+  }
   int code = job_start(&job, program, argv + 3) != 0 ? 127 : job_wait(&job);
   job_free(&job);
   return code;

@@ -101,6 +101,7 @@ DaemonPaths daemon_paths(const std::vector<int>& cpus) {
   p.log = base + ".log";
   p.topology = base + ".topo.xml";
   p.state = base + ".state";
+  p.lane = base + ".lane";
   return p;
 }
 

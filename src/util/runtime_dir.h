@@ -28,6 +28,7 @@ struct DaemonPaths {
   std::string log;     // <dir>/<key>.log: a detached daemon's stderr
   std::string topology;  // <dir>/<key>.topo.xml: hwloc XML of the set, written by the daemon
   std::string state;     // <dir>/<key>.state: the daemon's ledger (daemon/state_file.h)
+  std::string lane;      // <dir>/<key>.lane: slots lent to launchers (proto/lane.h)
   std::vector<int> cpus;  // the allowed CPUs the key was made from (a daemon started later gets them)
 };
 

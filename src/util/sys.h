@@ -27,6 +27,8 @@ void set_cloexec(int fd, bool on);
 
 // Monotonic clock in seconds.
 double now_s();
+// CLOCK_BOOTTIME in seconds: comparable with process start times.
+double boot_s();
 
 // The CPUs this process may run on (sched_getaffinity), ascending.
 std::vector<int> allowed_cpus();

@@ -130,10 +130,12 @@ def test_mpich_program_is_handed_over_at_init(jx):
 
 
 def test_daemon_death_mid_job_is_survived(jx, tmp_path):
+    """A job the daemon granted (the lane off): the front hands over when
+    the daemon dies, and jiffy-launch re-attaches to a new one."""
     jx.run(["-n", 1, "true"])
     old = jx.daemon_pid()
     flag = tmp_path / "up"
-    p = jx.popen(["-n", 1, "sh", "-c", f"touch {flag}; sleep 1.5"])
+    p = jx.popen(["-n", 1, "sh", "-c", f"touch {flag}; sleep 1.5"], env={"JIFFY_LANE": "0"})
     wait_until(flag.exists, 10, what="rank up")
     os.kill(old, signal.SIGKILL)
     # The front hands over; jiffy-launch re-attaches to a new daemon.

@@ -1,0 +1,234 @@
+#include "daemon/lane.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "proto/lane.h"
+#include "sched/layout.h"
+
+namespace jiffy {
+
+namespace {
+
+// The table a launcher reads: slot u's placement, as layout() gives a
+// one-slot request bound to its core. Empty when a slot does not fit the
+// file's fixed fields (the lane is then not used).
+std::vector<jiffy_lane_slot> slot_table(const ResourceSet& set, const std::vector<SlotRef>& slots) {
+  std::vector<jiffy_lane_slot> table(slots.size());
+  for (std::size_t u = 0; u < slots.size(); ++u) {
+    Request r;
+    r.id = 1;
+    Grant g;
+    g.id = 1;
+    g.slots = {slots[u]};
+    std::vector<RankPlacement> p = layout(set, r, g, Bind::Core);
+    if (p.size() != 1 || p[0].cpus.size() > JIFFY_LANE_MAX_CPUS) return {};
+    jiffy_lane_slot& e = table[u];
+    std::memset(&e, 0, sizeof e);
+    e.core = slots[u].core;
+    e.slot = slots[u].slot;
+    e.ncpus = static_cast<std::uint16_t>(p[0].cpus.size());
+    for (std::size_t i = 0; i < p[0].cpus.size(); ++i) {
+      if (p[0].cpus[i] < 0 || p[0].cpus[i] > 65535) return {};
+      e.cpus[i] = static_cast<std::uint16_t>(p[0].cpus[i]);
+    }
+  }
+  return table;
+}
+
+}  // namespace
+
+Lane::Lane(const std::string& path, const ResourceSet& set, JobId next_job,
+           void (*warn)(const std::string&, void*), void* warn_arg)
+    : local_(sizeof(jiffy_lane_header)) {
+  header_ = reinterpret_cast<jiffy_lane_header*>(local_.data());
+  std::memset(header_, 0, sizeof *header_);
+  slot_index_.resize(set.cores.size());
+  for (std::size_t c = 0; c < set.cores.size(); ++c) {
+    for (int s = 0; s < set.cores[c].slots; ++s) {
+      slot_index_[c].push_back(static_cast<int>(slots_.size()));
+      slots_.push_back({static_cast<int>(c), s});
+    }
+  }
+  raise_next_job(next_job);
+  auto off = [&](const std::string& why) {
+    warn("the lane is off (" + why + "): every launch asks the daemon", warn_arg);
+    slots_.clear();
+    slot_index_.clear();
+  };
+  if (slots_.empty() || slots_.size() > JIFFY_LANE_MAX_SLOTS) {
+    off("too many slots");
+    return;
+  }
+  std::vector<jiffy_lane_slot> table = slot_table(set, slots_);
+  if (table.empty()) {
+    off("a core has too many CPUs");
+    return;
+  }
+
+  const std::size_t table_bytes = table.size() * sizeof(jiffy_lane_slot);
+  const std::size_t bytes =
+      sizeof(jiffy_lane_header) + table_bytes + table.size() * sizeof(jiffy_lane_job);
+  fd_ = Fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  struct stat st;
+  if (!fd_ || ::fstat(fd_.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::geteuid()) {
+    off(path + ": " + std::strerror(errno));
+    return;
+  }
+  // A predecessor's file is kept if it describes these slots: launchers may
+  // hold some of them still, and their locks are on this file.
+  bool same = false;
+  if (static_cast<std::size_t>(st.st_size) == bytes) {
+    jiffy_lane_header old;
+    std::vector<jiffy_lane_slot> old_table(table.size());
+    same = ::pread(fd_.get(), &old, sizeof old, 0) == static_cast<ssize_t>(sizeof old) &&
+           old.magic == JIFFY_LANE_MAGIC && old.nslots == table.size() &&
+           ::pread(fd_.get(), old_table.data(), table_bytes, sizeof old) ==
+               static_cast<ssize_t>(table_bytes) &&
+           std::memcmp(old_table.data(), table.data(), table_bytes) == 0;
+  }
+  if (!same && st.st_size > 0) {
+    // Another resource set's file: remade only when nobody holds any of it.
+    struct flock fl{};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 0;
+    fl.l_len = 0;  // the whole file and beyond
+    if (::fcntl(fd_.get(), F_OFD_GETLK, &fl) != 0 || fl.l_type != F_UNLCK) {
+      fd_.reset();
+      off("launchers of an earlier daemon with other resources hold " + path);
+      return;
+    }
+  }
+  // The blocks are reserved before anything is written through the map: a
+  // write to a hole of a full file system would be a SIGBUS, not an error.
+  if ((!same && ::ftruncate(fd_.get(), 0) != 0) ||
+      (errno = ::posix_fallocate(fd_.get(), 0, static_cast<off_t>(bytes))) != 0) {
+    fd_.reset();
+    off(path + ": " + std::strerror(errno));
+    return;
+  }
+  void* map = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
+  if (map == MAP_FAILED) {
+    fd_.reset();
+    off(path + ": " + std::strerror(errno));
+    return;
+  }
+  map_size_ = bytes;
+  auto* file = static_cast<jiffy_lane_header*>(map);
+  JobId ids = peek_next_job();
+  header_ = file;
+  jobs_ = reinterpret_cast<const jiffy_lane_job*>(static_cast<char*>(map) + sizeof(jiffy_lane_header) +
+                                                  table_bytes);
+  if (same) {
+    __atomic_store_n(&header_->open, 0u, __ATOMIC_SEQ_CST);
+  } else {
+    std::memcpy(static_cast<char*>(map) + sizeof(jiffy_lane_header), table.data(), table_bytes);
+    header_->nslots = static_cast<std::uint32_t>(table.size());
+    header_->open = 0;
+    header_->next_job = 0;
+    __atomic_store_n(&header_->magic, JIFFY_LANE_MAGIC, __ATOMIC_SEQ_CST);  // complete now
+  }
+  raise_next_job(ids);
+  usable_ = true;
+  for (int u = 0; u < size(); ++u) {
+    if (!lock(u, F_WRLCK)) elsewhere_.push_back(u);
+  }
+}
+
+bool Lane::hold_daemon_byte() {
+  if (!usable_) return false;
+  if (!lock(JIFFY_LANE_DAEMON_BYTE, F_WRLCK)) {
+    usable_ = false;  // cannot be: one daemon per file; keep the lane shut
+    return false;
+  }
+  return true;
+}
+
+std::optional<LaneJob> Lane::job_at(int u) const {
+  if (!usable_ || u < 0 || u >= size()) return std::nullopt;
+  const jiffy_lane_job& r = jobs_[u];
+  LaneJob j;
+  j.job = __atomic_load_n(&r.job, __ATOMIC_ACQUIRE);
+  if (j.job == 0) return std::nullopt;
+  j.pid = __atomic_load_n(&r.pid, __ATOMIC_RELAXED);
+  j.pgid = __atomic_load_n(&r.pgid, __ATOMIC_RELAXED);
+  j.first = __atomic_load_n(&r.first, __ATOMIC_RELAXED);
+  j.count = __atomic_load_n(&r.count, __ATOMIC_RELAXED);
+  j.claimed_s = static_cast<double>(__atomic_load_n(&r.claimed_ns, __ATOMIC_RELAXED)) / 1e9;
+  char text[sizeof r.command];
+  std::memcpy(text, r.tag, sizeof r.tag);
+  j.tag.assign(text, strnlen(text, sizeof r.tag));
+  std::memcpy(text, r.command, sizeof r.command);
+  j.command.assign(text, strnlen(text, sizeof r.command));
+  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  if (__atomic_load_n(&r.job, __ATOMIC_RELAXED) != j.job || j.first < 0 || j.count < 1 ||
+      j.first + j.count > size() || u < j.first || u >= j.first + j.count) {
+    return std::nullopt;  // being rewritten, or nonsense
+  }
+  return j;
+}
+
+Lane::~Lane() {
+  if (usable_) set_open(false);
+  if (map_size_) ::munmap(header_, map_size_);
+}
+
+int Lane::index(SlotRef s) const {
+  if (s.core < 0 || static_cast<std::size_t>(s.core) >= slot_index_.size()) return -1;
+  const std::vector<int>& row = slot_index_[static_cast<std::size_t>(s.core)];
+  if (s.slot < 0 || static_cast<std::size_t>(s.slot) >= row.size()) return -1;
+  return row[static_cast<std::size_t>(s.slot)];
+}
+
+bool Lane::lock(long u, short type) {
+  struct flock fl{};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = u;
+  fl.l_len = 1;
+  return ::fcntl(fd_.get(), F_OFD_SETLK, &fl) == 0;
+}
+
+void Lane::lend(int u) { lock(u, F_UNLCK); }
+
+bool Lane::take(int u) { return lock(u, F_WRLCK); }
+
+bool Lane::held_by_other(int u) const {
+  struct flock fl{};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = u;
+  fl.l_len = 1;
+  return ::fcntl(fd_.get(), F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+}
+
+void Lane::set_open(bool open) {
+  if (usable_) __atomic_store_n(&header_->open, open ? 1u : 0u, __ATOMIC_SEQ_CST);
+}
+
+JobId Lane::new_job_id() {
+  JobId id = __atomic_fetch_add(&header_->next_job, 1, __ATOMIC_SEQ_CST);
+  if (id == 0) id = __atomic_fetch_add(&header_->next_job, 1, __ATOMIC_SEQ_CST);  // 0 means none
+  return id;
+}
+
+JobId Lane::peek_next_job() const {
+  JobId next = __atomic_load_n(&header_->next_job, __ATOMIC_SEQ_CST);
+  return next == 0 ? 1 : next;
+}
+
+void Lane::raise_next_job(JobId at_least) {
+  JobId cur = __atomic_load_n(&header_->next_job, __ATOMIC_SEQ_CST);
+  while (cur < at_least &&
+         !__atomic_compare_exchange_n(&header_->next_job, &cur, at_least, false, __ATOMIC_SEQ_CST,
+                                      __ATOMIC_SEQ_CST)) {
+  }
+}
+
+}  // namespace jiffy

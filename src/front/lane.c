@@ -1,0 +1,207 @@
+/* Taking slots from the daemon's lane (src/proto/lane.h) without waiting
+ * for the daemon: the lock on a slot's byte is the grant. The daemon is told
+ * afterwards (main.c sends "lane"), and the grant text made here is the one
+ * the daemon would have sent, so everything after it (job.c, a hand-over to
+ * jiffy-launch) is the same as for a granted request. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "front/front.h"
+#include "proto/lane.h"
+
+/* Positions tried before giving up (each try is one fcntl). */
+enum { kMaxTries = 64 };
+
+static int lock_range(int fd, short type, int first, int count) {
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = first;
+  fl.l_len = count;
+  return fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+/* The first of n slots starting at the one whose CPUs include the CPU we
+ * run on; -1 when none does. */
+static int home_slot(const struct jiffy_lane_slot* t, int slots, int n) {
+  int cpu = sched_getcpu();
+  for (int u = 0; cpu >= 0 && u < slots; ++u) {
+    for (int i = 0; i < t[u].ncpus && i < JIFFY_LANE_MAX_CPUS; ++i) {
+      if (t[u].cpus[i] == cpu) return u + n <= slots ? u : slots - n;
+    }
+  }
+  return -1;
+}
+
+static int lane_open(const struct jiffy_lane_header* h) {
+  return __atomic_load_n(&h->open, __ATOMIC_SEQ_CST) == 1;
+}
+
+/* The grant for slots [first, first + count), in the daemon's words. */
+static char* grant_text(const struct jiffy_lane_slot* t, int first, int count, unsigned long long job) {
+  size_t cap = 160 + (size_t)count * (48 + JIFFY_LANE_MAX_CPUS * 7);
+  char* s = malloc(cap);
+  if (!s) return NULL;
+  size_t used = (size_t)snprintf(
+      s, cap, "{\"type\":\"grant\",\"job\":%llu,\"exclusive\":false,\"gpu_ids\":[],\"slots\":[", job);
+  for (int r = 0; r < count; ++r) {
+    used += (size_t)snprintf(s + used, cap - used, "%s[%d,%d]", r ? "," : "", t[first + r].core,
+                             t[first + r].slot);
+  }
+  used += (size_t)snprintf(s + used, cap - used, "],\"ranks\":[");
+  for (int r = 0; r < count; ++r) {
+    const struct jiffy_lane_slot* e = &t[first + r];
+    used += (size_t)snprintf(s + used, cap - used, "%s{\"cores\":[%d],\"cpus\":[", r ? "," : "", e->core);
+    for (int i = 0; i < e->ncpus; ++i) {
+      used += (size_t)snprintf(s + used, cap - used, "%s%u", i ? "," : "", (unsigned)e->cpus[i]);
+    }
+    used += (size_t)snprintf(s + used, cap - used, "],\"gpus\":[]}");
+  }
+  snprintf(s + used, cap - used, "]}");
+  return s;
+}
+
+/* Whether the file's slots [first, first + count) are ones we can use. */
+static int slots_sane(const struct jiffy_lane_slot* t, int first, int count) {
+  for (int r = first; r < first + count; ++r) {
+    if (t[r].core < 0 || t[r].slot < 0 || t[r].ncpus > JIFFY_LANE_MAX_CPUS) return 0;
+    for (int i = 0; i < t[r].ncpus; ++i) {
+      if (t[r].cpus[i] >= CPU_SETSIZE) return 0;
+    }
+  }
+  return 1;
+}
+
+static struct jiffy_lane_job* records(const struct lane_claim* c) {
+  const struct jiffy_lane_header* h = c->map;
+  return (struct jiffy_lane_job*)((char*)c->map + sizeof *h + (size_t)h->nslots * sizeof(struct jiffy_lane_slot));
+}
+
+/* Whether the daemon that lent the slots still lives (proto/lane.h). */
+static int daemon_alive(int fd) {
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = JIFFY_LANE_DAEMON_BYTE;
+  fl.l_len = 1;
+  return fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+}
+
+static void write_records(struct lane_claim* c, const char* tag, const char* command) {
+  struct jiffy_lane_job* r = records(c);
+  struct timespec t;
+  clock_gettime(CLOCK_BOOTTIME, &t);
+  for (int u = c->first; u < c->first + c->count; ++u) {
+    __atomic_store_n(&r[u].job, 0, __ATOMIC_SEQ_CST);
+    r[u].pid = (int32_t)getpid();
+    r[u].pgid = 0;
+    r[u].first = c->first;
+    r[u].count = c->count;
+    r[u].claimed_ns = (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
+    snprintf(r[u].tag, sizeof r[u].tag, "%s", tag);
+    snprintf(r[u].command, sizeof r[u].command, "%s", command);
+    __atomic_store_n(&r[u].job, c->job, __ATOMIC_RELEASE);
+  }
+}
+
+int lane_take(const char* base, int n, const char* tag, const char* command,
+              struct lane_claim* claim) {
+  claim->fd = -1;
+  if (n < 1 || n > JIFFY_LANE_MAX_TASKS) return -1;
+  char path[4200];
+  if (snprintf(path, sizeof path, "%s.lane", base) >= (int)sizeof path) return -1;
+  int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return -1;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+      (st.st_mode & 077) != 0 || st.st_size < (off_t)sizeof(struct jiffy_lane_header)) {
+    close(fd);
+    return -1;
+  }
+  size_t size = (size_t)st.st_size;
+  void* map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) {
+    close(fd);
+    return -1;
+  }
+  struct jiffy_lane_header* h = map;
+  const struct jiffy_lane_slot* table = (const struct jiffy_lane_slot*)(h + 1);
+  int slots = (int)h->nslots;
+  int first = -1;
+  if (__atomic_load_n(&h->magic, __ATOMIC_SEQ_CST) == JIFFY_LANE_MAGIC && slots > 0 &&
+      slots <= JIFFY_LANE_MAX_SLOTS &&
+      size >= sizeof *h + (size_t)slots * (sizeof(struct jiffy_lane_slot) + sizeof(struct jiffy_lane_job)) &&
+      n <= slots && lane_open(h)) {
+    /* Where we run first: the ranks start without moving us to another
+     * CPU (a migration costs more than the rest of taking the slots). */
+    int here = home_slot(table, slots, n);
+    for (int k = -1; (k < 0 || k + n <= slots) && k < kMaxTries; ++k) {
+      int u = k < 0 ? here : k;
+      if (u < 0 || (k >= 0 && u == here)) continue;
+      if (lock_range(fd, F_WRLCK, u, n) == 0) {
+        first = u;
+        break;
+      }
+      if (errno != EAGAIN && errno != EACCES) break; /* no OFD locks here: ask the daemon */
+    }
+  }
+  /* Ours only if lent by a live daemon, and the lane still open: it closes
+   * when a request waits, which then goes first. */
+  if (first >= 0 && (!lane_open(h) || !daemon_alive(fd) || !slots_sane(table, first, n))) {
+    lock_range(fd, F_UNLCK, first, n);
+    first = -1;
+  }
+  if (first < 0) {
+    munmap(map, size);
+    close(fd);
+    return -1;
+  }
+  unsigned long long job = __atomic_fetch_add(&h->next_job, 1, __ATOMIC_SEQ_CST);
+  if (job == 0) job = __atomic_fetch_add(&h->next_job, 1, __ATOMIC_SEQ_CST);
+  claim->grant = grant_text(table, first, n, job);
+  if (!claim->grant) {
+    munmap(map, size);
+    close(fd);
+    return -1;
+  }
+  claim->fd = fd;
+  claim->first = first;
+  claim->count = n;
+  claim->job = job;
+  claim->map = map;
+  claim->map_size = size;
+  write_records(claim, tag, command);
+  return 0;
+}
+
+void lane_set_pgid(struct lane_claim* claim, pid_t pgid) {
+  if (claim->fd < 0) return;
+  struct jiffy_lane_job* r = records(claim);
+  for (int u = claim->first; u < claim->first + claim->count; ++u) {
+    __atomic_store_n(&r[u].pgid, (int32_t)pgid, __ATOMIC_RELEASE);
+  }
+}
+
+int lane_release(struct lane_claim* claim) {
+  if (claim->fd < 0) return 0;
+  struct jiffy_lane_job* r = records(claim);
+  for (int u = claim->first; u < claim->first + claim->count; ++u) {
+    __atomic_store_n(&r[u].job, 0, __ATOMIC_SEQ_CST);
+  }
+  close(claim->fd); /* the locks go with the last descriptor */
+  claim->fd = -1;
+  int waiting = !lane_open(claim->map);
+  munmap(claim->map, claim->map_size);
+  return waiting;
+}
