@@ -310,30 +310,33 @@ static void send_started(struct job* job) {
 
 /* --------------------------------------------------------------- hand-over */
 
-/* A lane job was the daemon's business only through the lane file; for
- * jiffy-launch it connects and says what it took (docs/protocol.md). With no
- * daemon to reach, jiffy-launch gets a connection that is already closed:
- * it goes on as after a daemon's crash (a new one, re-attaching). */
-static void connect_lane_job(struct job* job) {
+/* A lane job is known to the daemon by the lane file's records only. Once
+ * it has run kStartedDelayNs, or when jiffy-launch takes it over, it
+ * connects and says what it took ("lane"): then the daemon supervises it
+ * as any other (its hang-up means our death, and the job's processes are
+ * killed at once). 0, or -1 when there is no daemon to reach. */
+static int tell_daemon(struct job* job) {
   job->daemon_fd = daemon_connect(job->base);
-  if (job->daemon_fd >= 0) {
-    char msg[2400];
-    int len = snprintf(msg, sizeof msg,
-                       "{\"command\":\"%s\",\"count\":%d,\"first\":%d,\"job\":%llu,\"pid\":%d,"
-                       "\"tag\":\"%s\",\"type\":\"lane\",\"v\":1}",
-                       job->command, job->lane.count, job->lane.first, job->lane.job, (int)getpid(),
-                       job->tag);
-    if (len > 0 && (size_t)len < sizeof msg) frame_send(job->daemon_fd, msg, (size_t)len);
-    return;
-  }
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) _exit(1);
-  close(sv[1]);
-  job->daemon_fd = sv[0];
+  if (job->daemon_fd < 0) return -1;
+  char msg[2400];
+  int len = snprintf(msg, sizeof msg,
+                     "{\"command\":\"%s\",\"count\":%d,\"first\":%d,\"job\":%llu,\"pid\":%d,"
+                     "\"tag\":\"%s\",\"type\":\"lane\",\"v\":1}",
+                     job->command, job->lane.count, job->lane.first, job->lane.job, (int)getpid(),
+                     job->tag);
+  if (len > 0 && (size_t)len < sizeof msg) frame_send(job->daemon_fd, msg, (size_t)len);
+  return 0;
 }
 
 static _Noreturn void job_hand_over(struct job* job) {
-  if (job->daemon_fd < 0) connect_lane_job(job);
+  if (job->daemon_fd < 0 && tell_daemon(job) != 0) {
+    /* No daemon: jiffy-launch gets a connection already closed, and goes on
+     * as after a daemon's crash (starting one, re-attaching). */
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) _exit(1);
+    close(sv[1]);
+    job->daemon_fd = sv[0];
+  }
   send_started(job); /* jiffy-launch takes over a job the daemon knows */
   size_t cap = strlen(job->grant_text) + strlen(job->cpus) + 128 + (size_t)job->n * 40;
   char* state = malloc(cap);
@@ -468,7 +471,11 @@ int job_wait(struct job* job) {
       if (errno == EINTR) continue;
       job_hand_over(job);
     }
-    if (!job->started_sent && now_ns() >= job->spawned_ns + kStartedDelayNs) send_started(job);
+    if (!job->started_sent && now_ns() >= job->spawned_ns + kStartedDelayNs) {
+      if (job->daemon_fd < 0) tell_daemon(job);
+      send_started(job);
+      job->started_sent = 1;
+    }
     /* The daemon writes only when something is wrong; it hangs up when it
      * dies: jiffy-launch deals with both (and re-attaches). */
     if (p[1].revents) job_hand_over(job);
@@ -507,14 +514,14 @@ int job_wait(struct job* job) {
             "for another launcher, or statically linked?)\n",
             job->n, job->argv0, job->n);
   }
+  /* Every process of the job is gone: lane slots go back before the
+   * daemon hears the job is over, so that it can take them back at once. */
+  int waiting = lane_release(&job->lane);
   if (job->daemon_fd < 0) {
-    /* A lane job: every process of it is gone, so its slots go back. If a
-     * request waits for them, the daemon is told (any connection wakes
-     * it, and it takes the slots back at once). */
-    if (lane_release(&job->lane)) {
-      int fd = daemon_connect(job->base);
-      if (fd >= 0) close(fd);
-    }
+    /* A short lane job the daemon never heard of. If a request waits for
+     * its slots, any connection wakes the daemon to take them back. */
+    int fd = waiting ? daemon_connect(job->base) : -1;
+    if (fd >= 0) close(fd);
     return 0;
   }
   static const char finished[] = "{\"code\":0,\"type\":\"finished\"}";

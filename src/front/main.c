@@ -238,7 +238,10 @@ int main(int argc, char** argv) {
   struct json* grant = NULL;
   if (laned) {
     job.daemon_fd = -1;
-    if (job_prepare(&job, ntasks) != 0) _exit(1); /* out of descriptors or memory */
+    if (job_prepare(&job, ntasks) != 0) {
+      lane_release(&job.lane);
+      hand_over(NULL);
+    }
     job.grant_text = job.lane.grant;
     size_t len = strlen(job.grant_text);
     grant = calloc((size_t)json_max_nodes(len), sizeof *grant);
