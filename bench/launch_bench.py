@@ -11,7 +11,10 @@ hits all of them alike):
                     (user+sys of the child and everything it reaped, from
                     wait4's rusage) of
                       /bin/true                                   (bare)
-                      jiffy -n 1 /bin/true                        (daemon warm)
+                      jiffy -n 1 /bin/true                        (daemon warm; the
+                                                                  front takes a lent slot)
+                      the same with JIFFY_LANE=0                  (the front asks the
+                                                                  daemon and waits)
                       the same with JIFFY_FAST=0                  (no front: the C++
                                                                   launcher does it all)
                       mpiexec.hydra -n 1 /bin/true                (if installed)
@@ -131,10 +134,13 @@ def main():
     r = Runner(env)
     r_ompi = Runner(env_ompi)
     r_nofront = Runner(dict(env, JIFFY_FAST="0"))
+    r_ask = Runner(dict(env, JIFFY_LANE="0"))
+    runners = {"ompi": r_ompi, "nofront": r_nofront, "ask": r_ask}
 
     cmds = {
         "bare": [true],
         "jiffy": [jiffy, "-n", "1", true],
+        "ask": [jiffy, "-n", "1", true],
         "nofront": [jiffy, "-n", "1", true],
     }
     if hydra:
@@ -142,6 +148,7 @@ def main():
     if ompi:
         cmds["ompi"] = [ompi, "--allow-run-as-root", "-n", "1", true]
     labels = {"bare": "/bin/true (bare fork/exec)", "jiffy": "jiffy -n 1 /bin/true",
+              "ask": "  same, JIFFY_LANE=0 (asks)",
               "nofront": "  same, JIFFY_FAST=0 (no front)",
               "hydra": "mpiexec.hydra -n 1 /bin/true",
               "ompi": "mpirun.openmpi -n 1 /bin/true"}
@@ -151,7 +158,7 @@ def main():
         for _ in range(10):
             for k, c in cmds.items():
                 if k != "ompi":
-                    (r_nofront if k == "nofront" else r).once(c)
+                    runners.get(k, r).once(c)
         dpid = daemon_pid(jiffy, env)
         if not dpid:
             sys.exit("launch_bench: jiffy's daemon did not start")
@@ -166,7 +173,7 @@ def main():
             order = [k for k in cmds if k != "ompi" or i < ompi_reps]
             rnd.shuffle(order)
             for k in order:
-                runner = r_ompi if k == "ompi" else r_nofront if k == "nofront" else r
+                runner = runners.get(k, r)
                 if k == "jiffy":
                     d0 = proc_cpu(dpid)
                 w, c, rc = runner.once(cmds[k])
@@ -257,6 +264,10 @@ def main():
         rows += [("hydra / jiffy", "wall", hw / jw if jw else None, ">= 4", lambda x: x >= 4),
                  ("hydra / jiffy", "CPU", hc / jc if jc else None, ">= 4", lambda x: x >= 4),
                  ("hydra / (jiffy+daemon)", "CPU", hc / jcd if jcd else None, ">= 4", lambda x: x >= 4)]
+    if wall.get("ask"):
+        aw, ac = median_ms(wall["ask"]), median_ms(cpu["ask"])
+        rows += [("asking / jiffy", "wall", aw / jw if jw else None, "", None),
+                 ("asking / jiffy", "CPU", ac / jc if jc else None, "", None)]
     if wall.get("nofront"):
         nw, nc = median_ms(wall["nofront"]), median_ms(cpu["nofront"])
         rows += [("no front / jiffy", "wall", nw / jw if jw else None, "", None),

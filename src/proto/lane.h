@@ -3,8 +3,7 @@
  * Why: a launch that waits for the daemon's answer pays two wake-ups of
  * idle CPUs and the daemon's work on its critical path (about 0.2 ms of a
  * 1.1 ms launch). When nothing is queued, the daemon lends its free slots
- * to the lane, and the front takes them itself; the daemon hears of the job
- * afterwards, off the launch's critical path.
+ * to the lane, and the front takes them itself, without waking the daemon.
  *
  * Who holds a slot is decided by the kernel, not by this file's contents:
  * slot u of the lane is byte u of the file, and holding it means holding an
@@ -17,10 +16,11 @@
  * never both hold a byte: no slot is ever granted twice.
  *
  * A launcher that took slots writes what the daemon needs to know of its
- * job into the slots' records (jiffy_lane_job) and never wakes the daemon:
- * the daemon reads the records when it needs them (status, and a periodic
- * look for jobs whose launcher died, to kill what their ranks left). Only a
- * launcher that hands its job to jiffy-launch connects, and says "lane".
+ * job into the slots' records (jiffy_lane_job): the daemon reads them when
+ * it needs them (status, and a periodic look for jobs whose launcher died,
+ * to kill what their ranks left). A job that runs 2 ms, or that the front
+ * hands to jiffy-launch, connects and says "lane": from then on the daemon
+ * supervises it as any other.
  *
  * The daemon holds one more byte, JIFFY_LANE_DAEMON_BYTE, for its whole
  * life, and takes it only once it holds every slot it may grant. A launcher
