@@ -12,7 +12,8 @@
 // daemon reads their bytes, then the hang-up), then Server::run()
 // on a fake machine (fuzz_util.h) with an idle timeout of ~0: the server
 // accepts everyone, handles every message (submit, grant, started,
-// finished, reattach, status, stop, garbage), sees every client go (queued
+// finished, reattach, lane, status, stop, garbage; its lane lends and takes
+// back slots as requests come and go), sees every client go (queued
 // requests cancelled, granted jobs lost and released) and returns once it
 // has no client left. A hang is a finding (libFuzzer's -timeout).
 //
@@ -86,6 +87,7 @@ jiffy::DaemonPaths paths(const std::string& dir) {
   p.log = dir + "/" + p.key + ".log";
   p.topology = dir + "/" + p.key + ".topo.xml";
   p.state = dir + "/" + p.key + ".state";
+  p.lane = dir + "/" + p.key + ".lane";
   return p;
 }
 

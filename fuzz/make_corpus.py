@@ -43,6 +43,12 @@ def started(pgid=13892, jobdir="", tag=TAG):
     return frame({"jobdir": jobdir, "pgid": pgid, "tag": tag, "type": "started"})
 
 
+def lane(job=3, first=0, count=1, pid=13889, command="true"):
+    """What a front says once its lane job has run 2 ms (src/proto/lane.h)."""
+    return frame({"command": command, "count": count, "first": first, "job": job, "pid": pid,
+                  "tag": TAG, "type": "lane", "v": 1})
+
+
 def finished(code=0):
     return frame({"code": code, "type": "finished"})
 
@@ -112,6 +118,7 @@ def daemon_message():
         "oversized": struct.pack(">I", 64 * 1024 + 1) + b"{",
         "half_frame": submit()[:40],
         "utf8_command": submit(ntasks=1, command="./prog --name=\u00e9t\u00e9 \u2603"),
+        "lane": lane() + started(),
     }
 
 
@@ -135,6 +142,8 @@ def daemon_server():
         "garbage_then_launcher": sep.join([b"\x00\x00\x00\x05hello", struct.pack(">I", 1 << 20),
                                             submit(ntasks=2) + started(pgid=CHILD), STATUS]),
         "stop": sep.join([submit(ntasks=1), STOP]),
+        "lane_not_held": sep.join([lane(job=1, first=1, count=1) + finished(),
+                                   submit(ntasks=1) + started(pgid=CHILD) + finished(), lane(job=99)]),
         "wide_and_narrow": sep.join([submit(ntasks=12, command="wide"), submit(ntasks=1, command="narrow"),
                                       submit(ntasks=2, gpus_per_job=3, command="gpus")]),
     }

@@ -123,7 +123,7 @@ Lane::Lane(const std::string& path, const ResourceSet& set, JobId next_job,
   auto* file = static_cast<jiffy_lane_header*>(map);
   JobId ids = peek_next_job();
   header_ = file;
-  jobs_ = reinterpret_cast<const jiffy_lane_job*>(static_cast<char*>(map) + sizeof(jiffy_lane_header) +
+  jobs_ = reinterpret_cast<jiffy_lane_job*>(static_cast<char*>(map) + sizeof(jiffy_lane_header) +
                                                   table_bytes);
   if (same) {
     __atomic_store_n(&header_->open, 0u, __ATOMIC_SEQ_CST);
@@ -184,6 +184,10 @@ int Lane::index(SlotRef s) const {
   const std::vector<int>& row = slot_index_[static_cast<std::size_t>(s.core)];
   if (s.slot < 0 || static_cast<std::size_t>(s.slot) >= row.size()) return -1;
   return row[static_cast<std::size_t>(s.slot)];
+}
+
+void Lane::clear_job(int u) {
+  if (usable_ && u >= 0 && u < size()) __atomic_store_n(&jobs_[u].job, 0, __ATOMIC_SEQ_CST);
 }
 
 bool Lane::lock(long u, short type) {

@@ -69,6 +69,8 @@ class Lane {
   bool hold_daemon_byte();
   // The job slot u's holder wrote, if the record is whole and names one.
   std::optional<LaneJob> job_at(int u) const;
+  // Clears slot u's record. REQUIRES: the daemon holds the slot.
+  void clear_job(int u);
 
   // Lets go of slot u. REQUIRES: the daemon holds it.
   void lend(int u);
@@ -91,7 +93,7 @@ class Lane {
   std::vector<std::vector<int>> slot_index_;  // [core][slot] -> u
   Fd fd_;
   jiffy_lane_header* header_ = nullptr;  // the file's, or local_ when unusable
-  const jiffy_lane_job* jobs_ = nullptr;  // the records, in the file
+  jiffy_lane_job* jobs_ = nullptr;  // the records, in the file
   std::size_t map_size_ = 0;
   bool usable_ = false;
   std::vector<int> elsewhere_;

@@ -673,6 +673,23 @@ void Server::check_lane_jobs() {
     g.tag = job.tag;
     if (g.tag.size() >= 16) kill_job_group(g);
   }
+  // A record on a slot nobody holds: its launcher died before it could
+  // clear it, within a job's first 2 ms (or jiffy-launch ended the job).
+  // What carries its tag is killed, and the record cleared, holding the
+  // slot meanwhile so that no launcher takes it and writes its own.
+  for (int u = 0; u < lane_.size(); ++u) {
+    auto i = static_cast<std::size_t>(u);
+    if (!lent_[i] || claim_[i] != 0 || !lane_.job_at(u) || lane_.held_by_other(u) || !lane_.take(u)) {
+      continue;
+    }
+    if (std::optional<LaneJob> j = lane_.job_at(u); j && j->tag.size() >= 16) {
+      JobGroup g;
+      g.tag = j->tag;
+      kill_job_group(g);
+    }
+    lane_.clear_job(u);
+    lane_.lend(u);
+  }
 }
 
 void Server::claim(Client& c, const std::vector<int>& units) {

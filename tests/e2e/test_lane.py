@@ -13,6 +13,8 @@ import struct
 import subprocess
 import sys
 
+import pytest
+
 from conftest import (JobTrace, check_rank_affinity, core_cpu_map, find_overlaps, pid_alive,
                       procs_with_marker, read_records, run_concurrently, wait_until)
 
@@ -117,10 +119,10 @@ def test_lane_and_granted_jobs_never_share_a_core(jx, probe_bin, tmp_path):
 
 # A launcher written in Python: takes slot 0 of the lane and writes its
 # record as src/front/lane.c does, then starts a "rank helper" that left
-# its process group (setsid) but keeps the lane descriptor, and waits.
+# its process group (setsid), keeping the lane descriptor or not, and waits.
 FAKE_LAUNCHER = r"""
 import fcntl, mmap, os, struct, sys, time
-path, tag, marker = sys.argv[1:4]
+path, tag, marker, keep = sys.argv[1:5]
 fd = os.open(path, os.O_RDWR)
 os.set_inheritable(fd, True)
 m = mmap.mmap(fd, os.fstat(fd).st_size)
@@ -134,20 +136,25 @@ struct.pack_into("<QiiiiQ72s208s", m, rec, 0, os.getpid(), 0, 0, 1,
 struct.pack_into("<Q", m, rec, job)
 if os.fork() == 0:
     os.setsid()
+    if keep != "keep":
+        os.close(fd)
     os.execve("/bin/sleep", ["sleep", "300"], dict(os.environ, JIFFY_JOB_TAG=tag))
 print(job, flush=True)
 time.sleep(300)
 """
 
 
-def test_a_lane_job_is_shown_and_its_strays_die_with_its_launcher(jx, tmp_path):
-    """A lane job the daemon never heard from (a short job's way): status
-    reads it from the lane records; when its launcher dies, the daemon kills
-    what carries the job's tag, and the slot comes back once nothing holds
-    it."""
+@pytest.mark.parametrize("stray", ["keeps the lane descriptor", "closed it"])
+def test_a_lane_job_is_shown_and_its_strays_die_with_its_launcher(jx, tmp_path, stray):
+    """A lane job the daemon never heard from (a launcher that dies within a
+    job's first 2 ms): status reads it from the lane records; when its
+    launcher dies, the daemon kills what carries the job's tag (found by the
+    slot still held, or by the record left on a slot nobody holds), and the
+    slot comes back."""
     assert jx.run(["-n", 1, "true"]).returncode == 0
     tag = "%032x" % random.getrandbits(128)
-    p = subprocess.Popen([sys.executable, "-c", FAKE_LAUNCHER, lane_path(jx), tag, jx.marker],
+    keep = "keep" if stray.startswith("keeps") else "close"
+    p = subprocess.Popen([sys.executable, "-c", FAKE_LAUNCHER, lane_path(jx), tag, jx.marker, keep],
                          stdout=subprocess.PIPE, text=True, env=jx.env)
     jx.popens.append(p)
     job = int(p.stdout.readline())
@@ -165,7 +172,9 @@ def test_a_lane_job_is_shown_and_its_strays_die_with_its_launcher(jx, tmp_path):
     wait_until(lambda: not pid_alive(stray), 10, 0.05, "the stray killed by the daemon")
     wait_until(lambda: not shown() and jx.status()["resources"]["cores"][0]["holders"] == [None],
                10, 0.05, "the slot back")
-    assert "lost its launcher" in open(os.path.join(jx.runtime_dir, jx.status()["daemon"]["key"] + ".log")).read()
+    if keep == "keep":
+        log = open(os.path.join(jx.runtime_dir, jx.status()["daemon"]["key"] + ".log")).read()
+        assert "lost its launcher" in log
 
 
 def test_daemon_death_leaves_lane_jobs_their_cores(jx, probe_bin, tmp_path):
