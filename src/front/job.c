@@ -174,7 +174,11 @@ void job_free(struct job* job) {
   for (int r = 0; r < job->n; ++r) free(job->ranks[r].env);
   free(job->ranks);
   free(job->grant_text);
-  memset(job, 0, sizeof *job);
+  job->owned = NULL;
+  job->nowned = 0;
+  job->ranks = NULL;
+  job->n = 0;
+  job->grant_text = NULL;
 }
 
 /* ------------------------------------------------------------------ spawn */

@@ -204,8 +204,7 @@ int main(int argc, char** argv) {
   if (program_resolve(argv[3], program, sizeof program) != 0) hand_over(NULL);
   enum program_kind kind = program_kind(program);
   if (kind == PROGRAM_NEEDS_PMIX) hand_over(NULL);
-  struct job job;
-  memset(&job, 0, sizeof job);
+  static struct job job; /* zeros, faulted in as used (it is large) */
   job.lane.fd = -1;
   job.kind = kind;
   random_tag(job.tag);
@@ -245,7 +244,10 @@ int main(int argc, char** argv) {
     job.grant_text = job.lane.grant;
     size_t len = strlen(job.grant_text);
     grant = calloc((size_t)json_max_nodes(len), sizeof *grant);
-    if (!grant || json_parse(job.grant_text, len, grant, json_max_nodes(len)) <= 0) _exit(1);
+    if (!grant || json_parse(job.grant_text, len, grant, json_max_nodes(len)) <= 0) {
+      lane_release(&job.lane); /* out of memory: jiffy-launch says so */
+      hand_over(NULL);
+    }
   } else {
     job.daemon_fd = daemon_connect(base);
     if (job.daemon_fd < 0) hand_over(NULL); /* none yet: jiffy-launch starts it */
@@ -258,7 +260,10 @@ int main(int argc, char** argv) {
   int granted = job_from_grant(&job, grant);
   free(grant);
   if (granted != 0) {
-    if (laned) _exit(1); /* our own grant text: cannot be */
+    if (laned) {
+      lane_release(&job.lane);
+      hand_over(NULL);
+    }
     start_over(job.daemon_fd, 0);
   }
   int code = job_start(&job, program, argv + 3) != 0 ? 127 : job_wait(&job);
