@@ -228,6 +228,7 @@ def main():
         plan = [("-n 1 back-to-back", "bare", lambda: batch_serial([true], n)),
                 ("-n 1 back-to-back", "jiffy", lambda: batch_serial([jiffy, "-n", "1", true], n)),
                 ("-n 4 back-to-back", "jiffy", lambda: batch_serial([jiffy, "-n", "4", true], n)),
+                ("4 streams of -n 1", "bare", lambda: batch_streams([true], n)),
                 ("4 streams of -n 1", "jiffy", lambda: batch_streams([jiffy, "-n", "1", true], n))]
         if hydra:
             plan += [("-n 1 back-to-back", "hydra", lambda: batch_serial([hydra, "-n", "1", true], n)),
