@@ -124,6 +124,10 @@ Environment variables:
   MPIEXEC_TIMEOUT        seconds, used when no -timeout is given
   JIFFY_RUNTIME_DIR      the resource manager's directory (its socket);
                          launches using the same one share the machine
+  JIFFY_LANE=0           always ask the daemon for cores, instead of taking
+                         cores it lends while nothing waits (the default)
+  JIFFY_FAST=0           run every launch in jiffy-launch (no fast path)
+  JIFFY_DAEMON_TIMEOUT   seconds to wait for the daemon's answer (10)
 )";
 }
 
