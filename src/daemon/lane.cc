@@ -137,7 +137,18 @@ Lane::Lane(const std::string& path, const ResourceSet& set, JobId next_job,
   raise_next_job(ids);
   usable_ = true;
   for (int u = 0; u < size(); ++u) {
-    if (!lock(u, F_WRLCK)) elsewhere_.push_back(u);
+    if (lock(u, F_WRLCK)) continue;
+    if (errno != EAGAIN && errno != EACCES) {  // no OFD locks on this file system
+      usable_ = false;
+      header_ = reinterpret_cast<jiffy_lane_header*>(local_.data());
+      ::munmap(map, map_size_);
+      map_size_ = 0;
+      fd_.reset();
+      off(path + ": " + std::strerror(errno));
+      elsewhere_.clear();
+      return;
+    }
+    elsewhere_.push_back(u);
   }
 }
 

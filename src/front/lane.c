@@ -143,12 +143,13 @@ int lane_take(const char* base, int n, const char* tag, const char* command,
       slots <= JIFFY_LANE_MAX_SLOTS &&
       size >= sizeof *h + (size_t)slots * (sizeof(struct jiffy_lane_slot) + sizeof(struct jiffy_lane_job)) &&
       n <= slots && lane_open(h)) {
-    /* Where we run first: the ranks start without moving us to another
-     * CPU (a migration costs more than the rest of taking the slots). */
+    /* From where we run: the ranks start without moving us to another
+     * CPU (a migration costs more than the rest of taking the slots); then
+     * onwards, round the lane. */
     int here = home_slot(table, slots, n);
-    for (int k = -1; (k < 0 || k + n <= slots) && k < kMaxTries; ++k) {
-      int u = k < 0 ? here : k;
-      if (u < 0 || (k >= 0 && u == here)) continue;
+    int positions = slots - n + 1;
+    for (int k = 0; k < positions && k < kMaxTries; ++k) {
+      int u = ((here < 0 ? 0 : here) + k) % positions;
       if (lock_range(fd, F_WRLCK, u, n) == 0) {
         first = u;
         break;
