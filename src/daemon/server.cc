@@ -430,14 +430,17 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
 void Server::handle_started(Client& c, const proto::Json& msg) {
   if (c.state != JobState::Granted) throw Error("'started' before a grant");
   pid_t pgid = static_cast<pid_t>(proto::get_int(msg, "pgid", 1, 1 << 30));
-  // Only a group led by this launcher's own child is ever killed on its behalf.
-  std::optional<JobGroup> group = job_group_of_child(pgid, c.peer_pid);
-  if (!group) {
-    throw Error("'started': process group " + std::to_string(pgid) +
-                " is not led by a child of this launcher");
+  std::string tag = msg.contains("tag") ? proto::get_tag(msg) : c.group.tag;
+  // Only a group led by this launcher's own child is ever killed on its
+  // behalf; another is ignored (the job stays known by its tag). A group
+  // already gone is a job already over, read late: its "finished" follows.
+  if (std::optional<JobGroup> group = job_group_of_child(pgid, c.peer_pid)) {
+    c.group = *group;
+  } else if (::kill(pgid, 0) == 0 || errno != ESRCH) {
+    log("job " + std::to_string(c.job) + ": ignoring process group " + std::to_string(pgid) +
+        ", not led by a child of its launcher");
   }
-  group->tag = msg.contains("tag") ? proto::get_tag(msg) : c.group.tag;
-  c.group = *group;
+  c.group.tag = tag;
   c.jobdir = msg.contains("jobdir") ? proto::get_string(msg, "jobdir", 4096) : "";
   c.state = JobState::Running;
   persist();  // a successor must know which group to kill if the launcher dies
@@ -721,8 +724,16 @@ void Server::handle_lane(Client& c, const proto::Json& msg) {
   Grant g;
   g.id = id;
   for (int u = first; u < first + count; ++u) g.slots.push_back(lane_.slot(u));
-  std::vector<int> units = lane_held(g);
-  if (units.empty()) throw Error("'lane': slots not held by a launcher, or held by another job");
+  // A slot nobody holds any more: the job is over already (we were slow,
+  // and its "finished" follows). A slot not lent, or another job's: a lie.
+  std::vector<int> units;
+  for (int u = first; u < first + count; ++u) {
+    auto i = static_cast<std::size_t>(u);
+    if (!lent_[i] || claim_[i] != 0) {
+      throw Error("'lane': slot " + std::to_string(u) + " is not lent, or is another job's");
+    }
+    if (lane_.held_by_other(u)) units.push_back(u);
+  }
   c.pid = static_cast<int>(proto::get_int(msg, "pid", 0, 1 << 30));
   c.command = proto::get_string(msg, "command", kMaxCommandLen);
   c.group.tag = proto::get_tag(msg);

@@ -51,12 +51,17 @@ def test_lane_launches_need_no_answer_and_get_unique_ids(jx, probe_bin, tmp_path
     assert magic == MAGIC and nslots == len(jx.status()["resources"]["cores"]) and is_open == 1
     with daemon_stopped(jx):
         for i in range(10):
-            cp = jx.run(["-n", 1, probe_bin, f"out={tmp_path}", f"tag=L{i}"], timeout=20)
+            # sleep=5: the launcher says "lane" at 2 ms, to a daemon that reads it
+            # (and "finished") only after the job is over
+            cp = jx.run(["-n", 1, probe_bin, f"out={tmp_path}", f"tag=L{i}", "sleep=5"], timeout=20)
             assert cp.returncode == 0, cp.stderr
     ids = [read_records(tmp_path)[f"L{i}"][0]["job"] for i in range(10)]
     assert len(set(ids)) == 10, ids
-    st = jx.status()
-    assert st["running"] == [] and st["queued"] == []
+    st = wait_until(lambda: (lambda s: s if not s["running"] else None)(jx.status()), 10, 0.05,
+                    "the daemon caught up")
+    assert st["queued"] == []
+    log = open(os.path.join(jx.runtime_dir, st["daemon"]["key"] + ".log")).read()
+    assert "dropping" not in log, log
     assert all(c["holders"] == [None] * c["slots"] for c in st["resources"]["cores"])
 
 
