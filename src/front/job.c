@@ -300,8 +300,9 @@ int job_start(struct job* job, const char* program, char** argv) {
 /* Names the job's process group to the daemon, which kills the group if we
  * die. Not before the job has run kStartedDelayNs: a job that ends sooner
  * needs no name (its ranks die with us, by their parent-death signal, and
- * the daemon finds anything they left by the tag it had with "submit"),
- * and a short launch saves the daemon a wake-up. */
+ * the daemon finds anything they left by the tag it had with "submit", or
+ * read in a lane slot's record), and a short launch saves the daemon a
+ * wake-up. */
 static void send_started(struct job* job) {
   if (job->started_sent || job->daemon_fd < 0) return;
   char started[128];
