@@ -197,8 +197,11 @@ int Lane::index(SlotRef s) const {
   return row[static_cast<std::size_t>(s.slot)];
 }
 
-void Lane::clear_job(int u) {
-  if (usable_ && u >= 0 && u < size()) __atomic_store_n(&jobs_[u].job, 0, __ATOMIC_SEQ_CST);
+void Lane::clear_job(int u, JobId job) {
+  if (!usable_ || u < 0 || u >= size()) return;
+  JobId expected = job;
+  __atomic_compare_exchange_n(&jobs_[u].job, &expected, JobId{0}, false, __ATOMIC_SEQ_CST,
+                              __ATOMIC_SEQ_CST);
 }
 
 bool Lane::lock(long u, short type) {

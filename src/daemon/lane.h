@@ -69,8 +69,8 @@ class Lane {
   bool hold_daemon_byte();
   // The job slot u's holder wrote, if the record is whole and names one.
   std::optional<LaneJob> job_at(int u) const;
-  // Clears slot u's record. REQUIRES: the daemon holds the slot.
-  void clear_job(int u);
+  // Clears slot u's record if it still names job.
+  void clear_job(int u, JobId job);
 
   // Lets go of slot u. REQUIRES: the daemon holds it.
   void lend(int u);

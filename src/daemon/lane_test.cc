@@ -138,6 +138,11 @@ TEST_F(LaneTest, RecordsAreReadWholeOrNotAtAll) {
   EXPECT_DOUBLE_EQ(j->claimed_s, 2.5);
   EXPECT_EQ(j->tag, "0123456789abcdef0123456789abcdef");
   EXPECT_EQ(j->command, "sleep 1");
+  lane.clear_job(1, 41);  // not the job this record names: left alone
+  EXPECT_TRUE(lane.job_at(1));
+  lane.clear_job(1, 42);
+  EXPECT_FALSE(lane.job_at(1));
+  r[1].job = 42;
   r[1].first = 1;  // claims slots [1, 3) of a 2-slot lane: nonsense
   EXPECT_FALSE(lane.job_at(1));
   ::munmap(map, static_cast<std::size_t>(st.st_size));

@@ -690,7 +690,7 @@ void Server::check_lane_jobs() {
       g.tag = j->tag;
       kill_job_group(g);
     }
-    lane_.clear_job(u);
+    if (std::optional<LaneJob> j = lane_.job_at(u)) lane_.clear_job(u, j->job);
     lane_.lend(u);
   }
 }
@@ -700,9 +700,15 @@ void Server::claim(Client& c, const std::vector<int>& units) {
   for (int u : units) claim_[static_cast<std::size_t>(u)] = c.grant.id ? c.grant.id : c.job;
 }
 
+// The daemon knows the job's end (its "finished", or its processes killed
+// on a hang-up), so the job's records go too: check_lane_jobs need not
+// look for what the job left. Only records still naming this job: a
+// launcher may have taken a slot anew already.
 void Server::unclaim(Client& c) {
-  for (JobId& holder : claim_) {
-    if (holder == c.job) holder = 0;
+  for (std::size_t u = 0; u < claim_.size(); ++u) {
+    if (claim_[u] != c.job) continue;
+    claim_[u] = 0;
+    lane_.clear_job(static_cast<int>(u), c.job);
   }
 }
 
