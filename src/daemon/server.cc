@@ -54,7 +54,6 @@ Server::Server(ServerConfig config, Fd listener)
       state_file_(config_.paths.state),
       lane_(config_.paths.lane, config_.resources, 1,
             [](const std::string& line, void* self) { static_cast<Server*>(self)->log(line); }, this),
-      lent_(static_cast<std::size_t>(lane_.size()), 0),
       claim_(static_cast<std::size_t>(lane_.size()), 0),
       started_at_(now_s()),
       idle_since_(started_at_) {
@@ -106,7 +105,6 @@ void Server::open_lane() {
     }
     if (ours) continue;  // taken back in the wait above
     sched_.adopt(Grant{Lane::lent_id(u), {lane_.slot(u)}, {}, false});
-    lent_[static_cast<std::size_t>(u)] = 1;
   }
   if (!lane_.held_elsewhere().empty()) {
     log(std::to_string(lane_.held_elsewhere().size()) +
@@ -583,11 +581,9 @@ void Server::schedule_pass() {
 // them without asking (proto/lane.h).
 void Server::lend_free() {
   for (int u = 0; u < lane_.size(); ++u) {
-    auto i = static_cast<std::size_t>(u);
-    if (lent_[i] || sched_.slot_holder(lane_.slot(u)) != 0) continue;
+    if (sched_.slot_holder(lane_.slot(u)) != 0) continue;  // held, or lent already
     sched_.adopt(Grant{Lane::lent_id(u), {lane_.slot(u)}, {}, false});
     lane_.lend(u);
-    lent_[i] = 1;
   }
   lane_.set_open(true);
   lane_retry_ = false;
@@ -601,11 +597,9 @@ void Server::take_back() {
   lane_.set_open(false);
   lane_retry_ = false;
   for (int u = 0; u < lane_.size(); ++u) {
-    auto i = static_cast<std::size_t>(u);
-    if (!lent_[i] || claim_[i] != 0) continue;
+    if (!lent_unclaimed(u)) continue;
     if (lane_.take(u)) {
       sched_.release(Lane::lent_id(u));
-      lent_[i] = 0;
     } else {
       lane_retry_ = true;
     }
@@ -619,8 +613,8 @@ std::vector<int> Server::lane_held(const Grant& g) const {
   std::vector<int> units;
   for (const SlotRef& s : g.slots) {
     int u = lane_.index(s);
-    if (u < 0 || !lent_[static_cast<std::size_t>(u)] || claim_[static_cast<std::size_t>(u)] != 0 ||
-        std::find(units.begin(), units.end(), u) != units.end() || !lane_.held_by_other(u)) {
+    if (u < 0 || !lent_unclaimed(u) || std::find(units.begin(), units.end(), u) != units.end() ||
+        !lane_.held_by_other(u)) {
       return {};
     }
     units.push_back(u);
@@ -635,8 +629,7 @@ std::vector<int> Server::lane_held(const Grant& g) const {
 std::map<JobId, LaneJob> Server::lane_jobs() const {
   std::map<JobId, LaneJob> jobs;
   for (int u = 0; u < lane_.size(); ++u) {
-    auto i = static_cast<std::size_t>(u);
-    if (!lent_[i] || claim_[i] != 0) continue;
+    if (!lent_unclaimed(u)) continue;
     std::optional<LaneJob> j = lane_.job_at(u);
     if (j && !jobs.count(j->job) && lane_.held_by_other(u)) jobs.emplace(j->job, std::move(*j));
   }
@@ -646,7 +639,7 @@ std::map<JobId, LaneJob> Server::lane_jobs() const {
 // Whether any lent slot is held: a lane job runs (or a moment of one ends).
 bool Server::lane_busy() const {
   for (int u = 0; u < lane_.size(); ++u) {
-    if (lent_[static_cast<std::size_t>(u)] && lane_.held_by_other(u)) return true;
+    if (lent(u) && lane_.held_by_other(u)) return true;
   }
   return false;
 }
@@ -672,27 +665,35 @@ void Server::check_lane_jobs() {
           "); killing what its ranks left");
     }
     lane_orphans_[id] = now;
-    JobGroup g;
-    g.tag = job.tag;
-    if (g.tag.size() >= 16) kill_job_group(g);
+    kill_tagged(job.tag);
   }
   // A record on a slot nobody holds: its launcher died before it could
   // clear it, within a job's first 2 ms (or jiffy-launch ended the job).
   // What carries its tag is killed, and the record cleared, holding the
   // slot meanwhile so that no launcher takes it and writes its own.
   for (int u = 0; u < lane_.size(); ++u) {
-    auto i = static_cast<std::size_t>(u);
-    if (!lent_[i] || claim_[i] != 0 || !lane_.job_at(u) || lane_.held_by_other(u) || !lane_.take(u)) {
-      continue;
+    if (!lent_unclaimed(u) || !lane_.job_at(u) || lane_.held_by_other(u) || !lane_.take(u)) continue;
+    if (std::optional<LaneJob> j = lane_.job_at(u)) {  // ours now: nobody rewrites it
+      kill_tagged(j->tag);
+      lane_.clear_job(u, j->job);
     }
-    if (std::optional<LaneJob> j = lane_.job_at(u); j && j->tag.size() >= 16) {
-      JobGroup g;
-      g.tag = j->tag;
-      kill_job_group(g);
-    }
-    if (std::optional<LaneJob> j = lane_.job_at(u)) lane_.clear_job(u, j->job);
     lane_.lend(u);
   }
+}
+
+// Every process carrying a lane job's tag (a tag too short to be one of
+// ours names nothing).
+void Server::kill_tagged(const std::string& tag) {
+  if (tag.size() < 16) return;
+  JobGroup g;
+  g.tag = tag;
+  kill_job_group(g);
+}
+
+bool Server::lent(int u) const { return sched_.slot_holder(lane_.slot(u)) == Lane::lent_id(u); }
+
+bool Server::lent_unclaimed(int u) const {
+  return lent(u) && claim_[static_cast<std::size_t>(u)] == 0;
 }
 
 void Server::claim(Client& c, const std::vector<int>& units) {
@@ -727,17 +728,16 @@ void Server::handle_lane(Client& c, const proto::Json& msg) {
   if (id >= lane_.peek_next_job() || jobs_.count(id) || lost_.count(id) || detached_.count(id)) {
     throw Error("'lane': job " + std::to_string(id) + " was not taken from the lane");
   }
-  Grant g;
-  g.id = id;
-  for (int u = first; u < first + count; ++u) g.slots.push_back(lane_.slot(u));
   // A slot nobody holds any more: the job is over already (we were slow,
   // and its "finished" follows). A slot not lent, or another job's: a lie.
+  Grant g;
+  g.id = id;
   std::vector<int> units;
   for (int u = first; u < first + count; ++u) {
-    auto i = static_cast<std::size_t>(u);
-    if (!lent_[i] || claim_[i] != 0) {
+    if (!lent_unclaimed(u)) {
       throw Error("'lane': slot " + std::to_string(u) + " is not lent, or is another job's");
     }
+    g.slots.push_back(lane_.slot(u));
     if (lane_.held_by_other(u)) units.push_back(u);
   }
   c.pid = static_cast<int>(proto::get_int(msg, "pid", 0, 1 << 30));
@@ -790,18 +790,16 @@ proto::Json Server::status_json() const {
   double now = now_s();
   const ResourceSet& rs = config_.resources;
   const std::map<JobId, LaneJob> on_lane = lane_jobs();
+  std::vector<JobId> lane_holder = claim_;  // per lane slot: the job on it, 0 when free
+  for (const auto& [id, job] : on_lane) {
+    for (int u = job.first; u < job.first + job.count; ++u) lane_holder[static_cast<std::size_t>(u)] = id;
+  }
   Json cores = Json::array();
   for (std::size_t i = 0; i < rs.cores.size(); ++i) {
     Json holders = Json::array();
     for (int s = 0; s < rs.cores[i].slots; ++s) {
       JobId h = sched_.slot_holder(SlotRef{static_cast<int>(i), s});
-      if (Lane::is_lent_id(h)) {
-        auto u = static_cast<int>(h - Lane::kLentBase);
-        h = claim_[static_cast<std::size_t>(u)];
-        for (const auto& [id, job] : on_lane) {
-          if (u >= job.first && u < job.first + job.count) h = id;
-        }
-      }
+      if (Lane::is_lent_id(h)) h = lane_holder[static_cast<std::size_t>(h - Lane::kLentBase)];
       holders.push_back(h ? Json(h) : Json(nullptr));
     }
     cores.push_back({{"id", i},

@@ -76,6 +76,9 @@ class Server {
   std::map<JobId, LaneJob> lane_jobs() const;
   bool lane_busy() const;
   void check_lane_jobs();
+  void kill_tagged(const std::string& tag);
+  bool lent(int u) const;
+  bool lent_unclaimed(int u) const;
   void attach(Client& c, const StoredJob& job);
   void recover();
   void check_detached();
@@ -117,11 +120,10 @@ class Server {
   std::vector<Client*> parked_;
   double next_liveness_check_ = 0;
   StateFile state_file_;
-  // Slots lent to launchers (daemon/lane.h): lent_[u] while the Scheduler
-  // holds slot u for the stand-in Lane::lent_id(u); claim_[u] the job a
-  // launcher said it runs there.
+  // Slots lent to launchers (daemon/lane.h): slot u is lent while the
+  // Scheduler holds it for the stand-in Lane::lent_id(u); claim_[u] is the
+  // job a connected launcher said it runs there.
   Lane lane_;
-  std::vector<char> lent_;
   std::vector<JobId> claim_;
   bool lane_retry_ = false;  // a slot wanted back is still held: try again soon
   double next_lane_check_ = 0;
