@@ -142,7 +142,7 @@ void Server::handle_reattach(Client& c, const proto::Json& msg) {
   job.ntasks = static_cast<int>(proto::get_int(msg, "ntasks", 0, 1 << 20));
   job.command = proto::get_string(msg, "command", kMaxCommandLen);
   if (msg.contains("jobdir")) job.jobdir = proto::get_string(msg, "jobdir", 4096);
-  if (!lane_units.empty()) claim(c, lane_units);
+  if (!lane_units.empty()) claim(c, id, lane_units);
   attach(c, job);
 }
 

@@ -696,9 +696,9 @@ bool Server::lent_unclaimed(int u) const {
   return lent(u) && claim_[static_cast<std::size_t>(u)] == 0;
 }
 
-void Server::claim(Client& c, const std::vector<int>& units) {
+void Server::claim(Client& c, JobId job, const std::vector<int>& units) {
   c.lane = true;
-  for (int u : units) claim_[static_cast<std::size_t>(u)] = c.grant.id ? c.grant.id : c.job;
+  for (int u : units) claim_[static_cast<std::size_t>(u)] = job;
 }
 
 // The daemon knows the job's end (its "finished", or its processes killed
@@ -752,7 +752,7 @@ void Server::handle_lane(Client& c, const proto::Json& msg) {
   c.state = JobState::Granted;
   c.submitted_at = c.granted_at = now_s();
   jobs_[id] = &c;
-  claim(c, units);
+  claim(c, id, units);
 }
 
 StoredJob Server::stored(const Client& c) const {

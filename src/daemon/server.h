@@ -68,7 +68,7 @@ class Server {
   void handle_reattach(Client& c, const proto::Json& msg);
   void handle_lane(Client& c, const proto::Json& msg);
   std::vector<int> lane_held(const Grant& g) const;
-  void claim(Client& c, const std::vector<int>& units);
+  void claim(Client& c, JobId job, const std::vector<int>& units);
   void unclaim(Client& c);
   void lend_free();
   void take_back();
