@@ -32,14 +32,17 @@ int run_daemon(const std::vector<std::string>& args, const DaemonOptions& opt) {
     DaemonPaths paths = daemon_paths();
     std::vector<std::string> extra(args.begin() + 2, args.end());
     std::string verdict = start_daemon(paths, extra);
-    if (verdict == "running") throw Error("a daemon is already running for this resource set (" + paths.socket + ")");
+    if (verdict == "running") {
+      throw Error("a daemon is already running for this resource set (" + paths.shown(paths.socket) + ")");
+    }
     if (verdict != "ok") throw Error(verdict.substr(verdict.rfind("error: ", 0) == 0 ? 7 : 0));
-    std::fprintf(stderr, "jiffy: daemon started (socket %s, log %s)\n", paths.socket.c_str(), paths.log.c_str());
+    std::fprintf(stderr, "jiffy: daemon started (socket %s, log %s)\n", paths.shown(paths.socket).c_str(),
+                 paths.shown(paths.log).c_str());
     return 0;
   }
   std::string exe = daemon_executable();
   std::vector<char*> argv;
-  std::string name = "jiffyd";
+  std::string name = "jiffyd:" + daemon_paths().identity;  // its rendezvous name (daemon/rendezvous.h)
   argv.push_back(name.data());
   for (std::size_t i = 1; i < args.size(); ++i) argv.push_back(const_cast<char*>(args[i].c_str()));
   argv.push_back(nullptr);

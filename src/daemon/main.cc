@@ -3,9 +3,9 @@
 // 3) or by hand as `jiffy daemon [options]`.
 //
 // Start-up order matters for "exactly one daemon": take the lifetime lock
-// (an abstract socket name, see take_lifetime_lock) first: a second daemon
-// for the same set gives up here, then discover the
-// resources, then replace any stale socket and listen, then report ready.
+// (daemon/rendezvous.h) first: a second daemon for the same set gives up
+// here, then discover the resources, then replace any stale socket and
+// listen, then report ready.
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/resource.h>
@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstddef>
 #include <cstdlib>
@@ -25,6 +26,7 @@
 
 #include "cli/command.h"
 #include "core/topology.h"
+#include "daemon/rendezvous.h"
 #include "daemon/server.h"
 #include "util/error.h"
 #include "util/runtime_dir.h"
@@ -50,89 +52,36 @@ std::optional<std::string> getenv_opt(const char* name) {
   return v ? std::optional<std::string>(v) : std::nullopt;
 }
 
-// The lifetime lock, two locks in one. An flock on <key>.lock in the
-// private runtime directory, which no other user can touch, and a listening
-// Unix socket bound to an abstract name made of our uid, the resource-set
-// key and the directory. The kernel releases both when we die, however we
-// die. The abstract name also survives the directory being removed, so no
-// second daemon can start beside us then. If another user squats that name
-// (it is not secret) the flock alone decides: a probe connection tells whose
-// it is (SO_PEERCRED). Returns the abstract socket (or, when squatted, the
-// flock fd alone); an invalid Fd when a daemon of ours holds the lock.
-struct LifetimeLock {
-  Fd file;
-  Fd name;  // listening; Server accepts and closes the probes
-};
-
-sockaddr_un lock_address(const DaemonPaths& paths, socklen_t* len) {
-  std::string name = "jiffy/" + std::to_string(::geteuid()) + "/" + paths.key + "/" + paths.dir;
-  if (name.size() > sizeof(sockaddr_un::sun_path) - 1) {
-    name = "jiffy/" + std::to_string(::geteuid()) + "/" + paths.key + "/" +
-           std::to_string(std::hash<std::string>{}(paths.dir));
-  }
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path + 1, name.data(), name.size());  // sun_path[0] = 0: abstract
-  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-  return addr;
-}
-
-// Who holds the abstract name: our uid (a live daemon), another, or nobody
-// listening (-1: foreign too, our daemons always listen).
-long holder_uid(const sockaddr_un& addr, socklen_t len) {
-  Fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!probe) return -1;
-  if (::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
-    return errno == EAGAIN ? static_cast<long>(::geteuid()) : -1;  // a full backlog: busy, alive
-  }
-  try {
-    return static_cast<long>(peer_uid(probe.get()));
-  } catch (const Error&) {
-    return -1;
-  }
-}
-
-std::optional<LifetimeLock> take_lifetime_lock(const DaemonPaths& paths) {
-  LifetimeLock lock;
-  lock.file = Fd(::open(paths.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!lock.file) throw_errno("open " + paths.lock);
-  if (::flock(lock.file.get(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK) return std::nullopt;
-    throw_errno("flock " + paths.lock);
-  }
-  socklen_t len;
-  sockaddr_un addr = lock_address(paths, &len);
-  lock.name = Fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!lock.name) throw_errno("socket");
-  if (::bind(lock.name.get(), reinterpret_cast<sockaddr*>(&addr), len) == 0) {
-    if (::listen(lock.name.get(), 64) != 0) throw_errno("listen on the daemon lock");
-  } else {
-    if (errno != EADDRINUSE) throw_errno("bind the daemon lock");
-    long uid = holder_uid(addr, len);
-    if (uid == static_cast<long>(::geteuid())) return std::nullopt;
-    std::fprintf(stderr, "jiffy: warning: the daemon lock name is held by %s; relying on %s alone\n",
-                 uid < 0 ? "a process not of ours" : ("uid " + std::to_string(uid)).c_str(),
-                 paths.lock.c_str());
-    lock.name.reset();
-  }
-  int fd = lock.file.get();
-  std::string pid = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(fd, 0) == 0) (void)!::pwrite(fd, pid.data(), pid.size(), 0);
-  return lock;
-}
-
 void report_ready(bool detached, const std::string& verdict) {
   if (!detached) return;
   (void)!::write(kReadyFd, verdict.data(), verdict.size());
   ::close(kReadyFd);
 }
 
-int serve(const DaemonOptions& opt) {
+void warn(const std::string& line) { std::fprintf(stderr, "jiffy: warning: %s\n", line.c_str()); }
+
+// Runs us again under the argv[0] that names our identity in /proc (see
+// daemon/rendezvous.h), unless we already have it. Launchers that start us
+// set it themselves; this covers jiffyd run by hand.
+void take_identity(const DaemonPaths& paths, char** argv) {
+  std::string argv0 = daemon_argv0(paths);
+  if (argv0 == argv[0]) return;
+  argv[0] = argv0.data();
+  char exe[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) throw_errno("readlink /proc/self/exe");
+  exe[n] = '\0';
+  ::execv(exe, argv);  // by its name: /proc/self/exe would rename the process "exe"
+  throw_errno("cannot re-execute the daemon");
+}
+
+int serve(const DaemonOptions& opt, char** argv) {
   DaemonPaths paths = daemon_paths();
-  std::optional<LifetimeLock> lock = take_lifetime_lock(paths);
+  take_identity(paths, argv);
+  std::optional<LifetimeLock> lock = take_lifetime_lock(paths, warn);
   if (!lock) {  // another daemon won the race: the launcher will use it
     if (!opt.detached_child) {
-      throw Error("a daemon is already running for this resource set (" + paths.socket + ")");
+      throw Error("a daemon is already running for this resource set (" + paths.shown(paths.socket) + ")");
     }
     report_ready(opt.detached_child, "running\n");
     return 0;
@@ -152,14 +101,14 @@ int serve(const DaemonOptions& opt) {
   // We hold the lifetime lock, so whatever sits at the socket path is stale:
   // left by a daemon that died without cleaning up.
   config.unclean_start = ::unlink(paths.socket.c_str()) == 0;
-  if (!config.unclean_start && errno != ENOENT) throw_errno("unlink " + paths.socket);
+  if (!config.unclean_start && errno != ENOENT) throw_errno("unlink " + paths.shown(paths.socket));
   try {
     export_topology_xml(paths.topology);
   } catch (const Error& e) {
     std::fprintf(stderr, "jiffy: warning: %s (ranks will discover the topology themselves)\n", e.what());
   }
   Fd listener = unix_listen(paths.socket, 4096);
-  config.lock_fd = lock->name.get();
+  config.lock = std::move(*lock);
   Server server(std::move(config), std::move(listener));
   report_ready(opt.detached_child, "ok\n");
   server.run();
@@ -178,7 +127,7 @@ int main(int argc, char** argv) {
     auto* d = std::get_if<DaemonCommand>(&cmd);
     if (!d) throw Error("jiffyd only runs the daemon (see jiffy --help)");
     detached = d->options.detached_child;
-    return serve(d->options);
+    return serve(d->options, argv);
   } catch (const Error& e) {
     std::fprintf(stderr, "jiffy: %s\n", e.what());
     report_ready(detached, std::string("error: ") + e.what() + "\n");

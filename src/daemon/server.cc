@@ -66,7 +66,7 @@ Server::Server(ServerConfig config, Fd listener)
   signals_ = Fd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!signals_) throw_errno("signalfd");
   ::signal(SIGPIPE, SIG_IGN);
-  for (int fd : {listener_.get(), signals_.get(), config_.lock_fd}) {
+  for (int fd : {listener_.get(), signals_.get(), config_.lock.name.get()}) {
     if (fd < 0) continue;
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -129,14 +129,17 @@ void Server::heal() {
       st.st_dev == socket_dev_ && st.st_ino == socket_ino_) {
     return;
   }
-  log("socket " + config_.paths.socket + " was removed or replaced; re-creating it");
+  log("socket " + config_.paths.shown(config_.paths.socket) + " was removed or replaced; re-creating it");
   try {
-    runtime_dir();  // re-creates and re-checks the directory
+    runtime_dir();  // re-creates and re-checks the directory (our descriptor of it follows)
+    if (!retake_lock_file(config_.paths, config_.lock.file)) {
+      log("cannot take " + config_.paths.shown(config_.paths.lock) + " anew (the process table still says we serve)");
+    }
     if (::unlink(config_.paths.socket.c_str()) != 0 && errno != ENOENT) {
-      throw_errno("unlink " + config_.paths.socket);
+      throw_errno("unlink " + config_.paths.shown(config_.paths.socket));
     }
     Fd listener = unix_listen(config_.paths.socket, 4096);
-    if (::stat(config_.paths.socket.c_str(), &st) != 0) throw_errno("stat " + config_.paths.socket);
+    if (::stat(config_.paths.socket.c_str(), &st) != 0) throw_errno("stat " + config_.paths.shown(config_.paths.socket));
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listener_.get(), nullptr);
     listener_ = std::move(listener);
     epoll_event ev{};
@@ -164,7 +167,7 @@ void Server::log(const std::string& line) const {
 void Server::run() {
   log("serving " + std::to_string(config_.resources.cores.size()) + " cores (" +
       std::to_string(config_.resources.total_slots()) + " slots), " +
-      std::to_string(config_.resources.gpus.size()) + " GPUs on " + config_.paths.socket);
+      std::to_string(config_.resources.gpus.size()) + " GPUs on " + config_.paths.shown(config_.paths.socket));
   epoll_event events[64];
   while (!stopping_) {
     int timeout = static_cast<int>(next_wakeup_ms());
@@ -177,7 +180,7 @@ void Server::run() {
       int fd = events[i].data.fd;
       if (fd == listener_.get()) {
         accept_clients();
-      } else if (fd == config_.lock_fd) {
+      } else if (fd == config_.lock.name.get()) {
         // Another daemon checking who holds the lock: it has its answer.
         for (int probe; (probe = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) ::close(probe);
       } else if (fd == signals_.get()) {
@@ -867,7 +870,7 @@ proto::Json Server::status_json() const {
            {{"pid", ::getpid()},
             {"uptime_s", now - started_at_},
             {"key", config_.paths.key},
-            {"socket", config_.paths.socket},
+            {"socket", config_.paths.shown(config_.paths.socket)},
             {"clients", clients_.size()},
             {"idle_timeout_s", config_.idle_timeout_s},
             {"max_oversubscribe", config_.policy.max_oversubscribe}}},

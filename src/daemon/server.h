@@ -16,6 +16,7 @@
 
 #include "core/resources.h"
 #include "daemon/lane.h"
+#include "daemon/rendezvous.h"
 #include "daemon/state_file.h"
 #include "proto/message.h"
 #include "sched/layout.h"
@@ -35,7 +36,10 @@ struct ServerConfig {
   // hold grants a moment for launchers to re-attach, even if its state file
   // says nothing (it may have been unwritable).
   bool unclean_start = false;
-  int lock_fd = -1;  // the lifetime lock's listening socket: probes are accepted and closed
+  // The lifetime lock (daemon/rendezvous.h), held for our whole life: its
+  // name's probes are accepted and closed; its file is taken anew when the
+  // runtime directory is re-made.
+  LifetimeLock lock;
 };
 
 class Server {

@@ -4,6 +4,7 @@
  * a daemon: when there is none it hands over, and jiffy-launch does both. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdint.h>
@@ -22,25 +23,34 @@
 enum { kMaxFrame = 1 << 20 };
 
 /* The directory, if it exists and is as jiffy-launch demands: a real
- * directory owned by us and closed to everyone else. */
+ * directory owned by us and closed to everyone else, opened (O_PATH) and
+ * checked through the descriptor, which we keep: the files are reached
+ * through /proc/self/fd/N, so the directory cannot be swapped after the
+ * check. Any other case (none yet, /tmp/jiffy-<uid> planted by another user:
+ * jiffy-launch then uses its alternative) goes to jiffy-launch. */
+static char shown_dir[4096];
+
+const char* daemon_dir_shown(void) { return shown_dir; }
+
 static int runtime_dir(char* out, size_t size) {
+  static int dir_fd = -1;
   const char* d = getenv("JIFFY_RUNTIME_DIR");
-  const char* x = getenv("XDG_RUNTIME_DIR");
-  struct stat st;
-  int n;
-  if (d && *d) {
-    n = snprintf(out, size, "%s", d);
-  } else if (x && *x && stat(x, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid()) {
-    n = snprintf(out, size, "%s/jiffy", x);
-  } else {
-    n = snprintf(out, size, "/tmp/jiffy-%u", (unsigned)geteuid());
+  char* path = shown_dir;
+  size_t cap = sizeof shown_dir;
+  int n = d && *d ? snprintf(path, cap, "%s", d) : snprintf(path, cap, "/tmp/jiffy-%u", (unsigned)geteuid());
+  if (n < 0 || (size_t)n >= cap) return -1;
+  if (dir_fd < 0) {
+    struct stat st;
+    int fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return -1;
+    if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
+      close(fd);
+      return -1;
+    }
+    dir_fd = fd;
   }
-  if (n < 0 || (size_t)n >= size) return -1;
-  if (lstat(out, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
-      (st.st_mode & 077) != 0) {
-    return -1;
-  }
-  return 0;
+  n = snprintf(out, size, "/proc/self/fd/%d", dir_fd);
+  return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
 /* "0-3,6": format_cpu_list of the allowed CPUs. */
@@ -99,7 +109,11 @@ int daemon_connect(const char* base) {
   if (n < 0 || (size_t)n >= sizeof addr.sun_path) return -1;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
-  if (connect(fd, (struct sockaddr*)&addr, sizeof addr) != 0) {
+  /* The daemon must be of our uid (it checks us as well). */
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (connect(fd, (struct sockaddr*)&addr, sizeof addr) != 0 ||
+      getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != geteuid()) {
     close(fd);
     return -1;
   }

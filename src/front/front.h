@@ -62,11 +62,14 @@ int json_string_is(const struct json* nodes, int n, const char* s);
 /* ---- daemon.c: reaching the daemon of this resource set ---------------- */
 
 /* The daemon of the caller's resource set: base receives its file names
- * without their suffix ("<dir>/<key>"), cpus the allowed CPU list as
- * jiffy-launch formats it ("0-3,6"). -1 when the runtime directory is not
- * there or not one we trust. */
+ * without their suffix ("/proc/self/fd/<dir fd>/<key>": the runtime
+ * directory through a descriptor held for our life), cpus the allowed CPU
+ * list as jiffy-launch formats it ("0-3,6"). -1 when the runtime directory
+ * is not there or not one we trust. */
 int daemon_base(char* cpus, size_t cpus_size, char* base, size_t base_size);
-/* Connects to the daemon at base; -1 when there is none. */
+/* The runtime directory as users know it, for messages. */
+const char* daemon_dir_shown(void);
+/* Connects to the daemon at base; -1 when there is none or it is not of our uid. */
 int daemon_connect(const char* base);
 /* Sends one frame (4-byte big-endian length + body). 0 or -1. */
 int frame_send(int fd, const char* body, size_t len);

@@ -166,9 +166,10 @@ static char* wait_for_grant(int fd, int signal_fd, const char* base, struct json
     if (len == -2) {
       /* As jiffy-launch says it: the daemon answers every submit at once. */
       fprintf(stderr,
-              "jiffy: the daemon at %s.sock did not answer within %d s; if it is hung, kill it "
-              "(pid in %s.lock)\n",
-              base, timeout / 1000, base);
+              "jiffy: the daemon at %s/%s.sock did not answer within %d s; if it is hung, kill it "
+              "(pid in %s/%s.lock)\n",
+              daemon_dir_shown(), strrchr(base, '/') + 1, timeout / 1000, daemon_dir_shown(),
+              strrchr(base, '/') + 1);
       _exit(1);
     }
     if (len < 0) start_over(fd, ticket);

@@ -31,14 +31,31 @@ std::string dirname_of(const std::string& path) {
 }
 
 // Waits for an exclusive flock without hanging forever on a wedged holder.
-Fd lock_exclusive(const std::string& path, double timeout_s) {
+Fd lock_exclusive(const DaemonPaths& paths, double timeout_s) {
+  const std::string& path = paths.start;
   Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd) throw_errno("open " + path);
+  if (!fd) throw_errno("open " + paths.shown(path));
   double deadline = now_s() + timeout_s;
   while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno != EWOULDBLOCK && errno != EINTR) throw_errno("flock " + path);
+    if (errno != EWOULDBLOCK && errno != EINTR) throw_errno("flock " + paths.shown(path));
     if (now_s() > deadline) throw Error("timed out waiting for another launcher to start the daemon");
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return fd;
+}
+
+// Connects to the daemon's socket; an invalid Fd when nobody listens. The
+// peer must be of our uid: the directory is private, but a daemon is
+// trusted with our commands, so it is checked both ways (the daemon checks
+// us too).
+Fd connect_daemon(const DaemonPaths& paths) {
+  Fd fd = unix_connect(paths.socket);
+  if (fd) {
+    uid_t uid = peer_uid(fd.get());
+    if (uid != ::geteuid()) {
+      throw Error("the daemon socket " + paths.shown(paths.socket) + " is served by uid " + std::to_string(uid) +
+                  ", not by us; refusing to use it");
+    }
   }
   return fd;
 }
@@ -52,9 +69,21 @@ std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string
   if (::pipe2(ready, O_CLOEXEC) != 0) throw_errno("pipe2");
   Fd ready_r(ready[0]), ready_w(ready[1]);
   // Built before fork: the child of a threaded launcher (libpmix) must not allocate.
-  std::vector<const char*> argv = {"jiffyd", "daemon", "--detached-child"};
+  // argv[0] names the daemon's identity (daemon/rendezvous.h).
+  std::string argv0 = "jiffyd:" + paths.identity;
+  std::vector<const char*> argv = {argv0.c_str(), "daemon", "--detached-child"};
   for (const std::string& a : extra_args) argv.push_back(a.c_str());
   argv.push_back(nullptr);
+  // The daemon works from "/": a relative JIFFY_RUNTIME_DIR is given to it
+  // resolved, as we found it.
+  std::vector<std::string> env_text;
+  for (char** e = environ; *e; ++e) {
+    if (std::strncmp(*e, "JIFFY_RUNTIME_DIR=", 18) != 0) env_text.emplace_back(*e);
+  }
+  if (const char* d = std::getenv("JIFFY_RUNTIME_DIR"); d && *d) env_text.push_back("JIFFY_RUNTIME_DIR=" + paths.dir);
+  std::vector<const char*> envp;
+  for (const std::string& e : env_text) envp.push_back(e.c_str());
+  envp.push_back(nullptr);
   cpu_set_t set;
   CPU_ZERO(&set);
   for (int c : paths.cpus) CPU_SET(c, &set);
@@ -88,7 +117,7 @@ std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string
     // The daemon serves the CPUs its resource set was named after, even
     // when we have since narrowed our own affinity.
     if (!paths.cpus.empty()) ::sched_setaffinity(0, sizeof set, &set);
-    ::execv(exe.c_str(), const_cast<char* const*>(argv.data()));
+    ::execve(exe.c_str(), const_cast<char* const*>(argv.data()), const_cast<char* const*>(envp.data()));
     ::_exit(127);
   }
   ready_w.reset();
@@ -101,7 +130,7 @@ std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string
   for (;;) {
     pollfd p{ready_r.get(), POLLIN, 0};
     int left = static_cast<int>((deadline - now_s()) * 1000);
-    if (left <= 0) throw Error("the daemon did not start within 15 s (log: " + paths.log + ")");
+    if (left <= 0) throw Error("the daemon did not start within 15 s (log: " + paths.shown(paths.log) + ")");
     int n = ::poll(&p, 1, left);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw_errno("poll");
@@ -113,7 +142,9 @@ std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string
     verdict.append(buf, static_cast<std::size_t>(r));
   }
   while (!verdict.empty() && verdict.back() == '\n') verdict.pop_back();
-  if (verdict.empty()) verdict = "error: the daemon exited during start-up (log: " + paths.log + ")";
+  if (verdict.empty()) {
+    verdict = "error: the daemon exited during start-up (log: " + paths.shown(paths.log) + ")";
+  }
   return verdict;
 }
 
@@ -135,7 +166,7 @@ DaemonClient DaemonClient::adopt(Fd fd, DaemonPaths paths) {
 
 std::optional<DaemonClient> DaemonClient::connect_existing() {
   DaemonPaths paths = daemon_paths();
-  Fd fd = unix_connect(paths.socket);
+  Fd fd = connect_daemon(paths);
   if (!fd) return std::nullopt;
   return DaemonClient(std::move(fd), std::move(paths));
 }
@@ -145,23 +176,26 @@ DaemonClient DaemonClient::connect(bool start_if_missing) {
 }
 
 DaemonClient DaemonClient::connect(const DaemonPaths& paths, bool start_if_missing) {
-  if (Fd fd = unix_connect(paths.socket)) return DaemonClient(std::move(fd), paths);
+  if (Fd fd = connect_daemon(paths)) return DaemonClient(std::move(fd), paths);
   if (!start_if_missing) throw Error("no daemon is running for this resource set");
   // A daemon may be exiting while we start another: the new one waits for
   // the old one's lifetime lock, so retry a few times.
   double deadline = now_s() + kStartTimeoutS;
-  while (now_s() < deadline) {
-    Fd start_lock = lock_exclusive(paths.start, kStartTimeoutS);
-    if (Fd fd = unix_connect(paths.socket)) return DaemonClient(std::move(fd), paths);
+  for (bool first = true; now_s() < deadline; first = false) {
+    // The directory may have been removed or replaced meanwhile: look it up
+    // anew (our descriptor keeps its number, so paths stay valid).
+    if (!first) runtime_dir();
+    Fd start_lock = lock_exclusive(paths, kStartTimeoutS);
+    if (Fd fd = connect_daemon(paths)) return DaemonClient(std::move(fd), paths);
     std::string verdict = start_daemon(paths, {});
     if (verdict.rfind("error: ", 0) == 0) throw Error("cannot start the daemon: " + verdict.substr(7));
     // "ok", or "running": one we could not reach a moment ago (it may be
     // exiting, or just starting); try again.
-    if (Fd fd = unix_connect(paths.socket)) return DaemonClient(std::move(fd), paths);
+    if (Fd fd = connect_daemon(paths)) return DaemonClient(std::move(fd), paths);
     start_lock.reset();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  throw Error("cannot reach the daemon at " + paths.socket);
+  throw Error("cannot reach the daemon at " + paths.shown(paths.socket));
 }
 
 void DaemonClient::send(const proto::Json& msg) {

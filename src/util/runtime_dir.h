@@ -1,12 +1,26 @@
 // The private per-user runtime directory and the names of one resource set's
 // daemon files inside it.
 //
-// Where: $JIFFY_RUNTIME_DIR if set, else $XDG_RUNTIME_DIR/jiffy, else
-// /tmp/jiffy-<uid>. The directory is created mode 0700 if missing; an
-// existing one is trusted only if it is a real directory (not a symlink),
-// owned by this uid and closed to group and others. Anything else is refused,
-// since another user could otherwise plant a socket there and receive our
-// jobs.
+// Where: $JIFFY_RUNTIME_DIR if set (a separate jiffy instance: its daemons
+// do not arbitrate against the default ones; for tests and special setups),
+// else /tmp/jiffy-<uid>, whatever else the environment says. The default
+// deliberately ignores $XDG_RUNTIME_DIR: a desktop session has it, and cron,
+// su, ssh or a CI shell often do not, and two directories would mean two
+// daemons granting the same cores.
+//
+// An existing directory is trusted only if it is a real directory (not a
+// symlink), owned by this uid and closed to group and others. If
+// /tmp/jiffy-<uid> belongs to someone else (another user planted it: /tmp is
+// sticky, so we could not remove it), the default moves to
+// /tmp/jiffy-<uid>-<suffix>, with a random suffix kept in the user's home
+// (~/.cache/jiffy/runtime-suffix): a name nobody else can know beforehand.
+// One of ours that is unsafe (mode 0755, say) is refused with a clear error:
+// its owner can fix it.
+//
+// The directory is used through a descriptor held for the life of the
+// process (O_PATH), and the paths handed out go through it
+// (/proc/self/fd/N/...): once checked, a directory cannot be swapped under
+// us, even below a parent other users may write.
 //
 // One daemon serves one resource set. The set is identified by what a
 // launcher can see cheaply (its allowed CPUs and the GPU visibility variables),
@@ -20,20 +34,31 @@
 namespace jiffy {
 
 struct DaemonPaths {
-  std::string dir;     // the runtime directory
+  std::string dir;     // the runtime directory, as users see it
   std::string key;     // resource-set key (16 hex digits)
-  std::string socket;  // <dir>/<key>.sock
-  std::string lock;    // <dir>/<key>.lock: held by the live daemon for its lifetime
-  std::string start;   // <dir>/<key>.start: serialises launchers starting a daemon
-  std::string log;     // <dir>/<key>.log: a detached daemon's stderr
-  std::string topology;  // <dir>/<key>.topo.xml: hwloc XML of the set, written by the daemon
-  std::string state;     // <dir>/<key>.state: the daemon's ledger (daemon/state_file.h)
-  std::string lane;      // <dir>/<key>.lane: slots lent to launchers (proto/lane.h)
+  // The daemon's rendezvous name: what makes one daemon per user, resource
+  // set and instance (daemon/main.cc), independent of any file or directory.
+  std::string identity;
+  // The files, reached through the held directory descriptor:
+  std::string socket;  // <key>.sock
+  std::string lock;    // <key>.lock: held by the live daemon for its lifetime
+  std::string start;   // <key>.start: serialises launchers starting a daemon
+  std::string log;     // <key>.log: a detached daemon's stderr
+  std::string state;   // <key>.state: the daemon's ledger (daemon/state_file.h)
+  std::string lane;    // <key>.lane: slots lent to launchers (proto/lane.h)
+  // <dir>/<key>.topo.xml: hwloc XML of the set, written by the daemon. A
+  // plain path: ranks read it (HWLOC_XMLFILE), and a rank's descriptors are
+  // not ours.
+  std::string topology;
   std::vector<int> cpus;  // the allowed CPUs the key was made from (a daemon started later gets them)
+
+  // path with the descriptor prefix replaced by dir, for messages.
+  std::string shown(const std::string& path) const;
 };
 
-// Resolves and, if needed, creates the runtime directory. Throws Error when
-// it cannot be created or is unsafe.
+// Resolves and, if needed, creates the runtime directory, and (re)opens the
+// process's descriptor of it. Returns the directory as users see it.
+// Throws Error when it cannot be created or is unsafe.
 std::string runtime_dir();
 
 // Describes the current process's resource set (allowed CPUs, GPU

@@ -339,39 +339,86 @@ def nothing_created(target):
     return not os.path.exists(target) or os.path.isfile(target) or stat.S_ISFIFO(os.stat(target).st_mode)
 
 
+# What another user can plant at /tmp/jiffy-<uid> (lstat says it is theirs):
+# the victim cannot remove it (sticky /tmp), so jiffy moves aside.
+FOREIGN_PLANTS = {"symlink-to-own-private-dir", "dangling-symlink", "dir-owned-by-root", "dir-owned-by-root-0777"}
+
+
+@pytest.fixture
+def other_home(other_user):
+    """The second user's home directory (useradd --no-create-home names one
+    it does not make): where jiffy keeps the name of its alternative."""
+    home = pwd.getpwuid(other_user.uid).pw_dir
+    made = not os.path.exists(home)
+    if made:
+        os.makedirs(home, mode=0o700)
+        os.chown(home, other_user.uid, other_user.gid)
+    yield home
+    if made:
+        shutil.rmtree(home, ignore_errors=True)
+    else:
+        shutil.rmtree(os.path.join(home, ".cache", "jiffy"), ignore_errors=True)
+
+
+def alternative_dirs(uid):
+    return [p for p in Path("/tmp").glob(f"jiffy-{uid}-*") if p.is_dir()]
+
+
 @pytest.mark.parametrize("kind", PLANTS)
-def test_planted_default_runtime_dir_refused(jx, other_user, kind, public_dir):
-    """What an attacker plants at /tmp/jiffy-<uid> before the user's first
-    launch is refused with a clear one-line error; nothing is created in it
-    and no daemon starts."""
+def test_planted_default_runtime_dir(jx, other_user, other_home, kind, public_dir):
+    """What another user plants at /tmp/jiffy-<uid> before the user's first
+    launch does not stop the user: jiffy moves to /tmp/jiffy-<uid>-<suffix>,
+    a name nobody can know beforehand (kept in ~/.cache/jiffy), and launches,
+    status and the daemon work. Nothing is created in what was planted. One
+    of the user's own that is unsafe (wrong mode, not a directory) is refused
+    with a clear one-line error instead: its owner can fix it."""
     path = other_user.default_dir()
     target = plant(path, kind, other_user.uid, other_user.gid, public_dir)
     try:
-        for args in (["-n", 1, "true"], ["status"], ["daemon"]):
-            cp = other_user.run([JIFFY] + args, env=user_env(jx), timeout=30)
-            assert_refused(cp, path, f"{kind}: jiffy {' '.join(map(str, args))}")
+        if kind in FOREIGN_PLANTS:
+            cp = other_user.run([JIFFY, "-n", 1, "true"], env=user_env(jx), timeout=30)
+            assert cp.returncode == 0, f"{kind}: {cp.stderr!r}"
+            st = other_user.run([JIFFY, "status", "--json"], env=user_env(jx))
+            assert st.returncode == 0, st.stderr
+            sock = json.loads(st.stdout)["daemon"]["socket"]
+            alt = alternative_dirs(other_user.uid)
+            assert len(alt) == 1 and sock.startswith(str(alt[0]) + "/"), (sock, alt)
+            dstat = os.lstat(alt[0])
+            assert dstat.st_uid == other_user.uid and dstat.st_mode & 0o777 == 0o700
+            with open(os.path.join(other_home, ".cache", "jiffy", "runtime-suffix")) as f:
+                assert str(alt[0]).endswith("-" + f.read().strip())
+            # the same directory next time, whatever the environment says
+            cp = other_user.run([JIFFY, "status", "--json"], env=user_env(jx, HOME="/", XDG_RUNTIME_DIR="/tmp"))
+            assert json.loads(cp.stdout)["daemon"]["socket"] == sock
+            other_user.run([JIFFY, "stop"], env=user_env(jx))
+        else:
+            for args in (["-n", 1, "true"], ["status"], ["daemon"]):
+                cp = other_user.run([JIFFY] + args, env=user_env(jx), timeout=30)
+                assert_refused(cp, path, f"{kind}: jiffy {' '.join(map(str, args))}")
+            assert not [p for p in procs_with_marker(jx.marker)
+                        if os.stat(f"/proc/{p[0]}").st_uid == other_user.uid], "a daemon started"
         assert nothing_created(target), os.listdir(target)
-        assert not [p for p in procs_with_marker(jx.marker)
-                    if os.stat(f"/proc/{p[0]}").st_uid == other_user.uid], "a daemon started"
     finally:
         if os.path.islink(path) or not os.path.isdir(path):
             os.unlink(path)
         else:
             shutil.rmtree(path)
+        for alt in alternative_dirs(other_user.uid):
+            shutil.rmtree(alt, ignore_errors=True)
 
 
-def test_planted_xdg_runtime_dir_refused(jx, other_user, public_dir):
-    """$XDG_RUNTIME_DIR/jiffy planted as a symlink is refused as well."""
-    xdg = Path(public_dir) / "xdg"
-    xdg.mkdir(mode=0o700)
-    os.chown(xdg, other_user.uid, other_user.gid)
-    target = Path(public_dir) / "target"
-    target.mkdir(mode=0o700)
-    os.chown(target, other_user.uid, other_user.gid)
-    os.symlink(target, xdg / "jiffy")
-    cp = other_user.run([JIFFY, "-n", 1, "true"], env=user_env(jx, XDG_RUNTIME_DIR=str(xdg)), timeout=30)
-    assert_refused(cp, str(xdg / "jiffy"), "symlinked $XDG_RUNTIME_DIR/jiffy")
-    assert os.listdir(target) == []
+def test_planted_default_runtime_dir_without_a_home(jx, other_user, public_dir):
+    """With nowhere to keep the alternative's name (no home directory), a
+    planted /tmp/jiffy-<uid> gets a one-line error that says what to do."""
+    path = other_user.default_dir()
+    plant(path, "dir-owned-by-root", other_user.uid, other_user.gid, public_dir)
+    try:
+        assert not os.path.exists(pwd.getpwuid(other_user.uid).pw_dir)
+        cp = other_user.run([JIFFY, "-n", 1, "true"], env=user_env(jx), timeout=30)
+        assert_refused(cp, path, "planted, no home")
+        assert "JIFFY_RUNTIME_DIR" in cp.stderr and "another user" in cp.stderr, cp.stderr
+    finally:
+        shutil.rmtree(path)
 
 
 @pytest.mark.parametrize("kind", PLANTS)
@@ -731,16 +778,23 @@ def abstract_names(prefix):
     return names
 
 
+def daemon_identity(pid):
+    """The rendezvous name a daemon runs under (its argv[0] is jiffyd:<name>)."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv0 = f.read().split(b"\0")[0].decode()
+    assert argv0.startswith("jiffyd:"), argv0
+    return argv0[len("jiffyd:"):]
+
+
 def test_other_user_cannot_squat_the_daemon_lock(jx, other_user):
     """The daemon's lifetime lock is an abstract socket name, which any local
     user can bind. Another user binding our lock's name first must not keep
     our daemon from starting (a local denial of service)."""
     assert jx.run(["-n", 1, "true"]).returncode == 0
     prefix = f"jiffy/{os.geteuid()}/"
-    names = {n for n in abstract_names(prefix) if jx.runtime_dir in n}
-    assert len(names) == 1, f"cannot find our daemon's lock among {abstract_names(prefix)}"
-    name = names.pop()
     pid = jx.daemon_pid()
+    name = daemon_identity(pid)
+    assert name in abstract_names(prefix), f"cannot find our daemon's lock among {abstract_names(prefix)}"
     jx.stop()
     wait_until(lambda: not pid_alive(pid) and name not in abstract_names(prefix), 10,
                what="our daemon and its lock to go")
