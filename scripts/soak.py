@@ -4,9 +4,16 @@
 Runs --launches jiffy jobs (mixed sizes) from --clients concurrent clients.
 Each rank is tests/programs/probe, which records its granted cores and its
 start and end times. Faults are injected at random: ranks that exit 3 or die
-of SIGSEGV, ranks that leave a child behind, launchers killed with SIGKILL,
-and --daemon-kills SIGKILLs of the daemon spread over the first part of the
-run (the rest measures the last daemon's memory over many launches).
+of SIGSEGV, ranks that leave a child behind, ranks that write garbage to
+every descriptor they inherited, launchers killed with SIGKILL, and
+--daemon-kills SIGKILLs of the daemon spread over the first part of the run
+(the rest measures the last daemon's memory over many launches).
+
+The launches use the user's default daemon (the one every environment
+must meet), half of the clients with $XDG_RUNTIME_DIR set and half without:
+a daemon per environment would show as double-bookings. Stop your own
+jobs first, the daemon is killed. --runtime-dir runs a private instance
+instead (JIFFY_RUNTIME_DIR).
 
 Printed at the end, and all violation counts must be 0:
   launches, faults injected, double-bookings (two jobs' ranks on one core at
@@ -15,12 +22,13 @@ Printed at the end, and all violation counts must be 0:
   start and the end of the final daemon's life.
 
 Usage: scripts/soak.py [--launches 20000] [--clients 8] [--daemon-kills 10]
-                       [--build DIR] [--seed N]
+                       [--build DIR] [--seed N] [--runtime-dir DIR]
 Exit status 0 when every violation count is 0.
 """
 import argparse
 import collections
 import glob
+import json
 import os
 import random
 import shutil
@@ -44,6 +52,7 @@ def parse_args():
     p.add_argument("--build", default=os.environ.get("JIFFY_BUILD_DIR", os.path.join(ROOT, "build")))
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--runtime-dir", help="a private instance (JIFFY_RUNTIME_DIR) instead of the default daemon")
     return p.parse_args()
 
 
@@ -71,7 +80,12 @@ class Plan:
         elif r < 0.13:
             self.fault = "rank leaves a child"
             self.args.append("spawn@%d=1" % rank)
-        elif r < 0.16:
+        elif r < 0.18:
+            # garbage on a PMI channel fails the job: any exit code is right
+            self.fault = "rank writes garbage to its descriptors"
+            self.args.append("garbage@%d=1" % rank)
+            self.expect = None
+        elif r < 0.21:
             self.fault = "launcher SIGKILL"
             self.kill_after = rng.uniform(0.0, 0.02)
             self.expect = {0, -signal.SIGKILL}
@@ -86,14 +100,20 @@ class Soak:
             if not os.access(f, os.X_OK):
                 sys.exit("soak: %s is missing; build first (cmake --build %s)" % (f, a.build))
         self.tmp = tempfile.mkdtemp(prefix="jiffy-soak-")
-        self.rundir = os.path.join(self.tmp, "run")
-        os.mkdir(self.rundir, 0o700)
         self.out = os.path.join(self.tmp, "records")
         os.mkdir(self.out)
         self.marker = uuid.uuid4().hex
-        self.env = dict(os.environ, JIFFY_RUNTIME_DIR=self.rundir, JIFFY_SOAK_MARKER=self.marker,
-                        JIFFY_KILL_GRACE="0.5")
-        self.env.pop("MPIEXEC_TIMEOUT", None)
+        self.env = dict(os.environ, JIFFY_SOAK_MARKER=self.marker, JIFFY_KILL_GRACE="0.5")
+        for v in ("MPIEXEC_TIMEOUT", "JIFFY_RUNTIME_DIR", "XDG_RUNTIME_DIR"):
+            self.env.pop(v, None)
+        if a.runtime_dir:
+            self.env["JIFFY_RUNTIME_DIR"] = a.runtime_dir
+        # the other environment: a desktop session's
+        xdg = os.path.join(self.tmp, "xdg")
+        os.mkdir(xdg, 0o700)
+        self.envs = [self.env, dict(self.env, XDG_RUNTIME_DIR=xdg)]
+        self.rundir = None  # the daemon's directory and key, once it runs
+        self.key = None
         self.rng = random.Random(a.seed)
         self.plans = [Plan(i, self.rng, self.probe, self.out) for i in range(a.launches)]
         self.next = 0
@@ -114,7 +134,7 @@ class Soak:
             self.next += 1
             return p
 
-    def client(self):
+    def client(self, env):
         while True:
             p = self.take()
             if p is None:
@@ -123,7 +143,7 @@ class Soak:
                 with self.lock:
                     self.faults[p.fault] += 1
             cmd = [self.jiffy, "-n", str(p.n)] + p.args
-            proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             if p.kill_after is not None:
                 time.sleep(p.kill_after)
@@ -139,13 +159,13 @@ class Soak:
                 code = "hang"
             with self.lock:
                 self.done += 1
-                if code not in p.expect:
+                if code == "hang" or (p.expect is not None and code not in p.expect):
                     last = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
                     self.wrong.append((p.index, "exit %s, expected %s (%s): %s" %
-                                       (code, sorted(p.expect), " ".join(cmd[1:]), last[0])))
+                                       (code, sorted(p.expect or ["any"]), " ".join(cmd[1:]), last[0])))
 
     def daemon_pid(self):
-        for f in glob.glob(os.path.join(self.rundir, "*.lock")):
+        for f in glob.glob(os.path.join(self.rundir, self.key + ".lock")):
             try:
                 with open(f) as fh:
                     return int(fh.read().strip() or 0)
@@ -194,7 +214,11 @@ class Soak:
     def run(self):
         t0 = time.time()
         subprocess.run([self.jiffy, "-n", "1", "true"], env=self.env, check=True, timeout=60)
-        threads = [threading.Thread(target=self.client) for _ in range(self.a.clients)]
+        st = json.loads(subprocess.run([self.jiffy, "status", "--json"], env=self.env, check=True, timeout=60,
+                                       capture_output=True, text=True).stdout)
+        self.rundir = os.path.dirname(st["daemon"]["socket"])
+        self.key = st["daemon"]["key"]
+        threads = [threading.Thread(target=self.client, args=(self.envs[i % 2],)) for i in range(self.a.clients)]
         killer = threading.Thread(target=self.killer)
         for t in threads:
             t.start()

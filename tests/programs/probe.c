@@ -18,6 +18,8 @@
  *   eprint=TEXT  the same on stderr
  *   env=A,B      record env.A=<value> (or unset.A) lines
  *   envall=1     record every environment variable as env.NAME=<value>
+ *   garbage=1    write garbage to every descriptor above 2 it inherited (a
+ *                careless or hostile rank), after the start record
  *
  * The record always holds: pid, ppid, pgid, job, rank, size, cores
  * (JIFFY_CORES), cpus (sched_getaffinity, "0,1,5"), cwd, start_ns; and at
@@ -237,6 +239,14 @@ int main(int argc, char** argv) {
     n += snprintf(buf + n, sizeof buf - n, "child=%d\n", (int)c);
   }
   rec_raw(buf, n);
+
+  const char* garbage = opt("garbage");
+  if (garbage && strcmp(garbage, "1") == 0) {
+    static const char junk[] = "progress 42%\n\0\xff{\"type\":\"lane\"}cmd=abort\n";
+    for (int fd = 3; fd < 1024; fd++) {
+      if (fd != g_fd) (void)!write(fd, junk, sizeof junk - 1);
+    }
+  }
 
   const char* pr = opt("print");
   if (pr) {
