@@ -50,7 +50,13 @@ Placement (only before the first ':', except -n):
                          act as the options below
   --oversubscribe        accepted; the default: a job wider than the machine
                          waits for all of it and runs alone, ranks sharing
-                         cores
+                         cores (each rank still gets the -c cores it asked
+                         for, all of them on a smaller machine)
+  -N, -npernode N        processes per node: N processes on this machine
+  --rank-by L            checked and ignored: ranks take their cores in
+                         order, which every level names on one node
+  --use-hwthread-cpus    bind each rank to a hardware thread (-bind-to
+                         hwthread)
   --no-oversubscribe     refuse a job wider than the machine instead
                          (also --nooversubscribe)
 
@@ -70,11 +76,20 @@ Environment (the caller's whole environment is passed by default):
 
 Output:
   -l, -prepend-rank      prefix each output line with "[rank] "
-  --tag-output           prefix each line with "[jobid,rank]<stdout>: "
-  -outfile-pattern P     send each rank's stdout to file P (%r rank,
-                         %g group, %% a percent sign)
+  --tag-output           prefix each line with "[1,rank]<stdout>:" (as mpirun)
+  -prepend-pattern P     prefix each line with P (%r rank, %g group,
+                         %h host name, %p proxy = 0, %% a percent sign)
+  -outfile-pattern P     send each rank's stdout to file P (the same
+                         patterns); ranks and streams naming one file share
+                         it: emptied once per job, every line kept
   -errfile-pattern P     the same for stderr
   --output-filename DIR  write DIR/1/rank.R/stdout and DIR/1/rank.R/stderr
+                         (mpirun's :nocopy and :nojobid are accepted)
+  --merge-stderr-to-stdout
+                         ranks' stderr goes where their stdout goes
+  -q, --quiet            no warnings of jiffy's own but those about a
+                         wrong result (a split MPI world)
+  --timestamp-output     refused: pipe the output through ts(1)
   -v, --verbose          report the cores and GPUs granted (also
                          --report-bindings)
 
@@ -96,9 +111,15 @@ MPI wire-up:
                          btl self,vader): faster start, no UCX features
                          (also JIFFY_SINGLE_NODE_OMPI=1)
 
+Hosts: jiffy runs jobs on this machine only. -hosts/-host/--host/-H LIST
+  and -f/-machinefile/--hostfile FILE are accepted when every host they
+  name is this machine (localhost, a loopback address or its host name,
+  with or without ":slots"), and refused otherwise: use the site's
+  scheduler (srun, flux run) for several machines.
+
 Compatibility (accepted, no effect on a single node):
-  -ppn N, -hosts/-host/--host/-H LIST, -f/-machinefile/--hostfile FILE,
-  -launcher X, -rmk X, --display-map, --allow-run-as-root
+  -ppn N, -launcher X, -rmk X, -bootstrap X, -iface X, --display-map,
+  --allow-run-as-root
   (-configfile is refused: write the groups on the command line.)
 
 Daemon options:
@@ -122,8 +143,10 @@ Exit status:
 
 Environment variables:
   MPIEXEC_TIMEOUT        seconds, used when no -timeout is given
-  JIFFY_RUNTIME_DIR      the resource manager's directory (its socket);
-                         launches using the same one share the machine
+  JIFFY_RUNTIME_DIR      a separate jiffy instance in this directory (tests):
+                         its daemon does not arbitrate against the default
+                         one, which lives in /tmp/jiffy-<uid> whatever
+                         the environment
   JIFFY_LANE=0           always ask the daemon for cores, instead of taking
                          cores it lends while nothing waits (the default)
   JIFFY_FAST=0           run every launch in jiffy-launch (no fast path)

@@ -227,6 +227,8 @@ struct LaunchState {
   LaunchOptions opts;
   bool first_group = true;
   bool timeout_given = false;
+  int npernode = 0;            // -N, -npernode (processes on this, the only node)
+  bool ntasks_given = false;   // -n in any group
 
   AppSpec& group() { return opts.apps.back(); }
   // -x, -wdir, --mca: the job's settings in the first group, the group's own
@@ -234,7 +236,11 @@ struct LaunchState {
   std::vector<EnvSetting>& env_for_position() { return first_group ? opts.genv : group().env; }
 };
 
-void set_ntasks(LaunchState& s) { s.group().ntasks = s.args.positive(); }
+void set_ntasks(LaunchState& s) {
+  s.group().ntasks = s.args.positive();
+  s.ntasks_given = true;
+}
+void set_npernode(LaunchState& s) { s.npernode = s.args.positive(); }
 void set_cores_per_task(LaunchState& s) { s.opts.cores_per_task = s.args.positive(); }
 void set_gpus_per_task(LaunchState& s) { s.opts.gpus_per_task = s.args.non_negative(); }
 void set_gpus_per_job(LaunchState& s) { s.opts.gpus_per_job = s.args.non_negative(); }
@@ -391,9 +397,51 @@ std::string non_empty_value(Args& args) {
 
 void set_label_rank(LaunchState& s) { s.opts.label = Label::Rank; }
 void set_label_tag(LaunchState& s) { s.opts.label = Label::Tag; }
+void set_prepend_pattern(LaunchState& s) {
+  s.opts.prepend_pattern = non_empty_value(s.args);
+  s.opts.label = Label::Pattern;
+}
 void set_outfile(LaunchState& s) { s.opts.outfile_pattern = non_empty_value(s.args); }
 void set_errfile(LaunchState& s) { s.opts.errfile_pattern = non_empty_value(s.args); }
-void set_output_dir(LaunchState& s) { s.opts.output_dir = non_empty_value(s.args); }
+// mpirun's DIR[:nocopy|:nojobid]: the qualifiers are about copying files
+// between nodes and the job-id level; one node has nothing to copy.
+void set_output_dir(LaunchState& s) {
+  std::string v = non_empty_value(s.args);
+  if (auto colon = v.rfind(':'); colon != std::string::npos) {
+    for (const std::string& q : split_list(v.substr(colon + 1))) {
+      if (q != "nocopy" && q != "nojobid") {
+        throw Error(s.args.option() + ": unknown qualifier '" + q + "' (expected nocopy or nojobid)");
+      }
+    }
+    v.resize(colon);
+    if (v.empty()) throw Error(s.args.option() + ": expected a directory before ':'");
+  }
+  s.opts.output_dir = std::move(v);
+}
+void set_merge_stderr(LaunchState& s) { s.opts.merge_stderr = true; }
+void set_quiet(LaunchState& s) { s.opts.quiet = true; }
+
+void add_hosts(LaunchState& s) {
+  for (std::string& h : split_list(non_empty_value(s.args))) s.opts.hosts.push_back(std::move(h));
+}
+void set_hostfile(LaunchState& s) { s.opts.hostfile = non_empty_value(s.args); }
+
+// mpirun --rank-by: the order ranks take the granted slots in. jiffy gives
+// a job neighbouring cores in order, which every level below names.
+void check_rank_by(LaunchState& s) {
+  const std::string text = s.args.value();
+  const std::vector<std::string> parts = split_colons(lowercase(text));
+  if (!one_of(parts[0], kNarrowMapLevels) && !one_of(parts[0], kWideLevels)) {
+    throw Error(s.args.option() + ": unsupported ranking '" + text +
+                "' (expected slot, core, hwthread, socket, numa or node)");
+  }
+}
+// --use-hwthread-cpus: a hardware thread is a CPU to bind to.
+void set_hwthread_cpus(LaunchState& s) { s.opts.bind = Bind::HwThread; }
+
+void refuse_timestamps(LaunchState& s) {
+  throw Error(s.args.option() + " is not supported; pipe the output through ts(1) (moreutils) instead");
+}
 
 void set_timeout(LaunchState& s) {
   s.opts.timeout_s = s.args.seconds();
@@ -440,6 +488,10 @@ constexpr Option<LaunchState> kLaunchOptions[] = {
     // Placement.
     {"n", set_ntasks},
     {"np", set_ntasks},
+    {"N", set_npernode, Scope::kGlobal},
+    {"npernode", set_npernode, Scope::kGlobal},
+    {"rank-by", check_rank_by, Scope::kGlobal},
+    {"use-hwthread-cpus", set_hwthread_cpus, Scope::kGlobal},
     {"c", set_cores_per_task, Scope::kGlobal},
     {"cpus-per-task", set_cores_per_task, Scope::kGlobal},
     {"cpus-per-proc", set_cores_per_task, Scope::kGlobal},
@@ -471,6 +523,11 @@ constexpr Option<LaunchState> kLaunchOptions[] = {
     {"l", set_label_rank, Scope::kGlobal},
     {"prepend-rank", set_label_rank, Scope::kGlobal},
     {"tag-output", set_label_tag, Scope::kGlobal},
+    {"prepend-pattern", set_prepend_pattern, Scope::kGlobal},
+    {"merge-stderr-to-stdout", set_merge_stderr, Scope::kGlobal},
+    {"timestamp-output", refuse_timestamps, Scope::kGlobal},
+    {"q", set_quiet, Scope::kGlobal},
+    {"quiet", set_quiet, Scope::kGlobal},
     {"outfile-pattern", set_outfile, Scope::kGlobal},
     {"errfile-pattern", set_errfile, Scope::kGlobal},
     {"output-filename", set_output_dir, Scope::kGlobal},
@@ -485,15 +542,18 @@ constexpr Option<LaunchState> kLaunchOptions[] = {
     {"mpi", set_mpi, Scope::kGlobal},
     {"topology-cache", set_topology_cache, Scope::kGlobal},
     {"single-node-ompi", set_single_node_ompi, Scope::kGlobal},
+    // Hosts: this machine only (checked by the launcher).
+    {"hosts", add_hosts},
+    {"host", add_hosts},
+    {"H", add_hosts},
+    {"f", set_hostfile, Scope::kGlobal},
+    {"machinefile", set_hostfile, Scope::kGlobal},
+    {"hostfile", set_hostfile, Scope::kGlobal},
     // Compatibility: accepted, no effect on one node.
     {"ppn", ignore_count, Scope::kGlobal},
-    {"hosts", ignore_value},
-    {"host", ignore_value},
-    {"H", ignore_value},
-    {"f", ignore_value, Scope::kGlobal},
-    {"machinefile", ignore_value, Scope::kGlobal},
-    {"hostfile", ignore_value, Scope::kGlobal},
     {"launcher", ignore_value, Scope::kGlobal},
+    {"bootstrap", ignore_value, Scope::kGlobal},
+    {"iface", ignore_value, Scope::kGlobal},
     {"rmk", ignore_value, Scope::kGlobal},
     {"display-map", ignore_flag, Scope::kGlobal},
     {"allow-run-as-root", ignore_flag, Scope::kGlobal},
@@ -574,6 +634,15 @@ Command parse_launch(const std::vector<std::string>& argv, EnvLookup env) {
   if (s.group().argv.empty()) {
     throw Error(std::string(s.first_group ? "no program to run " : "no program after ':' ") +
                 std::string(kUsageHint));
+  }
+  if (s.npernode > 0) {  // processes per node, and this is the only node
+    if (!s.ntasks_given && s.opts.apps.size() == 1) {
+      s.group().ntasks = s.npernode;
+    } else if (s.opts.total_tasks() != s.npernode) {
+      throw Error("-N " + std::to_string(s.npernode) + " asks for " + std::to_string(s.npernode) +
+                  " processes on this node, the only one jiffy uses, but -n asks for " +
+                  std::to_string(s.opts.total_tasks()));
+    }
   }
   // LaunchOptions::total_tasks() is an int: MPMD groups must not overflow it.
   long long total = 0;

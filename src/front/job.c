@@ -203,8 +203,12 @@ static int child_main(void* p) {
   setpgid(0, c->pgid);
   prctl(PR_SET_PDEATHSIG, SIGKILL); /* a rank never outlives its launcher */
   if (getppid() != c->parent) _exit(1);
+  /* Default dispositions for what a caller may have ignored (a script's
+   * background job ignores SIGINT and SIGQUIT): ranks get them as under
+   * mpiexec, and Ctrl-C, which we forward, reaches them. */
   struct sigaction dfl = {.sa_handler = SIG_DFL};
-  sigaction(SIGPIPE, &dfl, NULL);
+  static const int reset[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+  for (size_t i = 0; i < sizeof reset / sizeof reset[0]; ++i) sigaction(reset[i], &dfl, NULL);
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);

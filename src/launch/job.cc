@@ -136,7 +136,7 @@ bool Job::start() {
       }
     }
     int inherit_fd = bootstrap_->prepare_rank(rank, env);
-    RankOutput out = open_rank_output(opt_, rank, static_cast<int>(g), grant_.id);
+    RankOutput out = open_rank_output(opt_, rank, static_cast<int>(g), files_);
     RankSpawn spec;
     spec.path = programs_[g];
     spec.argv = app.argv;
@@ -153,14 +153,14 @@ bool Job::start() {
     if (rank == 0) pgid_ = s.pid;
     ranks_[static_cast<std::size_t>(rank)] = Rank{s.pid, static_cast<int>(g), false, 0};
     spawned[static_cast<std::size_t>(rank)] = s;
-    std::string label = opt_.label == Label::Tag
-                            ? "[" + job_id + "," + std::to_string(rank) + "]<std%s>: "
-                            : "[" + std::to_string(rank) + "] ";
+    // --tag-output byte for byte as mpirun ("[1,0]<stdout>:x", 1 being
+    // mpirun's job number): scripts parse it.
     auto prefix = [&](const char* stream) {
-      if (opt_.label != Label::Tag) return label;
-      std::string p = label;
-      p.replace(p.find("%s"), 2, stream);
-      return p;
+      switch (opt_.label) {
+        case Label::Tag: return "[1," + std::to_string(rank) + "]<std" + stream + ">:";
+        case Label::Pattern: return expand_pattern(opt_.prepend_pattern, rank, static_cast<int>(g));
+        default: return "[" + std::to_string(rank) + "] ";
+      }
     };
     if (out.out_read) forwarder_.add(std::move(out.out_read), 1, prefix("out"));
     if (out.err_read) forwarder_.add(std::move(out.err_read), 2, prefix("err"));

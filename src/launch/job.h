@@ -105,6 +105,7 @@ class Job {
   std::unique_ptr<Bootstrap> bootstrap_;
   std::vector<Rank> ranks_;
   Forwarder forwarder_;
+  OutputFiles files_;  // the job's output files, each opened once
   StdinPump stdin_;
   pid_t pgid_ = 0;
   std::string tag_;

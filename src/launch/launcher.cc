@@ -1,3 +1,4 @@
+#include "launch/hosts.h"
 #include "launch/launcher.h"
 
 #include <fcntl.h>
@@ -49,6 +50,10 @@ Fd block_signals() {
   if (::sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) throw_errno("sigprocmask");
   Fd fd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!fd) throw_errno("signalfd");
+  // Ours to handle even if our caller ignored them (a script's background
+  // job ignores SIGINT): blocked, they reach the signalfd either way, and
+  // whatever we run next starts from the default.
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) ::signal(s, SIG_DFL);
   // A launcher whose reader went away (make, a closed pipe) keeps running.
   ::signal(SIGPIPE, SIG_IGN);
   return fd;
@@ -236,7 +241,7 @@ BootstrapPlan bootstrap_plan(const LaunchOptions& opt, const std::vector<std::st
   if (plan.pmix && !PmixServer::available()) {
     continue_in_pmix_launcher(argv);
     if (opt.mpi == MpiMode::Pmix) throw Error("--mpi=pmix: cannot run jiffy-pmix next to jiffy");
-    std::fprintf(stderr, "jiffy: warning: jiffy-pmix not found; Open MPI ranks will not bootstrap\n");
+    if (!opt.quiet) std::fprintf(stderr, "jiffy: warning: jiffy-pmix not found; Open MPI ranks will not bootstrap\n");
     plan.pmix = false;
   }
   return plan;
@@ -389,6 +394,7 @@ int continue_handed_over(const LaunchOptions& opt, const Handoff& h) {
 int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const Handoff* handoff) {
   if (handoff && handoff->running) return continue_handed_over(opt, *handoff);
   ensure_std_fds();
+  check_hosts(opt);
   // Resolve every program before asking for resources: a typo costs nothing.
   std::vector<std::string> programs;
   const char* path = std::getenv("PATH");

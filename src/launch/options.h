@@ -37,8 +37,9 @@ struct AppSpec {
 
 enum class Label {
   None,
-  Rank,  // -l / -prepend-rank: "[r] line"
-  Tag,   // --tag-output: "[jobid,r]<stdout>: line"
+  Rank,     // -l / -prepend-rank: "[r] line"
+  Tag,      // --tag-output: "[1,r]<stdout>:line", byte for byte as mpirun
+  Pattern,  // -prepend-pattern P: P expanded per rank (%r, %g, %h, %p, %%)
 };
 
 enum class MpiMode { Auto, Pmi1, Pmix, None };
@@ -53,6 +54,9 @@ struct LaunchOptions {
   std::vector<EnvSetting> genv;  // -genv K V, -x K[=V], -genvlist a,b (in order given)
   std::optional<std::string> wdir;  // -wdir, --wdir, -wd
   Label label = Label::None;
+  std::string prepend_pattern;  // -prepend-pattern (Label::Pattern)
+  bool merge_stderr = false;    // --merge-stderr-to-stdout: ranks' stderr goes where their stdout goes
+  bool quiet = false;           // -q, --quiet: no warnings of jiffy's own
   std::string outfile_pattern;  // -outfile-pattern (%r rank, %g group, %% percent)
   std::string errfile_pattern;  // -errfile-pattern
   std::string output_dir;       // --output-filename DIR: DIR/1/rank.R/{stdout,stderr}
@@ -62,6 +66,11 @@ struct LaunchOptions {
   bool topology_cache = false;    // --topology-cache, JIFFY_TOPOLOGY_CACHE=1
   bool single_node_ompi = false;  // --single-node-ompi, JIFFY_SINGLE_NODE_OMPI=1
   bool verbose = false;         // -v, --verbose: say what was granted
+  // -hosts/-host/-H and -f/-hostfile/-machinefile: jiffy runs on this
+  // machine only, so every host named must be this one (the launcher checks:
+  // parsing reads no files).
+  std::vector<std::string> hosts;
+  std::string hostfile;
 
   int total_tasks() const {
     int n = 0;

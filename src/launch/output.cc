@@ -16,10 +16,12 @@ namespace jiffy {
 
 namespace {
 
-Fd open_output_file(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (!fd) throw_errno("cannot create output file " + path);
-  return fd;
+const std::string& host_name() {
+  static const std::string name = [] {
+    char buf[256] = {};
+    return ::gethostname(buf, sizeof buf - 1) == 0 ? std::string(buf) : std::string("localhost");
+  }();
+  return name;
 }
 
 void mkdirs(const std::string& path) {
@@ -47,6 +49,8 @@ std::string expand_pattern(const std::string& pattern, int rank, int group) {
       char c = pattern[i + 1];
       if (c == 'r') { out += std::to_string(rank); ++i; continue; }
       if (c == 'g') { out += std::to_string(group); ++i; continue; }
+      if (c == 'h') { out += host_name(); ++i; continue; }
+      if (c == 'p') { out += '0'; ++i; continue; }
       if (c == '%') { out += '%'; ++i; continue; }
     }
     out += pattern[i];
@@ -54,19 +58,45 @@ std::string expand_pattern(const std::string& pattern, int rank, int group) {
   return out;
 }
 
-RankOutput open_rank_output(const LaunchOptions& opt, int rank, int group, unsigned long long) {
+Fd OutputFiles::open(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  if (!fd) throw_errno("cannot create output file " + path);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) throw_errno("fstat " + path);
+  for (const Opened& o : opened_) {
+    if (o.dev != st.st_dev || o.ino != st.st_ino) continue;
+    Fd shared(::fcntl(o.fd.get(), F_DUPFD_CLOEXEC, 0));
+    if (!shared) throw_errno("dup");
+    return shared;
+  }
+  // New to this job: emptied now (a regular file; not /dev/null or a FIFO).
+  if (S_ISREG(st.st_mode) && ::ftruncate(fd.get(), 0) != 0) throw_errno("truncate " + path);
+  Fd kept(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+  if (!kept) throw_errno("dup");
+  opened_.push_back(Opened{st.st_dev, st.st_ino, std::move(kept)});
+  return fd;
+}
+
+RankOutput open_rank_output(const LaunchOptions& opt, int rank, int group, OutputFiles& files) {
   RankOutput o;
   if (!opt.output_dir.empty()) {
     std::string dir = opt.output_dir + "/1/rank." + std::to_string(rank);
     mkdirs(dir);
-    o.out_file = open_output_file(dir + "/stdout");
-    o.err_file = open_output_file(dir + "/stderr");
+    o.out_file = files.open(dir + "/stdout");
+    o.err_file = files.open(dir + "/stderr");
   }
-  if (!opt.outfile_pattern.empty()) o.out_file = open_output_file(expand_pattern(opt.outfile_pattern, rank, group));
-  if (!opt.errfile_pattern.empty()) o.err_file = open_output_file(expand_pattern(opt.errfile_pattern, rank, group));
+  if (!opt.outfile_pattern.empty()) o.out_file = files.open(expand_pattern(opt.outfile_pattern, rank, group));
+  if (!opt.errfile_pattern.empty()) o.err_file = files.open(expand_pattern(opt.errfile_pattern, rank, group));
   if (opt.label != Label::None) {
     if (!o.out_file) make_pipe(o.out_read, o.out_file);
-    if (!o.err_file) make_pipe(o.err_read, o.err_file);
+    if (!o.err_file && !opt.merge_stderr) make_pipe(o.err_read, o.err_file);
+  }
+  // --merge-stderr-to-stdout: stderr goes wherever stdout goes (a file, the
+  // stdout pipe, or our own stdout).
+  if (opt.merge_stderr) {
+    o.err_file = o.out_file ? Fd(::fcntl(o.out_file.get(), F_DUPFD_CLOEXEC, 0)) : Fd(::fcntl(1, F_DUPFD_CLOEXEC, 0));
+    if (!o.err_file) throw_errno("dup");
+    o.err_read.reset();
   }
   return o;
 }

@@ -32,11 +32,29 @@ struct RankOutput {
   Fd err_read;
 };
 
+// The output files of one job. A file is emptied once, when the job first
+// names it, and every rank and stream naming it (-outfile-pattern and
+// -errfile-pattern alike, however spelled) writes into that one open file,
+// appending: as under hydra, nothing of one stream overwrites another's.
+class OutputFiles {
+ public:
+  // A descriptor of path's file for one rank's stream. Throws Error.
+  Fd open(const std::string& path);
+
+ private:
+  struct Opened {
+    unsigned long long dev, ino;
+    Fd fd;
+  };
+  std::vector<Opened> opened_;
+};
+
 // Opens files or pipes for rank `rank` of group `group` as opt asks.
 // Throws Error when a file cannot be created.
-RankOutput open_rank_output(const LaunchOptions& opt, int rank, int group, unsigned long long job);
+RankOutput open_rank_output(const LaunchOptions& opt, int rank, int group, OutputFiles& files);
 
-// "%r" -> rank, "%g" -> group, "%%" -> "%".
+// "%r" -> rank, "%g" -> group, "%h" -> this host's name, "%p" -> the proxy
+// (always 0: one node, one launcher), "%%" -> "%".
 std::string expand_pattern(const std::string& pattern, int rank, int group);
 
 class Forwarder {

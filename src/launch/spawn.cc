@@ -38,7 +38,9 @@ int child_main(void* p) {
   // A rank must not outlive its launcher, even one killed by SIGKILL.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != a->parent) ::_exit(1);  // the launcher died before prctl took effect
-  ::signal(SIGPIPE, SIG_DFL);
+  // Default dispositions for what a caller may have ignored (a script's
+  // background job ignores SIGINT and SIGQUIT), as mpiexec gives its ranks.
+  for (int s : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) ::signal(s, SIG_DFL);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -3,7 +3,8 @@
 // The grant arrives from the daemon, so it is checked against the request
 // and the resource set first; a mismatch is an Error, never a crash.
 // Normal grants are rank-major already. Exclusive grants hold every slot and
-// ranks are spread over the granted cores by integer division; when there
+// ranks are spread over the granted cores by integer division (each still
+// getting the cores per task it asked for, shared); when there
 // are more ranks than cores, the ranks sharing core c are numbered from the
 // first rank mapped to it, and that number picks their hardware thread, so
 // with hardware-thread binding they spread over the core's threads.
@@ -89,21 +90,28 @@ void place_normal(const ResourceSet& set, const Request& req, const Grant& grant
   }
 }
 
-void place_exclusive(const ResourceSet& set, const Grant& grant, Bind bind,
+// A rank asking for c cores gets c of them (all, on a smaller machine),
+// from its spread-out first core onwards, shared with the job's other ranks
+// where they overlap: a rank never silently gets fewer CPUs than it asked
+// for while the machine has them.
+void place_exclusive(const ResourceSet& set, const Request& req, const Grant& grant, Bind bind,
                      std::vector<RankPlacement>& ranks) {
   std::vector<int> all;
   for (SlotRef s : grant.slots) all.push_back(s.core);
   sort_unique(all);
   const std::int64_t k = static_cast<std::int64_t>(all.size());
   const std::int64_t n = static_cast<std::int64_t>(ranks.size());
+  const std::int64_t c = std::min<std::int64_t>(req.cores_per_task, k);
   for (std::int64_t r = 0; r < n; ++r) {
     const std::int64_t lo = r * k / n;
-    const std::int64_t hi = std::max((r + 1) * k / n, lo + 1);
+    const std::int64_t width = std::max((r + 1) * k / n - lo, c);
     const std::int64_t first_rank_here = (lo * n + k - 1) / k;
     RankPlacement& rank = ranks[r];
-    rank.cores.assign(all.begin() + lo, all.begin() + hi);
+    rank.cores.clear();
+    for (std::int64_t i = 0; i < width; ++i) rank.cores.push_back(all[(lo + i) % k]);
     const std::vector<int> threads(rank.cores.size(), static_cast<int>(r - first_rank_here));
     rank.cpus = cpus_of(set, rank.cores, threads, bind);
+    sort_unique(rank.cores);
   }
 }
 
@@ -114,7 +122,7 @@ std::vector<RankPlacement> layout(const ResourceSet& set, const Request& req, co
   check(set, req, grant);
   std::vector<RankPlacement> ranks(req.ntasks);
   if (grant.exclusive) {
-    place_exclusive(set, grant, bind, ranks);
+    place_exclusive(set, req, grant, bind, ranks);
   } else {
     place_normal(set, req, grant, bind, ranks);
   }

@@ -93,10 +93,26 @@ TEST(Layout, ExclusiveSpreadsRanksEvenly) {
 
 TEST(Layout, ExclusiveWithFewerRanksThanCoresGivesEachARange) {
   ResourceSet set = machine(4, 1);
-  auto ranks = layout(set, job(2, 3), exclusive(set), Bind::Core);
+  auto ranks = layout(set, job(2, 1), exclusive(set), Bind::Core);
   EXPECT_EQ(ranks[0].cores, (Ints{0, 1}));
   EXPECT_EQ(ranks[1].cores, (Ints{2, 3}));
   EXPECT_EQ(ranks[1].cpus, (Ints{2, 3, 6, 7}));
+}
+
+TEST(Layout, ExclusiveRanksGetTheCoresTheyAskedForShared) {
+  // -n 2 -c 3 on 4 cores: each rank has 3 cores, overlapping on one.
+  ResourceSet set = machine(4, 1);
+  auto ranks = layout(set, job(2, 3), exclusive(set), Bind::Core);
+  EXPECT_EQ(ranks[0].cores, (Ints{0, 1, 2}));
+  EXPECT_EQ(ranks[1].cores, (Ints{0, 2, 3}));
+  // -n 2 -c 2 on 2 cores: both ranks on both cores (not one CPU each).
+  ResourceSet small = machine(2, 1);
+  auto both = layout(small, job(2, 2), exclusive(small), Bind::Core);
+  EXPECT_EQ(both[0].cores, (Ints{0, 1}));
+  EXPECT_EQ(both[1].cores, (Ints{0, 1}));
+  // More cores per task than the machine has: all of it.
+  auto wide = layout(small, job(3, 5), exclusive(small), Bind::Core);
+  for (const RankPlacement& r : wide) EXPECT_EQ(r.cores, (Ints{0, 1}));
 }
 
 TEST(Layout, ExclusiveHwThreadSpreadsSharersOverThreads) {
