@@ -91,7 +91,7 @@ void Server::handle_reattach(Client& c, const proto::Json& msg) {
   if (proto::get_int(msg, "v", 0, 1 << 20) != proto::kVersion)
     throw Error("protocol version mismatch");
   if (c.job != 0) throw Error("reattach on a connection that already holds a job");
-  JobId id = static_cast<JobId>(proto::get_int(msg, "job", 1, INT64_MAX / 2));
+  JobId id = static_cast<JobId>(proto::get_int(msg, "job", 1, kMaxJobId));
   if (jobs_.count(id) || lost_.count(id))
     throw Error("job " + std::to_string(id) + " is already attached");
   StoredJob job;

@@ -389,7 +389,7 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
   // A launcher whose daemon died asks again with its old job id, so that the
   // queue keeps its original order.
   JobId arrival = msg.contains("arrival")
-                      ? static_cast<JobId>(proto::get_int(msg, "arrival", 0, INT64_MAX / 2))
+                      ? static_cast<JobId>(proto::get_int(msg, "arrival", 0, kMaxJobId))
                       : 0;
   if (auto it = detached_.find(arrival); it != detached_.end() && it->second.pid == c.peer_pid) {
     // Granted by our predecessor, which died before the launcher heard of it.
@@ -721,7 +721,7 @@ void Server::handle_lane(Client& c, const proto::Json& msg) {
   if (proto::get_int(msg, "v", 0, 1 << 20) != proto::kVersion) throw Error("protocol version mismatch");
   if (c.job != 0) throw Error("'lane' on a connection that already holds a job");
   if (!lane_.usable()) throw Error("'lane': this daemon's lane is off");
-  JobId id = static_cast<JobId>(proto::get_int(msg, "job", 1, INT64_MAX / 2));
+  JobId id = static_cast<JobId>(proto::get_int(msg, "job", 1, kMaxJobId));
   int first = static_cast<int>(proto::get_int(msg, "first", 0, lane_.size() - 1));
   int count = static_cast<int>(proto::get_int(msg, "count", 1, JIFFY_LANE_MAX_TASKS));
   if (first + count > lane_.size()) throw Error("'lane': slots beyond the lane");
