@@ -394,11 +394,13 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
   if (auto it = detached_.find(arrival); it != detached_.end() && it->second.pid == c.peer_pid) {
     // Granted by our predecessor, which died before the launcher heard of it.
     sched_.release(arrival);
+    tags_.release(it->second.group.tag, arrival);
     detached_.erase(it);
   }
   bool arrival_free = arrival != 0 && !jobs_.count(arrival) && !detached_.count(arrival) &&
                       !lost_.count(arrival);
   r.id = arrival_free ? arrival : lane_.new_job_id();
+  claim_tag(c.group.tag, r.id);
   try {
     if (arrival_free) {
       sched_.submit_in_order(r);
@@ -407,6 +409,7 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
     }
   } catch (const Error& e) {
     // A request that can never be granted: answer and hang up.
+    tags_.release(c.group.tag, r.id);
     drop(c, e.what());
     return;
   }
@@ -429,6 +432,10 @@ void Server::handle_started(Client& c, const proto::Json& msg) {
   if (c.state != JobState::Granted) throw Error("'started' before a grant");
   pid_t pgid = static_cast<pid_t>(proto::get_int(msg, "pgid", 1, 1 << 30));
   std::string tag = msg.contains("tag") ? proto::get_tag(msg) : c.group.tag;
+  if (tag != c.group.tag) {  // another job's tag would get that job killed with ours
+    claim_tag(tag, c.job);
+    tags_.release(c.group.tag, c.job);
+  }
   // Only a group led by this launcher's own child is ever killed on its
   // behalf; another is ignored (the job stays known by its tag). A group
   // already gone is a job already over, read late: its "finished" follows.
@@ -455,6 +462,7 @@ void Server::handle_finished(Client& c, const proto::Json& msg) {
   } else {
     sched_.release(c.job);
   }
+  tags_.release(c.group.tag, c.job);
   jobs_.erase(c.job);
   c.state = JobState::Released;
   c.job = 0;
@@ -475,6 +483,7 @@ void Server::client_gone(Client& c) {
   if (c.job != 0) {
     if (c.state == JobState::Queued) {
       sched_.cancel(c.job);
+      tags_.release(c.group.tag, c.job);
       c.state = JobState::Cancelled;
       parked_.erase(std::remove(parked_.begin(), parked_.end(), &c), parked_.end());
     } else if (c.state == JobState::Granted || c.state == JobState::Running) {
@@ -508,6 +517,7 @@ void Server::lose(const StoredJob& job, bool lane) {
 // if it is one a launcher of ours made (never a path a message merely names).
 void Server::finish_lost(const StoredJob& job) {
   sched_.release(job.grant.id);
+  tags_.release(job.group.tag, job.grant.id);
   if (is_job_dir(job.jobdir, job.grant.id)) remove_tree(job.jobdir);
 }
 
@@ -606,10 +616,10 @@ void Server::take_back() {
   }
 }
 
-// The lane indices of g's slots when every one of them is lent, unclaimed
-// and locked by someone: a launcher that took them from the lane. Empty
-// otherwise.
-std::vector<int> Server::lane_held(const Grant& g) const {
+// The lane indices of g's slots when every one of them is lent, unclaimed,
+// locked by someone and recorded as job g.id's by launcher: a launcher that
+// took them from the lane. Empty otherwise.
+std::vector<int> Server::lane_held(const Grant& g, pid_t launcher) const {
   std::vector<int> units;
   for (const SlotRef& s : g.slots) {
     int u = lane_.index(s);
@@ -617,6 +627,8 @@ std::vector<int> Server::lane_held(const Grant& g) const {
         !lane_.held_by_other(u)) {
       return {};
     }
+    std::optional<LaneJob> j = lane_.job_at(u);  // the record: this job, this launcher
+    if (!j || j->job != g.id || j->pid != launcher) return {};
     units.push_back(u);
   }
   if (!g.gpus.empty() || g.exclusive) return {};
@@ -665,7 +677,7 @@ void Server::check_lane_jobs() {
           "); killing what its ranks left");
     }
     lane_orphans_[id] = now;
-    kill_tagged(job.tag);
+    kill_tagged(job.tag, id);
   }
   // A record on a slot nobody holds: its launcher died before it could
   // clear it, within a job's first 2 ms (or jiffy-launch ended the job).
@@ -674,20 +686,45 @@ void Server::check_lane_jobs() {
   for (int u = 0; u < lane_.size(); ++u) {
     if (!lent_unclaimed(u) || !lane_.job_at(u) || lane_.held_by_other(u) || !lane_.take(u)) continue;
     if (std::optional<LaneJob> j = lane_.job_at(u)) {  // ours now: nobody rewrites it
-      kill_tagged(j->tag);
+      kill_tagged(j->tag, j->job);
       lane_.clear_job(u, j->job);
     }
     lane_.lend(u);
   }
 }
 
-// Every process carrying a lane job's tag (a tag too short to be one of
-// ours names nothing).
-void Server::kill_tagged(const std::string& tag) {
-  if (tag.size() < 16) return;
+// Every process carrying a lane job's tag. The record says which job the
+// tag is, but anyone who can write a record can copy another job's tag: a
+// tag another known job holds is not killed for this one.
+void Server::kill_tagged(const std::string& tag, JobId job) {
+  if (!is_job_tag(tag)) return;
+  if (!tag_free_for(tag, job)) {
+    log("lane job " + std::to_string(job) + " names the tag of another job; not killing by it");
+    return;
+  }
   JobGroup g;
   g.tag = tag;
   kill_job_group(g);
+}
+
+// Whether tag may be job's: no other job holds it, known to us (tags_) or
+// on a lane slot's record. An empty tag is none.
+bool Server::tag_free_for(const std::string& tag, JobId job) const {
+  if (tag.empty()) return true;
+  JobId owner = tags_.owner(tag);
+  if (owner != 0 && owner != job) return false;
+  for (int u = 0; u < lane_.size(); ++u) {
+    std::optional<LaneJob> j = lane_.job_at(u);
+    if (j && j->job != job && j->tag == tag) return false;
+  }
+  return true;
+}
+
+// Makes tag job's, or throws Error (the message is refused) when another
+// job holds it.
+void Server::claim_tag(const std::string& tag, JobId job) {
+  if (!tag_free_for(tag, job)) throw Error("the tag is another job's");
+  tags_.claim(tag, job);
 }
 
 bool Server::lent(int u) const { return sched_.slot_holder(lane_.slot(u)) == Lane::lent_id(u); }
@@ -743,6 +780,7 @@ void Server::handle_lane(Client& c, const proto::Json& msg) {
   c.pid = static_cast<int>(proto::get_int(msg, "pid", 0, 1 << 30));
   c.command = proto::get_string(msg, "command", kMaxCommandLen);
   c.group.tag = proto::get_tag(msg);
+  claim_tag(c.group.tag, id);
   c.bind = Bind::Core;
   c.job = id;
   c.grant = g;

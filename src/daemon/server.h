@@ -17,6 +17,7 @@
 #include "core/resources.h"
 #include "daemon/lane.h"
 #include "daemon/state_file.h"
+#include "daemon/tags.h"
 #include "proto/message.h"
 #include "sched/layout.h"
 #include "sched/scheduler.h"
@@ -67,7 +68,7 @@ class Server {
   void handle_stop(Client& c, const proto::Json& msg);
   void handle_reattach(Client& c, const proto::Json& msg);
   void handle_lane(Client& c, const proto::Json& msg);
-  std::vector<int> lane_held(const Grant& g) const;
+  std::vector<int> lane_held(const Grant& g, pid_t launcher) const;
   void claim(Client& c, JobId job, const std::vector<int>& units);
   void unclaim(Client& c);
   void lend_free();
@@ -76,7 +77,9 @@ class Server {
   std::map<JobId, LaneJob> lane_jobs() const;
   bool lane_busy() const;
   void check_lane_jobs();
-  void kill_tagged(const std::string& tag);
+  void kill_tagged(const std::string& tag, JobId job);
+  bool tag_free_for(const std::string& tag, JobId job) const;
+  void claim_tag(const std::string& tag, JobId job);
   bool lent(int u) const;
   bool lent_unclaimed(int u) const;
   void attach(Client& c, const StoredJob& job);
@@ -112,6 +115,8 @@ class Server {
   // Jobs a crashed predecessor granted whose launchers live but have not
   // re-attached yet: their resources stay held.
   std::map<JobId, StoredJob> detached_;
+  // The tags of the jobs above (jobs_, lost_, detached_): each one job's.
+  TagRegistry tags_;
   // While recovering, nothing is granted: submits wait here, to be queued
   // in their original order once every surviving job is back.
   bool recovering_ = false;
