@@ -193,6 +193,7 @@ void Server::run() {
       }
     }
     reap_lost_jobs();
+    if (positions_due_ && now_s() >= next_positions_at_) send_positions();
     if (lane_retry_ && sched_.queued() > 0) schedule_pass();
     check_lane_jobs();
     check_detached();
@@ -221,6 +222,7 @@ double Server::next_wakeup_ms() const {
   if (accept_paused_until_ > 0) wake = std::min(wake, 100.0);
   if (!lost_.empty() || recovering_ || lane_retry_) wake = 10;  // poll the dying groups, the recovery, the lane
   if (!detached_.empty()) wake = std::min(wake, kLivenessPeriodS * 1000);
+  if (positions_due_) wake = std::min(wake, std::max(0.0, (next_positions_at_ - now_s()) * 1000) + 1);
   if (clients_.empty() && config_.idle_timeout_s > 0) {
     double left = (idle_since_ + config_.idle_timeout_s - now_s()) * 1000;
     wake = std::min(wake, std::max(0.0, left) + 1);
@@ -312,12 +314,21 @@ void Server::watch(Client& c, bool writable) {
 // closing and goes away when epoll reports its hang-up.
 bool Server::flush(Client& c) {
   try {
-    c.out.erase(0, write_some(c.fd.get(), c.out, "send to client"));
+    std::size_t n = write_some(c.fd.get(), c.out, "send to client");
+    c.out.erase(0, n);
+    pending_out_ -= n;
   } catch (const Error&) {
-    c.out.clear();
+    forget_output(c);
     c.closing = true;
   }
+  if (c.out.empty() && c.out.capacity() > 65536) std::string().swap(c.out);  // a big reply's memory
   return c.out.empty();
+}
+
+// Drops what c has not read yet, memory included.
+void Server::forget_output(Client& c) {
+  pending_out_ -= c.out.size();
+  std::string().swap(c.out);
 }
 
 void Server::on_writable(Client& c) {
@@ -330,15 +341,31 @@ void Server::on_writable(Client& c) {
 }
 
 void Server::send(Client& c, const proto::Json& msg) {
+  if (c.closing && c.out.empty()) return;  // dropped for its backlog: nothing more
   bool was_empty = c.out.empty();
-  c.out += proto::encode(msg);
-  if (c.out.size() > kMaxPendingOutput) {  // a client that never reads
-    c.out.clear();
-    c.closing = true;
-    ::shutdown(c.fd.get(), SHUT_RDWR);  // epoll reports the hang-up; client_gone follows
+  std::string frame = proto::encode(msg);
+  c.out += frame;
+  pending_out_ += frame.size();
+  if (!was_empty && c.out.size() > kMaxPendingOutput) {
+    shed_output(c);
     return;
   }
-  if (was_empty && !flush(c)) watch(c, true);
+  while (pending_out_ > kMaxPendingTotal) {
+    auto largest = std::max_element(clients_.begin(), clients_.end(), [](const auto& a, const auto& b) {
+      return a.second->out.size() < b.second->out.size();
+    });
+    shed_output(*largest->second);
+  }
+  if (!c.closing && was_empty && !flush(c)) watch(c, true);
+}
+
+// A client that does not read: its backlog goes, and so does it. Never
+// destroys c (callers may be iterating): the hang-up reaches client_gone.
+void Server::shed_output(Client& c) {
+  log("dropping a client that does not read (" + std::to_string(c.out.size()) + " bytes unread)");
+  forget_output(c);
+  c.closing = true;
+  ::shutdown(c.fd.get(), SHUT_RDWR);  // epoll reports the hang-up; client_gone follows
 }
 
 // Answers a bad client with the error, then hangs up once that is written.
@@ -494,6 +521,7 @@ void Server::client_gone(Client& c) {
     jobs_.erase(c.job);
   }
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  forget_output(c);
   clients_.erase(fd);
   if (clients_.empty()) idle_since_ = now_s();
   persist();
@@ -583,7 +611,7 @@ void Server::schedule_pass() {
               {"gpu_ids", g.gpus},
               {"ranks", std::move(ranks)}});
   }
-  send_positions();
+  positions_due_ = true;  // sent by run(), at most every kPositionPeriodS
   if (sched_.queued() == 0 && !stopping_) lend_free();
 }
 
@@ -813,13 +841,23 @@ void Server::persist() {
   state_file_.save(st);
 }
 
+// Queue positions for launchers that show them ("progress"): one pass over
+// the queue, at most every kPositionPeriodS, and only to clients whose
+// position changed since they last heard. Every grant moves every waiting
+// request, so sending each move was quadratic in the queue's length.
 void Server::send_positions() {
-  for (auto& [id, c] : jobs_) {
-    if (!c->wants_progress || c->state != JobState::Queued) continue;
-    int pos = sched_.position(id);
-    if (pos == c->last_position) continue;
-    c->last_position = pos;
-    send(*c, {{"type", proto::type::kQueued}, {"job", id}, {"position", pos}});
+  positions_due_ = false;
+  next_positions_at_ = now_s() + kPositionPeriodS;
+  std::vector<JobId> order = sched_.queue_order();
+  for (std::size_t pos = 0; pos < order.size(); ++pos) {
+    auto it = jobs_.find(order[pos]);
+    if (it == jobs_.end()) continue;
+    Client& c = *it->second;
+    if (!c.wants_progress || c.state != JobState::Queued || c.last_position == static_cast<int>(pos)) {
+      continue;
+    }
+    c.last_position = static_cast<int>(pos);
+    send(c, {{"type", proto::type::kQueued}, {"job", c.job}, {"position", c.last_position}});
   }
 }
 

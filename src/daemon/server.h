@@ -93,6 +93,8 @@ class Server {
   void pause_accepting();
   StoredJob stored(const Client& c) const;
   void send(Client& c, const proto::Json& msg);
+  void shed_output(Client& c);
+  void forget_output(Client& c);
   bool flush(Client& c);
   void watch(Client& c, bool writable);
   void drop(Client& c, const std::string& why);
@@ -136,6 +138,9 @@ class Server {
   // Identity of the socket file we listen on, to notice it removed or replaced.
   unsigned long socket_dev_ = 0, socket_ino_ = 0;
   double next_heal_check_ = 0;
+  std::size_t pending_out_ = 0;     // bytes in every client's `out`
+  bool positions_due_ = false;      // the queue moved since positions were last sent
+  double next_positions_at_ = 0;
   double accept_paused_until_ = 0;  // out of descriptors: stop accepting a while
   double started_at_;
   double idle_since_;

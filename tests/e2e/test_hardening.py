@@ -265,3 +265,130 @@ def test_reattach_only_for_what_the_daemon_recovered(jx, fake_daemon):
     assert st["running"] == [], st["running"]
     assert all(c["holders"] == [None] for c in st["resources"]["cores"])
     assert_serving(jx, d)
+
+
+# --------------------------------------------------------------------------
+# item 10: queue positions
+
+
+def drain(jx, n, progress):
+    """n clients queue behind a job holding both cores, then are granted
+    one by one (each finishes at once). Returns (queued messages received,
+    clients granted)."""
+    import selectors
+    sock = the_socket(jx)
+    holder, g = ask(sock, submit(ntasks=2))
+    assert g["type"] == "grant", g
+    sel = selectors.DefaultSelector()
+    clients = []
+    for _ in range(n):
+        s, first = ask(sock, submit(progress=progress))
+        assert first["type"] == "queued", first
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, [b"", None])
+        clients.append(s)
+    holder.sendall(frame({"type": "finished", "code": 0}))
+    holder.close()
+    queued = granted = 0
+    deadline = time.monotonic() + 120
+    while granted < n:
+        assert time.monotonic() < deadline, f"only {granted} of {n} granted"
+        for key, _ in sel.select(timeout=1):
+            s, state = key.fileobj, key.data
+            try:
+                chunk = s.recv(1 << 16)
+            except BlockingIOError:
+                continue
+            assert chunk, "the daemon hung up"
+            state[0] += chunk
+            while len(state[0]) >= 4:
+                size = struct.unpack(">I", state[0][:4])[0]
+                if len(state[0]) < 4 + size:
+                    break
+                msg = json.loads(state[0][4:4 + size])
+                state[0] = state[0][4 + size:]
+                if msg["type"] == "queued":
+                    assert state[1] is None or msg["position"] < state[1], "a position went back"
+                    state[1] = msg["position"]
+                    queued += 1
+                elif msg["type"] == "grant":
+                    granted += 1
+                    s.setblocking(True)
+                    s.sendall(frame({"type": "finished", "code": 0}))
+                    sel.unregister(s)
+                    s.close()
+                    break
+    return queued, granted
+
+
+def test_queue_positions_do_not_flood_waiting_clients(jx, fake_daemon):
+    """300 waiting clients that asked for progress drain with a bounded
+    number of position updates (each grant moves every waiting request: one
+    message per move was n^2/2, 45,000 here). Counted, not timed: at most
+    one update per client per second of draining, which is far below."""
+    d = fake_daemon(cores=2)
+    n = 300
+    t0 = time.monotonic()
+    queued, granted = drain(jx, n, progress=True)
+    took = time.monotonic() - t0
+    print(f"{queued} position updates for {n} clients in {took:.2f}s")
+    assert granted == n
+    assert queued <= n * (2 + int(took)), f"{queued} position updates for {n} clients in {took:.1f}s"
+    assert queued < n * n / 20, queued
+    assert d.poll() is None
+
+
+# --------------------------------------------------------------------------
+# item 11: clients that never read
+
+
+def vm_kb(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_clients_that_never_read_cannot_grow_the_daemon(jx, fake_daemon):
+    """16 clients ask for status over and over and never read: each would
+    have 100 MB of replies waiting. They are dropped (each beyond its share,
+    the largest backlog beyond the total budget), the daemon's peak memory
+    stays within the budget, and other clients are served meanwhile."""
+    import threading
+    d = fake_daemon(cores=64)
+    pid = d.pid
+    base = vm_kb(pid, "VmRSS")
+    sock = the_socket(jx)
+    reply = len(json.dumps(jx.status()))
+    per_client = (100 << 20) // reply  # requests worth 100 MB of replies
+    request = frame({"type": "status", "v": 1}) * 100
+    dropped = []
+
+    def abuse():
+        s = connect(sock)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            for _ in range(per_client // 100):
+                s.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            dropped.append(s)
+            return
+        s.close()
+
+    threads = [threading.Thread(target=abuse) for _ in range(16)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        assert jx.run(["status", "--json"], timeout=30).returncode == 0  # others are served
+    for t in threads:
+        t.join()
+    assert len(dropped) == 16, f"only {len(dropped)} of 16 clients that never read were dropped"
+    for s in dropped:
+        s.close()
+    peak = vm_kb(pid, "VmHWM")
+    print(f"daemon RSS {base} kB, peak {peak} kB")
+    assert peak - base < 64 * 1024, f"the daemon grew from {base} kB to {peak} kB"
+    assert_serving(jx, d)
+    log = open(os.path.join(jx.runtime_dir, "fg-daemon-0.log")).read()
+    assert "does not read" in log
