@@ -5,11 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "proto/lane.h"
 #include "sched/layout.h"
+#include "util/error.h"
 
 namespace jiffy {
 
@@ -45,7 +47,7 @@ std::vector<jiffy_lane_slot> slot_table(const ResourceSet& set, const std::vecto
 
 Lane::Lane(const std::string& path, const ResourceSet& set, JobId next_job,
            void (*warn)(const std::string&, void*), void* warn_arg)
-    : local_(sizeof(jiffy_lane_header)) {
+    : warn_(warn), warn_arg_(warn_arg), local_(sizeof(jiffy_lane_header)) {
   header_ = reinterpret_cast<jiffy_lane_header*>(local_.data());
   std::memset(header_, 0, sizeof *header_);
   slot_index_.resize(set.cores.size());
@@ -178,7 +180,7 @@ std::optional<LaneJob> Lane::job_at(int u) const {
   std::memcpy(text, r.command, sizeof r.command);
   j.command.assign(text, strnlen(text, sizeof r.command));
   __atomic_thread_fence(__ATOMIC_ACQUIRE);
-  if (__atomic_load_n(&r.job, __ATOMIC_RELAXED) != j.job || j.first < 0 || j.count < 1 ||
+  if (__atomic_load_n(&r.job, __ATOMIC_RELAXED) != j.job || !valid_job_id(j.job) || j.first < 0 || j.count < 1 ||
       j.first + j.count > size() || u < j.first || u >= j.first + j.count) {
     return std::nullopt;  // being rewritten, or nonsense
   }
@@ -231,22 +233,49 @@ void Lane::set_open(bool open) {
 }
 
 JobId Lane::new_job_id() {
-  JobId id = __atomic_fetch_add(&header_->next_job, 1, __ATOMIC_SEQ_CST);
-  if (id == 0) id = __atomic_fetch_add(&header_->next_job, 1, __ATOMIC_SEQ_CST);  // 0 means none
-  return id;
+  for (;;) {
+    JobId id = __atomic_fetch_add(&header_->next_job, 1, __ATOMIC_SEQ_CST);
+    if (valid_job_id(id)) {
+      known_next_ = std::max(known_next_, id + 1);
+      return id;
+    }
+    if (id != 0) repair_next_job();  // 0 means none: take the next
+  }
 }
 
-JobId Lane::peek_next_job() const {
+JobId Lane::peek_next_job() {
   JobId next = __atomic_load_n(&header_->next_job, __ATOMIC_SEQ_CST);
-  return next == 0 ? 1 : next;
+  if (next == 0) return 1;
+  return valid_job_id(next) ? next : repair_next_job();
 }
 
 void Lane::raise_next_job(JobId at_least) {
+  known_next_ = std::max(known_next_, at_least);
   JobId cur = __atomic_load_n(&header_->next_job, __ATOMIC_SEQ_CST);
   while (cur < at_least &&
          !__atomic_compare_exchange_n(&header_->next_job, &cur, at_least, false, __ATOMIC_SEQ_CST,
                                       __ATOMIC_SEQ_CST)) {
   }
+}
+
+// The file's counter is out of range: something wrote the file that is not
+// us or a launcher of ours. Ids go on just above the highest one known, the
+// daemon's and the slots' records' (jobs launchers run now), so none is
+// handed out twice and none collides with a stand-in.
+JobId Lane::repair_next_job() {
+  JobId next = known_next_;
+  for (int u = 0; u < size(); ++u) {
+    if (std::optional<LaneJob> j = job_at(u)) next = std::max(next, j->job + 1);
+  }
+  if (next > kMaxJobId) throw Error("every job id is used; restart the daemon with a new state file");
+  if (!warned_ids_) {
+    warn_("the lane file's job counter was out of range; it goes on from " + std::to_string(next),
+          warn_arg_);
+    warned_ids_ = true;
+  }
+  known_next_ = next;
+  __atomic_store_n(&header_->next_job, next, __ATOMIC_SEQ_CST);
+  return next;
 }
 
 }  // namespace jiffy

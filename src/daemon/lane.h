@@ -40,8 +40,10 @@ struct LaneJob {
 
 class Lane {
  public:
-  // Stand-in job ids for lent slots: far above any real job id.
+  // Stand-in job ids for lent slots: above kMaxJobId, so that no id a
+  // client or a file supplies (all checked against it) can name one.
   static constexpr JobId kLentBase = JobId(1) << 60;
+  static_assert(kLentBase > kMaxJobId);
   static JobId lent_id(int u) { return kLentBase + static_cast<JobId>(u); }
   static bool is_lent_id(JobId id) { return id >= kLentBase; }
 
@@ -81,13 +83,23 @@ class Lane {
   // Whether launchers may take lent slots.
   void set_open(bool open);
 
-  // Job ids, shared with launchers.
+  // Job ids, shared with launchers (the counter is in the file, where
+  // launchers increment it). Always in [1, kMaxJobId]: a counter found out
+  // of range (a corrupted file) is put back just above the highest id this
+  // daemon knows, with one warning. new_job_id throws Error once every id
+  // is used. REQUIRES for raise_next_job: at_least <= kMaxJobId + 1.
   JobId new_job_id();
-  JobId peek_next_job() const;
+  JobId peek_next_job();
   void raise_next_job(JobId at_least);
 
  private:
   bool lock(long u, short type);
+  JobId repair_next_job();
+
+  void (*warn_)(const std::string&, void*);
+  void* warn_arg_;
+  JobId known_next_ = 1;  // above every id handed out or raised to
+  bool warned_ids_ = false;
 
   std::vector<SlotRef> slots_;
   std::vector<std::vector<int>> slot_index_;  // [core][slot] -> u

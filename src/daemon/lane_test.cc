@@ -112,6 +112,35 @@ TEST_F(LaneTest, JobIdsAreSharedWithLaunchers) {
   ::close(fd);
 }
 
+// A counter a stray writer (or a corrupted file) put at or beyond the
+// stand-in ids must never hand out such an id: it goes on just above the
+// highest id the daemon knows, with one warning.
+TEST_F(LaneTest, CorruptJobCounterRecoversAboveKnownIds) {
+  int warnings = 0;
+  auto count = [](const std::string&, void* n) { ++*static_cast<int*>(n); };
+  Lane lane(path_, cores(1), 5, count, &warnings);
+  ASSERT_TRUE(lane.usable());
+  EXPECT_EQ(lane.new_job_id(), 5u);
+  lane.raise_next_job(40);
+  int fd = launcher_opens();
+  void* map = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  auto* h = static_cast<jiffy_lane_header*>(map);
+  for (JobId bad : {Lane::kLentBase - 1, kMaxJobId + 1, ~JobId{0}}) {
+    __atomic_store_n(&h->next_job, bad, __ATOMIC_SEQ_CST);
+    JobId id = lane.new_job_id();
+    EXPECT_TRUE(valid_job_id(id)) << id;
+    EXPECT_GE(id, 40u);
+    EXPECT_LE(id, 45u);
+    __atomic_store_n(&h->next_job, bad, __ATOMIC_SEQ_CST);
+    EXPECT_TRUE(valid_job_id(lane.peek_next_job()));
+  }
+  EXPECT_EQ(warnings, 1);
+  EXPECT_GT(lane.new_job_id(), 40u);  // no id twice
+  ::munmap(map, 4096);
+  ::close(fd);
+}
+
 TEST_F(LaneTest, RecordsAreReadWholeOrNotAtAll) {
   Lane lane(path_, cores(2), 1, quiet, nullptr);
   int fd = launcher_opens();

@@ -20,7 +20,8 @@ using namespace server_detail;
 void Server::recover() {
   StoredState st = state_file_.load();
   lane_.raise_next_job(st.next_job);
-  for (const StoredJob& job : st.jobs) {
+  predecessor_next_job_ = lane_.peek_next_job();
+  for (StoredJob& job : st.jobs) {
     lane_.raise_next_job(job.grant.id + 1);
     try {
       sched_.adopt(job.grant);
@@ -28,6 +29,11 @@ void Server::recover() {
       log(std::string("state file: ") + e.what());
       continue;
     }
+    if (tags_.owner(job.group.tag) != 0) {  // two jobs, one tag: it proves neither
+      log("state file: job " + std::to_string(job.grant.id) + " names another job's tag; ignoring it");
+      job.group.tag.clear();
+    }
+    tags_.claim(job.group.tag, job.grant.id);
     if (process_alive(job.pid, job.pid_start)) {
       detached_[job.grant.id] = job;
     } else {
@@ -87,61 +93,81 @@ void Server::maybe_end_recovery() {
   schedule_pass();
 }
 
+// Only what this daemon recovered may re-attach: a job its predecessor's
+// state file names (detached_), from the launcher it names, with the
+// resources it names; or a lane job, recognised by its slots' records
+// (its launcher holds them). Anything else would take resources outside
+// the queue, and is refused.
 void Server::handle_reattach(Client& c, const proto::Json& msg) {
   if (proto::get_int(msg, "v", 0, 1 << 20) != proto::kVersion)
     throw Error("protocol version mismatch");
   if (c.job != 0) throw Error("reattach on a connection that already holds a job");
-  JobId id = static_cast<JobId>(proto::get_int(msg, "job", 1, INT64_MAX / 2));
+  JobId id = static_cast<JobId>(proto::get_int(msg, "job", 1, kMaxJobId));
   if (jobs_.count(id) || lost_.count(id))
     throw Error("job " + std::to_string(id) + " is already attached");
+  // Everything is read and checked before anything changes.
+  Grant claimed;
+  claimed.id = id;
+  for (auto [core, slot] : proto::get_int_pairs(msg, "slots", 1 << 20, 0, (1 << 20) - 1)) {
+    claimed.slots.push_back({core, slot});
+  }
+  claimed.gpus = proto::get_int_list(msg, "gpu_ids", 1 << 20, 0, (1 << 20) - 1);
+  claimed.exclusive = proto::get_bool(msg, "exclusive", false);
+  std::string tag = msg.contains("tag") ? proto::get_tag(msg) : "";
+  pid_t pgid = static_cast<pid_t>(proto::get_int(msg, "pgid", 0, 1 << 30));
+  int ntasks = static_cast<int>(proto::get_int(msg, "ntasks", 0, 1 << 20));
+  std::string command = proto::get_string(msg, "command", kMaxCommandLen);
+  std::string jobdir = msg.contains("jobdir") ? proto::get_string(msg, "jobdir", 4096) : "";
+
   StoredJob job;
   std::vector<int> lane_units;  // a job that took its slots from our predecessor's lane
-  if (auto it = detached_.find(id); it != detached_.end()) {
-    if (it->second.pid != c.peer_pid)
+  auto it = detached_.find(id);
+  if (it != detached_.end()) {
+    const StoredJob& was = it->second;
+    if (was.pid != c.peer_pid)
       throw Error("job " + std::to_string(id) + " belongs to another launcher");
-    job = it->second;
-    detached_.erase(it);
-  } else {
-    // Not in the state file (it could not be written or was lost): take the
-    // launcher's word for its grant, unless that would double-book.
-    job.grant.id = id;
-    const proto::Json& slots = msg.at("slots");
-    if (!slots.is_array() || slots.size() > (1u << 20))
-      throw Error("malformed reattach message: slots");
-    for (const proto::Json& pair : slots) {
-      if (!pair.is_array() || pair.size() != 2 || !pair[0].is_number_integer() ||
-          !pair[1].is_number_integer()) {
-        throw Error("malformed reattach message: slot");
-      }
-      job.grant.slots.push_back({pair[0].get<int>(), pair[1].get<int>()});
+    if (was.grant.slots != claimed.slots || was.grant.gpus != claimed.gpus ||
+        was.grant.exclusive != claimed.exclusive) {
+      throw Error("job " + std::to_string(id) + " holds other resources than the ledger says");
     }
-    job.grant.gpus = proto::get_int_list(msg, "gpu_ids", 1 << 20, 0, 1 << 20);
-    job.grant.exclusive = proto::get_bool(msg, "exclusive", false);
+    if (!was.group.tag.empty() && !tag.empty() && tag != was.group.tag)
+      throw Error("job " + std::to_string(id) + " carries another tag than the ledger says");
+    job = was;
+  } else {
+    lane_units = lane_held(claimed, c.peer_pid);
+    // A grant our crashed predecessor made but could not write down (a full
+    // disk): believed only during the recovery after its crash (nothing is
+    // granted meanwhile), for an id it handed out, and only where nothing
+    // else holds the resources. Refusing it would leave a running job's
+    // cores to be granted again.
+    bool missed = lane_units.empty() && recovering_ && config_.unclean_start && id < predecessor_next_job_;
+    if (lane_units.empty() && !missed) {
+      throw Error("job " + std::to_string(id) +
+                  " was not granted by this daemon's predecessor (nothing to re-attach)");
+    }
+    job.grant = claimed;
     job.pid = c.peer_pid;
     job.pid_start = c.peer_start;
-    lane_units = lane_held(job.grant);
-    if (lane_units.empty()) {
-      try {
-        sched_.adopt(job.grant);
-      } catch (const Error& e) {
-        drop(c, e.what());
-        return;
-      }
-    }
-    lane_.raise_next_job(id + 1);
   }
-  pid_t pgid = static_cast<pid_t>(proto::get_int(msg, "pgid", 0, 1 << 30));
+  if (job.group.tag.empty()) job.group.tag = tag;
+  if (!tag_free_for(job.group.tag, id)) throw Error("the tag is another job's");
+
+  if (it == detached_.end() && lane_units.empty()) sched_.adopt(job.grant);  // throws on a conflict
+  if (it != detached_.end()) detached_.erase(it);
+  tags_.claim(job.group.tag, id);
   if (std::optional<JobGroup> g = job_group_of_child(pgid, c.peer_pid)) {
-    g->tag = msg.contains("tag") ? proto::get_string(msg, "tag", 64) : "";
+    g->tag = job.group.tag;
     job.group = *g;
-  } else if (pgid != 0) {
-    log("job " + std::to_string(id) + ": ignoring process group " + std::to_string(pgid) +
-        ", not led by a child of its launcher");
-    job.group = {};
+  } else {
+    if (pgid != 0) {
+      log("job " + std::to_string(id) + ": ignoring process group " + std::to_string(pgid) +
+          ", not led by a child of its launcher");
+    }
+    job.group = JobGroup{0, 0, 0, job.group.tag};
   }
-  job.ntasks = static_cast<int>(proto::get_int(msg, "ntasks", 0, 1 << 20));
-  job.command = proto::get_string(msg, "command", kMaxCommandLen);
-  if (msg.contains("jobdir")) job.jobdir = proto::get_string(msg, "jobdir", 4096);
+  job.ntasks = ntasks;
+  job.command = std::move(command);
+  job.jobdir = std::move(jobdir);
   if (!lane_units.empty()) claim(c, id, lane_units);
   attach(c, job);
 }

@@ -196,6 +196,7 @@ void Server::run() {
       }
     }
     reap_lost_jobs();
+    if (positions_due_ && now_s() >= next_positions_at_) send_positions();
     if (lane_retry_ && sched_.queued() > 0) schedule_pass();
     check_lane_jobs();
     check_detached();
@@ -224,6 +225,7 @@ double Server::next_wakeup_ms() const {
   if (accept_paused_until_ > 0) wake = std::min(wake, 100.0);
   if (!lost_.empty() || recovering_ || lane_retry_) wake = 10;  // poll the dying groups, the recovery, the lane
   if (!detached_.empty()) wake = std::min(wake, kLivenessPeriodS * 1000);
+  if (positions_due_) wake = std::min(wake, std::max(0.0, (next_positions_at_ - now_s()) * 1000) + 1);
   if (clients_.empty() && config_.idle_timeout_s > 0) {
     double left = (idle_since_ + config_.idle_timeout_s - now_s()) * 1000;
     wake = std::min(wake, std::max(0.0, left) + 1);
@@ -315,12 +317,21 @@ void Server::watch(Client& c, bool writable) {
 // closing and goes away when epoll reports its hang-up.
 bool Server::flush(Client& c) {
   try {
-    c.out.erase(0, write_some(c.fd.get(), c.out, "send to client"));
+    std::size_t n = write_some(c.fd.get(), c.out, "send to client");
+    c.out.erase(0, n);
+    pending_out_ -= n;
   } catch (const Error&) {
-    c.out.clear();
+    forget_output(c);
     c.closing = true;
   }
+  if (c.out.empty() && c.out.capacity() > 65536) std::string().swap(c.out);  // a big reply's memory
   return c.out.empty();
+}
+
+// Drops what c has not read yet, memory included.
+void Server::forget_output(Client& c) {
+  pending_out_ -= c.out.size();
+  std::string().swap(c.out);
 }
 
 void Server::on_writable(Client& c) {
@@ -333,15 +344,31 @@ void Server::on_writable(Client& c) {
 }
 
 void Server::send(Client& c, const proto::Json& msg) {
+  if (c.closing && c.out.empty()) return;  // dropped for its backlog: nothing more
   bool was_empty = c.out.empty();
-  c.out += proto::encode(msg);
-  if (c.out.size() > kMaxPendingOutput) {  // a client that never reads
-    c.out.clear();
-    c.closing = true;
-    ::shutdown(c.fd.get(), SHUT_RDWR);  // epoll reports the hang-up; client_gone follows
+  std::string frame = proto::encode(msg);
+  c.out += frame;
+  pending_out_ += frame.size();
+  if (!was_empty && c.out.size() > kMaxPendingOutput) {
+    shed_output(c);
     return;
   }
-  if (was_empty && !flush(c)) watch(c, true);
+  while (pending_out_ > kMaxPendingTotal) {
+    auto largest = std::max_element(clients_.begin(), clients_.end(), [](const auto& a, const auto& b) {
+      return a.second->out.size() < b.second->out.size();
+    });
+    shed_output(*largest->second);
+  }
+  if (!c.closing && was_empty && !flush(c)) watch(c, true);
+}
+
+// A client that does not read: its backlog goes, and so does it. Never
+// destroys c (callers may be iterating): the hang-up reaches client_gone.
+void Server::shed_output(Client& c) {
+  log("dropping a client that does not read (" + std::to_string(c.out.size()) + " bytes unread)");
+  forget_output(c);
+  c.closing = true;
+  ::shutdown(c.fd.get(), SHUT_RDWR);  // epoll reports the hang-up; client_gone follows
 }
 
 // Answers a bad client with the error, then hangs up once that is written.
@@ -392,16 +419,18 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
   // A launcher whose daemon died asks again with its old job id, so that the
   // queue keeps its original order.
   JobId arrival = msg.contains("arrival")
-                      ? static_cast<JobId>(proto::get_int(msg, "arrival", 0, INT64_MAX / 2))
+                      ? static_cast<JobId>(proto::get_int(msg, "arrival", 0, kMaxJobId))
                       : 0;
   if (auto it = detached_.find(arrival); it != detached_.end() && it->second.pid == c.peer_pid) {
     // Granted by our predecessor, which died before the launcher heard of it.
     sched_.release(arrival);
+    tags_.release(it->second.group.tag, arrival);
     detached_.erase(it);
   }
   bool arrival_free = arrival != 0 && !jobs_.count(arrival) && !detached_.count(arrival) &&
                       !lost_.count(arrival);
   r.id = arrival_free ? arrival : lane_.new_job_id();
+  claim_tag(c.group.tag, r.id);
   try {
     if (arrival_free) {
       sched_.submit_in_order(r);
@@ -410,6 +439,7 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
     }
   } catch (const Error& e) {
     // A request that can never be granted: answer and hang up.
+    tags_.release(c.group.tag, r.id);
     drop(c, e.what());
     return;
   }
@@ -432,6 +462,10 @@ void Server::handle_started(Client& c, const proto::Json& msg) {
   if (c.state != JobState::Granted) throw Error("'started' before a grant");
   pid_t pgid = static_cast<pid_t>(proto::get_int(msg, "pgid", 1, 1 << 30));
   std::string tag = msg.contains("tag") ? proto::get_tag(msg) : c.group.tag;
+  if (tag != c.group.tag) {  // another job's tag would get that job killed with ours
+    claim_tag(tag, c.job);
+    tags_.release(c.group.tag, c.job);
+  }
   // Only a group led by this launcher's own child is ever killed on its
   // behalf; another is ignored (the job stays known by its tag). A group
   // already gone is a job already over, read late: its "finished" follows.
@@ -458,6 +492,7 @@ void Server::handle_finished(Client& c, const proto::Json& msg) {
   } else {
     sched_.release(c.job);
   }
+  tags_.release(c.group.tag, c.job);
   jobs_.erase(c.job);
   c.state = JobState::Released;
   c.job = 0;
@@ -478,6 +513,7 @@ void Server::client_gone(Client& c) {
   if (c.job != 0) {
     if (c.state == JobState::Queued) {
       sched_.cancel(c.job);
+      tags_.release(c.group.tag, c.job);
       c.state = JobState::Cancelled;
       parked_.erase(std::remove(parked_.begin(), parked_.end(), &c), parked_.end());
     } else if (c.state == JobState::Granted || c.state == JobState::Running) {
@@ -488,6 +524,7 @@ void Server::client_gone(Client& c) {
     jobs_.erase(c.job);
   }
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  forget_output(c);
   clients_.erase(fd);
   if (clients_.empty()) idle_since_ = now_s();
   persist();
@@ -511,6 +548,7 @@ void Server::lose(const StoredJob& job, bool lane) {
 // if it is one a launcher of ours made (never a path a message merely names).
 void Server::finish_lost(const StoredJob& job) {
   sched_.release(job.grant.id);
+  tags_.release(job.group.tag, job.grant.id);
   if (is_job_dir(job.jobdir, job.grant.id)) remove_tree(job.jobdir);
 }
 
@@ -576,7 +614,7 @@ void Server::schedule_pass() {
               {"gpu_ids", g.gpus},
               {"ranks", std::move(ranks)}});
   }
-  send_positions();
+  positions_due_ = true;  // sent by run(), at most every kPositionPeriodS
   if (sched_.queued() == 0 && !stopping_) lend_free();
 }
 
@@ -609,10 +647,10 @@ void Server::take_back() {
   }
 }
 
-// The lane indices of g's slots when every one of them is lent, unclaimed
-// and locked by someone: a launcher that took them from the lane. Empty
-// otherwise.
-std::vector<int> Server::lane_held(const Grant& g) const {
+// The lane indices of g's slots when every one of them is lent, unclaimed,
+// locked by someone and recorded as job g.id's by launcher: a launcher that
+// took them from the lane. Empty otherwise.
+std::vector<int> Server::lane_held(const Grant& g, pid_t launcher) const {
   std::vector<int> units;
   for (const SlotRef& s : g.slots) {
     int u = lane_.index(s);
@@ -620,6 +658,8 @@ std::vector<int> Server::lane_held(const Grant& g) const {
         !lane_.held_by_other(u)) {
       return {};
     }
+    std::optional<LaneJob> j = lane_.job_at(u);  // the record: this job, this launcher
+    if (!j || j->job != g.id || j->pid != launcher) return {};
     units.push_back(u);
   }
   if (!g.gpus.empty() || g.exclusive) return {};
@@ -668,7 +708,7 @@ void Server::check_lane_jobs() {
           "); killing what its ranks left");
     }
     lane_orphans_[id] = now;
-    kill_tagged(job.tag);
+    kill_tagged(job.tag, id);
   }
   // A record on a slot nobody holds: its launcher died before it could
   // clear it, within a job's first 2 ms (or jiffy-launch ended the job).
@@ -677,20 +717,45 @@ void Server::check_lane_jobs() {
   for (int u = 0; u < lane_.size(); ++u) {
     if (!lent_unclaimed(u) || !lane_.job_at(u) || lane_.held_by_other(u) || !lane_.take(u)) continue;
     if (std::optional<LaneJob> j = lane_.job_at(u)) {  // ours now: nobody rewrites it
-      kill_tagged(j->tag);
+      kill_tagged(j->tag, j->job);
       lane_.clear_job(u, j->job);
     }
     lane_.lend(u);
   }
 }
 
-// Every process carrying a lane job's tag (a tag too short to be one of
-// ours names nothing).
-void Server::kill_tagged(const std::string& tag) {
-  if (tag.size() < 16) return;
+// Every process carrying a lane job's tag. The record says which job the
+// tag is, but anyone who can write a record can copy another job's tag: a
+// tag another known job holds is not killed for this one.
+void Server::kill_tagged(const std::string& tag, JobId job) {
+  if (!is_job_tag(tag)) return;
+  if (!tag_free_for(tag, job)) {
+    log("lane job " + std::to_string(job) + " names the tag of another job; not killing by it");
+    return;
+  }
   JobGroup g;
   g.tag = tag;
   kill_job_group(g);
+}
+
+// Whether tag may be job's: no other job holds it, known to us (tags_) or
+// on a lane slot's record. An empty tag is none.
+bool Server::tag_free_for(const std::string& tag, JobId job) const {
+  if (tag.empty()) return true;
+  JobId owner = tags_.owner(tag);
+  if (owner != 0 && owner != job) return false;
+  for (int u = 0; u < lane_.size(); ++u) {
+    std::optional<LaneJob> j = lane_.job_at(u);
+    if (j && j->job != job && j->tag == tag) return false;
+  }
+  return true;
+}
+
+// Makes tag job's, or throws Error (the message is refused) when another
+// job holds it.
+void Server::claim_tag(const std::string& tag, JobId job) {
+  if (!tag_free_for(tag, job)) throw Error("the tag is another job's");
+  tags_.claim(tag, job);
 }
 
 bool Server::lent(int u) const { return sched_.slot_holder(lane_.slot(u)) == Lane::lent_id(u); }
@@ -724,7 +789,7 @@ void Server::handle_lane(Client& c, const proto::Json& msg) {
   if (proto::get_int(msg, "v", 0, 1 << 20) != proto::kVersion) throw Error("protocol version mismatch");
   if (c.job != 0) throw Error("'lane' on a connection that already holds a job");
   if (!lane_.usable()) throw Error("'lane': this daemon's lane is off");
-  JobId id = static_cast<JobId>(proto::get_int(msg, "job", 1, INT64_MAX / 2));
+  JobId id = static_cast<JobId>(proto::get_int(msg, "job", 1, kMaxJobId));
   int first = static_cast<int>(proto::get_int(msg, "first", 0, lane_.size() - 1));
   int count = static_cast<int>(proto::get_int(msg, "count", 1, JIFFY_LANE_MAX_TASKS));
   if (first + count > lane_.size()) throw Error("'lane': slots beyond the lane");
@@ -746,6 +811,7 @@ void Server::handle_lane(Client& c, const proto::Json& msg) {
   c.pid = static_cast<int>(proto::get_int(msg, "pid", 0, 1 << 30));
   c.command = proto::get_string(msg, "command", kMaxCommandLen);
   c.group.tag = proto::get_tag(msg);
+  claim_tag(c.group.tag, id);
   c.bind = Bind::Core;
   c.job = id;
   c.grant = g;
@@ -778,13 +844,23 @@ void Server::persist() {
   state_file_.save(st);
 }
 
+// Queue positions for launchers that show them ("progress"): one pass over
+// the queue, at most every kPositionPeriodS, and only to clients whose
+// position changed since they last heard. Every grant moves every waiting
+// request, so sending each move was quadratic in the queue's length.
 void Server::send_positions() {
-  for (auto& [id, c] : jobs_) {
-    if (!c->wants_progress || c->state != JobState::Queued) continue;
-    int pos = sched_.position(id);
-    if (pos == c->last_position) continue;
-    c->last_position = pos;
-    send(*c, {{"type", proto::type::kQueued}, {"job", id}, {"position", pos}});
+  positions_due_ = false;
+  next_positions_at_ = now_s() + kPositionPeriodS;
+  std::vector<JobId> order = sched_.queue_order();
+  for (std::size_t pos = 0; pos < order.size(); ++pos) {
+    auto it = jobs_.find(order[pos]);
+    if (it == jobs_.end()) continue;
+    Client& c = *it->second;
+    if (!c.wants_progress || c.state != JobState::Queued || c.last_position == static_cast<int>(pos)) {
+      continue;
+    }
+    c.last_position = static_cast<int>(pos);
+    send(c, {{"type", proto::type::kQueued}, {"job", c.job}, {"position", c.last_position}});
   }
 }
 

@@ -18,6 +18,7 @@
 #include "daemon/lane.h"
 #include "daemon/rendezvous.h"
 #include "daemon/state_file.h"
+#include "daemon/tags.h"
 #include "proto/message.h"
 #include "sched/layout.h"
 #include "sched/scheduler.h"
@@ -71,7 +72,7 @@ class Server {
   void handle_stop(Client& c, const proto::Json& msg);
   void handle_reattach(Client& c, const proto::Json& msg);
   void handle_lane(Client& c, const proto::Json& msg);
-  std::vector<int> lane_held(const Grant& g) const;
+  std::vector<int> lane_held(const Grant& g, pid_t launcher) const;
   void claim(Client& c, JobId job, const std::vector<int>& units);
   void unclaim(Client& c);
   void lend_free();
@@ -80,7 +81,9 @@ class Server {
   std::map<JobId, LaneJob> lane_jobs() const;
   bool lane_busy() const;
   void check_lane_jobs();
-  void kill_tagged(const std::string& tag);
+  void kill_tagged(const std::string& tag, JobId job);
+  bool tag_free_for(const std::string& tag, JobId job) const;
+  void claim_tag(const std::string& tag, JobId job);
   bool lent(int u) const;
   bool lent_unclaimed(int u) const;
   void attach(Client& c, const StoredJob& job);
@@ -94,6 +97,8 @@ class Server {
   void pause_accepting();
   StoredJob stored(const Client& c) const;
   void send(Client& c, const proto::Json& msg);
+  void shed_output(Client& c);
+  void forget_output(Client& c);
   bool flush(Client& c);
   void watch(Client& c, bool writable);
   void drop(Client& c, const std::string& why);
@@ -116,9 +121,12 @@ class Server {
   // Jobs a crashed predecessor granted whose launchers live but have not
   // re-attached yet: their resources stay held.
   std::map<JobId, StoredJob> detached_;
+  // The tags of the jobs above (jobs_, lost_, detached_): each one job's.
+  TagRegistry tags_;
   // While recovering, nothing is granted: submits wait here, to be queued
   // in their original order once every surviving job is back.
   bool recovering_ = false;
+  JobId predecessor_next_job_ = 0;  // ids below it were handed out before we started
   double recovery_deadline_ = 0;
   double recovery_hold_until_ = 0;  // after an unclean start, wait at least this long
   std::vector<Client*> parked_;
@@ -135,6 +143,9 @@ class Server {
   // Identity of the socket file we listen on, to notice it removed or replaced.
   unsigned long socket_dev_ = 0, socket_ino_ = 0;
   double next_heal_check_ = 0;
+  std::size_t pending_out_ = 0;     // bytes in every client's `out`
+  bool positions_due_ = false;      // the queue moved since positions were last sent
+  double next_positions_at_ = 0;
   double accept_paused_until_ = 0;  // out of descriptors: stop accepting a while
   double started_at_;
   double idle_since_;

@@ -14,7 +14,16 @@ namespace server_detail {
 
 constexpr std::size_t kMaxClients = 8192;
 constexpr std::size_t kMaxCommandLen = 4096;
-constexpr std::size_t kMaxPendingOutput = 32 * 1024 * 1024;  // a client that never reads
+// Replies a client has not read yet. One client beyond its share, or all
+// of them beyond the budget (then the largest backlog goes), is dropped: a
+// client that asks without reading must not grow the daemon. A status
+// reply for thousands of jobs is about 2 MiB; one message alone is always
+// accepted.
+constexpr std::size_t kMaxPendingOutput = 4 * 1024 * 1024;
+constexpr std::size_t kMaxPendingTotal = 32 * 1024 * 1024;
+// Queue positions go out at most this often (each grant moves every
+// waiting request: sent each time, 1,500 waiting launchers got a million).
+constexpr double kPositionPeriodS = 1.0;
 constexpr double kLostJobGraceS = 5.0;    // how long a killed group may take to vanish
 constexpr double kRecoveryWindowS = 3.0;  // how long re-attaching launchers get
 constexpr double kUncleanHoldS = 0.5;     // grants held after a crash the state file may not show
@@ -41,7 +50,7 @@ struct Server::Client {
   Request request;
   Bind bind = Bind::Core;
   bool wants_progress = false;
-  int last_position = -1;
+  int last_position = -1;  // the position it last heard
   int pid = 0;  // the launcher's pid, for status
   // The ranks' processes: the tag from "submit" (so that a launcher that
   // dies before "started" still has its ranks found), the group once

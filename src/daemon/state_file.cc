@@ -58,29 +58,19 @@ static StoredState decode_state_unchecked(std::string_view text) {
   j["type"] = "state";  // for the field validators' messages
   if (proto::get_int(j, "v", 1, 1) != 1) throw Error("state file has an unknown version");
   StoredState s;
-  s.next_job = static_cast<JobId>(proto::get_int(j, "next_job", 1, INT64_MAX));
+  // next_job may be one past the last id (every id used).
+  s.next_job = static_cast<JobId>(proto::get_int(j, "next_job", 1, kMaxJobId + 1));
   const proto::Json& jobs = j.at("jobs");
   if (!jobs.is_array()) throw Error("state file: 'jobs' is not a list");
   for (proto::Json job : jobs) {
     if (!job.is_object()) throw Error("state file: a job is not an object");
     job["type"] = "state";
     StoredJob sj;
-    sj.grant.id = static_cast<JobId>(proto::get_int(job, "job", 1, INT64_MAX));
-    const proto::Json& slots = job.at("slots");
-    if (!slots.is_array() || slots.empty() || slots.size() > static_cast<std::size_t>(kMaxIndex)) {
-      throw Error("state file: bad slots");
-    }
-    for (const proto::Json& pair : slots) {
-      if (!pair.is_array() || pair.size() != 2 || !pair[0].is_number_integer() ||
-          !pair[1].is_number_integer()) {
-        throw Error("state file: bad slot");
-      }
-      int core = pair[0].get<int>(), slot = pair[1].get<int>();
-      if (core < 0 || core >= kMaxIndex || slot < 0 || slot >= kMaxIndex) {
-        throw Error("state file: slot out of range");
-      }
+    sj.grant.id = static_cast<JobId>(proto::get_int(job, "job", 1, kMaxJobId));
+    for (auto [core, slot] : proto::get_int_pairs(job, "slots", kMaxIndex, 0, kMaxIndex - 1)) {
       sj.grant.slots.push_back({core, slot});
     }
+    if (sj.grant.slots.empty()) throw Error("state file: a job holds no slot");
     sj.grant.gpus = proto::get_int_list(job, "gpus", kMaxIndex, 0, kMaxIndex);
     sj.grant.exclusive = proto::get_bool(job, "exclusive", false);
     sj.pid = static_cast<int>(proto::get_int(job, "pid", 0, 1 << 30));
@@ -90,6 +80,7 @@ static StoredState decode_state_unchecked(std::string_view text) {
     sj.group.leader_start =
         static_cast<unsigned long long>(proto::get_int(job, "leader_start", 0, INT64_MAX));
     sj.group.tag = proto::get_string(job, "tag", 64);
+    if (!sj.group.tag.empty() && !is_job_tag(sj.group.tag)) throw Error("state file: bad tag");
     sj.ntasks = static_cast<int>(proto::get_int(job, "ntasks", 0, kMaxIndex));
     sj.command = proto::get_string(job, "command", 4096);
     sj.jobdir = job.contains("jobdir") ? proto::get_string(job, "jobdir", 4096) : "";
@@ -112,9 +103,44 @@ StoredState decode_state(std::string_view text) {
 
 StateFile::StateFile(std::string path) : path_(std::move(path)) {}
 
+// The file decides what the daemon kills and holds, so it must be ours as
+// the daemon writes it: a regular file owned by our euid, mode 0600, not
+// reached through a symlink. O_NONBLOCK: a FIFO planted there must not
+// block the daemon in open() (SIGTERM is already blocked then).
+bool StateFile::open_checked(Fd& fd, int flags, const char* why_prefix) {
+  fd = Fd(::open(path_.c_str(), flags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600));
+  if (!fd) {
+    if (errno != ENOENT) refused(why_prefix, std::strerror(errno));
+    return false;
+  }
+  struct stat st;
+  const char* why = nullptr;
+  if (::fstat(fd.get(), &st) != 0) {
+    why = std::strerror(errno);
+  } else if (!S_ISREG(st.st_mode)) {
+    why = "not a regular file";
+  } else if (st.st_uid != ::geteuid()) {
+    why = "owned by another user";
+  } else if ((st.st_mode & 07777) != 0600) {
+    why = "its mode is not 0600";
+  }
+  if (why) {
+    fd.reset();
+    refused(why_prefix, why);
+    return false;
+  }
+  return true;
+}
+
+void StateFile::refused(const char* what, const char* why) {
+  if (refused_warned_) return;
+  refused_warned_ = true;
+  std::fprintf(stderr, "jiffyd: %s the state file %s: %s\n", what, path_.c_str(), why);
+}
+
 StoredState StateFile::load() {
-  Fd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (!fd) return {};
+  Fd fd;
+  if (!open_checked(fd, O_RDONLY, "ignoring")) return {};
   std::string text;
   char buf[65536];
   ssize_t n;
@@ -151,8 +177,14 @@ bool StateFile::save(const StoredState& s) {
   if (fd_ && (::fstat(fd_.get(), &st) != 0 || st.st_nlink == 0)) fd_.reset();  // deleted under us
   if (fd_ && text == last_) return true;  // already there (a hang-up after "finished")
   if (!fd_) {
-    fd_ = Fd(::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!fd_) return fail("open");
+    if (!open_checked(fd_, O_RDWR | O_CREAT, "replacing")) {
+      // Something not ours is there (its content was ignored at start): a
+      // file of our own takes its place, in our private directory.
+      if (::unlink(path_.c_str()) != 0 && errno != ENOENT) return fail("replace");
+      fd_ = Fd(::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+      if (!fd_) return fail("open");
+    }
+    ::fchmod(fd_.get(), 0600);  // whatever the umask
     // Reserve the space now, so that a full disk later cannot stop the
     // ledger from being written (the record is rewritten in place).
     ::posix_fallocate(fd_.get(), 0, kPreallocBytes);

@@ -48,7 +48,8 @@ class StateFile {
  public:
   explicit StateFile(std::string path);
   // The stored state; an empty one when the file is missing or unreadable
-  // (a warning goes to stderr when it is corrupt).
+  // (a warning goes to stderr when it is corrupt, or not a regular file of
+  // ours with mode 0600: such a file is never read, whatever it says).
   StoredState load();
   // Replaces the stored state. Returns false (and logs once) on failure.
   bool save(const StoredState& s);
@@ -58,8 +59,12 @@ class StateFile {
   void reopen() { fd_.reset(); }
 
  private:
+  bool open_checked(Fd& fd, int flags, const char* what);
+  void refused(const char* what, const char* why);
+
   std::string path_;
   Fd fd_;
+  bool refused_warned_ = false;  // one warning for a file not ours
   std::string last_;  // what the open file holds
   bool warned_ = false;
 };

@@ -1,6 +1,7 @@
 #include "proto/message.h"
 
 #include "util/error.h"
+#include "util/process.h"
 
 namespace jiffy::proto {
 
@@ -51,6 +52,23 @@ const Json& field_of(const Json& msg, const char* field) {
   return *it;
 }
 
+// One integer of a list, range-checked as the JSON value it is (signed or
+// unsigned, any width) before it becomes an int.
+int element(const Json& msg, const char* field, const Json& e, int lo, int hi) {
+  if (!e.is_number_integer()) malformed(msg, field, "holds a non-integer");
+  bool in_range;
+  if (e.is_number_unsigned()) {  // JSON's non-negative numbers, up to 2^64 - 1
+    std::uint64_t u = e.get<std::uint64_t>();
+    in_range = hi >= 0 && u <= static_cast<std::uint64_t>(hi) &&
+               (lo <= 0 || u >= static_cast<std::uint64_t>(lo));
+  } else {
+    std::int64_t x = e.get<std::int64_t>();
+    in_range = x >= lo && x <= hi;
+  }
+  if (!in_range) malformed(msg, field, "holds a value out of range");
+  return static_cast<int>(e.get<std::int64_t>());
+}
+
 }  // namespace
 
 std::int64_t get_int(const Json& msg, const char* field, std::int64_t lo, std::int64_t hi) {
@@ -76,7 +94,7 @@ std::string get_string(const Json& msg, const char* field, std::size_t max_len) 
 
 std::string get_tag(const Json& msg) {
   std::string tag = get_string(msg, "tag", 64);
-  if (tag.size() < 16 || tag.find_first_not_of("0123456789abcdef") != std::string::npos) {
+  if (!is_job_tag(tag)) {
     malformed(msg, "tag", "is not 16 to 64 hex digits");
   }
   return tag;
@@ -96,11 +114,20 @@ std::vector<int> get_int_list(const Json& msg, const char* field, std::size_t ma
   if (v.size() > max_len) malformed(msg, field, "is too long");
   std::vector<int> out;
   out.reserve(v.size());
+  for (const Json& e : v) out.push_back(element(msg, field, e, lo, hi));
+  return out;
+}
+
+std::vector<std::pair<int, int>> get_int_pairs(const Json& msg, const char* field,
+                                               std::size_t max_len, int lo, int hi) {
+  const Json& v = field_of(msg, field);
+  if (!v.is_array()) malformed(msg, field, "is not a list");
+  if (v.size() > max_len) malformed(msg, field, "is too long");
+  std::vector<std::pair<int, int>> out;
+  out.reserve(v.size());
   for (const Json& e : v) {
-    if (!e.is_number_integer()) malformed(msg, field, "holds a non-integer");
-    std::int64_t x = e.get<std::int64_t>();
-    if (x < lo || x > hi) malformed(msg, field, "holds a value out of range");
-    out.push_back(static_cast<int>(x));
+    if (!e.is_array() || e.size() != 2) malformed(msg, field, "holds something not a pair");
+    out.emplace_back(element(msg, field, e[0], lo, hi), element(msg, field, e[1], lo, hi));
   }
   return out;
 }

@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace jiffy::proto {
@@ -67,12 +68,16 @@ class FrameDecoder {
 std::int64_t get_int(const Json& msg, const char* field, std::int64_t lo, std::int64_t hi);
 std::string get_string(const Json& msg, const char* field, std::size_t max_len);
 bool get_bool(const Json& msg, const char* field, bool fallback);
-// A job tag ("tag" of submit and started): what the job's ranks carry as
-// JIFFY_JOB_TAG; 16 to 64 lower-case hex digits, so that it can only ever
-// match that variable's value.
+// A job tag ("tag" of submit, started, lane, reattach): what the job's
+// ranks carry as JIFFY_JOB_TAG; checked by is_job_tag (util/process.h).
 std::string get_tag(const Json& msg);
+// A list of integers, each checked against [lo, hi] before it is narrowed
+// (4294967296 is out of range, never core 0).
 std::vector<int> get_int_list(const Json& msg, const char* field, std::size_t max_len, int lo,
                               int hi);
+// A list of [a, b] pairs (slots: [core, slot]), each number checked as above.
+std::vector<std::pair<int, int>> get_int_pairs(const Json& msg, const char* field,
+                                               std::size_t max_len, int lo, int hi);
 
 // An error reply carrying a one-line message.
 Json error_message(const std::string& message);

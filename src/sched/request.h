@@ -8,6 +8,13 @@ namespace jiffy {
 
 using JobId = std::uint64_t;  // assigned by the daemon, increasing with arrival; 0 = none
 
+// The one range of job ids, wherever an id comes from (the daemon's
+// counter, a message, the state file, the lane file): [1, kMaxJobId]. Far
+// below 2^53, so that JSON carries every id exactly, and far below the
+// daemon's stand-in ids (Lane::lent_id), which no id from outside may reach.
+constexpr JobId kMaxJobId = (JobId(1) << 50) - 1;
+constexpr bool valid_job_id(JobId id) { return id >= 1 && id <= kMaxJobId; }
+
 struct Request {
   JobId id = 0;
   int ntasks = 1;

@@ -426,6 +426,13 @@ int Scheduler::position(JobId id) const {
   return static_cast<int>(it - queue_.begin());
 }
 
+std::vector<JobId> Scheduler::queue_order() const {
+  std::vector<JobId> ids;
+  ids.reserve(queue_.size());
+  for (const Request& r : queue_) ids.push_back(r.id);
+  return ids;
+}
+
 std::size_t Scheduler::queued() const { return queue_.size(); }
 std::size_t Scheduler::running() const { return running_.size(); }
 const ResourceSet& Scheduler::resources() const { return set_; }

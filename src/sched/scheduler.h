@@ -63,6 +63,8 @@ class Scheduler {
 
   // 0-based position of a queued request, -1 when it is not queued.
   int position(JobId id) const;
+  // The queued requests' ids by position (all positions in one O(n) pass).
+  std::vector<JobId> queue_order() const;
   std::size_t queued() const;
   std::size_t running() const;
   const ResourceSet& resources() const;

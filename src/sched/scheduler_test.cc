@@ -91,6 +91,22 @@ TEST(Scheduler, GrantsInArrivalOrder) {
   EXPECT_EQ(s.running(), 2u);
 }
 
+// queue_order() is every position at once: what position() says, in one pass.
+TEST(Scheduler, QueueOrderListsEveryPosition) {
+  Scheduler s(machine(2), {});
+  start(s, job(1, 2));
+  for (JobId id : {5, 3, 9}) s.submit(job(id, 1));
+  s.submit_in_order(job(4, 1));  // before the first later id: at the head
+  Ids order = s.queue_order();
+  EXPECT_EQ(order, (Ids{4, 5, 3, 9}));
+  for (std::size_t i = 0; i < order.size(); ++i) EXPECT_EQ(s.position(order[i]), static_cast<int>(i));
+  s.cancel(3);
+  EXPECT_EQ(s.queue_order(), (Ids{4, 5, 9}));
+  s.release(1);
+  EXPECT_EQ(s.schedule().size(), 2u);  // the head two
+  EXPECT_EQ(s.queue_order(), (Ids{9}));
+}
+
 TEST(Scheduler, NothingQueuedGrantsNothing) {
   Scheduler s(machine(4), {});
   EXPECT_TRUE(s.schedule().empty());

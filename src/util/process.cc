@@ -70,6 +70,11 @@ std::string new_job_tag() {
   return tag;
 }
 
+bool is_job_tag(std::string_view tag) {
+  return tag.size() >= 16 && tag.size() <= 64 &&
+         tag.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
 std::optional<ProcStat> read_proc_stat(pid_t pid) {
   if (pid <= 0) return std::nullopt;
   char path[64];
@@ -129,7 +134,7 @@ std::optional<JobGroup> job_group_of_child(pid_t pgid, pid_t parent) {
 bool job_group_alive(const JobGroup& g) {
   if (g.pgid <= 1) {
     // Known by its tag only (the launcher died before naming its group).
-    if (g.tag.size() < 16) return false;
+    if (!is_job_tag(g.tag)) return false;
     const std::string entry = "JIFFY_JOB_TAG=" + g.tag;
     bool alive = false;
     for_each_pid([&](pid_t pid) {
@@ -150,18 +155,18 @@ bool job_group_alive(const JobGroup& g) {
 }
 
 void kill_job_group(const JobGroup& g) {
-  if (g.pgid > 1) {
+  // Only a leader still the one checked proves the group is the job's (a
+  // start time of 0 was never checked). Without it (the leader exited, or
+  // a record names a group it never saw), the members carrying the tag go
+  // below; the rest cannot be told from a stranger's group of that number.
+  if (g.pgid > 1 && g.leader_start != 0) {
     auto leader = read_proc_stat(g.pgid);
-    if (leader && leader->start == g.leader_start && leader->pgrp == g.pgid) {
+    if (leader && leader->start == g.leader_start && leader->pgrp == g.pgid &&
+        leader->session == g.sid) {
       ::kill(-g.pgid, SIGKILL);
-    } else {
-      for_each_pid([&](pid_t pid) {
-        auto st = read_proc_stat(pid);
-        if (st && st->pgrp == g.pgid && st->session == g.sid) ::kill(pid, SIGKILL);
-      });
     }
   }
-  if (g.tag.size() >= 16) {
+  if (is_job_tag(g.tag)) {
     const std::string entry = "JIFFY_JOB_TAG=" + g.tag;
     for_each_pid([&](pid_t pid) {
       if (pid != ::getpid() && environ_has(pid, entry)) ::kill(pid, SIGKILL);

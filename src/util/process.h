@@ -7,6 +7,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace jiffy {
 
@@ -44,13 +45,20 @@ struct JobGroup {
 std::optional<JobGroup> job_group_of_child(pid_t pgid, pid_t parent);
 // A new random job tag (32 hex digits), for JIFFY_JOB_TAG.
 std::string new_job_tag();
+// Whether tag is one: 16 to 64 lower-case hex digits, so that it can only
+// ever match that variable's whole value. The one check every tag from a
+// message or a file goes through; a JobGroup's tag that fails it names
+// nothing (nothing is killed or waited for by it).
+bool is_job_tag(std::string_view tag);
 
 // Whether any process of g, zombies aside, still runs (of a group known by
 // its tag only: any process carrying the tag).
 bool job_group_alive(const JobGroup& g);
 // SIGKILLs every process of g: the group itself while its leader is still
-// the one checked (then the group id cannot have been reused), else the
-// members in the recorded session; and every process carrying g's tag.
+// the one checked (then the group id cannot have been reused), and every
+// process carrying g's tag. A group whose leader is gone or not the one
+// recorded is not killed by its number: nothing proves that its members
+// are the job's (the number may be reused); they are found by the tag.
 void kill_job_group(const JobGroup& g);
 
 }  // namespace jiffy
