@@ -129,6 +129,7 @@ void Server::handle_reattach(Client& c, const proto::Json& msg) {
       }
     }
     lane_.raise_next_job(id + 1);
+    lane_.resync();
   }
   pid_t pgid = static_cast<pid_t>(proto::get_int(msg, "pgid", 0, 1 << 30));
   if (std::optional<JobGroup> g = job_group_of_child(pgid, c.peer_pid)) {
