@@ -335,3 +335,53 @@ def test_a_damaged_lane_file_is_not_used(jx, probe_bin, tmp_path):
     finally:
         os.chmod(path, 0o600)
     assert jx.run(["-n", 1, "true"]).returncode == 0
+
+
+def damage(path, how):
+    if how == "cut to nothing":
+        os.truncate(path, 0)
+    elif how == "cut to its header":
+        os.truncate(path, HEADER.size)
+    elif how == "counter overwritten":
+        with open(path, "r+b") as f:
+            f.seek(16)
+            f.write(struct.pack("<Q", 7 * 10**18))
+    elif how == "header overwritten":
+        with open(path, "r+b") as f:
+            f.write(b"progress\n")
+
+
+@pytest.mark.parametrize("how", ["cut to nothing", "cut to its header", "counter overwritten",
+                                 "header overwritten"])
+def test_a_damaged_lane_file_closes_the_lane_and_nothing_else(jx, probe_bin, tmp_path, how):
+    """The lane file is cut short or overwritten while the daemon runs and a
+    lane launch is in progress: the launch ends well, the daemon lives on
+    (it logs the damage once and closes the lane), launches keep working by
+    asking, status works and job ids stay sane."""
+    assert jx.run(["-n", 1, "true"]).returncode == 0
+    path = lane_path(jx)
+    daemon = jx.daemon_pid()
+    before = read_header(path)[3]
+    a = jx.popen(["-n", 1, probe_bin, f"out={tmp_path}", "tag=A", "sleep=300"])
+    wait_until(lambda: "A" in read_records(tmp_path), 10, 0.02, "A running")
+    damage(path, how)
+    _, err = a.communicate(timeout=30)
+    assert a.returncode == 0, err
+    wait_until(lambda: "damaged" in open(os.path.join(jx.runtime_dir, jx.status()["daemon"]["key"] + ".log")).read(),
+               10, 0.05, "the daemon saw the damage")
+    for i in range(3):
+        cp = jx.run(["-n", 1, probe_bin, f"out={tmp_path}", f"tag=B{i}"], timeout=30)
+        assert cp.returncode == 0, cp.stderr
+    st = jx.status()
+    assert st["daemon"]["pid"] == daemon and st["running"] == []
+    assert all(c["holders"] == [None] * c["slots"] for c in st["resources"]["cores"])
+    ids = [int(read_records(tmp_path)[f"B{i}"][0]["job"]) for i in range(3)]
+    assert len(set(ids)) == 3 and all(before < j < before + 2**21 for j in ids), ids
+    log = open(os.path.join(jx.runtime_dir, st["daemon"]["key"] + ".log")).read()
+    assert log.count("damaged") == 1, log
+    with daemon_stopped(jx):  # the lane is closed: a launch must ask, and waits
+        b = jx.popen(["-n", 1, probe_bin, f"out={tmp_path}", "tag=C"], env={"JIFFY_DAEMON_TIMEOUT": "60"})
+        wait_until(lambda: b.poll() is not None or waiting_for_the_daemon(b.pid), 10, 0.01, "C asking")
+        assert b.poll() is None
+    _, err = b.communicate(timeout=30)
+    assert b.returncode == 0, err
