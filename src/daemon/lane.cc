@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <iterator>
@@ -327,7 +328,10 @@ void Lane::shut(const std::string& why) {
   warn_("the lane file " + path_ + " is damaged (" + why +
             "): the lane is closed, every launch asks the daemon",
         warn_arg_);
-  const JobId next = seen_ + kIdMargin;
+  JobId next = seen_ + kIdMargin;
+  if (g_guards[guard_].hit) {  // our private copy since the fault: ids were taken from it
+    next = std::max(next, __atomic_load_n(&header_->next_job, __ATOMIC_SEQ_CST));
+  }
   g_guards[guard_].base = nullptr;
   guard_ = -1;
   ::munmap(header_, map_size_);
