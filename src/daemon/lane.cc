@@ -1,6 +1,7 @@
 #include "daemon/lane.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 
 #include "proto/lane.h"
 #include "sched/layout.h"
@@ -16,6 +18,72 @@
 namespace jiffy {
 
 namespace {
+
+// Why the file stays mapped, with a SIGBUS guard, rather than read and
+// written with pread/pwrite: the job-id counter is shared with launchers
+// as an atomic in the map (__atomic fetch-add, no system call on the
+// front's launch path); with pread/pwrite it would need a lock round every
+// allocation, in the front too. So an access beyond the file's end (anyone
+// who can open it can truncate it) is caught instead: the handler replaces
+// the whole map by zeroed private memory, where the faulting access then
+// completes (reading zeros: no record, a header that fails verify()), puts
+// a counter there that goes on beyond every id handed out, and marks the
+// lane damaged; the next verify() shuts it. A SIGBUS anywhere else kills as
+// it would have. No unwinding, no jump: any access, wherever it is, is safe.
+struct Guard {
+  char* volatile base = nullptr;
+  std::size_t size = 0;
+  volatile JobId next_job = 0;  // where ids go on after a fault
+  volatile sig_atomic_t hit = 0;
+};
+Guard g_guards[8];
+
+void on_sigbus(int sig, siginfo_t* si, void*) {
+  char* at = static_cast<char*>(si->si_addr);
+  for (Guard& g : g_guards) {
+    char* base = g.base;
+    if (!base || at < base || at >= base + g.size) continue;
+    if (::mmap(base, g.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
+        MAP_FAILED) {
+      break;
+    }
+    reinterpret_cast<jiffy_lane_header*>(base)->next_job = g.next_job;
+    g.hit = 1;
+    return;
+  }
+  ::signal(sig, SIG_DFL);  // not ours: the access faults again, and kills
+}
+
+int add_guard(void* base, std::size_t size, JobId next_job) {
+  static bool installed = false;
+  if (!installed) {
+    struct sigaction sa{};
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    if (::sigaction(SIGBUS, &sa, nullptr) != 0) return -1;
+    installed = true;
+  }
+  for (int i = 0; i < static_cast<int>(std::size(g_guards)); ++i) {
+    if (g_guards[i].base) continue;
+    g_guards[i].size = size;
+    g_guards[i].next_job = next_job;
+    g_guards[i].hit = 0;
+    g_guards[i].base = static_cast<char*>(base);
+    return i;
+  }
+  return -1;
+}
+
+// The bytes of a text field up to its NUL (or its end), non-printable
+// ones as '?': what a record says is shown in status, as JSON.
+std::string text_field(const char* field, std::size_t size) {
+  std::string s(field, strnlen(field, size));
+  for (char& c : s) {
+    if (c < 0x20 || c > 0x7e) c = '?';
+  }
+  return s;
+}
 
 // The table a launcher reads: slot u's placement, as layout() gives a
 // one-slot request bound to its core. Empty when a slot does not fit the
@@ -47,7 +115,7 @@ std::vector<jiffy_lane_slot> slot_table(const ResourceSet& set, const std::vecto
 
 Lane::Lane(const std::string& path, const ResourceSet& set, JobId next_job,
            void (*warn)(const std::string&, void*), void* warn_arg)
-    : warn_(warn), warn_arg_(warn_arg), local_(sizeof(jiffy_lane_header)) {
+    : local_(sizeof(jiffy_lane_header)), path_(path), warn_(warn), warn_arg_(warn_arg) {
   header_ = reinterpret_cast<jiffy_lane_header*>(local_.data());
   std::memset(header_, 0, sizeof *header_);
   slot_index_.resize(set.cores.size());
@@ -121,9 +189,16 @@ Lane::Lane(const std::string& path, const ResourceSet& set, JobId next_job,
     off(path + ": " + std::strerror(errno));
     return;
   }
+  JobId ids = peek_next_job();
+  guard_ = add_guard(map, bytes, ids + kIdMargin);
+  if (guard_ < 0) {
+    ::munmap(map, bytes);
+    fd_.reset();
+    off("no SIGBUS guard for it");
+    return;
+  }
   map_size_ = bytes;
   auto* file = static_cast<jiffy_lane_header*>(map);
-  JobId ids = peek_next_job();
   header_ = file;
   jobs_ = reinterpret_cast<jiffy_lane_job*>(static_cast<char*>(map) + sizeof(jiffy_lane_header) +
                                                   table_bytes);
@@ -137,12 +212,17 @@ Lane::Lane(const std::string& path, const ResourceSet& set, JobId next_job,
     __atomic_store_n(&header_->magic, JIFFY_LANE_MAGIC, __ATOMIC_SEQ_CST);  // complete now
   }
   raise_next_job(ids);
+  table_ = std::move(table);
+  seen_ = peek_next_job();
+  g_guards[guard_].next_job = seen_ + kIdMargin;
   usable_ = true;
   for (int u = 0; u < size(); ++u) {
     if (lock(u, F_WRLCK)) continue;
     if (errno != EAGAIN && errno != EACCES) {  // no OFD locks on this file system
       usable_ = false;
       header_ = reinterpret_cast<jiffy_lane_header*>(local_.data());
+      g_guards[guard_].base = nullptr;
+      guard_ = -1;
       ::munmap(map, map_size_);
       map_size_ = 0;
       fd_.reset();
@@ -164,31 +244,110 @@ bool Lane::hold_daemon_byte() {
 }
 
 std::optional<LaneJob> Lane::job_at(int u) const {
+  std::optional<LaneJob> j = record_at(u);
+  if (!j || !j->whole) return std::nullopt;
+  return j;
+}
+
+std::optional<LaneJob> Lane::record_at(int u) const {
   if (!usable_ || u < 0 || u >= size()) return std::nullopt;
   const jiffy_lane_job& r = jobs_[u];
-  LaneJob j;
-  j.job = __atomic_load_n(&r.job, __ATOMIC_ACQUIRE);
-  if (j.job == 0) return std::nullopt;
-  j.pid = __atomic_load_n(&r.pid, __ATOMIC_RELAXED);
-  j.pgid = __atomic_load_n(&r.pgid, __ATOMIC_RELAXED);
-  j.first = __atomic_load_n(&r.first, __ATOMIC_RELAXED);
-  j.count = __atomic_load_n(&r.count, __ATOMIC_RELAXED);
-  j.claimed_s = static_cast<double>(__atomic_load_n(&r.claimed_ns, __ATOMIC_RELAXED)) / 1e9;
-  char text[sizeof r.command];
-  std::memcpy(text, r.tag, sizeof r.tag);
-  j.tag.assign(text, strnlen(text, sizeof r.tag));
-  std::memcpy(text, r.command, sizeof r.command);
-  j.command.assign(text, strnlen(text, sizeof r.command));
+  const JobId job = __atomic_load_n(&r.job, __ATOMIC_ACQUIRE);
+  if (job == 0) return std::nullopt;
+  jiffy_lane_job copy;
+  std::memcpy(&copy, &r, sizeof copy);
   __atomic_thread_fence(__ATOMIC_ACQUIRE);
-  if (__atomic_load_n(&r.job, __ATOMIC_RELAXED) != j.job || !valid_job_id(j.job) || j.first < 0 || j.count < 1 ||
-      j.first + j.count > size() || u < j.first || u >= j.first + j.count) {
-    return std::nullopt;  // being rewritten, or nonsense
+  if (__atomic_load_n(&r.job, __ATOMIC_RELAXED) != job || !valid_job_id(job) || g_guards[guard_].hit) {
+    return std::nullopt;  // being rewritten (its writer holds the slot), or the file is gone
   }
+  // From here on, the copy only: nothing is read from the file twice.
+  LaneJob j;
+  j.job = job;
+  j.pid = copy.pid;
+  j.pgid = copy.pgid;
+  j.first = copy.first;
+  j.count = copy.count;
+  j.claimed_s = static_cast<double>(copy.claimed_ns) / 1e9;
+  j.tag = text_field(copy.tag, sizeof copy.tag);
+  if (j.tag.size() < 16 || j.tag.size() > 64 ||
+      j.tag.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    j.tag.clear();
+  }
+  j.command = text_field(copy.command, sizeof copy.command);
+  j.whole = j.first >= 0 && j.count >= 1 && j.first <= size() - j.count && u >= j.first &&
+            u - j.first < j.count && j.pid > 0 && j.pgid >= 0 && !j.tag.empty();
   return j;
+}
+
+bool Lane::verify(bool full) {
+  if (!usable_) return false;
+  const Guard& g = g_guards[guard_];
+  const char* why = nullptr;
+  // Each field read once (a SIGBUS here reads zeros, and g.hit says so).
+  const std::uint64_t magic = __atomic_load_n(&header_->magic, __ATOMIC_SEQ_CST);
+  const std::uint32_t nslots = __atomic_load_n(&header_->nslots, __ATOMIC_SEQ_CST);
+  const JobId next = __atomic_load_n(&header_->next_job, __ATOMIC_SEQ_CST);
+  struct stat st;
+  if (g.hit || (full && (::fstat(fd_.get(), &st) != 0 || static_cast<std::size_t>(st.st_size) < map_size_))) {
+    why = "it was cut short";
+  } else if (magic != JIFFY_LANE_MAGIC || nslots != static_cast<std::uint32_t>(size())) {
+    why = "its header was overwritten";
+  } else if (next < seen_ || next - seen_ > kIdMargin) {
+    why = "its job-id counter was overwritten";
+  } else if (full) {
+    std::vector<jiffy_lane_slot> now(table_.size());
+    std::memcpy(now.data(), header_ + 1, now.size() * sizeof(jiffy_lane_slot));
+    if (g.hit) {
+      why = "it was cut short";
+    } else if (std::memcmp(now.data(), table_.data(), now.size() * sizeof(jiffy_lane_slot)) != 0) {
+      why = "its slot table was overwritten";
+    }
+  }
+  if (why) {
+    shut(why);
+    return false;
+  }
+  seen_ = next;
+  g_guards[guard_].next_job = seen_ + kIdMargin;
+  return true;
+}
+
+void Lane::resync() {
+  if (!usable_ || g_guards[guard_].hit) return;
+  JobId next = __atomic_load_n(&header_->next_job, __ATOMIC_SEQ_CST);
+  if (next >= seen_) {
+    seen_ = next;
+    g_guards[guard_].next_job = seen_ + kIdMargin;
+  }
+}
+
+// Ids go on from beyond any a launcher can have taken since the last look;
+// the locks stay (slots lent come back once their holders let go), the
+// daemon byte goes (a launcher takes nothing from a lane whose daemon is
+// not seen alive).
+void Lane::shut(const std::string& why) {
+  warn_("the lane file " + path_ + " is damaged (" + why +
+            "): the lane is closed, every launch asks the daemon",
+        warn_arg_);
+  JobId next = seen_ + kIdMargin;
+  if (g_guards[guard_].hit) {  // our private copy since the fault: ids were taken from it
+    next = std::max(next, __atomic_load_n(&header_->next_job, __ATOMIC_SEQ_CST));
+  }
+  g_guards[guard_].base = nullptr;
+  guard_ = -1;
+  ::munmap(header_, map_size_);
+  map_size_ = 0;
+  header_ = reinterpret_cast<jiffy_lane_header*>(local_.data());
+  jobs_ = nullptr;
+  usable_ = false;
+  damaged_ = true;
+  lock(JIFFY_LANE_DAEMON_BYTE, F_UNLCK);
+  raise_next_job(next);
 }
 
 Lane::~Lane() {
   if (usable_) set_open(false);
+  if (guard_ >= 0) g_guards[guard_].base = nullptr;
   if (map_size_) ::munmap(header_, map_size_);
 }
 

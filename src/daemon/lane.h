@@ -10,6 +10,15 @@
 // When the file cannot be used (another daemon's file that launchers still
 // hold, no OFD locks, a full disk) the lane stays closed: every slot is the
 // daemon's and launchers ask as before. Job ids still come from here.
+//
+// Anyone who can open the file can rewrite or truncate it. Nothing read
+// from it is trusted: a record is copied once into local memory and checked
+// there (record_at), and verify() checks the header, the counter and the
+// table. An access beyond the file's end (it was cut short) is a SIGBUS,
+// which a handler turns into "the lane is damaged" (see lane.cc for why the
+// file stays mapped). A damaged file is given up for good (shut): the
+// daemon logs once, stops lending, keeps the locks it has (slots still lent
+// come back once their launchers let go) and every launch asks.
 #pragma once
 
 #include <optional>
@@ -34,8 +43,9 @@ struct LaneJob {
   int first = 0;
   int count = 0;
   double claimed_s = 0;  // CLOCK_BOOTTIME
-  std::string tag;
-  std::string command;
+  std::string tag;       // empty unless 16 to 64 hex digits (a tag of ours)
+  std::string command;   // printable ASCII only
+  bool whole = false;    // names slots [first, first + count) of the lane, u among them
 };
 
 class Lane {
@@ -71,6 +81,10 @@ class Lane {
   bool hold_daemon_byte();
   // The job slot u's holder wrote, if the record is whole and names one.
   std::optional<LaneJob> job_at(int u) const;
+  // The record on slot u if it names a job (job != 0), whole or not: on a
+  // slot nobody holds, the proof that a dead launcher's job may still have
+  // processes (proto/lane.h). Copied once; every field checked in the copy.
+  std::optional<LaneJob> record_at(int u) const;
   // Clears slot u's record if it still names job.
   void clear_job(int u, JobId job);
 
@@ -82,6 +96,19 @@ class Lane {
   bool held_by_other(int u) const;
   // Whether launchers may take lent slots.
   void set_open(bool open);
+
+  // Whether the file is still as made: not cut short, header and job-id
+  // counter sane (the counter moved forward, by less than kIdMargin, since
+  // the last look); full: the slot table too. When not, the lane is shut
+  // (see above) and false returned; false too once shut or never usable.
+  bool verify(bool full);
+  // Takes the counter as it is now as sane (after the daemon raised it).
+  void resync();
+  // Whether the lane was shut because its file was damaged.
+  bool damaged() const { return damaged_; }
+  // How far launchers may move the counter between two looks; after a
+  // shut, ids go on this far above the last sane value.
+  static constexpr JobId kIdMargin = JobId(1) << 20;
 
   // Job ids, shared with launchers (the counter is in the file, where
   // launchers increment it). Always in [1, kMaxJobId]: a counter found out
@@ -95,11 +122,7 @@ class Lane {
  private:
   bool lock(long u, short type);
   JobId repair_next_job();
-
-  void (*warn_)(const std::string&, void*);
-  void* warn_arg_;
-  JobId known_next_ = 1;  // above every id handed out or raised to
-  bool warned_ids_ = false;
+  void shut(const std::string& why);
 
   std::vector<SlotRef> slots_;
   std::vector<std::vector<int>> slot_index_;  // [core][slot] -> u
@@ -110,6 +133,15 @@ class Lane {
   bool usable_ = false;
   std::vector<int> elsewhere_;
   std::vector<unsigned char> local_;
+  std::vector<jiffy_lane_slot> table_;  // as written into the file
+  std::string path_;
+  void (*warn_)(const std::string&, void*);
+  void* warn_arg_;
+  JobId known_next_ = 1;  // above every id handed out or raised to
+  bool warned_ids_ = false;
+  int guard_ = -1;     // our entry in lane.cc's SIGBUS guard
+  JobId seen_ = 0;     // the counter at the last look
+  bool damaged_ = false;
 };
 
 }  // namespace jiffy

@@ -238,5 +238,74 @@ TEST_F(LaneTest, TheDaemonByteTellsLaunchersTheDaemonLives) {
   ::close(fd);
 }
 
+
+TEST_F(LaneTest, AFileCutShortShutsTheLaneAndIdsGoOn) {
+  std::string warned;
+  auto warn = [](const std::string& line, void* out) { *static_cast<std::string*>(out) += line; };
+  Lane lane(path_, cores(2), 1, warn, &warned);
+  ASSERT_TRUE(lane.hold_daemon_byte());
+  JobId a = lane.new_job_id();
+  ASSERT_EQ(::truncate(path_.c_str(), 0), 0);
+  EXPECT_FALSE(lane.job_at(0));         // a SIGBUS, caught: reads as nothing
+  JobId b = lane.new_job_id();          // and the counter goes on, beyond any taken
+  EXPECT_GT(b, a);
+  EXPECT_FALSE(lane.verify(false));
+  EXPECT_TRUE(lane.damaged());
+  EXPECT_FALSE(lane.usable());
+  EXPECT_NE(warned.find("cut short"), std::string::npos) << warned;
+  EXPECT_GT(lane.new_job_id(), b);
+  EXPECT_EQ(lane.size(), 2);  // the locks stay: lent slots come back
+  EXPECT_TRUE(lane.take(0));
+}
+
+TEST_F(LaneTest, AnOverwrittenHeaderCounterOrTableShutsTheLane) {
+  for (int what = 0; what < 3; ++what) {
+    std::string warned;
+    auto warn = [](const std::string& line, void* out) { *static_cast<std::string*>(out) += line; };
+    Lane lane(path_, cores(2), 1, warn, &warned);
+    JobId a = lane.new_job_id();
+    EXPECT_TRUE(lane.verify(true));
+    int fd = launcher_opens();
+    if (what == 0) {
+      ASSERT_EQ(::pwrite(fd, "progress\n", 9, 0), 9);
+    } else if (what == 1) {
+      std::uint64_t big = 7'000'000'000'000'000'000ULL;
+      ASSERT_EQ(::pwrite(fd, &big, 8, 16), 8);
+    } else {
+      ASSERT_EQ(::pwrite(fd, "xx", 2, sizeof(jiffy_lane_header) + 4), 2);
+    }
+    ::close(fd);
+    EXPECT_FALSE(lane.verify(true)) << what;
+    EXPECT_TRUE(lane.damaged());
+    JobId b = lane.new_job_id();
+    EXPECT_GT(b, a);
+    EXPECT_LE(b, a + 2 * Lane::kIdMargin);
+    ::unlink(path_.c_str());
+  }
+}
+
+TEST_F(LaneTest, ARecordIsCopiedOnceAndItsFieldsCheckedInTheCopy) {
+  Lane lane(path_, cores(2), 1, quiet, nullptr);
+  int fd = launcher_opens();
+  jiffy_lane_job r;
+  std::memset(&r, 'z', sizeof r);  // no NUL anywhere
+  r.job = 9;
+  r.first = 0;
+  r.count = 1;
+  r.pid = 5;
+  r.pgid = 0;
+  r.command[3] = '\n';
+  off_t at = sizeof(jiffy_lane_header) + 2 * sizeof(jiffy_lane_slot) + sizeof r;  // slot 1
+  ASSERT_EQ(::pwrite(fd, &r, sizeof r, at), static_cast<ssize_t>(sizeof r));
+  std::optional<LaneJob> j = lane.record_at(1);
+  ASSERT_TRUE(j);
+  EXPECT_EQ(j->job, 9u);
+  EXPECT_FALSE(j->whole);       // names slot 0 only; and no tag of ours
+  EXPECT_TRUE(j->tag.empty());  // 'z' is no hex digit
+  EXPECT_EQ(j->command.size(), sizeof r.command);
+  EXPECT_EQ(j->command[3], '?');
+  EXPECT_FALSE(lane.job_at(1));
+  ::close(fd);
+}
 }  // namespace
 }  // namespace jiffy

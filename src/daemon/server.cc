@@ -55,6 +55,7 @@ Server::Server(ServerConfig config, Fd listener)
       lane_(config_.paths.lane, config_.resources, 1,
             [](const std::string& line, void* self) { static_cast<Server*>(self)->log(line); }, this),
       claim_(static_cast<std::size_t>(lane_.size()), 0),
+      stale_(static_cast<std::size_t>(lane_.size()), 0),
       started_at_(now_s()),
       idle_since_(started_at_) {
   epoll_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
@@ -89,6 +90,7 @@ Server::Server(ServerConfig config, Fd listener)
 // closed and lets go again. A recovered grant's slot must be ours before
 // launchers may see us alive (proto/lane.h): it is waited for, briefly.
 void Server::open_lane() {
+  lane_.resync();  // recover() raised the ids
   std::vector<int> wanted;
   for (int u : lane_.held_elsewhere()) {
     if (sched_.slot_holder(lane_.slot(u)) != 0) wanted.push_back(u);
@@ -109,6 +111,14 @@ void Server::open_lane() {
   if (!lane_.held_elsewhere().empty()) {
     log(std::to_string(lane_.held_elsewhere().size()) +
         " lane slot(s) are held by launchers of an earlier daemon; they are granted once free");
+  }
+  // A record on a slot we took names a job whose launcher died (maybe
+  // with our predecessor): the slot is lent to no one, nor granted, until
+  // nothing of that job runs (clean_slot).
+  for (int u = 0; u < lane_.size(); ++u) {
+    if (sched_.slot_holder(lane_.slot(u)) != 0 || !lane_.record_at(u)) continue;
+    sched_.adopt(Grant{Lane::lent_id(u), {lane_.slot(u)}, {}, false});
+    if (clean_slot(u)) sched_.release(Lane::lent_id(u));
   }
   if (!wanted.empty()) return;  // the lane stays shut: launchers always ask
   lane_.hold_daemon_byte();
@@ -197,8 +207,9 @@ void Server::run() {
     }
     reap_lost_jobs();
     if (positions_due_ && now_s() >= next_positions_at_) send_positions();
-    if (lane_retry_ && sched_.queued() > 0) schedule_pass();
+    if (lane_retry_ && (sched_.queued() > 0 || !lane_.usable())) schedule_pass();
     check_lane_jobs();
+    check_stale();
     check_detached();
     heal();
     if (accept_paused_until_ > 0 && now_s() >= accept_paused_until_) {
@@ -210,7 +221,7 @@ void Server::run() {
     }
     if (clients_.empty() && lost_.empty() && detached_.empty() && config_.idle_timeout_s > 0 &&
         now_s() - idle_since_ >= config_.idle_timeout_s) {
-      if (lane_busy()) {  // lane jobs run: their strays may need us
+      if (lane_busy()) {  // lane jobs run, or a dead one's processes may: they need us
         idle_since_ = now_s();
         continue;
       }
@@ -223,7 +234,9 @@ void Server::run() {
 double Server::next_wakeup_ms() const {
   double wake = kHealPeriodS * 1000;  // the socket self-check
   if (accept_paused_until_ > 0) wake = std::min(wake, 100.0);
-  if (!lost_.empty() || recovering_ || lane_retry_) wake = 10;  // poll the dying groups, the recovery, the lane
+  if (!lost_.empty() || recovering_ || lane_retry_ || !stale_jobs_.empty()) {
+    wake = 10;  // poll the dying groups, the recovery, the lane
+  }
   if (!detached_.empty()) wake = std::min(wake, kLivenessPeriodS * 1000);
   if (positions_due_) wake = std::min(wake, std::max(0.0, (next_positions_at_ - now_s()) * 1000) + 1);
   if (clients_.empty() && config_.idle_timeout_s > 0) {
@@ -429,6 +442,7 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
   }
   bool arrival_free = arrival != 0 && !jobs_.count(arrival) && !detached_.count(arrival) &&
                       !lost_.count(arrival);
+  lane_verify(false);  // no id from a counter someone overwrote
   r.id = arrival_free ? arrival : lane_.new_job_id();
   claim_tag(c.group.tag, r.id);
   try {
@@ -444,6 +458,7 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
     return;
   }
   lane_.raise_next_job(r.id + 1);
+  lane_.resync();
   c.job = r.id;
   c.request = r;
   c.state = JobState::Queued;
@@ -500,7 +515,10 @@ void Server::handle_finished(Client& c, const proto::Json& msg) {
   schedule_pass();
 }
 
-void Server::handle_status(Client& c, const proto::Json&) { send(c, status_json()); }
+void Server::handle_status(Client& c, const proto::Json&) {
+  lane_verify(false);
+  send(c, status_json());
+}
 
 void Server::handle_stop(Client& c, const proto::Json&) {
   log("stop requested");
@@ -518,7 +536,12 @@ void Server::client_gone(Client& c) {
       parked_.erase(std::remove(parked_.begin(), parked_.end(), &c), parked_.end());
     } else if (c.state == JobState::Granted || c.state == JobState::Running) {
       c.state = JobState::Lost;
-      if (c.lane) unclaim(c);  // its slots come back when the last process holding them is gone
+      if (c.lane) {
+        // Its records stay: they keep its slots from anyone until nothing
+        // of the job runs (check_lane_jobs, at once).
+        unclaim(c, false);
+        next_lane_check_ = 0;
+      }
       lose(stored(c), c.lane);
     }
     jobs_.erase(c.job);
@@ -579,7 +602,7 @@ void Server::schedule_pass() {
     lane_.set_open(false);
     return;
   }
-  if (sched_.queued() > 0) take_back();
+  if (sched_.queued() > 0 || !lane_.usable()) take_back();
   std::vector<Grant> grants = sched_.schedule();
   std::vector<Client*> granted;
   for (const Grant& g : grants) {
@@ -615,7 +638,7 @@ void Server::schedule_pass() {
               {"ranks", std::move(ranks)}});
   }
   positions_due_ = true;  // sent by run(), at most every kPositionPeriodS
-  if (sched_.queued() == 0 && !stopping_) lend_free();
+  if (sched_.queued() == 0 && !stopping_ && lane_.usable()) lend_free();
 }
 
 // Nothing waits: every free slot goes to the lane, and launchers may take
@@ -630,19 +653,20 @@ void Server::lend_free() {
   lane_retry_ = false;
 }
 
-// A request waits: the lane closes (so it is served in its turn), and each
-// lent slot that no launcher is known to hold comes back. One still locked
-// (a launcher took it a moment ago, or a dying job's process holds it) is
-// tried again shortly.
+// A request waits (or the lane file is damaged): the lane closes (so the
+// request is served in its turn), and each lent slot that no launcher is
+// known to hold comes back. One still locked (a launcher took it a moment
+// ago) is tried again shortly; one with a dead launcher's record comes back
+// once that job's processes are gone (check_stale).
 void Server::take_back() {
   lane_.set_open(false);
   lane_retry_ = false;
   for (int u = 0; u < lane_.size(); ++u) {
     if (!lent_unclaimed(u)) continue;
-    if (lane_.take(u)) {
-      sched_.release(Lane::lent_id(u));
-    } else {
+    if (!lane_.take(u)) {
       lane_retry_ = true;
+    } else if (clean_slot(u)) {
+      sched_.release(Lane::lent_id(u));
     }
   }
 }
@@ -679,22 +703,27 @@ std::map<JobId, LaneJob> Server::lane_jobs() const {
   return jobs;
 }
 
-// Whether any lent slot is held: a lane job runs (or a moment of one ends).
+// Whether any lent slot is held (a lane job runs, or a moment of one ends)
+// or has a record on it (a dead launcher's job, cleaned or not yet seen).
 bool Server::lane_busy() const {
+  if (!stale_jobs_.empty()) return true;
   for (int u = 0; u < lane_.size(); ++u) {
-    if (lent(u) && lane_.held_by_other(u)) return true;
+    if (lent(u) && (lane_.held_by_other(u) || lane_.record_at(u))) return true;
   }
   return false;
 }
 
-// A lane job whose launcher died: its ranks died with it (parent-death
-// signal); what they started is found by the job's tag and killed, as for
-// any job whose launcher vanished. Its slots come back by themselves once
-// nothing holds them.
+// The lane file checked whole, then: a lane job whose launcher died while
+// its slots stay held (something else holds its lock: cannot be a rank of
+// ours, which never gets the descriptor) has what carries its tag killed.
+// And a record on a lent slot nobody holds names a job whose launcher is
+// gone (it died, its lock with it, before clearing its records): we take
+// the slot, and keep it until nothing of that job runs (clean_slot).
 void Server::check_lane_jobs() {
   double now = now_s();
   if (now < next_lane_check_) return;
   next_lane_check_ = now + kLaneCheckPeriodS;
+  lane_verify(true);
   std::map<JobId, LaneJob> jobs = lane_jobs();
   std::erase_if(lane_orphans_, [&](const auto& kv) { return !jobs.count(kv.first); });
   for (const auto& [id, job] : jobs) {
@@ -710,18 +739,91 @@ void Server::check_lane_jobs() {
     lane_orphans_[id] = now;
     kill_tagged(job.tag, id);
   }
-  // A record on a slot nobody holds: its launcher died before it could
-  // clear it, within a job's first 2 ms (or jiffy-launch ended the job).
-  // What carries its tag is killed, and the record cleared, holding the
-  // slot meanwhile so that no launcher takes it and writes its own.
+  bool released = false;
   for (int u = 0; u < lane_.size(); ++u) {
-    if (!lent_unclaimed(u) || !lane_.job_at(u) || lane_.held_by_other(u) || !lane_.take(u)) continue;
-    if (std::optional<LaneJob> j = lane_.job_at(u)) {  // ours now: nobody rewrites it
-      kill_tagged(j->tag, j->job);
-      lane_.clear_job(u, j->job);
-    }
-    lane_.lend(u);
+    if (!lent_unclaimed(u) || !lane_.record_at(u) || lane_.held_by_other(u) || !lane_.take(u)) continue;
+    if (clean_slot(u)) released |= return_slot(u);  // else held until check_stale sees it clean
   }
+  if (released) schedule_pass();
+}
+
+// The group of a dead launcher's job as its record names it: the tag, and
+// the process group only while its leader provably is one of the job's
+// (it carries the tag; a group id alone may have been reused).
+static JobGroup lane_group(const LaneJob& r) {
+  JobGroup g;
+  g.tag = r.tag;
+  if (r.pgid > 1 && !r.tag.empty()) {
+    if (std::optional<JobGroup> led = job_group_with_tag(r.pgid, r.tag)) g = *led;
+  }
+  return g;
+}
+
+// REQUIRES: we hold slot u, lent in the Scheduler. A record on it names a
+// job whose launcher is gone, and whose processes may still run (the ranks
+// die with their launcher, by their parent-death signal; what they started
+// need not). Kills what is left of it; true once nothing is (the record is
+// cleared then), false while something is (the slot stays ours: stale_).
+bool Server::clean_slot(int u) {
+  JobId& mark = stale_[static_cast<std::size_t>(u)];
+  std::optional<LaneJob> r = lane_.record_at(u);
+  if (r && !stale_jobs_.count(r->job)) {
+    log("lane job " + std::to_string(r->job) + " lost its launcher and left its record on slot " +
+        std::to_string(u) + "; the slot is held until nothing of the job runs");
+    stale_jobs_.emplace(r->job, *r);
+  }
+  const JobId was = mark;
+  if (r && !tag_free_for(r->tag, r->job)) {
+    // Another job's tag: whoever wrote this record copied it, and killing
+    // by it would kill that job. Nothing proves a process is this one's.
+    log("lane job " + std::to_string(r->job) + " names the tag of another job; not killing by it");
+    lane_.clear_job(u, r->job);
+  } else if (r) {
+    mark = r->job;
+    JobGroup g = lane_group(*r);
+    JobGroup tagged;  // a group's liveness is its members': the tag's, apart
+    tagged.tag = r->tag;
+    kill_job_group(g);
+    if (job_group_alive(g) || (g.pgid > 1 && job_group_alive(tagged))) return false;
+    lane_.clear_job(u, r->job);
+  }
+  mark = 0;
+  for (JobId id : {was, r ? r->job : JobId{0}}) {
+    if (id && std::find(stale_.begin(), stale_.end(), id) == stale_.end()) stale_jobs_.erase(id);
+  }
+  return true;
+}
+
+// Slot u, held by us and clean, goes back: to the lane while it lends,
+// else to the Scheduler (true: the caller runs a scheduling pass).
+bool Server::return_slot(int u) {
+  if (lane_.usable() && sched_.queued() == 0 && !recovering_ && !stopping_) {
+    lane_.lend(u);  // still lent in the Scheduler
+    return false;
+  }
+  sched_.release(Lane::lent_id(u));
+  return true;
+}
+
+// The slots kept for dead launchers' jobs: each goes back once nothing of
+// its job runs.
+void Server::check_stale() {
+  if (stale_jobs_.empty()) return;
+  double now = now_s();
+  if (now < next_stale_check_) return;
+  next_stale_check_ = now + 0.01;
+  bool released = false;
+  for (int u = 0; u < lane_.size(); ++u) {
+    if (stale_[static_cast<std::size_t>(u)] != 0 && clean_slot(u)) released |= return_slot(u);
+  }
+  if (released) schedule_pass();
+  if (stale_jobs_.empty() && clients_.empty()) idle_since_ = now;
+}
+
+// A damaged lane file is given up (Lane::verify logs it); the slots still
+// lent come back as for a waiting request (take_back, retried).
+void Server::lane_verify(bool full) {
+  if (lane_.usable() && !lane_.verify(full)) lane_retry_ = true;
 }
 
 // Every process carrying a lane job's tag. The record says which job the
@@ -761,7 +863,7 @@ void Server::claim_tag(const std::string& tag, JobId job) {
 bool Server::lent(int u) const { return sched_.slot_holder(lane_.slot(u)) == Lane::lent_id(u); }
 
 bool Server::lent_unclaimed(int u) const {
-  return lent(u) && claim_[static_cast<std::size_t>(u)] == 0;
+  return lent(u) && claim_[static_cast<std::size_t>(u)] == 0 && stale_[static_cast<std::size_t>(u)] == 0;
 }
 
 void Server::claim(Client& c, JobId job, const std::vector<int>& units) {
@@ -769,15 +871,17 @@ void Server::claim(Client& c, JobId job, const std::vector<int>& units) {
   for (int u : units) claim_[static_cast<std::size_t>(u)] = job;
 }
 
-// The daemon knows the job's end (its "finished", or its processes killed
-// on a hang-up), so the job's records go too: check_lane_jobs need not
-// look for what the job left. Only records still naming this job: a
-// launcher may have taken a slot anew already.
-void Server::unclaim(Client& c) {
+// On "finished" the job is over, every process of it gone (its launcher
+// killed and reaped them first), so its records go too (clear_records):
+// only those still naming this job (a launcher may have taken a slot anew
+// already). On a hang-up they stay: the launcher died, and its job's
+// processes may still run; the records keep the slots from anyone until
+// they are gone (clean_slot).
+void Server::unclaim(Client& c, bool clear_records) {
   for (std::size_t u = 0; u < claim_.size(); ++u) {
     if (claim_[u] != c.job) continue;
     claim_[u] = 0;
-    lane_.clear_job(static_cast<int>(u), c.job);
+    if (clear_records) lane_.clear_job(static_cast<int>(u), c.job);
   }
 }
 
@@ -788,7 +892,10 @@ void Server::unclaim(Client& c) {
 void Server::handle_lane(Client& c, const proto::Json& msg) {
   if (proto::get_int(msg, "v", 0, 1 << 20) != proto::kVersion) throw Error("protocol version mismatch");
   if (c.job != 0) throw Error("'lane' on a connection that already holds a job");
-  if (!lane_.usable()) throw Error("'lane': this daemon's lane is off");
+  lane_verify(false);
+  // (A lane shut for a damaged file still has its lent slots: they are
+  // claimed as before, and come back when their launchers let go.)
+  if (lane_.size() == 0) throw Error("'lane': this daemon's lane is off");
   JobId id = static_cast<JobId>(proto::get_int(msg, "job", 1, kMaxJobId));
   int first = static_cast<int>(proto::get_int(msg, "first", 0, lane_.size() - 1));
   int count = static_cast<int>(proto::get_int(msg, "count", 1, JIFFY_LANE_MAX_TASKS));
@@ -830,6 +937,7 @@ StoredJob Server::stored(const Client& c) const {
 
 // The ledger holds the daemon's own grants; lane jobs are in the locks.
 void Server::persist() {
+  lane_verify(false);  // no counter someone overwrote goes into the state file
   StoredState st;
   st.next_job = lane_.peek_next_job();
   for (const auto& [id, c] : jobs_) {
@@ -873,12 +981,18 @@ proto::Json Server::status_json() const {
   for (const auto& [id, job] : on_lane) {
     for (int u = job.first; u < job.first + job.count; ++u) lane_holder[static_cast<std::size_t>(u)] = id;
   }
+  for (std::size_t u = 0; u < stale_.size(); ++u) {
+    if (stale_[u]) lane_holder[u] = stale_[u];  // a dead launcher's job may still run there
+  }
   Json cores = Json::array();
   for (std::size_t i = 0; i < rs.cores.size(); ++i) {
     Json holders = Json::array();
     for (int s = 0; s < rs.cores[i].slots; ++s) {
       JobId h = sched_.slot_holder(SlotRef{static_cast<int>(i), s});
-      if (Lane::is_lent_id(h)) h = lane_holder[static_cast<std::size_t>(h - Lane::kLentBase)];
+      if (Lane::is_lent_id(h)) {
+        std::size_t u = static_cast<std::size_t>(h - Lane::kLentBase);
+        h = u < lane_holder.size() ? lane_holder[u] : 0;
+      }
       holders.push_back(h ? Json(h) : Json(nullptr));
     }
     cores.push_back({{"id", i},
@@ -936,6 +1050,18 @@ proto::Json Server::status_json() const {
                            {"pid", job.pid}, {"command", job.command}, {"state", "running"},
                            {"cores", held}, {"gpus", Json::array()}, {"exclusive", false},
                            {"age_s", age}, {"waited_s", 0.0}, {"gpus_requested", 0}});
+  }
+  for (const auto& [id, job] : stale_jobs_) {
+    if (on_lane.count(id) || lost_.count(id)) continue;
+    std::vector<int> held;
+    for (std::size_t u = 0; u < stale_.size(); ++u) {
+      if (stale_[u] == id) held.push_back(lane_.slot(static_cast<int>(u)).core);
+    }
+    held.erase(std::unique(held.begin(), held.end()), held.end());
+    running.push_back(Json{{"job", id}, {"ntasks", held.size()}, {"slots", held.size()},
+                           {"pid", job.pid}, {"command", job.command}, {"state", "dying"},
+                           {"cores", held}, {"gpus", Json::array()}, {"exclusive", false},
+                           {"age_s", 0.0}, {"waited_s", 0.0}, {"gpus_requested", 0}});
   }
   for (const auto& [id, job] : detached_) running.push_back(adopted(job, "detached"));
   for (const auto& [id, lost] : lost_) running.push_back(adopted(lost.job, "dying"));

@@ -74,7 +74,7 @@ class Server {
   void handle_lane(Client& c, const proto::Json& msg);
   std::vector<int> lane_held(const Grant& g, pid_t launcher) const;
   void claim(Client& c, JobId job, const std::vector<int>& units);
-  void unclaim(Client& c);
+  void unclaim(Client& c, bool clear_records = true);
   void lend_free();
   void take_back();
   void open_lane();
@@ -84,6 +84,10 @@ class Server {
   void kill_tagged(const std::string& tag, JobId job);
   bool tag_free_for(const std::string& tag, JobId job) const;
   void claim_tag(const std::string& tag, JobId job);
+  bool clean_slot(int u);
+  bool return_slot(int u);
+  void check_stale();
+  void lane_verify(bool full);
   bool lent(int u) const;
   bool lent_unclaimed(int u) const;
   void attach(Client& c, const StoredJob& job);
@@ -140,6 +144,12 @@ class Server {
   bool lane_retry_ = false;  // a slot wanted back is still held: try again soon
   double next_lane_check_ = 0;
   std::map<JobId, double> lane_orphans_;  // lane jobs whose launcher died: last killed at
+  // Per lane slot: the job named by a record its dead launcher left there.
+  // We hold the slot (it stays lent in the Scheduler) until nothing of that
+  // job runs; then the record is cleared and the slot goes back.
+  std::vector<JobId> stale_;
+  std::map<JobId, LaneJob> stale_jobs_;  // their records, for status
+  double next_stale_check_ = 0;
   // Identity of the socket file we listen on, to notice it removed or replaced.
   unsigned long socket_dev_ = 0, socket_ino_ = 0;
   double next_heal_check_ = 0;

@@ -80,13 +80,16 @@ long frame_receive(int fd, char** body, int timeout_ms, int signal_fd);
 
 /* ---- lane.c: slots taken without asking (src/proto/lane.h) ------------- */
 
+struct jiffy_lane_job;
 struct lane_claim {
-  int fd;            /* holds the slots' locks; the ranks inherit it; -1: none */
+  int fd;            /* holds the slots' locks; the launcher's alone (no rank
+                        inherits it: a rank could write through it); -1: none */
   int first, count;  /* the slots taken */
   unsigned long long job;
   char* grant;       /* the grant, as the daemon would have written it (malloc'd) */
-  void* map;         /* the lane file, mapped */
+  void* map;         /* the lane file, mapped (guarded: see lane.c) */
   size_t map_size;
+  struct jiffy_lane_job* records; /* in the map: sized when taken, never re-read */
 };
 
 /* Takes n neighbouring slots lent by the live daemon at base, if its lane

@@ -191,8 +191,7 @@ struct child {
   pid_t pgid;            /* 0: lead a new group */
   pid_t parent;
   int stdin_fd;
-  int pmi_fd;
-  int lane_fd; /* kept by the rank: its slots stay taken until it is gone */
+  int pmi_fd; /* the only descriptor of ours a rank keeps (the lane's is not) */
   int err;     /* written by the child */
 };
 
@@ -213,8 +212,7 @@ static int child_main(void* p) {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
   if ((c->cpus && sched_setaffinity(0, sizeof *c->cpus, c->cpus) != 0) ||
-      (c->stdin_fd != 0 && dup2(c->stdin_fd, 0) < 0) || fcntl(c->pmi_fd, F_SETFD, 0) != 0 ||
-      (c->lane_fd >= 0 && fcntl(c->lane_fd, F_SETFD, 0) != 0)) {
+      (c->stdin_fd != 0 && dup2(c->stdin_fd, 0) < 0) || fcntl(c->pmi_fd, F_SETFD, 0) != 0) {
     c->err = errno;
     _exit(127);
   }
@@ -270,7 +268,7 @@ int job_start(struct job* job, const char* program, char** argv) {
     const int r = order[i];
     struct rank* rk = &job->ranks[r];
     struct child c = {program, argv, rk->env, rk->bound ? &rk->cpus : NULL, job->pgid, self,
-                      r == 0 ? 0 : job->devnull, rk->child_fd, job->lane.fd, 0};
+                      r == 0 ? 0 : job->devnull, rk->child_fd, 0};
     pid_t pid = clone(child_main, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
     close(rk->child_fd);
     rk->child_fd = -1;
@@ -353,7 +351,9 @@ static _Noreturn void job_hand_over(struct job* job) {
   int used = snprintf(state, cap, "v=1 daemon=%d cpus=%s tag=%s pgid=%d ranks=", job->daemon_fd,
                       job->cpus, job->tag, (int)job->pgid);
   fcntl(job->daemon_fd, F_SETFD, 0);
-  if (job->lane.fd >= 0) fcntl(job->lane.fd, F_SETFD, 0); /* jiffy-launch holds the slots to the end */
+  /* jiffy-launch, the launcher from now on, holds the slots to the end
+   * (its ranks run already: none of them gets the descriptor). */
+  if (job->lane.fd >= 0) fcntl(job->lane.fd, F_SETFD, 0);
   for (int r = 0; r < job->n; ++r) {
     struct rank* rk = &job->ranks[r];
     if (rk->pmi_fd >= 0) fcntl(rk->pmi_fd, F_SETFD, 0);

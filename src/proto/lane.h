@@ -9,18 +9,26 @@
  * slot u of the lane is byte u of the file, and holding it means holding an
  * open-file-description lock (F_OFD_SETLK) on that byte. The daemon holds
  * every slot it has not lent (it grants only those), and a launcher holds
- * the slots it took. The kernel drops a lock when the last descriptor of
- * its open file goes away, so slots come back by themselves when a
- * launcher dies, however it dies; its ranks inherit the descriptor, so a
- * slot stays taken until its job's last process is gone. Two holders can
- * never both hold a byte: no slot is ever granted twice.
+ * the slots it took. Two holders can never both hold a byte: no slot is
+ * ever granted twice. The lock lives in the launcher alone (the front, or
+ * jiffy-launch after a hand-over), never in a rank: a rank inherits no
+ * descriptor of the file (it could write through it), and the kernel drops
+ * the lock when the launcher ends, however it ends.
  *
  * A launcher that took slots writes what the daemon needs to know of its
- * job into the slots' records (jiffy_lane_job): the daemon reads them when
- * it needs them (status, and a periodic look for jobs whose launcher died,
- * to kill what their ranks left). A job that runs 2 ms, or that the front
- * hands to jiffy-launch, connects and says "lane": from then on the daemon
- * supervises it as any other.
+ * job into the slots' records (jiffy_lane_job), and clears them only once
+ * every process of the job is gone (it kills and reaps them all), before
+ * it lets go of the slots. So a record on a slot nobody holds means its
+ * launcher died (SIGKILL): its ranks died with it (parent-death signal),
+ * but what they started may still run. Such a record is the proof that a
+ * slot is not free: a launcher that finds one on a slot it locked lets go
+ * and tries elsewhere (or asks), and the daemon takes the slot, kills what
+ * carries the job's tag, and clears the record and lends or grants the
+ * slot again only once nothing of the job runs. The daemon reads records
+ * when it needs them (status, and a periodic look); a job that runs 2 ms,
+ * or that the front hands to jiffy-launch, connects and says "lane": from
+ * then on the daemon supervises it as any other (its "finished" clears the
+ * records; its hang-up leaves them, as above).
  *
  * The daemon holds one more byte, JIFFY_LANE_DAEMON_BYTE, for its whole
  * life, and takes it only once it holds every slot it may grant. A launcher
@@ -31,8 +39,13 @@
  * The file (<dir>/<key>.lane, mode 0600, in the daemon's private runtime
  * directory) is laid out as: header, nslots jiffy_lane_slot (written by the
  * daemon), nslots jiffy_lane_job (written by the slot's holder). next_job is
- * advanced atomically by launchers and the daemon alike. Plain C so that the
- * front (C, musl) and the daemon (C++) share one definition. See
+ * advanced atomically by launchers and the daemon alike. Anyone who can
+ * open the file can rewrite or truncate it: readers copy what they read
+ * once and check the copy, and both sides map the file under a SIGBUS guard
+ * (an access beyond a cut-short file's end reads zeros: no lane). A daemon
+ * that finds the file damaged logs it, closes the lane for good and lets
+ * go of its daemon byte; every launch then asks. Plain C so that the front
+ * (C, musl) and the daemon (C++) share one definition. See
  * docs/protocol.md, "The lane".
  */
 #ifndef JIFFY_PROTO_LANE_H

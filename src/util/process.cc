@@ -131,6 +131,15 @@ std::optional<JobGroup> job_group_of_child(pid_t pgid, pid_t parent) {
   return JobGroup{pgid, st->session, st->start, {}};
 }
 
+std::optional<JobGroup> job_group_with_tag(pid_t pgid, const std::string& tag) {
+  if (pgid <= 1 || tag.size() < 16) return std::nullopt;
+  auto st = read_proc_stat(pgid);
+  if (!st || st->pgrp != pgid || is_zombie(st->state) || !environ_has(pgid, "JIFFY_JOB_TAG=" + tag)) {
+    return std::nullopt;
+  }
+  return JobGroup{pgid, st->session, st->start, tag};
+}
+
 bool job_group_alive(const JobGroup& g) {
   if (g.pgid <= 1) {
     // Known by its tag only (the launcher died before naming its group).

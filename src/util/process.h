@@ -43,6 +43,11 @@ struct JobGroup {
 // names it), else nullopt: a client cannot make the daemon kill a group
 // that is not its job's.
 std::optional<JobGroup> job_group_of_child(pid_t pgid, pid_t parent);
+// The group pgid if its leader carries tag (JIFFY_JOB_TAG=tag in its
+// environment: a process of that job, whoever its parent is now), else
+// nullopt: for a job whose launcher died, the group it recorded is killed
+// only while it provably is still the job's.
+std::optional<JobGroup> job_group_with_tag(pid_t pgid, const std::string& tag);
 // A new random job tag (32 hex digits), for JIFFY_JOB_TAG.
 std::string new_job_tag();
 // Whether tag is one: 16 to 64 lower-case hex digits, so that it can only

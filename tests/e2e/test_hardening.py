@@ -125,7 +125,10 @@ def test_a_corrupt_lane_counter_hands_out_no_stand_in_id(jx, fake_daemon):
         s.sendall(frame({"type": "finished", "code": 0}))
         s.close()
     assert_serving(jx, d)
-    assert daemon_log(jx, 0).count("job counter was out of range") == 1
+    # said once: as a damaged lane file (the lane's own check) or an id counter out of range
+    log = daemon_log(jx, 0)
+    said = log.count("job counter was out of range"), log.count("is damaged")
+    assert 1 <= sum(said) and max(said) == 1, log
 
 
 # --------------------------------------------------------------------------
