@@ -111,4 +111,13 @@ enum program_kind { PROGRAM_PLAIN, PROGRAM_MPICH, PROGRAM_NEEDS_PMIX };
  * PMI-1 only (plain or MPICH) or PMIx (Open MPI, an interpreter). */
 enum program_kind program_kind(const char* path);
 
+/* ---- rendezvous.c: the PMIx rendezvous (src/launch/bootstrap.h) -------- */
+
+/* A loopback TCP socket listening (close-on-exec, non-blocking); its port
+ * in *port. -1 on failure. */
+int rendezvous_open(int* port);
+/* Calls set(ctx, name, value) for each variable rank `rank` of `size` gets. */
+void rendezvous_environment(int rank, int size, const char* tag, int port,
+                            void (*set)(void* ctx, const char* name, const char* value), void* ctx);
+
 #endif
