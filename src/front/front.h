@@ -12,7 +12,8 @@
  *
  *   - before anything is taken (other options, a terminal, no daemon yet, an
  *     Open MPI program, ...): exec jiffy-launch with the same arguments;
- *   - once ranks run (a rank speaks PMI, a signal, a rank fails, the daemon
+ *   - once ranks run (a rank speaks PMI-1 or connects to the PMIx rendezvous
+ *     of rendezvous.c, a signal, a rank fails, the daemon
  *     writes or goes away): exec jiffy-launch in the same process with
  *     "--jiffy-handoff STATE", so the ranks stay its children, the daemon
  *     connection and the PMI channels stay open, and pending signals stay
