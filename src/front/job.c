@@ -48,10 +48,16 @@ void random_tag(char out[33]) {
 /* "name=value", owned by the job (freed by job_free). */
 static char* entry(struct job* job, const char* name, const char* value) {
   char* e = malloc(strlen(name) + strlen(value) + 2);
-  char** owned = realloc(job->owned, ((size_t)job->nowned + 1) * sizeof *owned);
-  if (!e || !owned) _exit(1);
+  if (!e) _exit(1);
+  /* Grown by doubling (16, 32, 64...): the arena's realloc always copies,
+   * and a wide job makes tens of thousands of entries. */
+  const int n = job->nowned;
+  if (n == 0 || (n >= 16 && (n & (n - 1)) == 0)) {
+    char** owned = realloc(job->owned, (n ? 2 * (size_t)n : 16) * sizeof *owned);
+    if (!owned) _exit(1);
+    job->owned = owned;
+  }
   sprintf(e, "%s=%s", name, value);
-  job->owned = owned;
   job->owned[job->nowned++] = e;
   return e;
 }
