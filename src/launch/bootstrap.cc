@@ -196,9 +196,14 @@ Bootstrap::Bootstrap(BootstrapPlan plan, unsigned long long job_id, std::vector<
       ::fcntl(rendezvous_.get(), F_SETFD, FD_CLOEXEC);
       ::fcntl(rendezvous_.get(), F_SETFL, ::fcntl(rendezvous_.get(), F_GETFL) | O_NONBLOCK);
     } else {
-      rendezvous_ = open_rendezvous();
+      try {
+        rendezvous_ = open_rendezvous();
+      } catch (const Error&) {
+        // No loopback TCP (a bare network namespace): plain programs still
+        // run, and neither could an Open MPI rank reach any PMIx server.
+      }
     }
-    port_ = port_of(rendezvous_.get());
+    if (rendezvous_) port_ = port_of(rendezvous_.get());
     pmix_connected_.assign(static_cast<std::size_t>(size_), 0);
     pmix_finalized_.assign(static_cast<std::size_t>(size_), 0);
   }
