@@ -12,6 +12,7 @@
 #include "daemon/status.h"
 #include "launch/client.h"
 #include "launch/launcher.h"
+#include "pmi/pmix_server.h"
 #include "util/runtime_dir.h"
 #include "util/error.h"
 
@@ -88,6 +89,11 @@ int run_stop() {
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
   try {
+    // A launcher's PMIx server for a job that started without one
+    // (launch/bootstrap.h, the rendezvous); jiffy-pmix only.
+    if (args.size() > 1 && args[1] == "--jiffy-pmix-host") {
+      return PmixServer::host_main(std::vector<std::string>(args.begin() + 2, args.end()));
+    }
     // The front (src/front) continues a launch here: launch/handoff.h.
     std::optional<Handoff> handoff;
     if (args.size() > 2 && args[1] == "--jiffy-handoff") {

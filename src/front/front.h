@@ -12,7 +12,8 @@
  *
  *   - before anything is taken (other options, a terminal, no daemon yet, an
  *     Open MPI program, ...): exec jiffy-launch with the same arguments;
- *   - once ranks run (a rank speaks PMI, a signal, a rank fails, the daemon
+ *   - once ranks run (a rank speaks PMI-1 or connects to the PMIx rendezvous
+ *     of rendezvous.c, a signal, a rank fails, the daemon
  *     writes or goes away): exec jiffy-launch in the same process with
  *     "--jiffy-handoff STATE", so the ranks stay its children, the daemon
  *     connection and the PMI channels stay open, and pending signals stay
@@ -113,5 +114,14 @@ enum program_kind { PROGRAM_PLAIN, PROGRAM_MPICH, PROGRAM_NEEDS_PMIX };
 /* What jiffy-launch's detect_mpi would say, folded into what the front needs:
  * PMI-1 only (plain or MPICH) or PMIx (Open MPI, an interpreter). */
 enum program_kind program_kind(const char* path);
+
+/* ---- rendezvous.c: the PMIx rendezvous (src/launch/bootstrap.h) -------- */
+
+/* A loopback TCP socket listening (close-on-exec, non-blocking); its port
+ * in *port. -1 on failure. */
+int rendezvous_open(int* port);
+/* Calls set(ctx, name, value) for each variable rank `rank` of `size` gets. */
+void rendezvous_environment(int rank, int size, const char* tag, int port,
+                            void (*set)(void* ctx, const char* name, const char* value), void* ctx);
 
 #endif

@@ -48,10 +48,16 @@ void random_tag(char out[33]) {
 /* "name=value", owned by the job (freed by job_free). */
 static char* entry(struct job* job, const char* name, const char* value) {
   char* e = malloc(strlen(name) + strlen(value) + 2);
-  char** owned = realloc(job->owned, ((size_t)job->nowned + 1) * sizeof *owned);
-  if (!e || !owned) _exit(1);
+  if (!e) _exit(1);
+  /* Grown by doubling (16, 32, 64...): the arena's realloc always copies,
+   * and a wide job makes tens of thousands of entries. */
+  const int n = job->nowned;
+  if (n == 0 || (n >= 16 && (n & (n - 1)) == 0)) {
+    char** owned = realloc(job->owned, (n ? 2 * (size_t)n : 16) * sizeof *owned);
+    if (!owned) _exit(1);
+    job->owned = owned;
+  }
   sprintf(e, "%s=%s", name, value);
-  job->owned = owned;
   job->owned[job->nowned++] = e;
   return e;
 }
@@ -70,13 +76,24 @@ static int env_set(struct job* job, char** env, int* n, const char* name, const 
   return *n - 1;
 }
 
+struct env_target {
+  struct job* job;
+  char** env;
+  int* n;
+};
+
+static void set_rendezvous_var(void* ctx, const char* name, const char* value) {
+  struct env_target* t = ctx;
+  env_set(t->job, t->env, t->n, name, value);
+}
+
 /* What jiffy-launch gives rank r of a PMI-1 job (Job::start, then
  * Bootstrap::prepare_rank), in the same order; the job id and the cores
  * are filled in from the grant. */
 static void rank_environment(struct job* job, int r) {
   int count = 0;
   while (environ[count]) ++count;
-  char** env = malloc(((size_t)count + 16) * sizeof *env);
+  char** env = malloc(((size_t)count + 40) * sizeof *env);
   if (!env) _exit(1);
   int n = 0;
   for (int i = 0; i < count; ++i) {
@@ -101,6 +118,10 @@ static void rank_environment(struct job* job, int r) {
   env_set(job, env, &n, "PMI_SIZE", size);
   env_set(job, env, &n, "MPI_LOCALNRANKS", size);
   env_set(job, env, &n, "MPI_LOCALRANKID", rank);
+  if (job->rendezvous_port) {
+    struct env_target t = {job, env, &n};
+    rendezvous_environment(r, job->n, job->tag, job->rendezvous_port, set_rendezvous_var, &t);
+  }
   rk->env = env;
 }
 
@@ -110,6 +131,12 @@ int job_prepare(struct job* job, int n) {
   if (!job->ranks) return -1;
   job->devnull = n > 1 ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
   if (n > 1 && job->devnull < 0) return -1;
+  /* A plain program may be a wrapper of an Open MPI one (valgrind, sh -c):
+   * it gets the PMIx rendezvous, as from jiffy-launch. */
+  if (job->kind == PROGRAM_PLAIN) {
+    job->rendezvous_fd = rendezvous_open(&job->rendezvous_port);
+    if (job->rendezvous_fd < 0) return -1;
+  }
   for (int r = 0; r < n; ++r) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -1;
@@ -345,7 +372,7 @@ static _Noreturn void job_hand_over(struct job* job) {
     job->daemon_fd = sv[0];
   }
   send_started(job); /* jiffy-launch takes over a job the daemon knows */
-  size_t cap = strlen(job->grant_text) + strlen(job->cpus) + 128 + (size_t)job->n * 40;
+  size_t cap = strlen(job->grant_text) + strlen(job->cpus) + 160 + (size_t)job->n * 40;
   char* state = malloc(cap);
   if (!state) _exit(1);
   int used = snprintf(state, cap, "v=1 daemon=%d cpus=%s tag=%s pgid=%d ranks=", job->daemon_fd,
@@ -359,6 +386,10 @@ static _Noreturn void job_hand_over(struct job* job) {
     if (rk->pmi_fd >= 0) fcntl(rk->pmi_fd, F_SETFD, 0);
     used += snprintf(state + used, cap - (size_t)used, "%s%d:%d:%d", r ? "," : "", (int)rk->pid,
                      rk->pmi_fd, rk->done);
+  }
+  if (job->rendezvous_port) {
+    fcntl(job->rendezvous_fd, F_SETFD, 0);
+    used += snprintf(state + used, cap - (size_t)used, " pmix=%d", job->rendezvous_fd);
   }
   snprintf(state + used, cap - (size_t)used, " grant=%s", job->grant_text);
   hand_over(state);
@@ -460,13 +491,14 @@ static int live_ranks(const struct job* job) {
 }
 
 int job_wait(struct job* job) {
-  struct pollfd* p = calloc((size_t)job->n + 2, sizeof *p);
+  struct pollfd* p = calloc((size_t)job->n + 3, sizeof *p);
   if (!p) job_hand_over(job);
   reap(job);
   while (live_ranks(job) > 0) {
     int k = 0;
     p[k++] = (struct pollfd){job->signal_fd, POLLIN, 0};
     p[k++] = (struct pollfd){job->daemon_fd, POLLIN, 0};
+    if (job->rendezvous_port) p[k++] = (struct pollfd){job->rendezvous_fd, POLLIN, 0};
     for (int r = 0; r < job->n; ++r) {
       if (job->ranks[r].pmi_fd >= 0) p[k++] = (struct pollfd){job->ranks[r].pmi_fd, POLLIN, 0};
     }
@@ -488,6 +520,8 @@ int job_wait(struct job* job) {
     /* The daemon writes only when something is wrong; it hangs up when it
      * dies: jiffy-launch deals with both (and re-attaches). */
     if (p[1].revents) job_hand_over(job);
+    /* A rank connected to the PMIx rendezvous: jiffy-launch serves it. */
+    if (job->rendezvous_port && p[2].revents) job_hand_over(job);
     for (int r = 0; r < job->n; ++r) {
       if (pmi_spoken(&job->ranks[r])) job_hand_over(job);
     }

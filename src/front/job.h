@@ -44,6 +44,8 @@ struct job {
   const char* argv0;
   char** owned; /* the environment entries we made */
   int nowned;
+  int rendezvous_fd;   /* the PMIx rendezvous of a plain program (rendezvous.c), */
+  int rendezvous_port; /* when rendezvous_port is not 0 */
 };
 
 /* The signals a launcher takes over (jiffy-launch's block_signals()). */

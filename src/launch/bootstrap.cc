@@ -1,12 +1,18 @@
 #include "launch/bootstrap.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
+#include "launch/client.h"
 #include "launch/environment.h"
 #include "pmi/pmix_server.h"
 #include "pmi/simple_engine.h"
@@ -42,7 +48,66 @@ void set_default(Environment& env, const std::string& name, const std::string& v
   if (!env.get(name)) env.set(name, value);
 }
 
+// A loopback TCP socket listening on a port of the kernel's choosing (the
+// only transport libpmix 4 clients speak).
+Fd open_rendezvous() {
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) throw_errno("PMIx rendezvous: socket");
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd.get(), SOMAXCONN) != 0) {
+    throw_errno("PMIx rendezvous: bind/listen on 127.0.0.1");
+  }
+  return fd;
+}
+
+int port_of(int fd) {
+  sockaddr_in a{};
+  socklen_t len = sizeof a;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0 || a.sin_family != AF_INET) {
+    throw Error("PMIx rendezvous: not a TCP socket");
+  }
+  return ntohs(a.sin_port);
+}
+
+std::string join_ints(const std::vector<int>& v) {
+  std::string s;
+  for (int x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+  return s;
+}
+
 }  // namespace
+
+std::string rendezvous_namespace(const std::string& tag) { return "jiffy." + tag; }
+
+void rendezvous_environment(Environment& env, int rank, int size, const std::string& nspace, int port) {
+  const std::string r = std::to_string(rank);
+  const std::string n = std::to_string(size);
+  // What setup_fork would say (pmi.md B5), less what only a running server
+  // knows: "hash" keeps the data in the connection instead of in the
+  // server's shared-memory store files.
+  const std::string uri = "pmix-server.0;tcp4://127.0.0.1:" + std::to_string(port);
+  env.set("PMIX_NAMESPACE", nspace);
+  env.set("PMIX_RANK", r);
+  for (const char* v : {"PMIX_SERVER_URI41", "PMIX_SERVER_URI4", "PMIX_SERVER_URI3", "PMIX_SERVER_URI2",
+                        "PMIX_SERVER_URI21"}) {
+    env.set(v, uri);
+  }
+  env.set("PMIX_SECURITY_MODE", "native");
+  env.set("PMIX_BFROP_BUFFER_TYPE", "PMIX_BFROP_BUFFER_NON_DESC");
+  env.set("PMIX_GDS_MODULE", "hash");
+  // As prepare_rank gives a PMIx job's ranks (the reasons are there).
+  set_default(env, "OMPI_MCA_schizo", "^orte");
+  set_default(env, "OMPI_MCA_pml", "^cm");
+  set_default(env, "OMPI_MCA_hwloc_base_binding_policy", "none");
+  set_default(env, "OMPI_MCA_orte_externally_bound", "1");
+  env.set("OMPI_COMM_WORLD_SIZE", n);
+  env.set("OMPI_COMM_WORLD_RANK", r);
+  env.set("OMPI_COMM_WORLD_LOCAL_RANK", r);
+  env.set("OMPI_COMM_WORLD_LOCAL_SIZE", n);
+  env.set("OMPI_COMM_WORLD_NODE_RANK", r);
+}
 
 BootstrapPlan plan_bootstrap(MpiMode mode, const std::vector<MpiKind>& app_kinds) {
   BootstrapPlan p;
@@ -66,6 +131,9 @@ BootstrapPlan plan_bootstrap(MpiMode mode, const std::vector<MpiKind>& app_kinds
     case MpiMode::Auto:
       p.pmi1 = true;
       p.pmix = p.kind == MpiKind::OpenMpi || p.kind == MpiKind::Unknown;
+      // Any program that may hide an Open MPI one (not MPICH's: it is
+      // served by PMI-1 whatever runs it).
+      for (MpiKind k : app_kinds) p.rendezvous = p.rendezvous || (!p.pmix && k == MpiKind::None);
       break;
   }
   return p;
@@ -120,6 +188,25 @@ Bootstrap::Bootstrap(BootstrapPlan plan, unsigned long long job_id, std::vector<
     pmix_connected_.assign(static_cast<std::size_t>(size_), 0);
     pmix_finalized_.assign(static_cast<std::size_t>(size_), 0);
   }
+  if (plan_.rendezvous && !plan_.pmix) {
+    job_id_ = job_id;
+    appnum_ = appnum;
+    if (plan_.rendezvous_fd >= 0) {
+      rendezvous_.reset(plan_.rendezvous_fd);
+      ::fcntl(rendezvous_.get(), F_SETFD, FD_CLOEXEC);
+      ::fcntl(rendezvous_.get(), F_SETFL, ::fcntl(rendezvous_.get(), F_GETFL) | O_NONBLOCK);
+    } else {
+      try {
+        rendezvous_ = open_rendezvous();
+      } catch (const Error&) {
+        // No loopback TCP (a bare network namespace): plain programs still
+        // run, and neither could an Open MPI rank reach any PMIx server.
+      }
+    }
+    if (rendezvous_) port_ = port_of(rendezvous_.get());
+    pmix_connected_.assign(static_cast<std::size_t>(size_), 0);
+    pmix_finalized_.assign(static_cast<std::size_t>(size_), 0);
+  }
 }
 
 Bootstrap::~Bootstrap() {
@@ -150,10 +237,14 @@ int Bootstrap::prepare_rank(int rank, Environment& env) {
     set_default(env, "HWLOC_XMLFILE", plan_.topology_file);
     set_default(env, "HWLOC_THISSYSTEM", "1");
   }
-  if (plan_.pmix && plan_.single_node_ompi) {
+  if ((plan_.pmix || rendezvous_) && plan_.single_node_ompi) {
     // One node: shared memory and self only (pml ob1, below), skipping UCX.
     // Not a default: it also turns off UCX features (GPU-aware transports).
     set_default(env, "OMPI_MCA_btl", "self,vader");
+  }
+  if (rendezvous_) {
+    if (plan_.single_node_ompi) set_default(env, "OMPI_MCA_pml", "ob1");
+    rendezvous_environment(env, rank, size_, rendezvous_namespace(plan_.tag), port_);
   }
   if (plan_.pmix) {
     pmix_->prepare_rank(rank, env);
@@ -202,17 +293,26 @@ void Bootstrap::add_poll_fds(std::vector<pollfd>& fds) {
     polled_.push_back(r);
   }
   if (pmix_) fds.push_back(pollfd{pmix_->event_fd(), POLLIN, 0});
+  rendezvous_polled_ = rendezvous_ && !helper_;
+  if (rendezvous_polled_) fds.push_back(pollfd{rendezvous_.get(), POLLIN, 0});
+  helper_polled_ = static_cast<bool>(helper_);
+  if (helper_polled_) fds.push_back(pollfd{helper_.get(), POLLIN, 0});
 }
 
 void Bootstrap::handle(const std::vector<pollfd>& fds, std::size_t first) {
   for (std::size_t i = 0; i < polled_.size(); ++i) {
     if (fds[first + i].revents) read_pmi(polled_[i]);
   }
-  if (pmix_ && fds[first + polled_.size()].revents) take_pmix_events();
+  std::size_t at = first + polled_.size();
+  if (pmix_ && fds[at++].revents) take_pmix_events();
+  bool connection = rendezvous_polled_ && fds[at++].revents;
+  if (helper_polled_ && fds[at].revents) read_helper();
+  if (connection) start_helper();
 }
 
 void Bootstrap::drain() {
   if (pmix_) take_pmix_events();
+  if (helper_) read_helper();
   for (int r = 0; r < static_cast<int>(pmi_fds_.size()); ++r) {
     if (!pmi_fds_[static_cast<std::size_t>(r)]) continue;
     pollfd p{pmi_fds_[static_cast<std::size_t>(r)].get(), POLLIN, 0};
@@ -238,26 +338,98 @@ void Bootstrap::read_pmi(int rank) {
 }
 
 void Bootstrap::take_pmix_events() {
-  for (const PmixEvent& e : pmix_->take_events()) {
-    if (e.rank < 0 || e.rank >= size_) continue;
-    std::size_t r = static_cast<std::size_t>(e.rank);
-    switch (e.kind) {
-      case PmixEvent::Kind::Connected: pmix_connected_[r] = 1; break;
-      case PmixEvent::Kind::Finalized: pmix_finalized_[r] = 1; break;
-      case PmixEvent::Kind::Abort: events_.abort(e.rank, e.status, e.message); break;
+  for (const PmixEvent& e : pmix_->take_events()) apply(e);
+}
+
+void Bootstrap::apply(const PmixEvent& e) {
+  if (e.rank < 0 || e.rank >= size_) return;
+  std::size_t r = static_cast<std::size_t>(e.rank);
+  switch (e.kind) {
+    case PmixEvent::Kind::Connected: pmix_connected_[r] = 1; break;
+    case PmixEvent::Kind::Finalized: pmix_finalized_[r] = 1; break;
+    case PmixEvent::Kind::Abort: events_.abort(e.rank, e.status, e.message); break;
+  }
+}
+
+// A rank connected to the rendezvous: it is an Open MPI rank (behind a
+// wrapper, as a rule), waiting in PMIx_Init for the server. It gets one:
+// jiffy-pmix in a helper process of ours, handed the rendezvous socket, the
+// connection still waiting on it. The helper dies with us (and is killed
+// with whatever the job leaves, as one of our children).
+void Bootstrap::start_helper() {
+  if (helper_ || !rendezvous_) return;
+  try {
+    dir_ = make_job_dir(job_id_);
+  } catch (const Error& e) {
+    rendezvous_.reset();  // the ranks' connections fail: they stop
+    events_.failure(std::string("an Open MPI rank needs a PMIx server: ") + e.what());
+    return;
+  }
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw_errno("socketpair");
+  Fd ours(sv[0]), theirs(sv[1]);
+  std::string exe = daemon_executable();
+  exe = exe.substr(0, exe.rfind('/') + 1) + "jiffy-pmix";
+  std::vector<std::string> args = {exe,
+                                   "--jiffy-pmix-host",
+                                   std::to_string(rendezvous_.get()),
+                                   std::to_string(theirs.get()),
+                                   rendezvous_namespace(plan_.tag),
+                                   dir_,
+                                   plan_.topology_file,
+                                   join_ints(appnum_)};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid < 0) throw_errno("fork");
+  if (pid == 0) {
+    // Out of the ranks' group and of the terminal's signals; never our orphan.
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(1);
+    ::fcntl(rendezvous_.get(), F_SETFD, 0);
+    ::fcntl(theirs.get(), F_SETFD, 0);
+    ::execv(exe.c_str(), argv.data());
+    std::fprintf(stderr, "jiffy: cannot run %s: %s\n", exe.c_str(), std::strerror(errno));
+    ::_exit(127);
+  }
+  ::fcntl(ours.get(), F_SETFL, O_NONBLOCK);
+  helper_ = std::move(ours);
+  rendezvous_.reset();  // the helper's now
+}
+
+void Bootstrap::read_helper() {
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(helper_.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) break;
+    if (n <= 0) {
+      helper_.reset();
+      events_.failure("the PMIx server of this job's Open MPI ranks (jiffy-pmix) ended; "
+                      "they cannot form their world");
+      return;
     }
+    helper_buf_.append(buf, static_cast<std::size_t>(n));
+  }
+  for (std::size_t nl; (nl = helper_buf_.find('\n')) != std::string::npos;) {
+    PmixEvent e;
+    if (parse_pmix_event(helper_buf_.substr(0, nl), &e)) apply(e);
+    helper_buf_.erase(0, nl + 1);
   }
 }
 
 bool Bootstrap::unfinalized(int rank) const {
   std::size_t r = static_cast<std::size_t>(rank);
   if (engine_ && engine_->initialized(rank) && !engine_->finalized(rank)) return true;
-  return pmix_ && pmix_connected_[r] && !pmix_finalized_[r];
+  return !pmix_connected_.empty() && pmix_connected_[r] && !pmix_finalized_[r];
 }
 
 bool Bootstrap::contacted(int rank) const {
   std::size_t r = static_cast<std::size_t>(rank);
-  return (engine_ && engine_->ever_connected(rank)) || (pmix_ && pmix_connected_[r]);
+  return (engine_ && engine_->ever_connected(rank)) || (!pmix_connected_.empty() && pmix_connected_[r]);
 }
 
 }  // namespace jiffy

@@ -6,6 +6,22 @@
 //  - PMIx (Open MPI): libpmix hosted in this process (pmi/pmix_server.h),
 //    started only when a program links Open MPI, is an interpreter that may
 //    load it, or --mpi=pmix says so.
+//  - The PMIx rendezvous, for every other program (a plain one, a shell, a
+//    wrapper such as valgrind, env, timeout, sh -c, a script, that may run
+//    an Open MPI program jiffy cannot see). Looking through wrappers cannot
+//    work (a script can run anything), so the decision is taken late: the
+//    ranks get the environment of a PMIx server that does not run yet (a
+//    loopback TCP socket listening, its URI, a namespace, Open MPI's
+//    variables; rendezvous_environment), which costs a socket and a few
+//    variables. Nothing accepts on it until a rank connects; then the
+//    launcher starts the PMIx server in a helper process (`jiffy-pmix
+//    --jiffy-pmix-host`, the same PmixServer, handed the connections on
+//    that socket) while the rank waits in its connect, and serves the
+//    world. The front (src/front) hands a job over to jiffy-launch at the
+//    first connection, as it does when a rank speaks PMI-1. So an Open MPI
+//    rank behind any wrapper finds its world, and a plain program never
+//    pays for PMIx. If the server cannot start, the job fails with a
+//    message: a world never splits silently.
 //
 // Both servers are polled by Job's loop. What they learn that ends a job
 // (an abort, a protocol error) is reported through Events; whether a rank
@@ -27,6 +43,7 @@ namespace jiffy {
 
 class Environment;
 class PmixServer;
+struct PmixEvent;
 namespace pmi {
 class SimpleEngine;
 }
@@ -38,7 +55,17 @@ struct BootstrapPlan {
   std::string topology_file;     // the daemon's hwloc XML of the set ("" = none)
   bool topology_cache = false;   // opt-in: ranks load topology_file (HWLOC_XMLFILE)
   bool single_node_ompi = false; // opt-in: Open MPI's shared-memory-only transports
+  bool rendezvous = false;       // the PMIx rendezvous (above); never with pmix
+  int rendezvous_fd = -1;        // its listening socket, made by the front; -1: make one
+  std::string tag;               // the job's tag: names the rendezvous's namespace
 };
+
+// The rendezvous's PMIx namespace for a job tagged tag.
+std::string rendezvous_namespace(const std::string& tag);
+// What a rank of a rendezvous job gets (src/front/rendezvous.c writes the
+// same): the PMIx client's variables, pointing at 127.0.0.1:port, and Open
+// MPI's, as Bootstrap gives a PMIx job's ranks. Pure.
+void rendezvous_environment(Environment& env, int rank, int size, const std::string& nspace, int port);
 
 // Decides which servers a job needs. Pure.
 BootstrapPlan plan_bootstrap(MpiMode mode, const std::vector<MpiKind>& app_kinds);
@@ -48,6 +75,7 @@ class Bootstrap {
   struct Events {
     std::function<void(int rank, int code, const std::string& message)> abort;
     std::function<void(int rank, const std::string& why)> protocol_error;
+    std::function<void(const std::string& why)> failure;  // the job cannot go on
   };
 
   // appnum[r]: rank r's executable group. Starts PMIx if the plan says so.
@@ -84,6 +112,9 @@ class Bootstrap {
  private:
   void read_pmi(int rank);
   void take_pmix_events();
+  void apply(const PmixEvent& e);
+  void start_helper();
+  void read_helper();
 
   BootstrapPlan plan_;
   int size_;
@@ -96,6 +127,16 @@ class Bootstrap {
   std::vector<char> pmix_connected_;
   std::vector<char> pmix_finalized_;
   std::vector<int> polled_;  // ranks behind the PMI entries of the last add_poll_fds
+  // The rendezvous: its socket until a rank connects, then the helper's
+  // event socket and what came of it.
+  unsigned long long job_id_ = 0;
+  std::vector<int> appnum_;
+  Fd rendezvous_;
+  int port_ = 0;
+  Fd helper_;
+  std::string helper_buf_;
+  bool rendezvous_polled_ = false;  // rendezvous_ is the last entry of add_poll_fds
+  bool helper_polled_ = false;
 };
 
 }  // namespace jiffy

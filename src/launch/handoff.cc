@@ -64,6 +64,8 @@ Handoff parse_handoff(const std::string& state) {
       daemon = true;
     } else if (key == "cpus") {
       h.cpus = cpu_list(value);
+    } else if (key == "pmix") {
+      h.pmix_fd = static_cast<int>(number(value, 0, 1 << 20, "PMIx rendezvous fd"));
     } else if (key == "tag") {
       h.tag = value;
     } else if (key == "pgid") {

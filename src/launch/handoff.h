@@ -12,6 +12,8 @@
 //       that exited 0 (reaped, except rank 0), LIST the caller's allowed
 //       CPUs (which name its daemon: we now run pinned to rank 0's), JSON
 //       the daemon's grant verbatim (it runs to the end of the argument).
+//       Before grant=, "pmix=FD": the job's PMIx rendezvous socket
+//       (launch/bootstrap.h), listening on FD.
 //
 // Pure parsing; the fds are not checked here.
 #pragma once
@@ -37,6 +39,7 @@ struct Handoff {
   std::string tag;
   pid_t pgid = 0;
   std::vector<Rank> ranks;
+  int pmix_fd = -1;  // the PMIx rendezvous, when the job has one
   std::string grant;
 };
 

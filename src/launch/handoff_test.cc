@@ -13,6 +13,13 @@ TEST(Handoff, Ticket) {
   EXPECT_EQ(h.ticket, 42u);
 }
 
+TEST(Handoff, RendezvousSocket) {
+  Handoff h = parse_handoff("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 pmix=9 grant={}");
+  EXPECT_EQ(h.pmix_fd, 9);
+  EXPECT_EQ(parse_handoff("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 grant={}").pmix_fd, -1);
+  EXPECT_THROW(parse_handoff("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 pmix=x grant={}"), Error);
+}
+
 TEST(Handoff, RunningJob) {
   Handoff h = parse_handoff(
       "v=1 daemon=4 cpus=0-2,5 tag=ab12 pgid=100 ranks=100:6:1,101:-1:0 "

@@ -79,7 +79,9 @@ double kill_grace_from_env() {
 Job::Job(const LaunchOptions& opt, std::vector<std::string> programs, JobGrant grant,
          BootstrapPlan bootstrap, std::string tag)
     : opt_(opt), programs_(std::move(programs)), grant_(std::move(grant)), plan_(bootstrap),
-      tag_(std::move(tag)), kill_grace_s_(kill_grace_from_env()) {}
+      tag_(std::move(tag)), kill_grace_s_(kill_grace_from_env()) {
+  plan_.tag = tag_;
+}
 
 Job::~Job() = default;
 
@@ -98,7 +100,8 @@ bool Job::start() {
   bootstrap_ = std::make_unique<Bootstrap>(
       plan_, grant_.id, appnum,
       Bootstrap::Events{[this](int r, int c, const std::string& m) { on_abort(r, c, m); },
-                        [this](int r, const std::string& why) { on_protocol_error(r, why); }});
+                        [this](int r, const std::string& why) { on_protocol_error(r, why); },
+                        [this](const std::string& why) { fail(1, why); }});
   // Orphans of the ranks (daemonized helpers included) become ours, so that
   // none outlives the job (kill_descendants).
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -196,7 +199,8 @@ void Job::adopt(const Handoff& h) {
   bootstrap_ = std::make_unique<Bootstrap>(
       plan_, grant_.id, std::vector<int>(h.ranks.size(), 0),
       Bootstrap::Events{[this](int r, int c, const std::string& m) { on_abort(r, c, m); },
-                        [this](int r, const std::string& why) { on_protocol_error(r, why); }});
+                        [this](int r, const std::string& why) { on_protocol_error(r, why); },
+                        [this](const std::string& why) { fail(1, why); }});
   for (std::size_t r = 0; r < h.ranks.size(); ++r) {
     bootstrap_->adopt_channel(static_cast<int>(r), h.ranks[r].pmi_fd);
     ranks_.push_back(Rank{h.ranks[r].pid, 0, h.ranks[r].done, 0});

@@ -374,6 +374,9 @@ int continue_handed_over(const LaunchOptions& opt, const Handoff& h) {
   } catch (const Error&) {
   }
   BootstrapPlan plan = plan_bootstrap(MpiMode::Pmi1, {kind});
+  // The front gave its plain programs the PMIx rendezvous: ours now.
+  plan.rendezvous = h.pmix_fd >= 0;
+  plan.rendezvous_fd = h.pmix_fd;
   Fd signals = block_signals();  // pending signals survived the exec
   const DaemonPaths paths = daemon_paths(h.cpus);
   plan.topology_file = paths.topology;

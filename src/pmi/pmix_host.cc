@@ -3,9 +3,14 @@
 #include <hwloc.h>
 #include <pmix.h>
 #include <pmix_server.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -69,6 +74,11 @@ class Host final : public PmixServer {
     g_host = this;
     init_server();
     register_nspace();
+    // The ranks run already, with the rendezvous's environment: register
+    // them all now (setup_fork's variables are not theirs).
+    if (job_.rendezvous_fd >= 0) {
+      for (int r = 0; r < job_.size; ++r) register_client(r);
+    }
   }
 
   ~Host() override {
@@ -79,13 +89,19 @@ class Host final : public PmixServer {
     ::close(event_fd_);
   }
 
-  void prepare_rank(int rank, Environment& env) override {
+  void register_client(int rank) {
     pmix_proc_t proc;
     PMIX_PROC_LOAD(&proc, job_.nspace.c_str(), static_cast<pmix_rank_t>(rank));
     pmix_status_t rc = PMIx_server_register_client(&proc, job_.uid, job_.gid, nullptr, nullptr, nullptr);
     if (rc != PMIX_SUCCESS && rc != PMIX_OPERATION_SUCCEEDED) fail("register_client", rc);
+  }
+
+  void prepare_rank(int rank, Environment& env) override {
+    register_client(rank);
+    pmix_proc_t proc;
+    PMIX_PROC_LOAD(&proc, job_.nspace.c_str(), static_cast<pmix_rank_t>(rank));
     char** added = nullptr;
-    rc = PMIx_server_setup_fork(&proc, &added);
+    pmix_status_t rc = PMIx_server_setup_fork(&proc, &added);
     if (rc != PMIX_SUCCESS) fail("setup_fork", rc);
     for (char** p = added; p && *p; ++p) {
       if (const char* eq = std::strchr(*p, '=')) env.set(std::string(*p, static_cast<std::size_t>(eq - *p)), eq + 1);
@@ -103,8 +119,45 @@ class Host final : public PmixServer {
     return std::exchange(events_, {});
   }
 
+  // libpmix 4.2 listens on a socket of its own, in a thread of its own
+  // (the host's "listener" hook is never called). The ranks were told the
+  // rendezvous's port, so the rendezvous takes the place of that socket:
+  // dup'd onto its descriptor, which the thread selects and accepts on.
+  // Its select may be waiting on the old socket (it holds it until it
+  // returns): a connection to the old port wakes it, and from then on it
+  // accepts from the rendezvous, the connections waiting there included.
+  void accept_ready() override {
+    if (taken_over_) return;
+    taken_over_ = true;
+    for (int fd = 3; fd < 4096; ++fd) {
+      if (fd == job_.rendezvous_fd || fd == job_.event_sink || fd == event_fd_) continue;
+      int listening = 0;
+      socklen_t len = sizeof listening;
+      sockaddr_in a{};
+      socklen_t alen = sizeof a;
+      if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening ||
+          ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &alen) != 0 || a.sin_family != AF_INET) {
+        continue;
+      }
+      if (::dup3(job_.rendezvous_fd, fd, O_CLOEXEC) < 0) throw_errno("PMIx: taking over the listener");
+      int poke = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+      if (poke >= 0) {
+        (void)!::connect(poke, reinterpret_cast<sockaddr*>(&a), sizeof a);
+        ::close(poke);
+      }
+      return;
+    }
+    throw Error("PMIx: libpmix's listening socket not found");
+  }
+
   // Called on libpmix's thread.
   void post(PmixEvent e) {
+    if (job_.event_sink >= 0) {
+      // Before libpmix answers the rank: see PmixJob::event_sink.
+      std::string line = format_pmix_event(e) + "\n";
+      (void)!::write(job_.event_sink, line.data(), line.size());
+      return;
+    }
     {
       std::lock_guard<std::mutex> lock(mutex_);
       events_.push_back(std::move(e));
@@ -127,6 +180,7 @@ class Host final : public PmixServer {
   int event_fd_ = -1;
   std::mutex mutex_;
   std::vector<PmixEvent> events_;
+  bool taken_over_ = false;
 };
 
 // --- libpmix callbacks (progress thread) ------------------------------------
@@ -225,6 +279,11 @@ void Host::init_server() {
   info.add_string(PMIX_SERVER_TMPDIR, job_.dir);
   info.add_string(PMIX_SYSTEM_TMPDIR, job_.dir);
   info.add_rank(PMIX_SERVER_RANK, 0);
+  if (job_.rendezvous_fd >= 0) {
+    // The ranks were told PMIX_GDS_MODULE=hash: no shared-memory store,
+    // whose file names setup_fork would have had to tell them.
+    ::setenv("PMIX_MCA_gds", "hash", 1);
+  }
   pmix_status_t rc = PMIx_server_init(&g_module, info.info(), info.size());
   if (old_path) {
     ::setenv("HWLOC_PLUGINS_PATH", saved.c_str(), 1);
@@ -296,6 +355,46 @@ bool PmixServer::available() { return true; }
 std::unique_ptr<PmixServer> PmixServer::start(const PmixJob& job) {
   if (g_host) throw Error("PMIx: one job per launcher process");
   return std::make_unique<Host>(job);
+}
+
+int PmixServer::host_main(const std::vector<std::string>& args) {
+  // RENDEZVOUS_FD EVENT_FD NSPACE DIR TOPOLOGY_FILE APPNUMS (launch/bootstrap.cc)
+  if (args.size() != 6) throw Error("--jiffy-pmix-host: wrong arguments");
+  PmixJob job;
+  job.rendezvous_fd = std::stoi(args[0]);
+  job.event_sink = std::stoi(args[1]);
+  job.nspace = args[2];
+  job.dir = args[3];
+  if (!args[4].empty()) {
+    if (FILE* f = std::fopen(args[4].c_str(), "re")) {
+      char buf[65536];
+      std::size_t n;
+      while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) job.topology_xml.append(buf, n);
+      std::fclose(f);
+    }
+  }
+  std::size_t from = 0;
+  for (;;) {
+    std::size_t end = args[5].find(',', from);
+    job.appnum.push_back(std::stoi(args[5].substr(from, end - from)));
+    if (end == std::string::npos) break;
+    from = end + 1;
+  }
+  job.size = static_cast<int>(job.appnum.size());
+  job.napps = job.appnum.back() + 1;
+  for (std::size_t r = 0; r < job.appnum.size(); ++r) {
+    job.app_rank.push_back(r == 0 || job.appnum[r] != job.appnum[r - 1] ? 0 : job.app_rank.back() + 1);
+  }
+  job.uid = ::geteuid();
+  job.gid = ::getegid();
+  std::unique_ptr<PmixServer> server = start(job);
+  server->accept_ready();
+  // Until the launcher closes the event socket (it never writes to it).
+  for (;;) {
+    pollfd p{job.event_sink, POLLIN, 0};
+    if (::poll(&p, 1, -1) < 0 && errno != EINTR) throw_errno("poll");
+    if (p.revents) return 0;
+  }
 }
 
 }  // namespace jiffy

@@ -35,6 +35,16 @@ struct PmixJob {
   // it instead of discovering the machine, and hands it to the ranks (as
   // mpirun does), so no rank rediscovers it either. Empty: they discover.
   std::string topology_xml;
+  // The rendezvous (launch/bootstrap.h, "lazy PMIx"): the ranks were
+  // started before this server, told to connect to rendezvous_fd, a
+  // listening socket the launcher made, which libpmix is made to accept on
+  // (accept_ready); the ranks' environment is the rendezvous's, not
+  // setup_fork's.
+  int rendezvous_fd = -1;
+  // Where events go when this server runs in a helper process: one line
+  // each, written before libpmix answers the rank (so a launcher that sees
+  // a rank exit has its "finalized" already). -1: queued for take_events.
+  int event_sink = -1;
 };
 
 struct PmixEvent {
@@ -59,6 +69,19 @@ class PmixServer {
   // Readable when events are waiting.
   virtual int event_fd() const = 0;
   virtual std::vector<PmixEvent> take_events() = 0;
+  // With a rendezvous: makes libpmix accept on it. Once, after start().
+  virtual void accept_ready() {}
+
+  // `jiffy-pmix --jiffy-pmix-host ...`: the PMIx server of one rendezvous
+  // job, in a helper process the launcher starts when a rank first
+  // connects (launch/bootstrap.cc, start_helper, says the arguments).
+  // Serves until the event socket closes. Returns the exit code.
+  static int host_main(const std::vector<std::string>& args);
 };
+
+// One event as the helper writes it ("c 3", "f 3", "a 3 7 message").
+std::string format_pmix_event(const PmixEvent& e);
+// Parses one such line; false when it is not one.
+bool parse_pmix_event(const std::string& line, PmixEvent* e);
 
 }  // namespace jiffy

@@ -10,4 +10,8 @@ std::unique_ptr<PmixServer> PmixServer::start(const PmixJob&) {
   throw Error("this executable has no PMIx support (use jiffy-pmix)");
 }
 
+int PmixServer::host_main(const std::vector<std::string>&) {
+  throw Error("this executable has no PMIx support (use jiffy-pmix)");
+}
+
 }  // namespace jiffy

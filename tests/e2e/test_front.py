@@ -17,7 +17,8 @@ from conftest import BUILD, wait_until
 MPI = BUILD / "mpi"
 PARENT = ["sh", "-c", 'readlink /proc/$PPID/exe']
 # Where the ranks' variables differ between any two jobs.
-PER_JOB = ("JIFFY_JOB_ID", "JIFFY_JOB_TAG", "PMI_FD")
+PER_JOB = ("JIFFY_JOB_ID", "JIFFY_JOB_TAG", "PMI_FD", "PMIX_NAMESPACE", "PMIX_SERVER_URI41",
+           "PMIX_SERVER_URI4", "PMIX_SERVER_URI3", "PMIX_SERVER_URI2", "PMIX_SERVER_URI21")
 
 
 def supervisor(cp):

@@ -432,7 +432,10 @@ def test_mpich_style_variables_plain_program(mx):
         assert e.get("MPI_LOCALRANKID") == str(r), e
         assert e.get("PMI_FD", "").isdigit() and int(e["PMI_FD"]) > 2, e
         fds.add(e["PMI_FD"])
-        assert "PMIX_NAMESPACE" not in e, "a plain program needs no PMIx server"
+        # A plain program may wrap an Open MPI one: it gets the PMIx
+        # rendezvous (the server starts only if a rank connects).
+        assert e.get("PMIX_NAMESPACE", "").startswith("jiffy."), e
+        assert e.get("PMIX_RANK") == str(r), e
     cp = mx.run(["-n", 1, "printenv"])
     e = dict(l.split("=", 1) for l in cp.stdout.splitlines() if "=" in l)
     assert e.get("MPI_LOCALNRANKS") == "1" and e.get("MPI_LOCALRANKID") == "0", cp.stdout
@@ -879,3 +882,130 @@ def test_200_mpi_jobs_make_j8(mx, tmp_path):
     assert st["running"] == [] and st["queued"] == []
     sizes = {k: sum(1 for j in jobs if j["n"] == k) for k in (1, 2, 3, 4)}
     print(f"200 MPI jobs through make -j8 in {took:.1f}s (sizes {sizes})")
+
+
+# --------------------------------------------------------------------------
+# MPI programs behind a wrapper (valgrind, env, sh -c, a script...): jiffy
+# cannot see the program, so every plain program's ranks get the PMIx
+# rendezvous (launch/bootstrap.h). An Open MPI rank that connects gets its
+# server then; it must never run as a singleton.
+
+WRAPPERS = {
+    "valgrind": ["valgrind", "--tool=none", "-q"],
+    "env": ["env"],
+    "nice": ["nice"],
+    "timeout": ["timeout", "60"],
+    "strace": ["strace", "-f", "-o", "/dev/null"],
+    "sh-c": ["sh", "-c"],
+    "bash-c": ["bash", "-c"],
+    "script": None,  # a #!/bin/sh script that execs the program
+}
+
+
+def wrapped(mx, wrapper: str, argv: list) -> list:
+    """argv run behind the wrapper, as a command line."""
+    w = WRAPPERS[wrapper]
+    if w is None:
+        script = Path(mx.tmpdir).parent / f"jfwrap-{os.getpid()}-{random.getrandbits(32):x}.sh"
+        script.write_text('#!/bin/sh\nexec "$@"\n')
+        script.chmod(0o755)
+        mx.wrapper_scripts = getattr(mx, "wrapper_scripts", []) + [script]
+        return [str(script)] + argv
+    if shutil.which(w[0]) is None:
+        pytest.skip(f"{w[0]} is not installed")
+    if w[-1] == "-c":
+        return w + [" ".join(argv)]
+    return w + argv
+
+
+@pytest.fixture
+def wx(mx):
+    yield mx
+    for s in getattr(mx, "wrapper_scripts", []):
+        s.unlink(missing_ok=True)
+
+
+def assert_one_world(cp, name, n, what):
+    assert cp.returncode == 0, f"{what}: rc={cp.returncode} stderr={cp.stderr!r}"
+    assert sorted(lines(cp.stdout)) == expected_output(name, n), f"{what}: {cp.stdout!r}"
+    assert jiffy_lines(cp.stderr) == [], f"{what}: {cp.stderr!r}"
+
+
+@pytest.mark.parametrize("wrapper", list(WRAPPERS))
+def test_wrapped_program_forms_one_world(wx, flavour, wrapper):
+    cmd = wrapped(wx, wrapper, [prog("hello", flavour)])
+    cp = wx.run(["-n", 2] + cmd, timeout=120)
+    assert_one_world(cp, "hello", 2, f"{wrapper} hello.{flavour}")
+    assert job_dirs(wx.tmpdir) == [], "the job directory is removed when the job ends"
+
+
+@pytest.mark.parametrize("wrapper", ["sh-c", "env", "script"])
+def test_wrapped_ring_of_three(wx, flavour, wrapper):
+    exe = prog("ring", flavour)
+    cp = wx.run(["-n", 3] + wrapped(wx, wrapper, [exe] + prog_args("ring", 3)), timeout=120)
+    assert_one_world(cp, "ring", 3, f"{wrapper} ring.{flavour}")
+
+
+@pytest.mark.parametrize("how", [{"JIFFY_FAST": "0"}, {"MPIEXEC_TIMEOUT": "60"}])
+def test_wrapped_openmpi_from_jiffy_launch(wx, how):
+    """Launches the front does not run itself: jiffy-launch serves the
+    rendezvous from the start."""
+    cp = wx.run(["-n", 2, "env", prog("hello", "openmpi")], env=how, timeout=120)
+    assert_one_world(cp, "hello", 2, f"{how} env hello.openmpi")
+
+
+def test_wrapped_openmpi_with_labels(wx):
+    cp = wx.run(["-l", "-n", 2, "sh", "-c", prog("hello", "openmpi")], timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    assert sorted(lines(cp.stdout)) == ["[0] hello 0 of 2", "[1] hello 1 of 2"], cp.stdout
+
+
+def test_wrapped_openmpi_abort_and_nofinalize(wx):
+    cp = wx.run(["-n", 2, "env", prog("abort", "openmpi")], timeout=120)
+    assert cp.returncode == 7, cp.stderr
+    assert any("MPI_Abort" in l for l in jiffy_lines(cp.stderr)), cp.stderr
+    cp = wx.run(["-n", 2, "env", prog("nofinalize", "openmpi")], timeout=120)
+    assert cp.returncode != 0, cp.stderr
+    assert any("without calling MPI_Finalize" in l for l in jiffy_lines(cp.stderr)), cp.stderr
+
+
+@pytest.mark.parametrize("wrapper", ["env", "sh-c", "valgrind"])
+def test_wrapped_matches_mpirun(wx, flavour, wrapper):
+    mpirun = {"openmpi": ["mpirun.openmpi", "--allow-run-as-root", "--oversubscribe"],
+              "mpich": ["mpiexec.mpich"]}[flavour]
+    if shutil.which(mpirun[0]) is None:
+        pytest.skip(f"{mpirun[0]} is not installed")
+    cmd = wrapped(wx, wrapper, [prog("hello", flavour)])
+    ref = subprocess.run(mpirun + ["-n", "2"] + cmd, capture_output=True, text=True, timeout=120,
+                         env=wx._env(), stdin=subprocess.DEVNULL)
+    assert ref.returncode == 0, ref.stderr
+    cp = wx.run(["-n", 2] + cmd, timeout=120)
+    assert cp.returncode == ref.returncode
+    assert sorted(lines(cp.stdout)) == sorted(lines(ref.stdout)) == expected_output("hello", 2)
+
+
+def test_plain_program_gets_the_rendezvous_but_no_server(wx):
+    """Every rank of a plain program can reach the same PMIx rendezvous;
+    nothing starts a server (no job directory) unless a rank connects."""
+    cp = wx.run(["-l", "-n", 2, "printenv", "PMIX_NAMESPACE", "PMIX_RANK", "PMIX_SERVER_URI41"])
+    assert cp.returncode == 0, cp.stderr
+    envs = {}
+    for l in lines(cp.stdout):
+        r, v = l.split(" ", 1)
+        envs.setdefault(r, []).append(v)
+    assert envs["[0]"][0] == envs["[1]"][0] and envs["[0]"][0].startswith("jiffy.")
+    assert envs["[0]"][1:2] == ["0"] and envs["[1]"][1:2] == ["1"]
+    assert envs["[0]"][2] == envs["[1]"][2] and "tcp4://127.0.0.1:" in envs["[0]"][2]
+    assert job_dirs(wx.tmpdir) == []
+
+
+def test_wrapped_openmpi_without_jiffy_pmix_fails_clearly(wx, tmp_path):
+    """An installation without jiffy-pmix cannot serve a wrapped Open MPI
+    program: the job fails with a message, never as N singletons."""
+    for name in ("jiffy", "jiffy-launch", "jiffyd"):
+        shutil.copy2(Path(wx.bin).parent / name, tmp_path / name)
+    wx.bin = str(tmp_path / "jiffy")
+    cp = wx.run(["-n", 2, "env", prog("hello", "openmpi")], timeout=120)
+    assert cp.returncode != 0, cp.stdout
+    assert "hello 0 of 1" not in cp.stdout
+    assert any("PMIx server" in l for l in jiffy_lines(cp.stderr)), cp.stderr

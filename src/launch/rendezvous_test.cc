@@ -1,0 +1,63 @@
+// The PMIx rendezvous (launch/bootstrap.h): who gets it, what a rank is
+// told, and the helper's event lines.
+#include <gtest/gtest.h>
+
+#include "launch/bootstrap.h"
+#include "launch/environment.h"
+#include "pmi/pmix_server.h"
+
+namespace jiffy {
+namespace {
+
+TEST(Rendezvous, OnlyForProgramsThatMayHideOpenMpi) {
+  EXPECT_TRUE(plan_bootstrap(MpiMode::Auto, {MpiKind::None}).rendezvous);
+  EXPECT_FALSE(plan_bootstrap(MpiMode::Auto, {MpiKind::Mpich}).rendezvous);
+  // Served by the PMIx server from the start.
+  EXPECT_FALSE(plan_bootstrap(MpiMode::Auto, {MpiKind::OpenMpi}).rendezvous);
+  EXPECT_FALSE(plan_bootstrap(MpiMode::Auto, {MpiKind::Unknown, MpiKind::None}).rendezvous);
+  // MPMD: a wrapper in one group.
+  EXPECT_TRUE(plan_bootstrap(MpiMode::Auto, {MpiKind::Mpich, MpiKind::None}).rendezvous);
+  // The user chose.
+  for (MpiMode m : {MpiMode::None, MpiMode::Pmi1, MpiMode::Pmix}) {
+    EXPECT_FALSE(plan_bootstrap(m, {MpiKind::None}).rendezvous);
+  }
+}
+
+TEST(Rendezvous, Environment) {
+  Environment env;
+  env.set("OMPI_MCA_pml", "ucx");  // the caller's choice stays
+  env.set("PMIX_RANK", "7");       // a stale one does not
+  rendezvous_environment(env, 1, 3, rendezvous_namespace("ab12"), 4242);
+  EXPECT_EQ(*env.get("PMIX_NAMESPACE"), "jiffy.ab12");
+  EXPECT_EQ(*env.get("PMIX_RANK"), "1");
+  for (const char* v : {"PMIX_SERVER_URI41", "PMIX_SERVER_URI4", "PMIX_SERVER_URI3"}) {
+    EXPECT_EQ(*env.get(v), "pmix-server.0;tcp4://127.0.0.1:4242") << v;
+  }
+  EXPECT_EQ(*env.get("PMIX_GDS_MODULE"), "hash");
+  EXPECT_EQ(*env.get("OMPI_MCA_schizo"), "^orte");
+  EXPECT_EQ(*env.get("OMPI_MCA_pml"), "ucx");
+  EXPECT_EQ(*env.get("OMPI_COMM_WORLD_SIZE"), "3");
+  EXPECT_EQ(*env.get("OMPI_COMM_WORLD_RANK"), "1");
+}
+
+TEST(Rendezvous, EventLines) {
+  PmixEvent e;
+  ASSERT_TRUE(parse_pmix_event("c 3", &e));
+  EXPECT_EQ(e.kind, PmixEvent::Kind::Connected);
+  EXPECT_EQ(e.rank, 3);
+  ASSERT_TRUE(parse_pmix_event("f 0", &e));
+  EXPECT_EQ(e.kind, PmixEvent::Kind::Finalized);
+  PmixEvent a{PmixEvent::Kind::Abort, 2, -7, "bad\nthing here"};
+  ASSERT_TRUE(parse_pmix_event(format_pmix_event(a), &e));
+  EXPECT_EQ(e.kind, PmixEvent::Kind::Abort);
+  EXPECT_EQ(e.rank, 2);
+  EXPECT_EQ(e.status, -7);
+  EXPECT_EQ(e.message, "bad thing here");
+  EXPECT_EQ(format_pmix_event({PmixEvent::Kind::Finalized, 5, 0, {}}), "f 5");
+  for (const char* bad : {"", "c", "c x", "x 1", "c 1 2", "a 1", "a 1 z", "c -1"}) {
+    EXPECT_FALSE(parse_pmix_event(bad, &e)) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace jiffy
