@@ -12,6 +12,7 @@
 #include "daemon/status.h"
 #include "launch/client.h"
 #include "launch/launcher.h"
+#include "launch/output.h"
 #include "util/runtime_dir.h"
 #include "util/error.h"
 
@@ -87,6 +88,7 @@ int run_stop() {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
+  own_blocking_stdio();  // before anything is written (launch/output.h)
   try {
     // The front (src/front) continues a launch here: launch/handoff.h.
     std::optional<Handoff> handoff;

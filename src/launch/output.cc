@@ -40,6 +40,26 @@ void make_pipe(Fd& read_end, Fd& write_end) {
 
 }  // namespace
 
+void own_blocking_stdio() {
+  for (int fd : {1, 2}) {
+    int fl = ::fcntl(fd, F_GETFL);
+    if (fl < 0 || !(fl & O_NONBLOCK)) continue;
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || !(S_ISFIFO(st.st_mode) || ::isatty(fd))) continue;
+    // O_NONBLOCK for the open itself: a pipe nobody reads any more fails
+    // with ENXIO instead of waiting for a reader (then it is left alone and
+    // writers get EPIPE, as they would have).
+    std::string path = "/proc/self/fd/" + std::to_string(fd);
+    int flags = ((fl & O_ACCMODE) == O_RDWR ? O_RDWR : O_WRONLY) | (fl & O_APPEND) | O_NOCTTY |
+                O_NONBLOCK | O_CLOEXEC;
+    int n = ::open(path.c_str(), flags);
+    if (n < 0) continue;
+    int nf = ::fcntl(n, F_GETFL);
+    if (nf >= 0 && ::fcntl(n, F_SETFL, nf & ~O_NONBLOCK) == 0) ::dup2(n, fd);  // dup2 drops O_CLOEXEC
+    ::close(n);
+  }
+}
+
 std::string expand_pattern(const std::string& pattern, int rank, int group) {
   std::string out;
   for (std::size_t i = 0; i < pattern.size(); ++i) {

@@ -40,6 +40,16 @@ struct RankOutput {
   Fd err_read;
 };
 
+// A stdout or stderr someone else made non-blocking (O_NONBLOCK belongs to
+// the open file description, shared with whoever handed it to us, e.g. a
+// parent that set it on its end of a pipe) would make writes fail with
+// EAGAIN: the ranks', which inherit it, and printf's. A pipe, FIFO or
+// terminal is opened again through /proc/self/fd as a new description of
+// the same file, blocking, which only this process and its children use.
+// Other files are left as they are (a regular file never blocks; a socket
+// cannot be reopened). Call it before anything is written.
+void own_blocking_stdio();
+
 // Opens files or pipes for rank `rank` of group `group` as opt asks.
 // Throws Error when a file cannot be created.
 RankOutput open_rank_output(const LaunchOptions& opt, int rank, int group, unsigned long long job);
