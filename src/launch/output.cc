@@ -102,10 +102,14 @@ void Forwarder::add(Fd read_fd, int target_fd, std::string prefix) {
 
 void Forwarder::add_poll_fds(std::vector<pollfd>& fds) {
   polled_streams_ = 0;
-  for (const Stream& s : streams_) {
+  for (Stream& s : streams_) {
     // A target far behind: leave the rank's pipe alone, so the rank waits.
-    short events = target(s.target).size() < kMaxPending ? POLLIN : 0;
-    fds.push_back(pollfd{s.fd.get(), events, 0});
+    // Its unfinished line waits too: the rest of it is likely in the pipe
+    // (its clock starts again when the pipe is read again).
+    bool paused = target(s.target).size() >= kMaxPending;
+    if (s.paused && !paused) s.first_at = s.last_at = now_s();
+    s.paused = paused;
+    fds.push_back(pollfd{s.fd.get(), static_cast<short>(paused ? 0 : POLLIN), 0});
     ++polled_streams_;
   }
   polled_targets_.clear();
@@ -126,7 +130,7 @@ void Forwarder::handle(const std::vector<pollfd>& fds, std::size_t first) {
   }
   const double now = now_s();
   for (Stream& s : streams_) {
-    if (!s.partial.empty() &&
+    if (!s.partial.empty() && !s.paused &&
         (now >= s.last_at + kPartialIdleS || now >= s.first_at + kPartialMaxAgeS)) {
       flush_partial(s);
       flush(s.target);
@@ -137,7 +141,7 @@ void Forwarder::handle(const std::vector<pollfd>& fds, std::size_t first) {
 double Forwarder::next_flush_at() const {
   double next = 0;
   for (const Stream& s : streams_) {
-    if (s.partial.empty()) continue;
+    if (s.partial.empty() || s.paused) continue;
     double at = std::min(s.last_at + kPartialIdleS, s.first_at + kPartialMaxAgeS);
     if (next == 0 || at < next) next = at;
   }

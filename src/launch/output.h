@@ -16,9 +16,9 @@
 // Lines: a complete line goes out at once, its prefix first. An unfinished
 // line (a progress bar, a prompt, a huge line) is held for a moment in case
 // its end follows, and written out as it is kPartialIdleS after its last
-// data, kPartialMaxAgeS after its first, or once kMaxPartial bytes long; its
-// continuation gets no second prefix. A rank's bytes come out whole and in
-// order.
+// data, kPartialMaxAgeS after its first (counting only while its pipe is
+// read), or once kMaxPartial bytes long; its continuation gets no second
+// prefix. A rank's bytes come out whole and in order.
 #pragma once
 
 #include <poll.h>
@@ -98,6 +98,7 @@ class Forwarder {
     bool mid_line = false;    // its prefix went out already (a flushed partial line)
     double first_at = 0;      // when partial got its first byte
     double last_at = 0;       // and its last
+    bool paused = false;      // not read: its target is kMaxPending behind
   };
   struct Target {
     std::string buf;        // formatted output; buf[head..] not yet written
