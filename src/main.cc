@@ -13,6 +13,7 @@
 #include "launch/client.h"
 #include "launch/launcher.h"
 #include "pmi/pmix_server.h"
+#include "launch/output.h"
 #include "util/runtime_dir.h"
 #include "util/error.h"
 
@@ -88,6 +89,7 @@ int run_stop() {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
+  own_blocking_stdio();  // before anything is written (launch/output.h)
   try {
     // A launcher's PMIx server for a job that started without one
     // (launch/bootstrap.h, the rendezvous); jiffy-pmix only.

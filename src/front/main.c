@@ -75,9 +75,12 @@ static int fast_path_applies(int argc, char** argv, int* ntasks) {
   const char* fast = getenv("JIFFY_FAST");
   if (fast && strcmp(fast, "0") == 0) return 0;
   /* A closed 0, 1 or 2 would be taken by our sockets (jiffy-launch reopens
-   * them on /dev/null first). */
+   * them on /dev/null first). A stdout or stderr someone made non-blocking
+   * would lose the ranks' output to EAGAIN (jiffy-launch opens it again,
+   * blocking: launch/output.h own_blocking_stdio). */
   for (int fd = 0; fd < 3; ++fd) {
-    if (fcntl(fd, F_GETFD) < 0) return 0;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (fd > 0 && (fl & O_NONBLOCK))) return 0;
   }
   return !isatty(0) && !isatty(2);
 }

@@ -409,13 +409,82 @@ void Job::handle_signal(int signo) {
   }
 }
 
-int Job::poll_timeout_ms() const {
+int Job::poll_timeout_ms(double give_up_at) const {
   double next = 0;
-  for (double t : {deadline_, kill_at_}) {
+  for (double t : {deadline_, kill_at_, forwarder_.next_flush_at(), give_up_at}) {
     if (t > 0 && (next == 0 || t < next)) next = t;
   }
   if (next == 0) return -1;
   return std::max(0, static_cast<int>((next - now_s()) * 1000) + 1);
+}
+
+void Job::time_out() {
+  timed_out_ = true;
+  deadline_ = 0;
+  std::fprintf(stderr, "jiffy: APPLICATION TIMED OUT after %g s (job %llu, %s); killing it\n",
+               opt_.timeout_s, grant_.id, opt_.apps[0].argv[0].c_str());
+  terminate();
+}
+
+// Labelled output that cannot be written ends the job: as without -l, where
+// the ranks write to our stdout themselves and die of SIGPIPE.
+void Job::check_output() {
+  Forwarder::WriteError e;
+  while (forwarder_.take_error(e)) {
+    const char* name = e.fd == 1 ? "stdout" : "stderr";
+    if (e.err == EPIPE) {
+      fail(128 + SIGPIPE, std::string(name) + " was closed (EPIPE)", /*culprit_alive=*/true);
+    } else {
+      fail(1, std::string("cannot write the ranks' output to ") + name + ": " + std::strerror(e.err),
+           /*culprit_alive=*/true);
+    }
+  }
+}
+
+namespace {
+bool stops_the_job(int signo) {
+  return signo == SIGINT || signo == SIGTERM || signo == SIGHUP || signo == SIGQUIT;
+}
+}  // namespace
+
+// After the last rank: labelled output still in the pipes or held is
+// delivered whole, however slow the reader (the ranks are gone; this is all
+// that is left of the job). A job told to stop (its timeout, a signal that
+// ends it) gets a second more; a signal that ends it or the timeout during
+// the wait gives the rest up at once. Output given up is said on stderr and
+// never leaves the exit code 0.
+void Job::drain_output(int signal_fd) {
+  double give_up_at = timed_out_ || interrupts_ > 0 || stops_the_job(forwarded_signal_) ? now_s() + 1 : 0;
+  bool given_up = false;
+  while (forwarder_.busy() && !given_up) {
+    std::vector<pollfd> p{{signal_fd, POLLIN, 0}};
+    forwarder_.add_poll_fds(p);
+    int n = ::poll(p.data(), p.size(), poll_timeout_ms(give_up_at));
+    if (n < 0 && errno != EINTR) throw_errno("poll");
+    if (n > 0 && p[0].revents) {
+      signalfd_siginfo si;
+      while (::read(signal_fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+        int signo = static_cast<int>(si.ssi_signo);
+        if (!stops_the_job(signo)) continue;  // SIGCHLD, SIGUSR1/2: nobody left to tell
+        forwarded_signal_ = signo;
+        given_up = true;
+      }
+    }
+    forwarder_.handle(p, 1);
+    check_output();
+    const double now = now_s();
+    if (deadline_ > 0 && now >= deadline_ && !timed_out_) {
+      time_out();
+      given_up = true;
+    }
+    if (give_up_at > 0 && now >= give_up_at) given_up = true;
+  }
+  if (forwarder_.busy()) {
+    std::fprintf(stderr, "jiffy: %zu bytes or more of the ranks' output were not delivered\n",
+                 forwarder_.undelivered());
+    if (!exit_code_ && !abort_code_) exit_code_ = forwarded_signal_ ? 128 + forwarded_signal_ : 1;
+  }
+  forwarder_.abandon();
 }
 
 int Job::wait(int signal_fd, const Watch* watch) {
@@ -430,7 +499,7 @@ int Job::wait(int signal_fd, const Watch* watch) {
     bootstrap_->add_poll_fds(p);
     const std::size_t nwatch = p.size();
     if (watch && watch->fd() >= 0) p.push_back(pollfd{watch->fd(), POLLIN, 0});
-    int n = ::poll(p.data(), p.size(), poll_timeout_ms());
+    int n = ::poll(p.data(), p.size(), poll_timeout_ms(0));
     if (n < 0 && errno != EINTR) throw_errno("poll");
     if (n > 0) bootstrap_->handle(p, nboot);
     if (n > 0 && p.size() > nwatch && p[nwatch].revents) watch->on_ready();
@@ -441,15 +510,10 @@ int Job::wait(int signal_fd, const Watch* watch) {
       }
     }
     if (n > 0 && stdin_.active() && p[nfwd].revents) stdin_.on_ready();
-    if (n > 0) forwarder_.handle(p, 1);
+    forwarder_.handle(p, 1);  // also when poll timed out: unfinished lines due
+    check_output();
     double now = now_s();
-    if (deadline_ > 0 && now >= deadline_ && !timed_out_) {
-      timed_out_ = true;
-      deadline_ = 0;
-      std::fprintf(stderr, "jiffy: APPLICATION TIMED OUT after %g s (job %llu, %s); killing it\n",
-                   opt_.timeout_s, grant_.id, opt_.apps[0].argv[0].c_str());
-      terminate();
-    }
+    if (deadline_ > 0 && now >= deadline_ && !timed_out_) time_out();
     if (kill_at_ > 0 && now >= kill_at_) {
       kill_at_ = 0;
       kill_group(SIGKILL);
@@ -460,7 +524,7 @@ int Job::wait(int signal_fd, const Watch* watch) {
   kill_group(SIGKILL);
   kill_descendants();
   stdin_.close();
-  forwarder_.drain(1000);
+  drain_output(signal_fd);
   int status;
   while (::waitpid(ranks_[0].pid, &status, 0) < 0 && errno == EINTR) {
   }

@@ -95,7 +95,11 @@ class Job {
   void kill_group(int signo);
   std::vector<pid_t> adopted_children() const;
   void kill_descendants();
-  int poll_timeout_ms() const;
+  // give_up_at: another deadline (now_s() clock), 0 = none.
+  int poll_timeout_ms(double give_up_at) const;
+  void time_out();
+  void check_output();
+  void drain_output(int signal_fd);
   std::size_t live_ranks() const;
 
   const LaunchOptions& opt_;

@@ -42,6 +42,26 @@ void make_pipe(Fd& read_end, Fd& write_end) {
 
 }  // namespace
 
+void own_blocking_stdio() {
+  for (int fd : {1, 2}) {
+    int fl = ::fcntl(fd, F_GETFL);
+    if (fl < 0 || !(fl & O_NONBLOCK)) continue;
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || !(S_ISFIFO(st.st_mode) || ::isatty(fd))) continue;
+    // O_NONBLOCK for the open itself: a pipe nobody reads any more fails
+    // with ENXIO instead of waiting for a reader (then it is left alone and
+    // writers get EPIPE, as they would have).
+    std::string path = "/proc/self/fd/" + std::to_string(fd);
+    int flags = ((fl & O_ACCMODE) == O_RDWR ? O_RDWR : O_WRONLY) | (fl & O_APPEND) | O_NOCTTY |
+                O_NONBLOCK | O_CLOEXEC;
+    int n = ::open(path.c_str(), flags);
+    if (n < 0) continue;
+    int nf = ::fcntl(n, F_GETFL);
+    if (nf >= 0 && ::fcntl(n, F_SETFL, nf & ~O_NONBLOCK) == 0) ::dup2(n, fd);  // dup2 drops O_CLOEXEC
+    ::close(n);
+  }
+}
+
 std::string expand_pattern(const std::string& pattern, int rank, int group) {
   std::string out;
   for (std::size_t i = 0; i < pattern.size(); ++i) {
@@ -103,20 +123,28 @@ RankOutput open_rank_output(const LaunchOptions& opt, int rank, int group, Outpu
 
 void Forwarder::add(Fd read_fd, int target_fd, std::string prefix) {
   set_nonblocking(read_fd.get(), true);
-  streams_.push_back(Stream{std::move(read_fd), target_fd, std::move(prefix), {}});
+  Stream s;
+  s.fd = std::move(read_fd);
+  s.target = target_fd;
+  s.prefix = std::move(prefix);
+  streams_.push_back(std::move(s));
 }
 
 void Forwarder::add_poll_fds(std::vector<pollfd>& fds) {
   polled_streams_ = 0;
-  for (const Stream& s : streams_) {
+  for (Stream& s : streams_) {
     // A target far behind: leave the rank's pipe alone, so the rank waits.
-    short events = target(s.target).pending.size() < kMaxPending ? POLLIN : 0;
-    fds.push_back(pollfd{s.fd.get(), events, 0});
+    // Its unfinished line waits too: the rest of it is likely in the pipe
+    // (its clock starts again when the pipe is read again).
+    bool paused = target(s.target).size() >= kMaxPending;
+    if (s.paused && !paused) s.first_at = s.last_at = now_s();
+    s.paused = paused;
+    fds.push_back(pollfd{s.fd.get(), static_cast<short>(paused ? 0 : POLLIN), 0});
     ++polled_streams_;
   }
   polled_targets_.clear();
   for (int fd : {1, 2}) {
-    if (target(fd).pending.empty()) continue;
+    if (target(fd).size() == 0) continue;
     fds.push_back(pollfd{fd, POLLOUT, 0});
     polled_targets_.push_back(fd);
   }
@@ -130,25 +158,102 @@ void Forwarder::handle(const std::vector<pollfd>& fds, std::size_t first) {
   for (std::size_t i = polled_streams_; i-- > 0;) {
     if (fds[first + i].revents) on_readable(i);
   }
+  const double now = now_s();
+  for (Stream& s : streams_) {
+    if (!s.partial.empty() && !s.paused &&
+        (now >= s.last_at + kPartialIdleS || now >= s.first_at + kPartialMaxAgeS)) {
+      flush_partial(s);
+      flush(s.target);
+    }
+  }
+}
+
+double Forwarder::next_flush_at() const {
+  double next = 0;
+  for (const Stream& s : streams_) {
+    if (s.partial.empty() || s.paused) continue;
+    double at = std::min(s.last_at + kPartialIdleS, s.first_at + kPartialMaxAgeS);
+    if (next == 0 || at < next) next = at;
+  }
+  return next;
+}
+
+bool Forwarder::busy() const {
+  if (!streams_.empty()) return true;
+  for (const Target& t : targets_) {
+    if (t.size() > 0) return true;
+  }
+  return false;
+}
+
+std::size_t Forwarder::undelivered() const {
+  std::size_t n = 0;
+  for (const Stream& s : streams_) n += s.partial.size();
+  for (const Target& t : targets_) n += t.size();
+  return n;
+}
+
+bool Forwarder::take_error(WriteError& e) {
+  for (int fd : {1, 2}) {
+    Target& t = target(fd);
+    if (t.err && !t.reported) {
+      t.reported = true;
+      e = WriteError{fd, t.err};
+      return true;
+    }
+  }
+  return false;
+}
+
+void Forwarder::abandon() {
+  streams_.clear();
+  for (Target& t : targets_) {
+    t.buf.clear();
+    t.head = 0;
+  }
+}
+
+// Appends a piece of s's output to its target: the prefix first where a
+// line starts.
+void Forwarder::put(Stream& s, std::string_view piece) {
+  if (piece.empty()) return;
+  Target& t = target(s.target);
+  if (!t.err) {
+    if (!s.mid_line) t.buf += s.prefix;
+    t.buf.append(piece);
+  }
+  s.mid_line = piece.back() != '\n';
+}
+
+void Forwarder::flush_partial(Stream& s) {
+  put(s, s.partial);
+  s.partial.clear();
 }
 
 void Forwarder::emit(Stream& s, std::string_view data, bool eof) {
-  s.partial.append(data);
-  Target& t = target(s.target);
   std::size_t start = 0;
   for (;;) {
-    std::size_t nl = s.partial.find('\n', start);
-    if (nl == std::string::npos) break;
-    if (!t.broken) {
-      t.pending += s.prefix;
-      t.pending.append(s.partial, start, nl + 1 - start);
+    std::size_t nl = data.find('\n', start);
+    if (nl == std::string_view::npos) break;
+    std::string_view line = data.substr(start, nl + 1 - start);
+    if (s.partial.empty()) {
+      put(s, line);
+    } else {
+      s.partial.append(line);
+      flush_partial(s);
     }
     start = nl + 1;
   }
-  s.partial.erase(0, start);
-  if (eof && !s.partial.empty()) {
-    if (!t.broken) t.pending += s.prefix + s.partial + "\n";
-    s.partial.clear();
+  if (start < data.size()) {
+    const double now = now_s();
+    if (s.partial.empty()) s.first_at = now;
+    s.last_at = now;
+    s.partial.append(data.substr(start));
+    if (s.partial.size() >= kMaxPartial) flush_partial(s);
+  }
+  if (eof) {
+    flush_partial(s);
+    if (s.mid_line) put(s, "\n");  // the rank's last line ends here
   }
   flush(s.target);
 }
@@ -156,26 +261,35 @@ void Forwarder::emit(Stream& s, std::string_view data, bool eof) {
 // Writes what the target takes without waiting. The target is the caller's
 // stdout or stderr, shared with others, so it is not made non-blocking:
 // each write is preceded by a poll and is no larger than what a pipe or a
-// terminal that polls writable accepts at once.
+// terminal that polls writable accepts at once (a regular file takes any
+// size). A target someone else made non-blocking answers EAGAIN instead:
+// the rest waits for the next POLLOUT.
 void Forwarder::flush(int fd) {
   Target& t = target(fd);
-  const std::size_t chunk = ::isatty(fd) ? 256 : PIPE_BUF;
-  while (!t.pending.empty() && !t.broken) {
-    pollfd p{fd, POLLOUT, 0};
-    if (::poll(&p, 1, 0) != 1) return;
-    if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) {
-      t.broken = true;  // the reader went away: drop the output, keep the job
-      break;
-    }
-    ssize_t n = ::write(fd, t.pending.data(), std::min(chunk, t.pending.size()));
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (n <= 0) {
-      t.broken = true;
-      break;
-    }
-    t.pending.erase(0, static_cast<std::size_t>(n));
+  if (t.chunk == 0) {
+    struct stat st;
+    bool file = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    t.chunk = file ? std::size_t{1} << 20 : ::isatty(fd) ? 256 : PIPE_BUF;
   }
-  if (t.broken) t.pending.clear();
+  while (t.size() > 0 && !t.err) {
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, 0) != 1) break;
+    ssize_t n = ::write(fd, t.buf.data() + t.head, std::min(t.chunk, t.size()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) break;
+    if (n <= 0) {
+      t.err = n < 0 ? errno : EIO;  // EPIPE: the reader went away
+      break;
+    }
+    t.head += static_cast<std::size_t>(n);
+  }
+  if (t.err || t.head == t.buf.size()) {
+    t.buf.clear();
+    t.head = 0;
+  } else if (t.head >= (64 << 10) && t.head * 2 >= t.buf.size()) {
+    t.buf.erase(0, t.head);  // amortized: each byte moves at most once more
+    t.head = 0;
+  }
 }
 
 void Forwarder::on_readable(std::size_t i) {
@@ -189,25 +303,6 @@ void Forwarder::on_readable(std::size_t i) {
     return;
   }
   emit(s, std::string_view(buf, static_cast<std::size_t>(n)), false);
-}
-
-void Forwarder::drain(int timeout_ms) {
-  double deadline = now_s() + timeout_ms / 1000.0;
-  for (;;) {
-    std::vector<pollfd> p;
-    add_poll_fds(p);
-    if (p.empty()) return;
-    int left = static_cast<int>((deadline - now_s()) * 1000);
-    if (left <= 0) break;
-    int n = ::poll(p.data(), p.size(), left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    handle(p, 0);
-  }
-  // Out of time: what the ranks wrote last is cut into lines and the rest
-  // is given up (a reader that stopped reading gets no more).
-  for (Stream& s : streams_) emit(s, {}, true);
-  streams_.clear();
 }
 
 Fd StdinPump::open() {

@@ -609,8 +609,9 @@ def _slow_reader(fd, sink, pause=0.002):
 def test_rank_floods_output(jx, fake_daemon, rogue_bin, label, reader):
     """Rank 0 writes 50 MB to stdout and 10 MB to stderr. A slow reader gets
     every byte, in whole lines; a reader that went away never kills jiffy
-    (SIGPIPE): in plain mode the rank itself dies of SIGPIPE and jiffy reports
-    141, with -l jiffy drops the output and the job succeeds."""
+    (SIGPIPE) and ends the job with 141 (128+SIGPIPE): in plain mode the rank
+    itself dies of SIGPIPE, with -l jiffy's own write fails with EPIPE and it
+    terminates the ranks, as mpiexec does."""
     fake_daemon(cores=2)
     out_bytes, err_bytes = 50 * MB - (50 * MB) % 100, 10 * MB - (10 * MB) % 100
     args = (["-l"] if label else []) + ["-n", 2, rogue_bin, f"flood@0={out_bytes}",
@@ -625,7 +626,7 @@ def test_rank_floods_output(jx, fake_daemon, rogue_bin, label, reader):
         except subprocess.TimeoutExpired:
             pytest.fail("jiffy did not finish with its readers gone")
         assert p.returncode != -signal.SIGPIPE, "jiffy was killed by SIGPIPE"
-        assert p.returncode == (0 if label else 128 + signal.SIGPIPE), p.returncode
+        assert p.returncode == 128 + signal.SIGPIPE, p.returncode
     else:
         outs, errs = [], []
         ts = [threading.Thread(target=_slow_reader, args=(p.stdout.fileno(), outs)),
