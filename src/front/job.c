@@ -192,7 +192,21 @@ int job_from_grant(struct job* job, const struct json* nodes) {
     rk->env[rk->env_cores] = entry(job, "JIFFY_CORES", cores);
     free(cores);
   }
-  return r == job->n ? 0 : -1;
+  if (r != job->n) return -1;
+  /* Ranks sharing CPUs (the daemon bound each to all of the job's: see
+   * job_shares_cpus in src/launch/job.cc): Open MPI yields instead of
+   * spinning. */
+  int sharing = job->n > 1 && CPU_COUNT(&job->ranks[0].cpus) > 0;
+  for (int i = 1; sharing && i < job->n; ++i) sharing = CPU_EQUAL(&job->ranks[i].cpus, &job->ranks[0].cpus);
+  if (sharing && !getenv("OMPI_MCA_mpi_yield_when_idle")) {
+    for (int i = 0; i < job->n; ++i) {
+      char** env = job->ranks[i].env;
+      int n = 0;
+      while (env[n]) ++n;
+      env_set(job, env, &n, "OMPI_MCA_mpi_yield_when_idle", "1");
+    }
+  }
+  return 0;
 }
 
 void job_free(struct job* job) {

@@ -36,6 +36,10 @@ struct RankGrant {
   std::vector<std::string> gpus;
 };
 
+// What makes Open MPI's ranks yield instead of spin (mpirun sets it when it
+// oversubscribes); given to ranks that share CPUs.
+inline constexpr const char* kYieldVar = "OMPI_MCA_mpi_yield_when_idle";
+
 struct JobGrant {
   unsigned long long id = 0;
   bool exclusive = false;
@@ -45,6 +49,10 @@ struct JobGrant {
   std::vector<std::pair<int, int>> slots;  // (core, slot)
   std::vector<int> gpu_ids;
 };
+
+// Whether some CPU (or, unbound, some core) is given to two of the job's
+// ranks: they share CPUs, and get kYieldVar.
+bool job_shares_cpus(const JobGrant& g, Bind bind);
 
 // Something else the job's loop watches: the daemon connection.
 struct Watch {

@@ -260,6 +260,13 @@ void report_bindings(const JobGrant& grant, const LaunchOptions& opt) {
                  opt.bind == Bind::None ? "unbound" : format_cpu_list(rg.cpus).c_str(),
                  gpus.empty() ? "" : ", gpus ", gpus.c_str());
   }
+  if (job_shares_cpus(grant, opt.bind)) {
+    std::fprintf(stderr,
+                 "jiffy: job %llu: ranks share CPUs: each may run on all of the job's CPUs (the "
+                 "kernel balances them), and ranks get %s=1 (Open MPI yields instead of spinning) "
+                 "unless you set it\n",
+                 grant.id, kYieldVar);
+  }
 }
 
 // The launcher's tie to the daemon while its job runs. If the daemon dies,

@@ -23,8 +23,14 @@ struct RankPlacement {
 
 // Bind::Core binds a rank to every hardware thread of its cores;
 // Bind::HwThread to the one thread of each of its slots (slot k of a core ->
-// pus[k % pus.size()]); Bind::None leaves cpus empty.
+// pus[k % pus.size()]); Bind::None leaves cpus empty. Ranks that would
+// share a CPU are each bound to all of the job's CPUs instead (the kernel
+// balances them; see layout.cc).
 std::vector<RankPlacement> layout(const ResourceSet& set, const Request& req, const Grant& grant,
                                   Bind bind);
+
+// Whether some CPU is in two of these ranks' sets: the job's ranks share
+// CPUs, and MPI must yield instead of spinning (launch/job.cc).
+bool ranks_share_cpus(const std::vector<std::vector<int>>& cpus);
 
 }  // namespace jiffy

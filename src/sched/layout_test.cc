@@ -88,7 +88,9 @@ TEST(Layout, ExclusiveSpreadsRanksEvenly) {
   ASSERT_EQ(ranks.size(), 6u);
   const std::vector<Ints> expected = {{0}, {0}, {1}, {2}, {2}, {3}};
   for (int r = 0; r < 6; ++r) EXPECT_EQ(ranks[r].cores, expected[r]) << "rank " << r;
-  EXPECT_EQ(ranks[3].cpus, (Ints{2, 6}));
+  // Ranks share cores: each is bound to all of the job's CPUs (the kernel
+  // balances them), never beyond.
+  for (int r = 0; r < 6; ++r) EXPECT_EQ(ranks[r].cpus, (Ints{0, 1, 2, 3, 4, 5, 6, 7})) << "rank " << r;
 }
 
 TEST(Layout, ExclusiveWithFewerRanksThanCoresGivesEachARange) {
@@ -117,10 +119,22 @@ TEST(Layout, ExclusiveRanksGetTheCoresTheyAskedForShared) {
 
 TEST(Layout, ExclusiveHwThreadSpreadsSharersOverThreads) {
   ResourceSet set = machine(2, 1);
-  auto ranks = layout(set, job(5), exclusive(set), Bind::HwThread);
-  // Cores by rank: 0 0 0 1 1 (r*2/5); threads 0 1 0, then 0 1.
-  const std::vector<Ints> expected = {{0}, {2}, {0}, {1}, {3}};
-  for (int r = 0; r < 5; ++r) EXPECT_EQ(ranks[r].cpus, expected[r]) << "rank " << r;
+  auto ranks = layout(set, job(4), exclusive(set), Bind::HwThread);
+  // Cores by rank: 0 0 1 1; threads 0 1, then 0 1: no CPU shared.
+  const std::vector<Ints> expected = {{0}, {2}, {1}, {3}};
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(ranks[r].cpus, expected[r]) << "rank " << r;
+  // Five ranks on four threads would share one: all get the job's CPUs.
+  auto five = layout(set, job(5), exclusive(set), Bind::HwThread);
+  for (int r = 0; r < 5; ++r) EXPECT_EQ(five[r].cpus, (Ints{0, 1, 2, 3})) << "rank " << r;
+}
+
+TEST(Layout, RanksOnOneCoresSlotsShareTheJobsCpus) {
+  ResourceSet set = machine(2, 2);  // --slots-per-core 2
+  auto ranks = layout(set, job(2), normal({{0, 0}, {0, 1}}), Bind::Core);
+  EXPECT_EQ(ranks[0].cpus, (Ints{0, 2}));
+  EXPECT_EQ(ranks[1].cpus, (Ints{0, 2}));
+  EXPECT_TRUE(ranks_share_cpus({ranks[0].cpus, ranks[1].cpus}));
+  EXPECT_FALSE(ranks_share_cpus({{0, 2}, {1, 3}}));
 }
 
 TEST(Layout, GpusPerTaskThenSharedOnes) {

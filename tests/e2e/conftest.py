@@ -465,14 +465,30 @@ def core_cpu_map(status: dict):
     return out
 
 
-def check_rank_affinity(rec: dict, cmap: dict, where=""):
-    """Asserts the rank's affinity is exactly its granted cores' CPUs."""
+def _overlap(sets):
+    seen = set()
+    for x in sets:
+        if seen & x:
+            return True
+        seen |= x
+    return False
+
+
+def check_rank_affinity(rec: dict, cmap: dict, where="", job=None):
+    """Asserts the rank's affinity is exactly its granted cores' CPUs; when
+    job (all its ranks' records) shows ranks sharing a core and a CPU, all
+    of the job's cores' CPUs (each rank may run on the whole grant)."""
     cores = parse_cpu_list(rec.get("cores", ""))
     assert cores, f"{where}: rank {rec.get('rank')} has no JIFFY_CORES"
     want = set()
     for c in cores:
         assert c in cmap, f"{where}: granted core {c} not in the daemon's resources"
         want |= cmap[c]
+    if job:
+        core_sets = [parse_cpu_list(r.get("cores", "")) for r in job.values()]
+        cpu_sets = [set().union(*(cmap[c] for c in cs)) for cs in core_sets]
+        if _overlap(core_sets) and _overlap(cpu_sets):
+            want = set().union(*cpu_sets)
     got = parse_cpu_list(rec["cpus"])
     assert got == want, (f"{where}: rank {rec.get('rank')} cores {sorted(cores)} should run on CPUs "
                          f"{sorted(want)}, affinity is {sorted(got)}")

@@ -64,7 +64,7 @@ def check_storm(jobs, results, outdir, cmap, exclusive_ok=False):
         for r, rec in ranks.items():
             assert "end_ns" in rec, f"{j['tag']} rank {r}: no end time: {rec}"
             assert rec["size"] == str(j["n"])
-            check_rank_affinity(rec, cmap, j["tag"])
+            check_rank_affinity(rec, cmap, j["tag"], ranks)
             if not exclusive_ok:
                 assert len(parse_cpu_list(rec["cores"])) == j["c"], (j["tag"], rec["cores"])
         if not exclusive_ok:
@@ -229,7 +229,7 @@ def check_spread(w, cmap, wide_n):
         cores = parse_cpu_list(rec["cores"])
         assert len(cores) == 1, f"rank {rec['rank']} of a wide job has cores {rec['cores']}"
         per_core[next(iter(cores))] += 1
-        check_rank_affinity(rec, cmap, "wide job")
+        check_rank_affinity(rec, cmap, "wide job", w.ranks)
     lo, hi = min(per_core.values()), max(per_core.values())
     assert hi - lo <= 1, f"ranks should be spread evenly over all cores: {per_core}"
 
@@ -295,7 +295,7 @@ def test_stress_1000_launches_32_clients_fake_256_cores(jx, fake_daemon, probe_b
         if not ranks:
             continue
         for rec in ranks.values():
-            check_rank_affinity(rec, cmap, j["tag"])
+            check_rank_affinity(rec, cmap, j["tag"], ranks)
         traces.append(JobTrace(j["tag"], ranks))
     assert not find_overlaps(traces)
     st = jx.status()

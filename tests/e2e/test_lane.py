@@ -113,7 +113,7 @@ def test_lane_and_granted_jobs_never_share_a_core(jx, probe_bin, tmp_path):
         ranks = recs[j["tag"]]
         assert sorted(ranks) == list(range(j["n"])), j
         for rec in ranks.values():
-            check_rank_affinity(rec, cmap, j["tag"])
+            check_rank_affinity(rec, cmap, j["tag"], ranks)
         traces.append(JobTrace(j["tag"], ranks))
     bad = find_overlaps(traces)
     assert not bad, f"{len(bad)} overlapping jobs share cores, e.g. {bad[:3]}"

@@ -799,7 +799,7 @@ def test_mixed_mpich_openmpi_concurrent(mx, tmp_path):
         for r, rec in ranks.items():
             assert rec.get("rc") == "0" and "end_ns" in rec, (j["tag"], rec)
             assert rec["size"] == str(j["n"])
-            check_rank_affinity(rec, cmap, j["tag"])
+            check_rank_affinity(rec, cmap, j["tag"], ranks)
         per_rank = [parse_cpu_list(r["cores"]) for r in ranks.values()]
         assert len(set().union(*per_rank)) == sum(map(len, per_rank)), f"{j['tag']}: {per_rank}"
         dirs = {r["vader"] for r in ranks.values()}
