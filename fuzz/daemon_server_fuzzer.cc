@@ -184,7 +184,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   sigset_t old;
   ::sigprocmask(SIG_SETMASK, nullptr, &old);
   {
-    jiffy::Server server(config, std::move(listener));  // blocks SIGTERM, SIGINT, SIGHUP
+    jiffy::Server server(std::move(config), std::move(listener));  // blocks SIGTERM, SIGINT, SIGHUP
     server.run();
   }
   ::sigprocmask(SIG_SETMASK, &old, nullptr);

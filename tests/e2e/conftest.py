@@ -32,6 +32,11 @@ PROGRAMS = BUILD / "test-programs"
 PROBE = PROGRAMS / "probe"
 
 MARKER_VAR = "JIFFY_E2E_MARKER"
+# Under scripts/sanitize.sh: memory figures are the sanitizer's (shadow
+# memory, quarantine) and a loaded daemon is several times slower, so tests
+# of memory bounds and of service under load skip; the plain run has them.
+SANITIZED = bool(os.environ.get("ASAN_OPTIONS") or os.environ.get("TSAN_OPTIONS"))
+needs_plain_build = pytest.mark.skipif(SANITIZED, reason="memory and load bounds hold for the plain build only")
 # Variables of the caller that would change what jiffy does; tests set them
 # explicitly where they matter.
 SCRUBBED_VARS = (

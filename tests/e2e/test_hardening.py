@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import pid_alive, wait_until
+from conftest import needs_plain_build, pid_alive, wait_until
 from test_security import connect, frame, other_user, read_frame  # noqa: F401 (fixture)
 
 MAX_JOB_ID = (1 << 50) - 1
@@ -353,6 +353,7 @@ def vm_kb(pid, field):
     return 0
 
 
+@needs_plain_build
 def test_clients_that_never_read_cannot_grow_the_daemon(jx, fake_daemon):
     """16 clients ask for status over and over and never read: each would
     have 100 MB of replies waiting. They are dropped (each beyond its share,

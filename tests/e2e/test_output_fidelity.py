@@ -23,7 +23,7 @@ import array
 
 import pytest
 
-from conftest import PROGRAMS, procs_with_marker, wait_until
+from conftest import PROGRAMS, SANITIZED, procs_with_marker, wait_until
 
 GEN = PROGRAMS / "gen"
 HYDRA = shutil.which("mpiexec.hydra")
@@ -185,7 +185,8 @@ def test_labelled_output_whole_through_a_slow_reader(jx, gen, launcher):
         assert code == 0, err
         assert_lines(b"".join(out), (0, 1), 30000, 64, pieces=launcher == "hydra")
         if launcher == "jiffy":
-            assert maxrss_kb < 16 * 1024, f"jiffy's peak RSS {maxrss_kb} KB: output was not held back"
+            if not SANITIZED:  # the sanitizer's own memory would count
+                assert maxrss_kb < 16 * 1024, f"jiffy's peak RSS {maxrss_kb} KB: output was not held back"
     finally:
         os.close(r)
         if w >= 0:
@@ -237,7 +238,8 @@ def test_unterminated_50mb_line_whole_with_bounded_memory(jx, gen, launcher):
     if launcher == "jiffy":
         assert len(got) == size + 5, len(got)
         assert got == b"[0] " + expected + b"\n", "the line was cut, reordered or labelled twice"
-        assert maxrss_kb < 16 * 1024, f"jiffy's peak RSS {maxrss_kb} KB: the line was held"
+        if not SANITIZED:  # the sanitizer's own memory would count
+            assert maxrss_kb < 16 * 1024, f"jiffy's peak RSS {maxrss_kb} KB: the line was held"
     else:
         # hydra labels every piece it forwards
         assert got.replace(b"[0] ", b"").rstrip(b"\n") == expected
