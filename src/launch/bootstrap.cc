@@ -77,6 +77,18 @@ std::string join_ints(const std::vector<int>& v) {
   return s;
 }
 
+// What an Open MPI rank learns of its place, with or without a running
+// server. jiffy binds the ranks itself, as Flux does.
+void ompi_rank_environment(Environment& env, const std::string& r, const std::string& n) {
+  set_default(env, "OMPI_MCA_hwloc_base_binding_policy", "none");
+  set_default(env, "OMPI_MCA_orte_externally_bound", "1");
+  env.set("OMPI_COMM_WORLD_SIZE", n);
+  env.set("OMPI_COMM_WORLD_RANK", r);
+  env.set("OMPI_COMM_WORLD_LOCAL_RANK", r);
+  env.set("OMPI_COMM_WORLD_LOCAL_SIZE", n);
+  env.set("OMPI_COMM_WORLD_NODE_RANK", r);
+}
+
 }  // namespace
 
 std::string rendezvous_namespace(const std::string& tag) { return "jiffy." + tag; }
@@ -100,13 +112,7 @@ void rendezvous_environment(Environment& env, int rank, int size, const std::str
   // As prepare_rank gives a PMIx job's ranks (the reasons are there).
   set_default(env, "OMPI_MCA_schizo", "^orte");
   set_default(env, "OMPI_MCA_pml", "^cm");
-  set_default(env, "OMPI_MCA_hwloc_base_binding_policy", "none");
-  set_default(env, "OMPI_MCA_orte_externally_bound", "1");
-  env.set("OMPI_COMM_WORLD_SIZE", n);
-  env.set("OMPI_COMM_WORLD_RANK", r);
-  env.set("OMPI_COMM_WORLD_LOCAL_RANK", r);
-  env.set("OMPI_COMM_WORLD_LOCAL_SIZE", n);
-  env.set("OMPI_COMM_WORLD_NODE_RANK", r);
+  ompi_rank_environment(env, r, n);
 }
 
 BootstrapPlan plan_bootstrap(MpiMode mode, const std::vector<MpiKind>& app_kinds) {
@@ -259,14 +265,7 @@ int Bootstrap::prepare_rank(int rank, Environment& env) {
     // of MPI_Init on a machine without such a NIC (measured: a 2-rank hello
     // takes 300 ms with it, 100 ms without). UCX and ob1 stay available.
     set_default(env, "OMPI_MCA_pml", plan_.single_node_ompi ? "ob1" : "^cm");
-    // jiffy binds the ranks itself, as Flux does.
-    set_default(env, "OMPI_MCA_hwloc_base_binding_policy", "none");
-    set_default(env, "OMPI_MCA_orte_externally_bound", "1");
-    env.set("OMPI_COMM_WORLD_SIZE", n);
-    env.set("OMPI_COMM_WORLD_RANK", r);
-    env.set("OMPI_COMM_WORLD_LOCAL_RANK", r);
-    env.set("OMPI_COMM_WORLD_LOCAL_SIZE", n);
-    env.set("OMPI_COMM_WORLD_NODE_RANK", r);
+    ompi_rank_environment(env, r, n);
   }
   return inherit;
 }
