@@ -1,0 +1,469 @@
+#include "daemon/history_writer.h"
+
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "history/journal_reader.h"
+#include "util/error.h"
+#include "util/fd.h"
+#include "util/sys.h"
+
+namespace jiffy {
+
+namespace {
+
+using history::Row;
+
+constexpr std::size_t kRecent = 20;
+constexpr double kLockRetryS = 0.01;  // a launcher holds the journal's lock for one write()
+constexpr std::size_t kReadChunk = 4u << 20;
+
+std::int64_t realtime_ns() {
+  timespec ts;
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+}
+
+struct Totals {
+  double since = 0;
+  std::int64_t jobs = 0, failed = 0, timed_out = 0;
+  double core_seconds = 0;
+
+  void add(const Row& r, int sign) {
+    jobs += sign;
+    std::string o = history::outcome_name(r);
+    if (o == "failed" || o == "signaled" || o == "lost") failed += sign;
+    if (r.outcome == JIFFY_OUTCOME_TIMED_OUT) timed_out += sign;
+    core_seconds += sign * jiffy::core_seconds(r);
+  }
+};
+
+// The journal opened for one ingestion, locked; unlocked and closed with it.
+struct Journal {
+  Fd fd;
+  off_t size = 0;
+};
+
+class HistoryWriter final : public HistoryService {
+ public:
+  explicit HistoryWriter(HistoryWriterConfig config) : cfg_(std::move(config)) {
+    done_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!done_) throw_errno("eventfd");
+    totals_.since = static_cast<double>(realtime_ns()) / 1e9;
+    db_shown_ = cfg_.enabled ? cfg_.db_path : std::string();
+    if (!cfg_.enabled) error_ = "history is off (jiffy daemon --history=off, or JIFFY_HISTORY=0)";
+    thread_ = std::thread([this] { run(); });
+  }
+
+  ~HistoryWriter() override {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+  int done_fd() const override { return done_.get(); }
+
+  void record(Row row) override {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      rows_.push_back(std::move(row));
+      ++queued_rows_;
+    }
+    cv_.notify_one();
+  }
+
+  void ask(std::uint64_t token) override {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      asks_.push_back(token);
+    }
+    cv_.notify_one();
+  }
+
+  std::vector<std::uint64_t> completed() override {
+    std::uint64_t n;
+    while (::read(done_.get(), &n, sizeof n) == static_cast<ssize_t>(sizeof n)) {
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    return std::exchange(done_asks_, {});
+  }
+
+  proto::Json state_json() const override {
+    std::lock_guard<std::mutex> lk(mu_);
+    return {{"db", db_shown_}, {"error", error_}, {"pending", pending_ + queued_rows_}};
+  }
+
+  proto::Json recent_json() const override {
+    std::lock_guard<std::mutex> lk(mu_);
+    proto::Json out = proto::Json::array();
+    for (const Row& r : recent_) out.push_back(history::to_json(r));
+    return out;
+  }
+
+  proto::Json totals_json() const override {
+    std::lock_guard<std::mutex> lk(mu_);
+    return {{"since", totals_.since},
+            {"jobs", totals_.jobs},
+            {"failed", totals_.failed},
+            {"timed_out", totals_.timed_out},
+            {"core_seconds", totals_.core_seconds}};
+  }
+
+ private:
+  void log(const std::string& line) {
+    if (cfg_.log) cfg_.log("history: " + line);
+  }
+
+  // A problem: logged once per distinct message, shown until it is gone.
+  void problem(const std::string& what) {
+    if (logged_.insert(what).second) log(what);
+    std::lock_guard<std::mutex> lk(mu_);
+    error_ = what;
+  }
+
+  void healed() {
+    bool was;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      was = !error_.empty();
+      error_.clear();
+    }
+    if (was && !logged_.empty()) log("writing " + cfg_.db_path + " again");
+    logged_.clear();
+  }
+
+  void run() {
+    double next_poll = 0;
+    bool backoff = false;                // the journal was locked: wait for next_poll
+    std::vector<std::uint64_t> waiting;  // asks taken, not yet answered
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+      double now = now_s();
+      bool stopping = stop_;
+      bool due = now >= next_poll || (!backoff && (stopping || !asks_.empty() || !rows_.empty()));
+      if (!due) {
+        cv_.wait_for(lk, std::chrono::duration<double>(next_poll - now));
+        continue;
+      }
+      for (std::uint64_t t : asks_) waiting.push_back(t);
+      asks_.clear();
+      std::vector<Row> rows = std::exchange(rows_, {});
+      lk.unlock();
+
+      bool forced = !waiting.empty() || !rows.empty() || stopping;
+      // Someone asks: a database that failed is tried again at once.
+      if (!waiting.empty() && !db_) next_open_ = 0;
+      bool done = work(rows, forced, now);
+      backoff = !done;
+      next_poll = now_s() + (done ? cfg_.poll_s : kLockRetryS);
+
+      lk.lock();
+      queued_rows_ -= rows.size();
+      if (!done) {  // the journal was locked: the rows go with the next try
+        queued_rows_ += rows.size();
+        for (Row& r : rows) rows_.push_back(std::move(r));
+      }
+      if (stopping && (done || ++stop_tries_ > 100)) break;
+      if (done && !waiting.empty()) {
+        for (std::uint64_t t : waiting) done_asks_.push_back(t);
+        waiting.clear();
+        std::uint64_t one = 1;
+        (void)!::write(done_.get(), &one, sizeof one);
+      }
+    }
+  }
+
+  // One round: the database opened if it is due, then the journal ingested
+  // if it holds anything (or rows wait, or forced). False when the journal
+  // was locked by a writer (try again soon).
+  bool work(std::vector<Row>& rows, bool forced, double now) {
+    if (cfg_.enabled && !db_ && now >= next_open_) open_db(now);
+    if (cfg_.enabled && db_ && now >= next_prune_) prune(now);
+    struct stat st;
+    bool exists = ::stat(cfg_.journal.c_str(), &st) == 0;
+    if (!forced && (!exists || st.st_size == 0)) {
+      set_pending(0);
+      return true;
+    }
+    if (!exists && rows.empty()) {
+      set_pending(0);
+      return true;
+    }
+    bool need_file = !rows.empty() && cfg_.enabled && !db_;
+    std::optional<Journal> j = open_journal(need_file);
+    if (!j) {
+      if (rows.empty() || !cfg_.enabled || !db_) {
+        set_pending(0);
+        return true;
+      }
+      store(rows, {});  // no journal: only our rows
+      return true;
+    }
+    if (::flock(j->fd.get(), LOCK_EX | LOCK_NB) != 0) return false;
+    // Closing j->fd releases the lock, whatever happens below.
+    if (!cfg_.enabled) {
+      if (::ftruncate(j->fd.get(), 0) != 0) problem(std::string("cannot empty the journal: ") + std::strerror(errno));
+      set_pending(0);
+      return true;
+    }
+    if (!db_) {
+      keep_in_journal(*j, rows);
+      return true;
+    }
+    std::vector<Row> all;
+    std::size_t skipped = 0;
+    if (!read_journal(*j, all, skipped)) return true;
+    if (skipped > 0) log("skipped " + std::to_string(skipped) + " bytes of the journal that were no record");
+    std::size_t from_journal = all.size();
+    for (Row& r : rows) all.push_back(std::move(r));
+    rows.clear();
+    if (!store(all, from_journal)) {
+      // The records stay where they are; ours join them.
+      std::vector<Row> ours(std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(from_journal)),
+                            std::make_move_iterator(all.end()));
+      keep_in_journal(*j, ours);
+      return true;
+    }
+    if (::ftruncate(j->fd.get(), 0) != 0) problem(std::string("cannot empty the journal: ") + std::strerror(errno));
+    set_pending(0);
+    return true;
+  }
+
+  void open_db(double now) {
+    try {
+      db_ = std::make_unique<history::Db>(cfg_.db_path);
+      if (!machine_recorded_) {
+        db_->add_machine(realtime_ns(), cfg_.cores, cfg_.gpus, cfg_.identity);
+        machine_recorded_ = true;
+      }
+      std::vector<Row> newest = db_->newest(static_cast<int>(kRecent));
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (recent_.empty()) recent_.assign(newest.begin(), newest.end());
+      }
+      healed();
+    } catch (const Error& e) {
+      db_.reset();
+      next_open_ = now + cfg_.retry_s;
+      problem(e.what());
+    }
+  }
+
+  void prune(double now) {
+    next_prune_ = now + cfg_.prune_s;
+    try {
+      std::int64_t gone = db_->prune(cfg_.keep, realtime_ns());
+      if (gone > 0) log("retention removed " + std::to_string(gone) + " old job(s)");
+    } catch (const Error& e) {
+      fail_db(e.what());
+    }
+  }
+
+  // The database failed: closed, opened anew in retry_s.
+  void fail_db(const std::string& what) {
+    db_.reset();
+    next_open_ = now_s() + cfg_.retry_s;
+    problem(what);
+  }
+
+  // Upserts rows in one transaction; true once committed.
+  bool store(const std::vector<Row>& rows, std::size_t /*from_journal*/) {
+    if (rows.empty()) return true;
+    std::vector<history::UpsertResult> res;
+    try {
+      res = db_->upsert(rows);
+    } catch (const Error& e) {
+      fail_db(e.what());
+      return false;
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      if (res[i].what == history::Stored::kUnchanged) continue;
+      Row r = rows[i];
+      r.id = res[i].id;
+      if (res[i].replaced) totals_.add(*res[i].replaced, -1);
+      totals_.add(r, +1);
+      auto it = std::find_if(recent_.begin(), recent_.end(), [&](const Row& x) { return x.tag == r.tag; });
+      if (it != recent_.end()) {
+        *it = std::move(r);
+      } else {
+        recent_.push_back(std::move(r));
+        if (recent_.size() > kRecent) recent_.pop_front();
+      }
+    }
+    return true;
+  }
+
+  // The journal, if it is a regular file of ours. create: make it (to put
+  // our rows in it). A thing that is not ours is removed (our private
+  // directory: launchers make a proper one anew) and logged once.
+  std::optional<Journal> open_journal(bool create) {
+    int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (create ? O_CREAT : 0);
+    Journal j;
+    j.fd = Fd(::open(cfg_.journal.c_str(), flags, 0600));
+    if (!j.fd) {
+      if (errno != ENOENT) {
+        problem_journal(std::string("cannot open the journal: ") + std::strerror(errno));
+        if (errno == ELOOP) ::unlink(cfg_.journal.c_str());
+      }
+      return std::nullopt;
+    }
+    struct stat st;
+    const char* why = nullptr;
+    if (::fstat(j.fd.get(), &st) != 0) {
+      why = "cannot stat it";
+    } else if (!S_ISREG(st.st_mode)) {
+      why = "not a regular file";
+    } else if (st.st_uid != ::geteuid()) {
+      why = "owned by another user";
+    }
+    if (why) {
+      problem_journal(std::string("the journal is ") + why + "; removed it");
+      ::unlink(cfg_.journal.c_str());
+      return std::nullopt;
+    }
+    j.size = st.st_size;
+    return j;
+  }
+
+  void problem_journal(const std::string& what) {
+    if (logged_.insert(what).second) log(what);
+  }
+
+  // Reads every record (under the lock). False on a read error (logged).
+  bool read_journal(Journal& j, std::vector<Row>& rows, std::size_t& skipped) {
+    std::string buf;
+    off_t at = 0;
+    for (;;) {
+      std::size_t have = buf.size();
+      buf.resize(have + kReadChunk);
+      ssize_t n = ::pread(j.fd.get(), buf.data() + have, kReadChunk, at);
+      if (n < 0 && errno == EINTR) {
+        buf.resize(have);
+        continue;
+      }
+      if (n < 0) {
+        problem_journal(std::string("cannot read the journal: ") + std::strerror(errno));
+        return false;
+      }
+      buf.resize(have + static_cast<std::size_t>(n));
+      at += n;
+      bool end = n == 0;
+      history::JournalScan s = history::scan_journal(buf, end);
+      for (Row& r : s.rows) rows.push_back(std::move(r));
+      skipped += s.skipped;
+      buf.erase(0, s.consumed);
+      if (end) return true;
+    }
+  }
+
+  // The database is down: our rows are appended as records, and past the
+  // cap the oldest records go (the newest half of the cap is kept).
+  void keep_in_journal(Journal& j, const std::vector<Row>& rows) {
+    off_t size = j.size;
+    for (const Row& r : rows) {
+      jiffy_history_record rec = history::to_record(r);
+      if (::pwrite(j.fd.get(), &rec, sizeof rec, size) == static_cast<ssize_t>(sizeof rec)) {
+        size += static_cast<off_t>(sizeof rec);
+      } else {
+        problem_journal(std::string("cannot append to the journal: ") + std::strerror(errno));
+        if (::ftruncate(j.fd.get(), size) != 0) {
+        }
+        break;
+      }
+    }
+    if (static_cast<std::size_t>(size) > cfg_.journal_cap) size = trim(j, size);
+    set_pending(static_cast<std::int64_t>(size) / JIFFY_HISTORY_RECORD_SIZE);
+  }
+
+  off_t trim(Journal& j, off_t size) {
+    std::size_t keep = cfg_.journal_cap / 2;
+    off_t from = (size - static_cast<off_t>(keep)) & ~off_t{7};
+    std::string buf(static_cast<std::size_t>(size - from), '\0');
+    ssize_t n = ::pread(j.fd.get(), buf.data(), buf.size(), from);
+    if (n < 0) return size;
+    buf.resize(static_cast<std::size_t>(n));
+    history::JournalScan s = history::scan_journal(buf, true);
+    std::string out;
+    out.reserve(s.rows.size() * JIFFY_HISTORY_RECORD_SIZE);
+    for (const Row& r : s.rows) {
+      jiffy_history_record rec = history::to_record(r);
+      out.append(reinterpret_cast<const char*>(&rec), sizeof rec);
+    }
+    if (::ftruncate(j.fd.get(), 0) != 0) return size;
+    ssize_t w = ::pwrite(j.fd.get(), out.data(), out.size(), 0);
+    off_t now = w > 0 ? w : 0;
+    std::int64_t dropped = (static_cast<std::int64_t>(size) - now) / JIFFY_HISTORY_RECORD_SIZE;
+    if (!cap_said_) {
+      log("the journal passed " + std::to_string(cfg_.journal_cap >> 20) +
+          " MiB while the database is unavailable: dropped its oldest " + std::to_string(dropped) +
+          " record(s) (said once)");
+      cap_said_ = true;
+    }
+    return now;
+  }
+
+  void set_pending(std::int64_t n) {
+    std::lock_guard<std::mutex> lk(mu_);
+    pending_ = n;
+  }
+
+  HistoryWriterConfig cfg_;
+  Fd done_;
+  std::thread thread_;
+
+  // Shared with the event loop, under mu_.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::vector<Row> rows_;
+  std::size_t queued_rows_ = 0;  // rows handed over and not stored nor journaled yet
+  std::vector<std::uint64_t> asks_;
+  std::vector<std::uint64_t> done_asks_;
+  std::string db_shown_;
+  std::string error_;
+  std::int64_t pending_ = 0;
+  std::deque<Row> recent_;
+  Totals totals_;
+
+  // The thread's own.
+  std::unique_ptr<history::Db> db_;
+  double next_open_ = 0;
+  double next_prune_ = 0;
+  bool machine_recorded_ = false;
+  bool cap_said_ = false;
+  int stop_tries_ = 0;
+  std::set<std::string> logged_;
+};
+
+}  // namespace
+
+double core_seconds(const history::Row& row) {
+  if (row.start_ns == 0 || row.end_ns <= row.start_ns) return 0;
+  std::set<int> cores;
+  for (const auto& rank : history::parse_core_lists(row.cores)) cores.insert(rank.begin(), rank.end());
+  double n = cores.empty() ? row.ntasks : static_cast<double>(cores.size());
+  return n * static_cast<double>(row.end_ns - row.start_ns) / 1e9;
+}
+
+std::unique_ptr<HistoryService> start_history_writer(HistoryWriterConfig config) {
+  return std::make_unique<HistoryWriter>(std::move(config));
+}
+
+}  // namespace jiffy
