@@ -135,11 +135,13 @@ Db::Db(const std::string& path) : path_(path) {
     sqlite3_extended_result_codes(db_, 1);
     // user_version first: reading it is what finds a file that is not a
     // database, before anything is written.
-    Stmt v;
-    if (sqlite3_prepare_v2(db_, "PRAGMA user_version", -1, &v.s, nullptr) != SQLITE_OK) fail("open");
-    int step = sqlite3_step(v.s);
-    if (step != SQLITE_ROW) fail("open");
-    int version = sqlite3_column_int(v.s, 0);
+    int version = 0;
+    {
+      Stmt v;
+      if (sqlite3_prepare_v2(db_, "PRAGMA user_version", -1, &v.s, nullptr) != SQLITE_OK) fail("open");
+      if (sqlite3_step(v.s) != SQLITE_ROW) fail("open");
+      version = sqlite3_column_int(v.s, 0);
+    }
     if (version > kSchemaVersion) {
       throw Error(path + ": written by a newer jiffy (schema " + std::to_string(version) + ")");
     }
