@@ -1,5 +1,6 @@
 #include "history/db.h"
 
+#include <fcntl.h>
 #include <pwd.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -121,6 +122,11 @@ Db::Db(const std::string& path) : path_(path) {
   if (path.empty()) throw Error("history.db: no place for it (neither XDG_STATE_HOME nor a home directory)");
   auto slash = path.rfind('/');
   if (slash != std::string::npos) make_dirs(path.substr(0, slash));
+  // Made 0600 first: SQLite would take the umask's mode, and its -wal and
+  // -shm files copy the database's.
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+  if (fd < 0) throw_errno("cannot open " + path);
+  ::close(fd);
   int rc = sqlite3_open_v2(path.c_str(), &db_,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW,
                            nullptr);

@@ -49,6 +49,8 @@ TEST_F(HistoryDb, OpensCreatingItsDirectoryPrivateWithSchemaVersion) {
   struct stat st;
   ASSERT_EQ(::stat((dir_ + "/state/jiffy").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
   sqlite3* raw = nullptr;
   ASSERT_EQ(sqlite3_open_v2(path_.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
   sqlite3_stmt* s = nullptr;
