@@ -29,6 +29,7 @@ using history::Row;
 
 constexpr std::size_t kRecent = 20;
 constexpr double kLockRetryS = 0.01;  // a launcher holds the journal's lock for one write()
+constexpr double kLockedAnswerS = 2.0;  // a history ask waits no longer for a locked journal
 constexpr std::size_t kReadChunk = 4u << 20;
 
 std::int64_t realtime_ns() {
@@ -151,6 +152,8 @@ class HistoryWriter final : public HistoryService {
   void run() {
     double next_poll = 0;
     bool backoff = false;                // the journal was locked: wait for next_poll
+    double lock_wait = kLockRetryS;      // doubles while it stays locked, up to poll_s
+    double locked_since = 0;             // when the journal was first found locked
     std::vector<std::uint64_t> waiting;  // asks taken, not yet answered
     std::unique_lock<std::mutex> lk(mu_);
     for (;;) {
@@ -171,7 +174,17 @@ class HistoryWriter final : public HistoryService {
       if (!waiting.empty() && !db_) next_open_ = 0;
       bool done = work(rows, forced, now);
       backoff = !done;
-      next_poll = now_s() + (done ? cfg_.poll_s : kLockRetryS);
+      if (done) {
+        lock_wait = kLockRetryS;
+        locked_since = 0;
+      } else {
+        if (locked_since == 0) locked_since = now;
+        lock_wait = std::min(lock_wait * 2, cfg_.poll_s);
+      }
+      next_poll = now_s() + (done ? cfg_.poll_s : lock_wait);
+      // Held for long (not by a launcher's one write()): whoever asked is
+      // answered anyway; the records wait for the next try.
+      bool answer = done || (locked_since > 0 && now_s() - locked_since > kLockedAnswerS);
 
       lk.lock();
       queued_rows_ -= rows.size();
@@ -179,8 +192,11 @@ class HistoryWriter final : public HistoryService {
         queued_rows_ += rows.size();
         for (Row& r : rows) rows_.push_back(std::move(r));
       }
-      if (stopping && (done || ++stop_tries_ > 100)) break;
-      if (done && !waiting.empty()) {
+      // Stopping: one last round stores what is queued; a journal that
+      // stays locked is given up on after a second (our rows are lost then).
+      if (stopping && stop_since_ == 0) stop_since_ = now;
+      if (stopping && (done || now_s() - stop_since_ > 1.0)) break;
+      if (answer && !waiting.empty()) {
         for (std::uint64_t t : waiting) done_asks_.push_back(t);
         waiting.clear();
         std::uint64_t one = 1;
@@ -448,7 +464,7 @@ class HistoryWriter final : public HistoryService {
   double next_prune_ = 0;
   bool machine_recorded_ = false;
   bool cap_said_ = false;
-  int stop_tries_ = 0;
+  double stop_since_ = 0;
   std::set<std::string> logged_;
 };
 
