@@ -63,7 +63,8 @@ class HistoryWriter final : public HistoryService {
   explicit HistoryWriter(HistoryWriterConfig config) : cfg_(std::move(config)) {
     done_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!done_) throw_errno("eventfd");
-    totals_.since = static_cast<double>(realtime_ns()) / 1e9;
+    started_ns_ = realtime_ns();
+    totals_.since = static_cast<double>(started_ns_) / 1e9;
     db_shown_ = cfg_.enabled ? cfg_.db_path : std::string();
     if (!cfg_.enabled) error_ = "history is off (jiffy daemon --history=off, or JIFFY_HISTORY=0)";
     thread_ = std::thread([this] { run(); });
@@ -209,8 +210,15 @@ class HistoryWriter final : public HistoryService {
   // if it holds anything (or rows wait, or forced). False when the journal
   // was locked by a writer (try again soon).
   bool work(std::vector<Row>& rows, bool forced, double now) {
+    bool done = ingest(rows, forced, now);
+    // Retention runs after a store, at most once a prune period: the
+    // first store of a daemon's life prunes at once.
+    if (cfg_.enabled && db_ && stored_since_prune_ && now >= next_prune_) prune(now);
+    return done;
+  }
+
+  bool ingest(std::vector<Row>& rows, bool forced, double now) {
     if (cfg_.enabled && !db_ && now >= next_open_) open_db(now);
-    if (cfg_.enabled && db_ && now >= next_prune_) prune(now);
     struct stat st;
     bool exists = ::stat(cfg_.journal.c_str(), &st) == 0;
     if (!forced && (!exists || st.st_size == 0)) {
@@ -265,7 +273,7 @@ class HistoryWriter final : public HistoryService {
     try {
       db_ = std::make_unique<history::Db>(cfg_.db_path);
       if (!machine_recorded_) {
-        db_->add_machine(realtime_ns(), cfg_.cores, cfg_.gpus, cfg_.identity);
+        db_->add_machine(started_ns_, cfg_.cores, cfg_.gpus, cfg_.identity);
         machine_recorded_ = true;
       }
       std::vector<Row> newest = db_->newest(static_cast<int>(kRecent));
@@ -283,6 +291,7 @@ class HistoryWriter final : public HistoryService {
 
   void prune(double now) {
     next_prune_ = now + cfg_.prune_s;
+    stored_since_prune_ = false;
     try {
       std::int64_t gone = db_->prune(cfg_.keep, realtime_ns());
       if (gone > 0) log("retention removed " + std::to_string(gone) + " old job(s)");
@@ -308,6 +317,7 @@ class HistoryWriter final : public HistoryService {
       fail_db(e.what());
       return false;
     }
+    stored_since_prune_ = true;
     std::lock_guard<std::mutex> lk(mu_);
     for (std::size_t i = 0; i < rows.size(); ++i) {
       if (res[i].what == history::Stored::kUnchanged) continue;
@@ -462,9 +472,11 @@ class HistoryWriter final : public HistoryService {
   std::unique_ptr<history::Db> db_;
   double next_open_ = 0;
   double next_prune_ = 0;
+  bool stored_since_prune_ = false;
   bool machine_recorded_ = false;
   bool cap_said_ = false;
   double stop_since_ = 0;
+  std::int64_t started_ns_ = 0;  // the daemon started (the machines row)
   std::set<std::string> logged_;
 };
 

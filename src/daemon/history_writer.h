@@ -26,6 +26,9 @@
 // database is opened anew every retry_s (a corrupt file deleted heals),
 // and the problem shows in history_reply and status. With history off the
 // journal is only emptied, so it never grows.
+//
+// Retention (history::Retention) runs after a store, at most once per
+// prune_s: a daemon's first store prunes at once.
 #pragma once
 
 #include <cstddef>

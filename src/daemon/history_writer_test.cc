@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <ctime>
 #include <fstream>
 #include <mutex>
 
@@ -41,8 +42,10 @@ class HistoryWriterTest : public ::testing::Test {
     r.source = source;
     r.outcome = source == JIFFY_HISTORY_FROM_DAEMON ? JIFFY_OUTCOME_LOST : JIFFY_OUTCOME_EXITED;
     r.ntasks = 1;
-    r.start_ns = 1'000'000'000;
-    r.end_ns = 3'000'000'000;
+    timespec ts;
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    r.end_ns = static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000;  // recent: retention keeps it
+    r.start_ns = r.end_ns - 2'000'000'000;
     r.cores = "0";
     return r;
   }

@@ -425,3 +425,19 @@ def test_history_off_empties_the_journal(jx, fake_daemon, state):
     assert r["error"] and r["pending"] == 0, r
     assert os.path.getsize(journal(jx)) == 0
     assert not os.path.exists(db_path(state))
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_retention_keeps_the_newest_jobs(jx, fake_daemon, state, how):
+    if how == "option":
+        fake_daemon(cores=2, extra=["--history-keep-jobs", "3"])
+    else:
+        fake_daemon(cores=2, env={"JIFFY_HISTORY_KEEP_JOBS": "3"})
+    tags = [new_tag() for _ in range(10)]
+    append(jx, *[record(t) for t in tags])
+    history(jx)
+    assert [x["tag"] for x in rows(state)] == tags[-3:]
+    old = new_tag()
+    append(jx, record(old, end_ns=time.time_ns() - 100 * 86400 * 10**9))  # beyond 90 days
+    history(jx)  # stored; pruned within a minute, not at once
+    assert old in [x["tag"] for x in rows(state)]
