@@ -441,3 +441,29 @@ def test_retention_keeps_the_newest_jobs(jx, fake_daemon, state, how):
     append(jx, record(old, end_ns=time.time_ns() - 100 * 86400 * 10**9))  # beyond 90 days
     history(jx)  # stored; pruned within a minute, not at once
     assert old in [x["tag"] for x in rows(state)]
+
+
+def test_a_lane_job_never_announced_whose_launcher_died_is_lost(jx, fake_daemon, state):
+    """A lane launcher that dies before saying `lane` (within its job's first
+    2 ms) leaves only its slot's record: the daemon's row comes from it."""
+    import sys
+    from test_lane import FAKE_LAUNCHER, lane_path
+    fake_daemon(cores=2)
+    tag = new_tag()
+    p = subprocess.Popen([sys.executable, "-c", FAKE_LAUNCHER, lane_path(jx), tag],
+                         stdout=subprocess.PIPE, text=True, env=jx.env)
+    jx.popens.append(p)
+    job = int(p.stdout.readline())
+    j = wait_until(lambda: [j for j in jx.status()["running"] if j["job"] == job], 10, 0.05,
+                   "the lane job in status")[0]
+    assert j["lane"] is True and j["rank_cores"] == [[0]] and j["start"] > 1e9
+    p.kill()
+    p.wait()
+
+    def lost():
+        history(jx)
+        return rows(state, "tag = ?", (tag,)) if os.path.exists(db_path(state)) else []
+
+    (row,) = wait_until(lost, 20, 0.1, "the lost lane row")
+    assert row["outcome"] == LOST and row["job"] == job and row["pid"] == p.pid, row
+    assert row["command"] == "fake launcher" and row["cores"] == "0" and row["flags"] & 1
