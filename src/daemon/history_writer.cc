@@ -236,10 +236,29 @@ class HistoryWriter final : public HistoryService {
         set_pending(0);
         return true;
       }
-      store(rows, {});  // no journal: only our rows
+      if (store(rows, false)) return true;  // no journal: only our rows
+      std::optional<Journal> made = open_journal(true);  // the database failed: they wait there
+      if (!made || ::flock(made->fd.get(), LOCK_EX | LOCK_NB) != 0) return false;
+      made->size = ::lseek(made->fd.get(), 0, SEEK_END);
+      keep_in_journal(*made, rows);
       return true;
     }
-    if (::flock(j->fd.get(), LOCK_EX | LOCK_NB) != 0) return false;
+    // The database's write lock first (it may wait the busy timeout): the
+    // journal's lock, which launchers wait for, is held only while our
+    // transaction is open.
+    bool begun = false;
+    if (cfg_.enabled && db_) {
+      try {
+        db_->begin();
+        begun = true;
+      } catch (const Error& e) {
+        fail_db(e.what());
+      }
+    }
+    if (::flock(j->fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (begun) db_->rollback();
+      return false;
+    }
     // Closing j->fd releases the lock, whatever happens below.
     if (!cfg_.enabled) {
       if (::ftruncate(j->fd.get(), 0) != 0) problem(std::string("cannot empty the journal: ") + std::strerror(errno));
@@ -252,12 +271,16 @@ class HistoryWriter final : public HistoryService {
     }
     std::vector<Row> all;
     std::size_t skipped = 0;
-    if (!read_journal(*j, all, skipped)) return true;
+    if (!read_journal(*j, all, skipped)) {
+      db_->rollback();
+      keep_in_journal(*j, rows);
+      return true;
+    }
     if (skipped > 0) log("skipped " + std::to_string(skipped) + " bytes of the journal that were no record");
     std::size_t from_journal = all.size();
     for (Row& r : rows) all.push_back(std::move(r));
     rows.clear();
-    if (!store(all, from_journal)) {
+    if (!store(all, true)) {
       // The records stay where they are; ours join them.
       std::vector<Row> ours(std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(from_journal)),
                             std::make_move_iterator(all.end()));
@@ -307,16 +330,21 @@ class HistoryWriter final : public HistoryService {
     problem(what);
   }
 
-  // Upserts rows in one transaction; true once committed.
-  bool store(const std::vector<Row>& rows, std::size_t /*from_journal*/) {
-    if (rows.empty()) return true;
+  // Upserts rows in one transaction (begun: the caller began it); true
+  // once committed.
+  bool store(const std::vector<Row>& rows, bool begun) {
+    if (rows.empty() && !begun) return true;
     std::vector<history::UpsertResult> res;
     try {
-      res = db_->upsert(rows);
+      if (!begun) db_->begin();
+      res = db_->put(rows);
+      db_->commit();
     } catch (const Error& e) {
+      db_->rollback();
       fail_db(e.what());
       return false;
     }
+    if (rows.empty()) return true;
     stored_since_prune_ = true;
     std::lock_guard<std::mutex> lk(mu_);
     for (std::size_t i = 0; i < rows.size(); ++i) {

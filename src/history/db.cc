@@ -201,48 +201,61 @@ void Db::exec(const char* sql) {
   }
 }
 
-std::vector<UpsertResult> Db::upsert(const std::vector<Row>& rows) {
+void Db::begin() { exec("BEGIN IMMEDIATE"); }
+
+void Db::commit() { exec("COMMIT"); }
+
+void Db::rollback() noexcept {
+  sqlite3_reset(find_);
+  sqlite3_reset(upsert_);
+  if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
+std::vector<UpsertResult> Db::put(const std::vector<Row>& rows) {
   std::vector<UpsertResult> out;
   out.reserve(rows.size());
-  exec("BEGIN IMMEDIATE");
-  try {
-    for (const Row& row : rows) {
-      UpsertResult res;
-      sqlite3_reset(find_);
-      sqlite3_bind_text(find_, 1, row.tag.data(), static_cast<int>(row.tag.size()), SQLITE_TRANSIENT);
-      int rc = sqlite3_step(find_);
-      std::optional<Row> old;
-      if (rc == SQLITE_ROW) {
-        old = read_row(find_);
-      } else if (rc != SQLITE_DONE) {
-        fail("select");
-      }
-      sqlite3_reset(find_);
-      sqlite3_reset(upsert_);
-      bind_row(upsert_, row);
-      if (sqlite3_step(upsert_) != SQLITE_DONE) fail("upsert");
-      bool changed = sqlite3_changes(db_) > 0;
-      sqlite3_reset(upsert_);
-      if (!old) {
-        res.what = Stored::kInserted;
-        res.id = sqlite3_last_insert_rowid(db_);
-      } else {
-        res.id = old->id;
-        if (changed) {
-          res.what = Stored::kReplaced;
-          res.replaced = std::move(old);
-        }
-      }
-      out.push_back(std::move(res));
+  for (const Row& row : rows) {
+    UpsertResult res;
+    sqlite3_reset(find_);
+    sqlite3_bind_text(find_, 1, row.tag.data(), static_cast<int>(row.tag.size()), SQLITE_TRANSIENT);
+    int rc = sqlite3_step(find_);
+    std::optional<Row> old;
+    if (rc == SQLITE_ROW) {
+      old = read_row(find_);
+    } else if (rc != SQLITE_DONE) {
+      fail("select");
     }
-    exec("COMMIT");
-  } catch (...) {
     sqlite3_reset(find_);
     sqlite3_reset(upsert_);
-    if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    throw;
+    bind_row(upsert_, row);
+    if (sqlite3_step(upsert_) != SQLITE_DONE) fail("upsert");
+    bool changed = sqlite3_changes(db_) > 0;
+    sqlite3_reset(upsert_);
+    if (!old) {
+      res.what = Stored::kInserted;
+      res.id = sqlite3_last_insert_rowid(db_);
+    } else {
+      res.id = old->id;
+      if (changed) {
+        res.what = Stored::kReplaced;
+        res.replaced = std::move(old);
+      }
+    }
+    out.push_back(std::move(res));
   }
   return out;
+}
+
+std::vector<UpsertResult> Db::upsert(const std::vector<Row>& rows) {
+  begin();
+  try {
+    std::vector<UpsertResult> out = put(rows);
+    commit();
+    return out;
+  } catch (...) {
+    rollback();
+    throw;
+  }
 }
 
 void Db::add_machine(std::int64_t since_ns, int cores, const std::string& gpus, const std::string& identity) {

@@ -67,6 +67,17 @@ class Db {
   // Error (everything rolled back) on failure.
   std::vector<UpsertResult> upsert(const std::vector<Row>& rows);
 
+  // The same in steps, for a caller that must hold another lock only while
+  // the transaction is open (the journal's: daemon/history_writer.h).
+  // begin() takes the database's write lock (BEGIN IMMEDIATE, waiting at
+  // most the busy timeout); put() upserts; commit() makes it durable.
+  // Each throws Error; rollback() undoes an open transaction, if any.
+  // REQUIRES: put() and commit() only between begin() and commit/rollback.
+  void begin();
+  std::vector<UpsertResult> put(const std::vector<Row>& rows);
+  void commit();
+  void rollback() noexcept;
+
   // Records a daemon start (the machines table).
   void add_machine(std::int64_t since_ns, int cores, const std::string& gpus,
                    const std::string& identity);

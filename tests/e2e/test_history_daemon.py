@@ -467,3 +467,23 @@ def test_a_lane_job_never_announced_whose_launcher_died_is_lost(jx, fake_daemon,
     (row,) = wait_until(lost, 20, 0.1, "the lost lane row")
     assert row["outcome"] == LOST and row["job"] == job and row["pid"] == p.pid, row
     assert row["command"] == "fake launcher" and row["cores"] == "0" and row["flags"] & 1
+
+
+def test_a_database_locked_by_someone_else_fails_no_launch_and_heals(jx, fake_daemon, state):
+    fake_daemon(cores=2)
+    history(jx)  # made
+    other = sqlite3.connect(db_path(state), isolation_level=None, timeout=0)
+    other.execute("BEGIN EXCLUSIVE")
+    t = new_tag()
+    append(jx, record(t))
+    t0 = time.monotonic()
+    r = history(jx)
+    assert time.monotonic() - t0 < 5
+    assert "locked" in r["error"] and r["pending"] == 1, r
+    assert_launches_work(jx)
+    other.execute("ROLLBACK")
+    other.close()
+    r = history(jx)
+    assert r["error"] == "" and r["pending"] == 0, r
+    assert [x["tag"] for x in rows(state)] == [t]
+    assert daemon_log(jx).count("database is locked") == 1
