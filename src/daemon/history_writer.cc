@@ -66,7 +66,7 @@ class HistoryWriter final : public HistoryService {
     started_ns_ = realtime_ns();
     totals_.since = static_cast<double>(started_ns_) / 1e9;
     db_shown_ = cfg_.enabled ? cfg_.db_path : std::string();
-    if (!cfg_.enabled) error_ = "history is off (jiffy daemon --history=off, or JIFFY_HISTORY=0)";
+    if (!cfg_.enabled) error_ = "off (jiffy daemon --history=off, or JIFFY_HISTORY=0 in its environment)";
     thread_ = std::thread([this] { run(); });
   }
 

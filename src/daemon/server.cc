@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <set>
 
 #include "daemon/job_state.h"
 #include "proto/lane.h"
@@ -648,14 +647,12 @@ void Server::schedule_pass() {
     proto::Json ranks = proto::Json::array();
     c->rank_cores.clear();
     c->rank_gpus.clear();
-    std::set<int> seen;
-    c->oversubscribed = false;
+    c->oversubscribed = g.exclusive;  // wider than the set: ranks share its cores
     for (const RankPlacement& p : layout(config_.resources, c->request, g, c->bind)) {
       proto::Json gpus = proto::Json::array();
       std::vector<std::string> names;
       for (int i : p.gpus) names.push_back(config_.resources.gpus[static_cast<std::size_t>(i)].name);
       for (const std::string& n : names) gpus.push_back(n);
-      for (int core : p.cores) c->oversubscribed |= !seen.insert(core).second;
       c->rank_cores.push_back(p.cores);
       c->rank_gpus.push_back(std::move(names));
       ranks.push_back({{"cores", p.cores}, {"cpus", p.cpus}, {"gpus", gpus}});

@@ -119,7 +119,7 @@ void Server::record(history::Row row) {
 }
 
 proto::Json Server::history_state() const {
-  if (!config_.history) return {{"db", ""}, {"error", "this daemon keeps no history"}, {"pending", 0}};
+  if (!config_.history) return {{"db", ""}, {"error", "off (this daemon keeps no history)"}, {"pending", 0}};
   return config_.history->state_json();
 }
 

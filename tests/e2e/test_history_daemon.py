@@ -262,6 +262,8 @@ def test_a_corrupt_database_fails_no_launch_is_said_once_and_heals(jx, fake_daem
         assert "not a database" in r["error"], r
         assert r["pending"] >= 1
     assert "not a database" in jx.status()["history"]["error"]
+    text = jx.run(["status"])
+    assert text.returncode == 0 and "not a database" in text.stdout, text
     assert os.path.getsize(journal(jx)) >= 4096  # kept for later
     assert daemon_log(jx).count("not a database") == 1, daemon_log(jx)
     os.unlink(db_path(state))
