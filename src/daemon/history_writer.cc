@@ -346,17 +346,32 @@ class HistoryWriter final : public HistoryService {
     }
     if (rows.empty()) return true;
     stored_since_prune_ = true;
-    std::lock_guard<std::mutex> lk(mu_);
+    // Worked out first, published under the lock in a few steps: the event
+    // loop reads status from it and must not wait for a big batch.
+    Totals delta;
+    std::vector<std::size_t> changed;
     for (std::size_t i = 0; i < rows.size(); ++i) {
       if (res[i].what == history::Stored::kUnchanged) continue;
+      if (res[i].replaced) delta.add(*res[i].replaced, -1);
+      delta.add(rows[i], +1);
+      changed.push_back(i);
+    }
+    // Only the newest kRecent can be shown; an older one replaced may be.
+    std::size_t newest_from = changed.size() > kRecent ? changed.size() - kRecent : 0;
+    std::lock_guard<std::mutex> lk(mu_);
+    totals_.jobs += delta.jobs;
+    totals_.failed += delta.failed;
+    totals_.timed_out += delta.timed_out;
+    totals_.core_seconds += delta.core_seconds;
+    for (std::size_t k = 0; k < changed.size(); ++k) {
+      std::size_t i = changed[k];
+      if (k < newest_from && res[i].what != history::Stored::kReplaced) continue;
       Row r = rows[i];
       r.id = res[i].id;
-      if (res[i].replaced) totals_.add(*res[i].replaced, -1);
-      totals_.add(r, +1);
       auto it = std::find_if(recent_.begin(), recent_.end(), [&](const Row& x) { return x.tag == r.tag; });
       if (it != recent_.end()) {
         *it = std::move(r);
-      } else {
+      } else if (k >= newest_from) {
         recent_.push_back(std::move(r));
         if (recent_.size() > kRecent) recent_.pop_front();
       }

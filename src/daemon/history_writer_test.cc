@@ -222,6 +222,26 @@ TEST_F(HistoryWriterTest, ASymlinkedJournalIsNotFollowed) {
   EXPECT_EQ(db.count(), 0);
 }
 
+TEST_F(HistoryWriterTest, StatusShowsTheNewestTwentyAndCountsEveryJob) {
+  std::vector<Row> rows;
+  for (int i = 0; i < 30; ++i) rows.push_back(row("r" + std::to_string(i)));
+  rows[3].exit_code = 1;
+  rows[4].outcome = JIFFY_OUTCOME_TIMED_OUT;
+  append(rows);
+  auto h = start_history_writer(cfg_);
+  ask_and_wait(*h, 1);
+  proto::Json recent = h->recent_json();
+  ASSERT_EQ(recent.size(), 20u);
+  EXPECT_EQ(recent.front()["tag"], "r10");
+  EXPECT_EQ(recent.back()["tag"], "r29");
+  EXPECT_GT(recent.back()["id"].get<int>(), recent.front()["id"].get<int>());
+  proto::Json totals = h->totals_json();
+  EXPECT_EQ(totals["jobs"], 30);
+  EXPECT_EQ(totals["failed"], 1);
+  EXPECT_EQ(totals["timed_out"], 1);
+  EXPECT_DOUBLE_EQ(totals["core_seconds"].get<double>(), 60.0);
+}
+
 TEST(HistoryCoreSeconds, RunTimeTimesDistinctCores) {
   Row r;
   r.start_ns = 1'000'000'000;
