@@ -236,7 +236,7 @@ class HistoryWriter final : public HistoryService {
         set_pending(0);
         return true;
       }
-      if (store(rows, false)) return true;  // no journal: only our rows
+      if (store(rows)) return true;  // no journal: only our rows
       std::optional<Journal> made = open_journal(true);  // the database failed: they wait there
       if (!made || ::flock(made->fd.get(), LOCK_EX | LOCK_NB) != 0) return false;
       made->size = ::lseek(made->fd.get(), 0, SEEK_END);
@@ -269,24 +269,28 @@ class HistoryWriter final : public HistoryService {
       keep_in_journal(*j, rows);
       return true;
     }
-    std::vector<Row> all;
+    // Streamed: the journal's records go into the open transaction a chunk
+    // at a time (memory stays bounded however long the journal), then ours.
+    Batch batch;
     std::size_t skipped = 0;
-    if (!read_journal(*j, all, skipped)) {
-      db_->rollback();
-      keep_in_journal(*j, rows);
-      return true;
-    }
+    bool ok = read_journal(*j, skipped, [&](const std::vector<Row>& chunk) { return put(chunk, batch); });
     if (skipped > 0) log("skipped " + std::to_string(skipped) + " bytes of the journal that were no record");
-    std::size_t from_journal = all.size();
-    for (Row& r : rows) all.push_back(std::move(r));
-    rows.clear();
-    if (!store(all, true)) {
-      // The records stay where they are; ours join them.
-      std::vector<Row> ours(std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(from_journal)),
-                            std::make_move_iterator(all.end()));
-      keep_in_journal(*j, ours);
+    ok = ok && put(rows, batch);
+    if (ok) {
+      try {
+        db_->commit();
+      } catch (const Error& e) {
+        fail_db(e.what());
+        ok = false;
+      }
+    }
+    if (!ok) {
+      if (db_) db_->rollback();
+      keep_in_journal(*j, rows);  // the records stay where they are; ours join them
       return true;
     }
+    rows.clear();
+    publish(batch);
     if (::ftruncate(j->fd.get(), 0) != 0) problem(std::string("cannot empty the journal: ") + std::strerror(errno));
     set_pending(0);
     return true;
@@ -330,53 +334,82 @@ class HistoryWriter final : public HistoryService {
     problem(what);
   }
 
-  // Upserts rows in one transaction (begun: the caller began it); true
-  // once committed.
-  bool store(const std::vector<Row>& rows, bool begun) {
-    if (rows.empty() && !begun) return true;
+  // What a transaction changed, published to status once it is committed:
+  // the totals' change, the newest rows, and rows that replaced others.
+  struct Batch {
+    Totals delta;
+    std::deque<Row> newest;     // at most kRecent
+    std::vector<Row> replaced;  // a launcher's row over the daemon's (rare)
+  };
+
+  // Upserts rows into the open transaction; false (database failed, rolled
+  // back and closed) on failure.
+  bool put(const std::vector<Row>& rows, Batch& batch) {
+    if (rows.empty()) return true;
     std::vector<history::UpsertResult> res;
     try {
-      if (!begun) db_->begin();
       res = db_->put(rows);
+    } catch (const Error& e) {
+      db_->rollback();
+      fail_db(e.what());
+      return false;
+    }
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      if (res[i].what == history::Stored::kUnchanged) continue;
+      if (res[i].replaced) batch.delta.add(*res[i].replaced, -1);
+      batch.delta.add(rows[i], +1);
+      Row r = rows[i];
+      r.id = res[i].id;
+      if (res[i].what == history::Stored::kReplaced) batch.replaced.push_back(r);
+      batch.newest.push_back(std::move(r));
+      if (batch.newest.size() > kRecent) batch.newest.pop_front();
+    }
+    return true;
+  }
+
+  // Rows in their own transaction (no journal); true once committed.
+  bool store(const std::vector<Row>& rows) {
+    Batch batch;
+    try {
+      db_->begin();
+    } catch (const Error& e) {
+      fail_db(e.what());
+      return false;
+    }
+    if (!put(rows, batch)) return false;
+    try {
       db_->commit();
     } catch (const Error& e) {
       db_->rollback();
       fail_db(e.what());
       return false;
     }
-    if (rows.empty()) return true;
+    publish(batch);
+    return true;
+  }
+
+  void publish(const Batch& batch) {
+    if (batch.newest.empty()) return;
     stored_since_prune_ = true;
-    // Worked out first, published under the lock in a few steps: the event
-    // loop reads status from it and must not wait for a big batch.
-    Totals delta;
-    std::vector<std::size_t> changed;
-    for (std::size_t i = 0; i < rows.size(); ++i) {
-      if (res[i].what == history::Stored::kUnchanged) continue;
-      if (res[i].replaced) delta.add(*res[i].replaced, -1);
-      delta.add(rows[i], +1);
-      changed.push_back(i);
-    }
-    // Only the newest kRecent can be shown; an older one replaced may be.
-    std::size_t newest_from = changed.size() > kRecent ? changed.size() - kRecent : 0;
     std::lock_guard<std::mutex> lk(mu_);
-    totals_.jobs += delta.jobs;
-    totals_.failed += delta.failed;
-    totals_.timed_out += delta.timed_out;
-    totals_.core_seconds += delta.core_seconds;
-    for (std::size_t k = 0; k < changed.size(); ++k) {
-      std::size_t i = changed[k];
-      if (k < newest_from && res[i].what != history::Stored::kReplaced) continue;
-      Row r = rows[i];
-      r.id = res[i].id;
-      auto it = std::find_if(recent_.begin(), recent_.end(), [&](const Row& x) { return x.tag == r.tag; });
-      if (it != recent_.end()) {
-        *it = std::move(r);
-      } else if (k >= newest_from) {
-        recent_.push_back(std::move(r));
+    totals_.jobs += batch.delta.jobs;
+    totals_.failed += batch.delta.failed;
+    totals_.timed_out += batch.delta.timed_out;
+    totals_.core_seconds += batch.delta.core_seconds;
+    auto shown = [&](const Row& r) {
+      return std::find_if(recent_.begin(), recent_.end(), [&](const Row& x) { return x.tag == r.tag; });
+    };
+    for (const Row& r : batch.replaced) {
+      if (auto it = shown(r); it != recent_.end()) *it = r;
+    }
+    for (const Row& r : batch.newest) {
+      if (auto it = shown(r); it != recent_.end()) {
+        *it = r;
+      } else {
+        recent_.push_back(r);
         if (recent_.size() > kRecent) recent_.pop_front();
       }
     }
-    return true;
   }
 
   // The journal, if it is a regular file of ours. create: make it (to put
@@ -415,8 +448,10 @@ class HistoryWriter final : public HistoryService {
     if (logged_.insert(what).second) log(what);
   }
 
-  // Reads every record (under the lock). False on a read error (logged).
-  bool read_journal(Journal& j, std::vector<Row>& rows, std::size_t& skipped) {
+  // Reads every record (under the lock), handing them to take a chunk at a
+  // time. False on a read error (logged) or when take fails.
+  template <typename Take>
+  bool read_journal(Journal& j, std::size_t& skipped, Take take) {
     std::string buf;
     off_t at = 0;
     for (;;) {
@@ -435,9 +470,9 @@ class HistoryWriter final : public HistoryService {
       at += n;
       bool end = n == 0;
       history::JournalScan s = history::scan_journal(buf, end);
-      for (Row& r : s.rows) rows.push_back(std::move(r));
       skipped += s.skipped;
       buf.erase(0, s.consumed);
+      if (!take(s.rows)) return false;
       if (end) return true;
     }
   }
