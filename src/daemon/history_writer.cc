@@ -168,6 +168,7 @@ class HistoryWriter final : public HistoryService {
       for (std::uint64_t t : asks_) waiting.push_back(t);
       asks_.clear();
       std::vector<Row> rows = std::exchange(rows_, {});
+      const std::size_t taken = rows.size();
       lk.unlock();
 
       bool forced = !waiting.empty() || !rows.empty() || stopping;
@@ -188,7 +189,7 @@ class HistoryWriter final : public HistoryService {
       bool answer = done || (locked_since > 0 && now_s() - locked_since > kLockedAnswerS);
 
       lk.lock();
-      queued_rows_ -= rows.size();
+      queued_rows_ -= taken;  // stored, journaled or dropped (history off)
       if (!done) {  // the journal was locked: the rows go with the next try
         queued_rows_ += rows.size();
         for (Row& r : rows) rows_.push_back(std::move(r));

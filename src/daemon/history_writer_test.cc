@@ -111,6 +111,7 @@ TEST_F(HistoryWriterTest, DaemonRowsAreStoredAndTheLaunchersRowWins) {
   h->record(row("t", JIFFY_HISTORY_FROM_DAEMON));
   ask_and_wait(*h, 1);
   EXPECT_EQ(h->totals_json()["failed"], 1);
+  EXPECT_EQ(h->state_json()["pending"], 0);
   append({row("t")});
   ask_and_wait(*h, 2);
   history::Db db(cfg_.db_path);

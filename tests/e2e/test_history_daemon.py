@@ -390,6 +390,7 @@ def test_a_killed_launcher_leaves_a_lost_row(jx, fake_daemon, state, tmp_path, l
     assert "sleep" in row["command"] and row["tag"] and row["ntasks"] == 1
     assert row["start_ns"] > 0 and row["end_ns"] >= row["start_ns"]
     assert row["cores"] in ("0", "1") and row["reason"]
+    assert history(jx)["pending"] == 0
     st = jx.status()
     assert any(r["outcome"] == "lost" for r in st["recent"])
     assert st["totals"]["failed"] >= 1
