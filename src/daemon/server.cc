@@ -547,7 +547,10 @@ void Server::client_gone(Client& c) {
   int fd = c.fd.get();
   if (c.job != 0) {
     if (c.state == JobState::Queued) {
-      record(history_row(c, JIFFY_OUTCOME_CANCELLED, "launcher went away while queued"));
+      // (A front handing over lives on, asks again, and reports the launch.)
+      if (!launcher_lives_on(c)) {
+        record(history_row(c, JIFFY_OUTCOME_CANCELLED, "launcher went away while queued"));
+      }
       sched_.cancel(c.job);
       tags_.release(c.group.tag, c.job);
       c.state = JobState::Cancelled;

@@ -85,6 +85,7 @@ class Server {
   history::Row history_row(const StoredJob& job) const;
   void record_lane_lost(const LaneJob& job);
   void record(history::Row row);
+  bool launcher_lives_on(const Client& c) const;
   std::vector<int> lane_held(const Grant& g, pid_t launcher) const;
   void claim(Client& c, JobId job, const std::vector<int>& units);
   void unclaim(Client& c, bool clear_records = true);

@@ -3,10 +3,19 @@
 // killed while its job ran: lost; while it waited: cancelled), and the
 // `history` message. The database itself is the history thread's
 // (daemon/history_writer.h); nothing here waits for it.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
 
 #include "daemon/server_internal.h"
 #include "util/error.h"
+#include "util/fd.h"
+#include "util/process.h"
 #include "util/sys.h"
 
 namespace jiffy {
@@ -43,7 +52,45 @@ std::string cut(const std::string& s, std::size_t n) {
   return s.substr(0, at);
 }
 
+// PF_EXITING (include/linux/sched.h): set first thing in do_exit(), before
+// the process's descriptors are closed, so a launcher killed by SIGKILL has
+// it by the time its hang-up reaches us.
+constexpr unsigned long kPfExiting = 0x4;
+
+// The flags field (9) of /proc/<pid>/stat; nullopt when it cannot be read.
+std::optional<unsigned long> proc_flags(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  Fd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  char buf[1024];
+  ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+  if (n <= 0) return std::nullopt;
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');  // the name may hold anything: fields follow the last ')'
+  if (!p) return std::nullopt;
+  ++p;
+  for (int field = 3; field < 9; ++field) {  // state, ppid, pgrp, session, tty_nr, tpgid
+    p = std::strchr(p + 1, ' ');
+    if (!p) return std::nullopt;
+  }
+  char* end;
+  unsigned long flags = std::strtoul(p + 1, &end, 10);
+  if (end == p + 1) return std::nullopt;
+  return flags;
+}
+
 }  // namespace
+
+// Whether the process that connected as c goes on: a front that handed its
+// job over closes its connection and lives on as jiffy-launch (which asks
+// anew and reports the launch itself); a launcher killed does not.
+bool Server::launcher_lives_on(const Client& c) const {
+  std::optional<ProcStat> st = read_proc_stat(c.peer_pid);
+  if (!st || st->start != c.peer_start || st->state == 'Z' || st->state == 'X') return false;
+  std::optional<unsigned long> flags = proc_flags(c.peer_pid);
+  return flags && !(*flags & kPfExiting);
+}
 
 // What the daemon knows of a client's launch. end_ns is now; a lost job's
 // is set again once its group is empty.

@@ -490,3 +490,31 @@ def test_a_database_locked_by_someone_else_fails_no_launch_and_heals(jx, fake_da
     assert r["error"] == "" and r["pending"] == 0, r
     assert [x["tag"] for x in rows(state)] == [t]
     assert daemon_log(jx).count("database is locked") == 1
+
+
+def test_a_launcher_that_withdraws_and_lives_on_leaves_no_cancelled_row(jx, fake_daemon, state):
+    """A front handing over before its grant closes its connection and lives
+    on as jiffy-launch, which asks anew and reports the launch itself: no
+    row from the daemon for the withdrawn request."""
+    fake_daemon(cores=1)
+    a = jx.popen(["-n", 1, "sleep", 100])
+    jx.wait_running(a.pid)
+    tag = new_tag()
+    (path,) = jx.sockets()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(path)
+    s.sendall(frame({"type": "submit", "v": 1, "ntasks": 1, "cores_per_task": 1, "gpus_per_task": 0,
+                     "gpus_per_job": 0, "allow_oversubscribe": True, "bind": "core", "pid": os.getpid(),
+                     "command": "withdrawn", "progress": False, "tag": tag, "cwd": "/somewhere",
+                     "label": "runex1"}))
+    (n,) = struct.unpack(">I", read_exact(s, 4))
+    assert json.loads(read_exact(s, n))["type"] == "queued"
+    (q,) = [j for j in jx.status()["queued"] if j["command"] == "withdrawn"]
+    assert q["cwd"] == "/somewhere" and q["label"] == "runex1"
+    s.close()
+    wait_until(lambda: not jx.status()["queued"], 10, 0.05, "the request withdrawn")
+    history(jx)
+    assert not rows(state, "tag = ?", (tag,)) if os.path.exists(db_path(state)) else True
+    a.kill()
+    a.wait()
