@@ -108,6 +108,8 @@ class Soak:
             self.env.pop(v, None)
         if a.runtime_dir:
             self.env["JIFFY_RUNTIME_DIR"] = a.runtime_dir
+        # Its daemons' history (docs/history.md) stays with the soak, not the user's.
+        self.env["XDG_STATE_HOME"] = os.path.join(self.tmp, "state")
         # the other environment: a desktop session's
         xdg = os.path.join(self.tmp, "xdg")
         os.mkdir(xdg, 0o700)

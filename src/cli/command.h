@@ -24,6 +24,12 @@ struct DaemonOptions {
   double idle_timeout_s = 60;     // --idle-timeout S; 0 = never exit when idle
   bool foreground = false;        // --foreground: stay attached, log to stderr
   bool detached_child = false;    // internal: started by a launcher (ready pipe on fd 3)
+  // The history database (docs/history.md). --history=off, or JIFFY_HISTORY=0
+  // in the environment when no --history is given: no database, the journal
+  // is only emptied.
+  bool history = true;
+  int history_keep_jobs = 1000000;  // --history-keep-jobs N (or JIFFY_HISTORY_KEEP_JOBS)
+  int history_keep_days = 90;       // --history-keep-days D (or JIFFY_HISTORY_KEEP_DAYS)
 };
 
 struct LaunchCommand { LaunchOptions options; };

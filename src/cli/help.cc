@@ -130,6 +130,12 @@ Daemon options:
   --hyperthreads         one slot per hardware thread
   --max-oversubscribe N  refuse jobs wider than N times the machine (default 8)
   --idle-timeout S       exit after S idle seconds (default 60; 0 = never)
+  --history=on|off       keep the history database (default on; off also
+                         with JIFFY_HISTORY=0 in the daemon's environment)
+  --history-keep-jobs N  keep the newest N jobs (default 1000000;
+                         or JIFFY_HISTORY_KEEP_JOBS)
+  --history-keep-days D  keep jobs that ended in the last D days (default 90;
+                         or JIFFY_HISTORY_KEEP_DAYS)
   --foreground           stay attached and log to stderr (default:
                          start detached, return once it serves)
 

@@ -25,7 +25,9 @@
 //    program; later words are not looked at (PETSc's configure runs
 //    `mpiexec -help all`).
 //  - MPIEXEC_TIMEOUT is read through `env` only when no timeout option was
-//    given. Nothing else is read: the parser is a pure function of its input.
+//    given; so are the speed-up switches, and for `daemon` JIFFY_HISTORY*
+//    where no --history option was given. Nothing else is read: the parser
+//    is a pure function of its input.
 //
 // Bad input throws Error with a one-line message without the "jiffy: "
 // prefix, which main adds.
@@ -659,7 +661,33 @@ Command parse_launch(const std::vector<std::string>& argv, EnvLookup env) {
 struct DaemonState {
   Args& args;
   DaemonOptions opts;
+  bool history_given = false, keep_jobs_given = false, keep_days_given = false;
 };
+
+void set_history(DaemonState& s) {
+  std::string v = s.args.value();
+  if (v != "on" && v != "off") throw Error(s.args.option() + ": expected on or off, got '" + v + "'");
+  s.opts.history = v == "on";
+  s.history_given = true;
+}
+
+// The history settings a daemon's environment may give, where no option did.
+void apply_history_env(DaemonState& s, EnvLookup env) {
+  if (env == nullptr) return;
+  if (!s.history_given) {
+    std::optional<std::string> v = env("JIFFY_HISTORY");
+    if (v && !v->empty() && *v != "0" && *v != "1") {
+      throw Error("JIFFY_HISTORY: expected 0 or 1, got '" + *v + "'");
+    }
+    if (v && *v == "0") s.opts.history = false;
+  }
+  auto count = [&](const char* name, bool given, int& out) {
+    std::optional<std::string> v = given ? std::nullopt : env(name);
+    if (v && !v->empty()) out = parse_count(name, *v, 1);
+  };
+  count("JIFFY_HISTORY_KEEP_JOBS", s.keep_jobs_given, s.opts.history_keep_jobs);
+  count("JIFFY_HISTORY_KEEP_DAYS", s.keep_days_given, s.opts.history_keep_days);
+}
 
 void set_gpu_names(DaemonState& s) {
   std::vector<std::string> names = s.args.list();
@@ -681,6 +709,17 @@ constexpr Option<DaemonState> kDaemonOptions[] = {
     {"idle-timeout", [](DaemonState& s) { s.opts.idle_timeout_s = s.args.seconds(); }},
     {"foreground", [](DaemonState& s) { s.opts.foreground = true; }},
     {"detached-child", [](DaemonState& s) { s.opts.detached_child = true; }},
+    {"history", set_history},
+    {"history-keep-jobs",
+     [](DaemonState& s) {
+       s.opts.history_keep_jobs = s.args.positive();
+       s.keep_jobs_given = true;
+     }},
+    {"history-keep-days",
+     [](DaemonState& s) {
+       s.opts.history_keep_days = s.args.positive();
+       s.keep_days_given = true;
+     }},
 };
 
 struct StatusState {
@@ -719,7 +758,7 @@ std::optional<Command> parse_subcommand_options(State& s, std::span<const Option
   return std::nullopt;
 }
 
-Command parse_daemon(const std::vector<std::string>& argv) {
+Command parse_daemon(const std::vector<std::string>& argv, EnvLookup env) {
   Args args(argv, 2);
   DaemonState s{args, {}};
   if (auto answer = parse_subcommand_options<DaemonState>(s, kDaemonOptions, "daemon")) {
@@ -729,6 +768,7 @@ Command parse_daemon(const std::vector<std::string>& argv) {
   if (s.opts.gpus && !s.opts.gpu_names.empty()) {
     throw Error("--gpus and --gpu-names cannot be used together");
   }
+  apply_history_env(s, env);
   return DaemonCommand{std::move(s.opts)};
 }
 
@@ -754,7 +794,7 @@ Command parse_command_line(const std::vector<std::string>& argv, EnvLookup env) 
   if (argv.size() >= 2) {
     // Only the exact first word selects a subcommand, so `jiffy -n 1 status`
     // still runs a program called status.
-    if (argv[1] == "daemon") return parse_daemon(argv);
+    if (argv[1] == "daemon") return parse_daemon(argv, env);
     if (argv[1] == "status") return parse_status(argv);
     if (argv[1] == "stop") return parse_stop(argv);
   }

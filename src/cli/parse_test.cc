@@ -694,6 +694,42 @@ TEST(Parse, DaemonDefaults) {
   EXPECT_DOUBLE_EQ(d.idle_timeout_s, 60);
   EXPECT_FALSE(d.foreground);
   EXPECT_FALSE(d.detached_child);
+  EXPECT_TRUE(d.history);
+  EXPECT_EQ(d.history_keep_jobs, 1000000);
+  EXPECT_EQ(d.history_keep_days, 90);
+}
+
+TEST(Parse, DaemonHistoryOptions) {
+  DaemonOptions d = daemon_opts({"daemon", "--history=off", "--history-keep-jobs", "10",
+                                 "--history-keep-days=3"});
+  EXPECT_FALSE(d.history);
+  EXPECT_EQ(d.history_keep_jobs, 10);
+  EXPECT_EQ(d.history_keep_days, 3);
+  EXPECT_TRUE(daemon_opts({"daemon", "--history", "on"}).history);
+  EXPECT_EQ(error_of({"daemon", "--history=maybe"}), "--history: expected on or off, got 'maybe'");
+  EXPECT_EQ(error_of({"daemon", "--history-keep-jobs", "0"}),
+            "--history-keep-jobs: expected a positive integer, got '0'");
+}
+
+TEST(Parse, DaemonHistoryFromEnvironmentUnlessGiven) {
+  {
+    ScopedEnv e("JIFFY_HISTORY", "0");
+    EXPECT_FALSE(daemon_opts({"daemon"}).history);
+    EXPECT_TRUE(daemon_opts({"daemon", "--history=on"}).history);
+  }
+  {
+    ScopedEnv e("JIFFY_HISTORY_KEEP_JOBS", "5");
+    EXPECT_EQ(daemon_opts({"daemon"}).history_keep_jobs, 5);
+    EXPECT_EQ(daemon_opts({"daemon", "--history-keep-jobs", "7"}).history_keep_jobs, 7);
+  }
+  {
+    ScopedEnv e("JIFFY_HISTORY_KEEP_DAYS", "x");
+    EXPECT_EQ(error_of({"daemon"}), "JIFFY_HISTORY_KEEP_DAYS: expected a positive integer, got 'x'");
+  }
+  {
+    ScopedEnv e("JIFFY_HISTORY", "yes");
+    EXPECT_EQ(error_of({"daemon"}), "JIFFY_HISTORY: expected 0 or 1, got 'yes'");
+  }
 }
 
 TEST(Parse, DaemonOptions) {

@@ -26,6 +26,7 @@
 
 #include "cli/command.h"
 #include "core/topology.h"
+#include "daemon/history_writer.h"
 #include "daemon/rendezvous.h"
 #include "daemon/server.h"
 #include "util/error.h"
@@ -59,6 +60,21 @@ void report_ready(bool detached, const std::string& verdict) {
 }
 
 void warn(const std::string& line) { std::fprintf(stderr, "jiffy: warning: %s\n", line.c_str()); }
+
+// The history thread for this daemon (daemon/history_writer.h).
+std::unique_ptr<HistoryService> start_history(const DaemonOptions& opt, const ServerConfig& config) {
+  HistoryWriterConfig h;
+  h.journal = config.paths.history;
+  h.enabled = opt.history;
+  h.db_path = history::default_db_path(getenv_opt);
+  h.keep.keep_jobs = opt.history_keep_jobs;
+  h.keep.keep_days = opt.history_keep_days;
+  h.cores = static_cast<int>(config.resources.cores.size());
+  for (const auto& g : config.resources.gpus) h.gpus += (h.gpus.empty() ? "" : ",") + g.name;
+  h.identity = config.paths.identity;
+  h.log = [](const std::string& line) { std::fprintf(stderr, "jiffyd[%d]: %s\n", ::getpid(), line.c_str()); };
+  return start_history_writer(std::move(h));
+}
 
 // Runs us again under the argv[0] that names our identity in /proc (see
 // daemon/rendezvous.h), unless we already have it. Launchers that start us
@@ -109,6 +125,7 @@ int serve(const DaemonOptions& opt, char** argv) {
   }
   Fd listener = unix_listen(paths.socket, 4096);
   config.lock = std::move(*lock);
+  config.history = start_history(opt, config);
   Server server(std::move(config), std::move(listener));
   report_ready(opt.detached_child, "ok\n");
   server.run();

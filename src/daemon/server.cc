@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -45,6 +47,12 @@ bool is_job_dir(const std::string& path, JobId id) {
 
 }  // namespace server_detail
 
+std::int64_t realtime_ns() {
+  timespec ts;
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+}
+
 using namespace server_detail;
 
 Server::Server(ServerConfig config, Fd listener)
@@ -67,7 +75,8 @@ Server::Server(ServerConfig config, Fd listener)
   signals_ = Fd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!signals_) throw_errno("signalfd");
   ::signal(SIGPIPE, SIG_IGN);
-  for (int fd : {listener_.get(), signals_.get(), config_.lock.name.get()}) {
+  int history_fd = config_.history ? config_.history->done_fd() : -1;
+  for (int fd : {listener_.get(), signals_.get(), config_.lock.name.get(), history_fd}) {
     if (fd < 0) continue;
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -179,6 +188,7 @@ void Server::run() {
       std::to_string(config_.resources.total_slots()) + " slots), " +
       std::to_string(config_.resources.gpus.size()) + " GPUs on " + config_.paths.shown(config_.paths.socket));
   epoll_event events[64];
+  const int history_fd = config_.history ? config_.history->done_fd() : -1;
   while (!stopping_) {
     int timeout = static_cast<int>(next_wakeup_ms());
     int n = ::epoll_wait(epoll_.get(), events, 64, timeout);
@@ -199,6 +209,8 @@ void Server::run() {
           log(std::string("stopping on signal ") + strsignal(static_cast<int>(si.ssi_signo)));
           stopping_ = true;
         }
+      } else if (fd == history_fd) {
+        history_done();
       } else if (auto it = clients_.find(fd); it != clients_.end()) {
         Client& c = *it->second;
         if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(c);
@@ -285,6 +297,7 @@ void Server::accept_clients() {
     c->fd = std::move(conn);
     c->peer_pid = cred.pid;
     c->peer_start = process_start_time(cred.pid);
+    c->serial = ++next_serial_;
     clients_.emplace(fd, std::move(c));
   }
 }
@@ -402,6 +415,7 @@ void Server::dispatch(Client& c, const proto::Json& msg) {
       {proto::type::kStop, &Server::handle_stop},
       {proto::type::kReattach, &Server::handle_reattach},
       {proto::type::kLane, &Server::handle_lane},
+      {proto::type::kHistory, &Server::handle_history},
   };
   const std::string& type = msg["type"].get_ref<const std::string&>();
   auto it = table.find(type);
@@ -429,6 +443,8 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
   c.command = proto::get_string(msg, "command", kMaxCommandLen);
   c.wants_progress = proto::get_bool(msg, "progress", false);
   if (msg.contains("tag")) c.group.tag = proto::get_tag(msg);
+  c.cwd = msg.contains("cwd") ? proto::get_string(msg, "cwd", kMaxCwdLen) : "";
+  c.label = msg.contains("label") ? proto::get_string(msg, "label", kMaxLabelLen) : "";
   // A launcher whose daemon died asks again with its old job id, so that the
   // queue keeps its original order.
   JobId arrival = msg.contains("arrival")
@@ -463,6 +479,7 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
   c.request = r;
   c.state = JobState::Queued;
   c.submitted_at = now_s();
+  c.submit_ns = realtime_ns();
   jobs_[r.id] = &c;
   if (recovering_) parked_.push_back(&c);
   schedule_pass();
@@ -530,6 +547,10 @@ void Server::client_gone(Client& c) {
   int fd = c.fd.get();
   if (c.job != 0) {
     if (c.state == JobState::Queued) {
+      // (A front handing over lives on, asks again, and reports the launch.)
+      if (!launcher_lives_on(c)) {
+        record(history_row(c, JIFFY_OUTCOME_CANCELLED, "launcher went away while queued"));
+      }
       sched_.cancel(c.job);
       tags_.release(c.group.tag, c.job);
       c.state = JobState::Cancelled;
@@ -542,7 +563,7 @@ void Server::client_gone(Client& c) {
         unclaim(c, false);
         next_lane_check_ = 0;
       }
-      lose(stored(c), c.lane);
+      lose(stored(c), c.lane, history_row(c, JIFFY_OUTCOME_LOST, "launcher vanished (killed?)"));
     }
     jobs_.erase(c.job);
   }
@@ -556,20 +577,23 @@ void Server::client_gone(Client& c) {
 
 // A job whose launcher is gone: its ranks must not outlive it, and its
 // resources come back only once its process group is empty.
-void Server::lose(const StoredJob& job, bool lane) {
+void Server::lose(const StoredJob& job, bool lane, std::optional<history::Row> row) {
+  if (!row) row = history_row(job);
   kill_job_group(job.group);  // also helpers that left the group (by their tag)
   if (job_group_alive(job.group)) {
-    lost_[job.grant.id] = LostJob{job, now_s() + kLostJobGraceS, lane};
+    lost_[job.grant.id] = LostJob{job, now_s() + kLostJobGraceS, lane, std::move(*row)};
     log("job " + std::to_string(job.grant.id) + " lost its launcher; killed process group " +
         std::to_string(job.group.pgid));
   } else {
-    finish_lost(job);
+    finish_lost(job, std::move(*row));
   }
 }
 
 // The launcher could not clean up after itself: its job directory goes too,
 // if it is one a launcher of ours made (never a path a message merely names).
-void Server::finish_lost(const StoredJob& job) {
+void Server::finish_lost(const StoredJob& job, history::Row row) {
+  row.end_ns = realtime_ns();  // the group is empty (or given up on)
+  record(std::move(row));
   sched_.release(job.grant.id);
   tags_.release(job.group.tag, job.grant.id);
   if (is_job_dir(job.jobdir, job.grant.id)) remove_tree(job.jobdir);
@@ -586,7 +610,7 @@ void Server::reap_lost_jobs() {
       ++it;
       continue;
     }
-    finish_lost(it->second.job);
+    finish_lost(it->second.job, std::move(it->second.row));
     it = lost_.erase(it);
     freed = true;
   }
@@ -614,6 +638,7 @@ void Server::schedule_pass() {
     Client& c = *it->second;
     c.state = JobState::Granted;
     c.granted_at = now_s();
+    c.start_ns = realtime_ns();
     c.grant = g;
     granted.push_back(&c);
   }
@@ -623,9 +648,16 @@ void Server::schedule_pass() {
   for (Client* c : granted) {
     const Grant& g = c->grant;
     proto::Json ranks = proto::Json::array();
+    c->rank_cores.clear();
+    c->rank_gpus.clear();
+    c->oversubscribed = g.exclusive;  // wider than the set: ranks share its cores
     for (const RankPlacement& p : layout(config_.resources, c->request, g, c->bind)) {
       proto::Json gpus = proto::Json::array();
-      for (int i : p.gpus) gpus.push_back(config_.resources.gpus[static_cast<std::size_t>(i)].name);
+      std::vector<std::string> names;
+      for (int i : p.gpus) names.push_back(config_.resources.gpus[static_cast<std::size_t>(i)].name);
+      for (const std::string& n : names) gpus.push_back(n);
+      c->rank_cores.push_back(p.cores);
+      c->rank_gpus.push_back(std::move(names));
       ranks.push_back({{"cores", p.cores}, {"cpus", p.cpus}, {"gpus", gpus}});
     }
     proto::Json slots = proto::Json::array();
@@ -789,7 +821,11 @@ bool Server::clean_slot(int u) {
   }
   mark = 0;
   for (JobId id : {was, r ? r->job : JobId{0}}) {
-    if (id && std::find(stale_.begin(), stale_.end(), id) == stale_.end()) stale_jobs_.erase(id);
+    if (!id || std::find(stale_.begin(), stale_.end(), id) != stale_.end()) continue;
+    if (auto it = stale_jobs_.find(id); it != stale_jobs_.end()) {
+      if (tag_free_for(it->second.tag, id)) record_lane_lost(it->second);
+      stale_jobs_.erase(it);
+    }
   }
   return true;
 }
@@ -918,6 +954,8 @@ void Server::handle_lane(Client& c, const proto::Json& msg) {
   c.pid = static_cast<int>(proto::get_int(msg, "pid", 0, 1 << 30));
   c.command = proto::get_string(msg, "command", kMaxCommandLen);
   c.group.tag = proto::get_tag(msg);
+  c.cwd = msg.contains("cwd") ? proto::get_string(msg, "cwd", kMaxCwdLen) : "";
+  c.label = msg.contains("label") ? proto::get_string(msg, "label", kMaxLabelLen) : "";
   claim_tag(c.group.tag, id);
   c.bind = Bind::Core;
   c.job = id;
@@ -927,6 +965,9 @@ void Server::handle_lane(Client& c, const proto::Json& msg) {
   c.request.ntasks = count;
   c.state = JobState::Granted;
   c.submitted_at = c.granted_at = now_s();
+  c.submit_ns = c.start_ns = realtime_ns();
+  c.rank_cores.clear();
+  for (int u = first; u < first + count; ++u) c.rank_cores.push_back({lane_.slot(u).core});
   jobs_[id] = &c;
   claim(c, id, units);
 }
@@ -1016,9 +1057,13 @@ proto::Json Server::status_json() const {
               {"pid", c->pid},
               {"command", c->command},
               {"state", to_string(c->state)}};
+    j["cwd"] = c->cwd;
+    j["label"] = c->label;
+    j["submit"] = static_cast<double>(c->submit_ns) / 1e9;
     if (c->state == JobState::Queued) {
       j["position"] = sched_.position(id);
       j["age_s"] = now - c->submitted_at;
+      j["wait_s"] = now - c->submitted_at;
       queued.push_back(std::move(j));
     } else {
       std::vector<int> held_cores;
@@ -1029,27 +1074,48 @@ proto::Json Server::status_json() const {
       j["exclusive"] = c->grant.exclusive;
       j["age_s"] = now - c->granted_at;
       j["waited_s"] = c->granted_at - c->submitted_at;
+      j["rank_cores"] = c->rank_cores;
+      j["rank_gpus"] = c->rank_gpus;
+      j["start"] = static_cast<double>(c->start_ns) / 1e9;
+      j["lane"] = c->lane;
       running.push_back(std::move(j));
     }
   }
+  // The history's fields (docs/history.md) for jobs known without their
+  // launcher's messages: what is not known is empty.
+  auto known = [](Json j, const std::vector<std::vector<int>>& ranks, double start, bool lane) {
+    j["cwd"] = "";
+    j["label"] = "";
+    j["rank_cores"] = ranks;
+    j["rank_gpus"] = Json::array();
+    j["submit"] = start;
+    j["start"] = start;
+    j["lane"] = lane;
+    return j;
+  };
+  const double unix_now = static_cast<double>(realtime_ns()) / 1e9;
   auto adopted = [&](const StoredJob& job, const char* state) {
     std::vector<int> held;
     for (const SlotRef& s : job.grant.slots) held.push_back(s.core);
     held.erase(std::unique(held.begin(), held.end()), held.end());
-    return Json{{"job", job.grant.id}, {"ntasks", job.ntasks}, {"slots", job.grant.slots.size()},
-                {"pid", job.pid}, {"command", job.command}, {"state", state}, {"cores", held},
-                {"gpus", job.grant.gpus}, {"exclusive", job.grant.exclusive}, {"age_s", 0.0},
-                {"waited_s", 0.0}, {"gpus_requested", job.grant.gpus.size()}};
+    return known(Json{{"job", job.grant.id}, {"ntasks", job.ntasks}, {"slots", job.grant.slots.size()},
+                      {"pid", job.pid}, {"command", job.command}, {"state", state}, {"cores", held},
+                      {"gpus", job.grant.gpus}, {"exclusive", job.grant.exclusive}, {"age_s", 0.0},
+                      {"waited_s", 0.0}, {"gpus_requested", job.grant.gpus.size()}},
+                 {}, 0.0, false);
   };
   for (const auto& [id, job] : on_lane) {
     std::vector<int> held;
     for (int u = job.first; u < job.first + job.count; ++u) held.push_back(lane_.slot(u).core);
     held.erase(std::unique(held.begin(), held.end()), held.end());
     double age = std::max(0.0, boot_s() - job.claimed_s);
-    running.push_back(Json{{"job", id}, {"ntasks", job.count}, {"slots", job.count},
-                           {"pid", job.pid}, {"command", job.command}, {"state", "running"},
-                           {"cores", held}, {"gpus", Json::array()}, {"exclusive", false},
-                           {"age_s", age}, {"waited_s", 0.0}, {"gpus_requested", 0}});
+    std::vector<std::vector<int>> ranks;
+    for (int u = job.first; u < job.first + job.count; ++u) ranks.push_back({lane_.slot(u).core});
+    running.push_back(known(Json{{"job", id}, {"ntasks", job.count}, {"slots", job.count},
+                                 {"pid", job.pid}, {"command", job.command}, {"state", "running"},
+                                 {"cores", held}, {"gpus", Json::array()}, {"exclusive", false},
+                                 {"age_s", age}, {"waited_s", 0.0}, {"gpus_requested", 0}},
+                            ranks, unix_now - age, true));
   }
   for (const auto& [id, job] : stale_jobs_) {
     if (on_lane.count(id) || lost_.count(id)) continue;
@@ -1058,10 +1124,11 @@ proto::Json Server::status_json() const {
       if (stale_[u] == id) held.push_back(lane_.slot(static_cast<int>(u)).core);
     }
     held.erase(std::unique(held.begin(), held.end()), held.end());
-    running.push_back(Json{{"job", id}, {"ntasks", held.size()}, {"slots", held.size()},
-                           {"pid", job.pid}, {"command", job.command}, {"state", "dying"},
-                           {"cores", held}, {"gpus", Json::array()}, {"exclusive", false},
-                           {"age_s", 0.0}, {"waited_s", 0.0}, {"gpus_requested", 0}});
+    running.push_back(known(Json{{"job", id}, {"ntasks", held.size()}, {"slots", held.size()},
+                                 {"pid", job.pid}, {"command", job.command}, {"state", "dying"},
+                                 {"cores", held}, {"gpus", Json::array()}, {"exclusive", false},
+                                 {"age_s", 0.0}, {"waited_s", 0.0}, {"gpus_requested", 0}},
+                            {}, 0.0, true));
   }
   for (const auto& [id, job] : detached_) running.push_back(adopted(job, "detached"));
   for (const auto& [id, lost] : lost_) running.push_back(adopted(lost.job, "dying"));
@@ -1078,7 +1145,12 @@ proto::Json Server::status_json() const {
             {"max_oversubscribe", config_.policy.max_oversubscribe}}},
           {"resources", {{"cores", std::move(cores)}, {"gpus", std::move(gpus)}}},
           {"running", std::move(running)},
-          {"queued", std::move(queued)}};
+          {"queued", std::move(queued)},
+          {"recent", config_.history ? config_.history->recent_json() : Json::array()},
+          {"totals", config_.history ? config_.history->totals_json()
+                                     : Json{{"since", unix_now - (now - started_at_)}, {"jobs", 0}, {"failed", 0},
+                                            {"timed_out", 0}, {"core_seconds", 0.0}}},
+          {"history", history_state()}};
 }
 
 }  // namespace jiffy

@@ -12,9 +12,11 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/resources.h"
+#include "daemon/history_writer.h"
 #include "daemon/lane.h"
 #include "daemon/rendezvous.h"
 #include "daemon/state_file.h"
@@ -41,6 +43,9 @@ struct ServerConfig {
   // name's probes are accepted and closed; its file is taken anew when the
   // runtime directory is re-made.
   LifetimeLock lock;
+  // The history thread (daemon/history_writer.h), or none (tests, fuzzers):
+  // then `history` is answered at once, saying so.
+  std::unique_ptr<HistoryService> history;
 };
 
 class Server {
@@ -59,6 +64,7 @@ class Server {
     StoredJob job;  // what it holds, for the state file
     double give_up_at = 0;
     bool lane = false;  // its slots are the lane's: the locks tell when they are free
+    history::Row row;   // its history row (LOST), stored once the group is empty
   };
 
   void accept_clients();
@@ -72,6 +78,14 @@ class Server {
   void handle_stop(Client& c, const proto::Json& msg);
   void handle_reattach(Client& c, const proto::Json& msg);
   void handle_lane(Client& c, const proto::Json& msg);
+  void handle_history(Client& c, const proto::Json& msg);
+  void history_done();
+  proto::Json history_state() const;
+  history::Row history_row(const Client& c, int outcome, const char* reason) const;
+  history::Row history_row(const StoredJob& job) const;
+  void record_lane_lost(const LaneJob& job);
+  void record(history::Row row);
+  bool launcher_lives_on(const Client& c) const;
   std::vector<int> lane_held(const Grant& g, pid_t launcher) const;
   void claim(Client& c, JobId job, const std::vector<int>& units);
   void unclaim(Client& c, bool clear_records = true);
@@ -94,8 +108,8 @@ class Server {
   void recover();
   void check_detached();
   void maybe_end_recovery();
-  void lose(const StoredJob& job, bool lane = false);
-  void finish_lost(const StoredJob& job);
+  void lose(const StoredJob& job, bool lane = false, std::optional<history::Row> row = std::nullopt);
+  void finish_lost(const StoredJob& job, history::Row row);
   void persist();
   void heal();
   void pause_accepting();
@@ -157,6 +171,7 @@ class Server {
   bool positions_due_ = false;      // the queue moved since positions were last sent
   double next_positions_at_ = 0;
   double accept_paused_until_ = 0;  // out of descriptors: stop accepting a while
+  std::uint64_t next_serial_ = 0;  // Client::serial: which client a history reply is for
   double started_at_;
   double idle_since_;
   bool stopping_ = false;

@@ -2,7 +2,9 @@
 // record and a few helpers. Not part of the daemon's interface.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "daemon/job_state.h"
 #include "daemon/server.h"
@@ -14,6 +16,8 @@ namespace server_detail {
 
 constexpr std::size_t kMaxClients = 8192;
 constexpr std::size_t kMaxCommandLen = 4096;
+constexpr std::size_t kMaxCwdLen = 4096;   // "cwd" of submit/lane (the history keeps 1023 bytes)
+constexpr std::size_t kMaxLabelLen = 1024; // "label" of submit/lane (the history keeps 127)
 // Replies a client has not read yet. One client beyond its share, or all
 // of them beyond the budget (then the largest backlog goes), is dropped: a
 // client that asks without reading must not grow the daemon. A status
@@ -62,6 +66,18 @@ struct Server::Client {
   double granted_at = 0;
   Grant grant;
   bool lane = false;  // took its slots from the lane itself ("lane" message)
+  // For the history (docs/history.md): never 0 or reused in one daemon's
+  // life, so a reply the history thread completes late finds its client.
+  std::uint64_t serial = 0;
+  std::string cwd, label;           // "submit"/"lane", optional
+  std::int64_t submit_ns = 0;       // CLOCK_REALTIME: the submit arrived
+  std::int64_t start_ns = 0;        // CLOCK_REALTIME: granted
+  std::vector<std::vector<int>> rank_cores;          // per rank, the daemon's core numbers
+  std::vector<std::vector<std::string>> rank_gpus;   // per rank, GPU names
+  bool oversubscribed = false;      // ranks share cores
 };
+
+// CLOCK_REALTIME in nanoseconds (history times).
+std::int64_t realtime_ns();
 
 }  // namespace jiffy

@@ -40,6 +40,11 @@ std::string render_status(const proto::Json& r) {
   out += "daemon  pid " + std::to_string(d["pid"].get<int>()) + ", up " +
          fmt("%.0f s", d["uptime_s"].get<double>()) + ", socket " +
          d["socket"].get<std::string>() + "\n";
+  // The history's problem, if any (docs/history.md): one line.
+  if (r.contains("history") && r["history"].contains("error") && r["history"]["error"].is_string() &&
+      !r["history"]["error"].get<std::string>().empty()) {
+    out += "history " + r["history"]["error"].get<std::string>() + "\n";
+  }
   const auto& res = r["resources"];
   out += "cores   " + cores_line(res["cores"]) + "\n";
   for (const auto& c : res["cores"]) {

@@ -40,6 +40,8 @@ inline constexpr const char* kStatusReply = "status_reply";
 inline constexpr const char* kStop = "stop";  // client: ask the daemon to exit
 inline constexpr const char* kReattach = "reattach";  // client: my job runs, a new daemon must know
 inline constexpr const char* kLane = "lane";  // client: I took lane slots myself (proto/lane.h)
+inline constexpr const char* kHistory = "history";  // client: ingest the history journal now
+inline constexpr const char* kHistoryReply = "history_reply";  // daemon: {db, error, pending}
 inline constexpr const char* kOk = "ok";
 inline constexpr const char* kError = "error";  // daemon: request refused (message)
 }  // namespace type

@@ -225,6 +225,8 @@ class Jiffy:
         for v in SCRUBBED_VARS:
             env.pop(v, None)
         env["JIFFY_RUNTIME_DIR"] = runtime_dir
+        # The history database (docs/history.md) of this world, not the user's.
+        env["XDG_STATE_HOME"] = os.path.join(runtime_dir, "state")
         env[MARKER_VAR] = self.marker
         self.env = env
         self.popens = []
