@@ -337,20 +337,35 @@ std::string spread(const std::string& left, const std::string& right, int cols) 
 
 std::vector<std::string> header_lines(const Status& s, const TopSnapshot& snap, int cols, double now) {
   std::vector<std::string> out;
-  std::string head = "jiffy top";
+  // The numbers first: on a narrow screen the title and the clock go, then
+  // the GPUs of a machine that has none, then the double spaces.
+  std::vector<std::string> parts;
+  bool no_gpus = s.gpus.empty();
   if (snap.reply != nullptr) {
-    if (s.pid) head += "  pid " + std::to_string(*s.pid);
-    if (s.uptime_s) head += "  up " + format_duration(*s.uptime_s);
+    if (s.pid) parts.push_back("pid " + std::to_string(*s.pid));
+    if (s.uptime_s) parts.push_back("up " + format_duration(*s.uptime_s));
     int busy = 0;
     for (const Core& c : s.cores) {
       if (std::any_of(c.holders.begin(), c.holders.end(), [](std::uint64_t h) { return h != 0; })) ++busy;
     }
-    head += "  cores " + std::to_string(busy) + "/" + std::to_string(s.cores.size());
+    parts.push_back("cores " + std::to_string(busy) + "/" + std::to_string(s.cores.size()));
     int gbusy = static_cast<int>(
         std::count_if(s.gpus.begin(), s.gpus.end(), [](const Gpu& g) { return g.holder != 0; }));
-    head += "  gpus " + std::to_string(gbusy) + "/" + std::to_string(s.gpus.size());
-    head += "  queued " + std::to_string(s.queued.size());
+    parts.push_back("gpus " + std::to_string(gbusy) + "/" + std::to_string(s.gpus.size()));
+    parts.push_back("queued " + std::to_string(s.queued.size()));
   }
+  auto join = [&](bool title, bool gpus, const char* sep) {
+    std::string h = title ? "jiffy top" : "";
+    for (const std::string& p : parts) {
+      if (!gpus && p.starts_with("gpus ")) continue;
+      h += (h.empty() ? "" : sep) + p;
+    }
+    return h;
+  };
+  std::string head = join(true, true, "  ");
+  if (display_width(head) > cols) head = join(false, true, "  ");
+  if (display_width(head) > cols && no_gpus) head = join(false, false, "  ");
+  if (display_width(head) > cols) head = join(false, !no_gpus, " ");
   out.push_back(spread(head, clock_text(now), cols));
   if (!snap.problem.empty()) {
     out.push_back(snap.problem);
@@ -439,12 +454,17 @@ std::vector<std::string> core_lines(const Status& s, bool per_core, int cols) {
     return table(rows, {false, false, true, false});
   }
   out.push_back("cores (letter: job below, . free)");
+  auto id_width = [](int max_id) { return static_cast<int>(std::to_string(max_id).size()); };
+  int w = 0;
+  for (const Core& c : s.cores) w = std::max(w, id_width(c.id));
   std::vector<std::string> cells;
-  for (const Core& c : s.cores) cells.push_back(std::to_string(c.id) + holder_keys(c.holders, keys));
+  for (const Core& c : s.cores) cells.push_back(pad_left(std::to_string(c.id), w) + holder_keys(c.holders, keys));
   grid(out, "", cells, cols);
   if (!s.gpus.empty()) {
+    w = 0;
+    for (const Gpu& g : s.gpus) w = std::max(w, id_width(g.id));
     cells.clear();
-    for (const Gpu& g : s.gpus) cells.push_back(std::to_string(g.id) + holder_keys({g.holder}, keys));
+    for (const Gpu& g : s.gpus) cells.push_back(pad_left(std::to_string(g.id), w) + holder_keys({g.holder}, keys));
     grid(out, "gpus", cells, cols);
   }
   return out;
@@ -572,14 +592,19 @@ void for_each_char(std::string_view t, Emit emit) {
       if ((c & 0xC0) != 0x80) ok = false;
       cp = (cp << 6) | (c & 0x3F);
     }
-    // Overlong forms, surrogates, beyond U+10FFFF, and the C1 controls.
+    // Overlong forms, surrogates, beyond U+10FFFF: a byte at a time.
     if (ok && ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-               (cp >= 0xD800 && cp <= 0xDFFF) || cp < 0xA0)) {
+               (cp >= 0xD800 && cp <= 0xDFFF))) {
       ok = false;
     }
     if (!ok) {
       if (!emit(std::string_view("?"), 1)) return;
       ++i;
+      continue;
+    }
+    if (cp < 0xA0) {  // a C1 control (0x9B is CSI to some terminals)
+      if (!emit(std::string_view("?"), 1)) return;
+      i += n;
       continue;
     }
     if (!emit(t.substr(i, n), cp >= 0x1100 ? 2 : 1)) return;
