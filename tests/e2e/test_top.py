@@ -142,7 +142,10 @@ def line_with(lines, pattern):
 
 def assert_restored(t: Tmux):
     """The terminal is as it was before top: modes, primary screen, cursor."""
-    assert (t.dir / "after").read_text() == (t.dir / "before").read_text(), "stty modes not restored"
+    def modes(name):  # the size may have changed meanwhile; the modes may not
+        return re.sub(r"rows \d+; columns \d+;", "", (t.dir / name).read_text())
+
+    assert modes("after") == modes("before"), "stty modes not restored"
     assert t.fmt("#{alternate_on}") == "0", "still on the alternate screen"
     assert t.fmt("#{cursor_flag}") == "1", "the cursor is still hidden"
     assert not any("jiffy top" in l for l in t.screen()), "top's screen is left on the terminal"
@@ -205,6 +208,19 @@ def test_top_waits_for_a_daemon_to_start(jx, fake_daemon, tmux):
     pid = d.status_at_start["daemon"]["pid"]
     lines = tmux.wait_screen(lambda s: line_with(s, rf"^jiffy top  pid {pid}\s"), "the daemon's pid")
     assert not line_with(lines, "no daemon running")
+    tmux.keys("q")
+    assert tmux.wait_exit() == 0
+    assert_restored(tmux)
+
+
+def test_top_follows_the_terminal_size(jx, fake_daemon, tmux):
+    fake_daemon(cores=16)
+    tmux.start()
+    tmux.wait_screen(lambda s: line_with(s, r"^jiffy top  pid \d+.*queued 0\s+\d\d:\d\d:\d\d$"), "a full header")
+    tmux.tmux("resize-window", "-t", "top", "-x", "50", "-y", "12")
+    lines = tmux.wait_screen(lambda s: len(s) <= 13 and line_with(s, r"^ 0\.  1\.  2\."), "a redraw at 50x12")
+    assert_fits(lines, cols=50, rows=12)
+    assert line_with(lines, r"cores 0/16")
     tmux.keys("q")
     assert tmux.wait_exit() == 0
     assert_restored(tmux)
