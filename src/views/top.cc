@@ -185,6 +185,7 @@ class StatusPoller {
       try {
         if (!client_) client_ = DaemonClient::connect_existing();
         if (!client_) {
+          reply_.reset();
           problem_ = "no daemon running for this resource set; waiting for one to start";
           return false;
         }
@@ -194,6 +195,7 @@ class StatusPoller {
       } catch (const Error& e) {
         // A daemon gone since the last refresh: one more try, anew.
         client_.reset();
+        reply_.reset();
         problem_ = e.what();
       }
     }

@@ -201,13 +201,17 @@ def test_top_fits_80x24_with_64_cores_and_shows_the_queue(jx, fake_daemon, tmux)
     assert_restored(tmux)
 
 
-def test_top_waits_for_a_daemon_to_start(jx, fake_daemon, tmux):
+def test_top_waits_for_a_daemon_to_start_and_sees_it_go(jx, fake_daemon, tmux):
     tmux.start()
     tmux.wait_screen(lambda s: line_with(s, "no daemon running"), "'no daemon running'")
     d = fake_daemon(cores=2)
     pid = d.status_at_start["daemon"]["pid"]
     lines = tmux.wait_screen(lambda s: line_with(s, rf"^jiffy top  pid {pid}\s"), "the daemon's pid")
     assert not line_with(lines, "no daemon running")
+    # And when it goes, nothing of it stays on the screen.
+    assert jx.stop().returncode == 0
+    lines = tmux.wait_screen(lambda s: line_with(s, "no daemon running"), "'no daemon running' again")
+    assert not line_with(lines, rf"pid {pid}")
     tmux.keys("q")
     assert tmux.wait_exit() == 0
     assert_restored(tmux)
