@@ -136,14 +136,17 @@ Daemon options:
   --foreground           stay attached and log to stderr (default:
                          start detached, return once it serves)
 
-Top options:
+Top options (q or Ctrl-C quits; any other key refreshes at once):
   -d, --delay S          seconds between refreshes (also --interval;
                          default 0.5, at least 0.1)
   -n, --iterations N     draw N frames, then exit (default: until q)
   -b, --batch            print plain frames one after another, each ending
                          with an empty line, instead of redrawing the
-                         terminal; also what happens when stdout is not a
-                         terminal (width $COLUMNS, else 80)
+                         terminal (whose screen comes back on exit); also
+                         what happens when stdout is not a terminal
+                         (width $COLUMNS, else 80; as long as it takes)
+  With many cores, each is a cell of a grid: "17A" is core 17 held by the
+  job listed as A below it, "17." a free core.
 
 Exit status:
   0                      every rank exited 0
