@@ -17,6 +17,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -40,6 +41,9 @@ namespace {
 // A request unanswered this long: the connection is dropped and made anew
 // (the daemon may be wedged, or a new one may have taken over).
 constexpr double kGiveUpS = 10;
+// A key refreshes at once, but no sooner than this after the last request
+// (the shortest -d allowed).
+constexpr double kMinKeyRefreshS = 0.1;
 
 double wall_s() {
   timespec ts{};
@@ -191,6 +195,7 @@ class StatusPoller {
         }
         client_->send({{"type", proto::type::kStatus}, {"v", proto::kVersion}});
         asked_at_ = now;
+        sent_at_ = now;
         return true;
       } catch (const Error& e) {
         // A daemon gone since the last refresh: one more try, anew.
@@ -203,6 +208,8 @@ class StatusPoller {
   }
 
   bool waiting() const { return asked_at_ >= 0; }
+  // When the last request was sent (monotonic); -inf before the first.
+  double sent_at() const { return sent_at_; }
   double asked_at() const { return asked_at_; }
   int fd() const { return client_ ? client_->fd() : -1; }
   const std::string& problem() const { return problem_; }
@@ -244,6 +251,7 @@ class StatusPoller {
   std::optional<proto::Json> reply_;
   std::string problem_;
   double asked_at_ = -1;  // monotonic time of the unanswered request; -1: none
+  double sent_at_ = -1e9;
 };
 
 }  // namespace
@@ -325,7 +333,9 @@ int run_top(const TopOptions& opts) {
         for (ssize_t k = 0; k < got; ++k) {
           if (buf[k] == 'q' || buf[k] == 'Q' || buf[k] == '\x03') return 0;
         }
-        next = now_s();  // any other key: refresh now
+        // Any other key: refresh now, but never ask more often than the
+        // shortest interval allowed (a key held down repeats).
+        next = std::max(now_s(), poller.sent_at() + kMinKeyRefreshS);
       } else if (fds[i].fd == sig_fd) {
         while (int sig = signals->next()) {
           if (sig == SIGWINCH) {

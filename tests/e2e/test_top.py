@@ -6,6 +6,7 @@ teardown) whose one pane runs a wrapper script: it records `stty -a` before
 and after `jiffy top`, top's pid and its exit status, so that a test can
 check the terminal came back exactly as it was, whichever way top ended."""
 
+import os
 import re
 import shlex
 import shutil
@@ -230,6 +231,22 @@ def test_top_follows_the_terminal_size(jx, fake_daemon, tmux):
     assert_restored(tmux)
 
 
+def test_top_shows_a_stuck_daemon_and_still_quits(jx, fake_daemon, tmux):
+    d = fake_daemon(cores=2)
+    tmux.start("-d", "0.2")
+    pid = d.status_at_start["daemon"]["pid"]
+    tmux.wait_screen(lambda s: line_with(s, rf"^jiffy top  pid {pid}\s"), "the daemon's pid")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        lines = tmux.wait_screen(lambda s: line_with(s, r"^the daemon has not answered for "), "the stuck daemon")
+        assert line_with(lines, rf"^jiffy top  pid {pid}\s"), "the last answer stays on screen"
+        tmux.keys("q")
+        assert tmux.wait_exit() == 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert_restored(tmux)
+
+
 @pytest.mark.parametrize("how,rc", [("C-c", 0), ("TERM", 128 + signal.SIGTERM), ("HUP", 128 + signal.SIGHUP)])
 def test_top_restores_the_terminal_when_interrupted(jx, tmux, how, rc):
     pid = tmux.start("-d", "0.2")
@@ -237,7 +254,6 @@ def test_top_restores_the_terminal_when_interrupted(jx, tmux, how, rc):
     if how.startswith("C-"):
         tmux.keys(how)
     else:
-        import os
         os.kill(pid, getattr(signal, "SIG" + how))
     assert tmux.wait_exit() == rc
     assert_restored(tmux)
