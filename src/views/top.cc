@@ -10,11 +10,11 @@
 // screen never scrolls and no line wraps.
 #include "views/top.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <termios.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -222,7 +222,8 @@ class StatusPoller {
       if (!msg) return false;
       if ((*msg)["type"] == proto::type::kError) {
         const proto::Json* m = msg->contains("message") ? &(*msg)["message"] : nullptr;
-        problem_ = "the daemon answered: " + (m && m->is_string() ? m->get<std::string>() : std::string("error"));
+        problem_ = "the daemon answered: " +
+                   (m && m->is_string() ? m->get<std::string>() : std::string("error"));
       } else if ((*msg)["type"] == proto::type::kStatusReply) {
         reply_ = std::move(*msg);
         problem_.clear();
@@ -265,7 +266,8 @@ int run_top(const TopOptions& opts) {
   std::optional<Screen> screen;
   TermSize size = batch_size();
   if (interactive) {
-    signals.emplace(std::initializer_list<int>{SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH, SIGTSTP});
+    signals.emplace(
+        std::initializer_list<int>{SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH, SIGTSTP});
     screen.emplace(keys_fd, STDOUT_FILENO);
     screen->enter();
     size = terminal_size(STDOUT_FILENO);
@@ -300,7 +302,8 @@ int run_top(const TopOptions& opts) {
       if (next <= now) next = now + opts.interval_s;
       if (poller.waiting()) {
         if (now - poller.asked_at() >= kGiveUpS) {
-          poller.drop("the daemon did not answer for " + format_duration(kGiveUpS) + "; reconnecting");
+          poller.drop("the daemon did not answer for " + format_duration(kGiveUpS) +
+                      "; reconnecting");
         }
         if (show(true)) return 0;
       } else if (!poller.ask(now)) {

@@ -40,7 +40,8 @@ std::optional<double> number(const Json& j, const char* key) {
 // An id or count: a non-negative integer, 0 when absent.
 std::uint64_t count_of(const Json& j) {
   if (j.is_number_unsigned()) return j.get<std::uint64_t>();
-  if (j.is_number_integer() && j.get<std::int64_t>() > 0) return static_cast<std::uint64_t>(j.get<std::int64_t>());
+  if (j.is_number_integer() && j.get<std::int64_t>() > 0)
+    return static_cast<std::uint64_t>(j.get<std::int64_t>());
   return 0;
 }
 
@@ -67,15 +68,24 @@ const Json& list(const Json& j, const char* key) {
   return f != nullptr && f->is_array() ? *f : kEmpty;
 }
 
+// A core or GPU number: an integer in [0, 2^30].
+std::optional<int> small_id(const Json& x) {
+  constexpr std::int64_t kMax = 1 << 30;
+  if (x.is_number_unsigned()) {
+    if (x.get<std::uint64_t>() <= static_cast<std::uint64_t>(kMax)) return x.get<int>();
+  } else if (x.is_number_integer()) {
+    std::int64_t v = x.get<std::int64_t>();
+    if (v >= 0 && v <= kMax) return static_cast<int>(v);
+  }
+  return std::nullopt;
+}
+
 // Integers found in a list or in its lists (per-rank cores: [[0,1],[2]]),
 // ascending, each once.
 std::vector<int> ints_within(const Json& l) {
   std::vector<int> out;
   auto take = [&](const Json& x) {
-    if (x.is_number_integer() || x.is_number_unsigned()) {
-      std::uint64_t v = count_of(x);
-      if (v <= 1u << 30 && (v > 0 || x.get<std::int64_t>() == 0)) out.push_back(static_cast<int>(v));
-    }
+    if (auto v = small_id(x)) out.push_back(*v);
   };
   if (!l.is_array()) return out;
   for (const Json& x : l) {
@@ -97,7 +107,8 @@ std::string gpus_within(const Json& l) {
   if (!ids.empty()) return format_cpu_list(ids);
   std::vector<std::string> names;
   auto take = [&](const Json& x) {
-    if (x.is_string() && std::find(names.begin(), names.end(), x.get<std::string>()) == names.end()) {
+    if (x.is_string() &&
+        std::find(names.begin(), names.end(), x.get<std::string>()) == names.end()) {
       names.push_back(x.get<std::string>());
     }
   };
@@ -191,14 +202,16 @@ Status read_status(const Json& r, double now) {
   const Json* res = field(r, "resources");
   for (const Json& c : res ? list(*res, "cores") : list(r, "")) {
     Core core;
-    core.id = static_cast<int>(std::min<std::uint64_t>(count(c, "id").value_or(s.cores.size()), 1u << 30));
+    const Json* id = field(c, "id");
+    core.id = id ? small_id(*id).value_or(-1) : static_cast<int>(s.cores.size());
     for (const Json& h : list(c, "holders")) core.holders.push_back(count_of(h));
     if (core.holders.empty()) core.holders.push_back(0);
     s.cores.push_back(std::move(core));
   }
   for (const Json& g : res ? list(*res, "gpus") : list(r, "")) {
     Gpu gpu;
-    gpu.id = static_cast<int>(std::min<std::uint64_t>(count(g, "id").value_or(s.gpus.size()), 1u << 30));
+    const Json* id = field(g, "id");
+    gpu.id = id ? small_id(*id).value_or(-1) : static_cast<int>(s.gpus.size());
     gpu.name = text(g, "name");
     if (const Json* h = field(g, "holder")) gpu.holder = count_of(*h);
     s.gpus.push_back(std::move(gpu));
@@ -289,7 +302,8 @@ std::vector<std::string> table(const std::vector<std::vector<std::string>>& rows
   for (const auto& r : rows) ncols = std::max(ncols, r.size());
   std::vector<int> width(ncols, 0);
   for (const auto& r : rows) {
-    for (std::size_t c = 0; c + 1 < r.size(); ++c) width[c] = std::max(width[c], display_width(r[c]));
+    for (std::size_t c = 0; c + 1 < r.size(); ++c)
+      width[c] = std::max(width[c], display_width(r[c]));
   }
   std::vector<std::string> out;
   for (const auto& r : rows) {
@@ -311,7 +325,8 @@ std::string job_text(std::uint64_t id) { return "job " + std::to_string(id); }
 
 std::string outcome_text(const Finished& f) {
   if (f.outcome == "failed" && f.exit_code) return "failed " + std::to_string(*f.exit_code);
-  if (f.outcome == "signaled" && f.signal && *f.signal > 0) return "signal " + std::to_string(*f.signal);
+  if (f.outcome == "signaled" && f.signal && *f.signal > 0)
+    return "signal " + std::to_string(*f.signal);
   if (!f.outcome.empty()) return f.outcome;
   return f.exit_code ? "exit " + std::to_string(*f.exit_code) : "?";
 }
@@ -335,7 +350,8 @@ std::string spread(const std::string& left, const std::string& right, int cols) 
 // ---------------------------------------------------------------------------
 // Sections
 
-std::vector<std::string> header_lines(const Status& s, const TopSnapshot& snap, int cols, double now) {
+std::vector<std::string> header_lines(const Status& s, const TopSnapshot& snap, int cols,
+                                      double now) {
   std::vector<std::string> out;
   // The numbers first: on a narrow screen the title and the clock go, then
   // the GPUs of a machine that has none, then the double spaces.
@@ -346,7 +362,8 @@ std::vector<std::string> header_lines(const Status& s, const TopSnapshot& snap, 
     if (s.uptime_s) parts.push_back("up " + format_duration(*s.uptime_s));
     int busy = 0;
     for (const Core& c : s.cores) {
-      if (std::any_of(c.holders.begin(), c.holders.end(), [](std::uint64_t h) { return h != 0; })) ++busy;
+      if (std::any_of(c.holders.begin(), c.holders.end(), [](std::uint64_t h) { return h != 0; }))
+        ++busy;
     }
     parts.push_back("cores " + std::to_string(busy) + "/" + std::to_string(s.cores.size()));
     int gbusy = static_cast<int>(
@@ -385,7 +402,8 @@ std::vector<std::string> header_lines(const Status& s, const TopSnapshot& snap, 
   return out;
 }
 
-std::string holder_keys(const std::vector<std::uint64_t>& holders, const std::map<std::uint64_t, char>& keys) {
+std::string holder_keys(const std::vector<std::uint64_t>& holders,
+                        const std::map<std::uint64_t, char>& keys) {
   std::string k;
   for (std::uint64_t h : holders) {
     if (h == 0) {
@@ -399,8 +417,8 @@ std::string holder_keys(const std::vector<std::uint64_t>& holders, const std::ma
 }
 
 // Cells "<id><key per slot>" packed into lines of at most cols columns.
-void grid(std::vector<std::string>& out, const std::string& prefix, const std::vector<std::string>& cells,
-          int cols) {
+void grid(std::vector<std::string>& out, const std::string& prefix,
+          const std::vector<std::string>& cells, int cols) {
   int cw = 0;
   for (const std::string& c : cells) cw = std::max(cw, display_width(c));
   std::string line = prefix;
@@ -458,13 +476,15 @@ std::vector<std::string> core_lines(const Status& s, bool per_core, int cols) {
   int w = 0;
   for (const Core& c : s.cores) w = std::max(w, id_width(c.id));
   std::vector<std::string> cells;
-  for (const Core& c : s.cores) cells.push_back(pad_left(std::to_string(c.id), w) + holder_keys(c.holders, keys));
+  for (const Core& c : s.cores)
+    cells.push_back(pad_left(std::to_string(c.id), w) + holder_keys(c.holders, keys));
   grid(out, "", cells, cols);
   if (!s.gpus.empty()) {
     w = 0;
     for (const Gpu& g : s.gpus) w = std::max(w, id_width(g.id));
     cells.clear();
-    for (const Gpu& g : s.gpus) cells.push_back(pad_left(std::to_string(g.id), w) + holder_keys({g.holder}, keys));
+    for (const Gpu& g : s.gpus)
+      cells.push_back(pad_left(std::to_string(g.id), w) + holder_keys({g.holder}, keys));
     grid(out, "gpus", cells, cols);
   }
   return out;
@@ -484,10 +504,11 @@ Section running_section(const Status& s, bool keys) {
     rows.push_back({keys ? std::string(1, r.key) : "", job_text(r.id),
                     r.ntasks ? "-n " + std::to_string(*r.ntasks) : "",
                     r.cores.empty() ? "" : "cores " + format_cpu_list(r.cores),
-                    r.gpus.empty() ? "" : "gpus " + r.gpus, r.run_s ? format_duration(*r.run_s) : "",
-                    what});
+                    r.gpus.empty() ? "" : "gpus " + r.gpus,
+                    r.run_s ? format_duration(*r.run_s) : "", what});
   }
-  for (std::string& l : table(rows, {false, false, false, false, false, true})) sec.items.push_back("  " + l);
+  for (std::string& l : table(rows, {false, false, false, false, false, true}))
+    sec.items.push_back("  " + l);
   return sec;
 }
 
@@ -584,7 +605,10 @@ void for_each_char(std::string_view t, Emit emit) {
       ++i;
       continue;
     }
-    std::size_t n = b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+    std::size_t n = b >= 0xC2 && b <= 0xDF   ? 2
+                    : b >= 0xE0 && b <= 0xEF ? 3
+                    : b >= 0xF0 && b <= 0xF4 ? 4
+                                             : 0;
     std::uint32_t cp = n == 2 ? b & 0x1F : n == 3 ? b & 0x0F : b & 0x07;
     bool ok = n > 0 && i + n <= t.size();
     for (std::size_t k = 1; ok && k < n; ++k) {
@@ -640,7 +664,8 @@ std::vector<std::string> render_top(const TopSnapshot& snap, TermSize size, doub
   const int rows = std::max(0, size.rows);
   Status s = snap.reply != nullptr ? read_status(*snap.reply, now) : Status{};
   std::vector<std::string> out = header_lines(s, snap, cols, now);
-  if (rows > 0 && out.size() > static_cast<std::size_t>(rows)) out.resize(static_cast<std::size_t>(rows));
+  if (rows > 0 && out.size() > static_cast<std::size_t>(rows))
+    out.resize(static_cast<std::size_t>(rows));
   if (snap.reply != nullptr) {
     int left = rows > 0 ? rows - static_cast<int>(out.size()) : 1 << 30;
     // A line per core while they take at most a third of the screen.

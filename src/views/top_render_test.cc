@@ -24,7 +24,8 @@ Json reply_with(const std::vector<unsigned>& holders, int gpus = 0) {
                      {"holders", {holders[i] ? Json(holders[i]) : Json(nullptr)}}});
   }
   Json g = Json::array();
-  for (int i = 0; i < gpus; ++i) g.push_back({{"id", i}, {"name", std::to_string(i)}, {"holder", nullptr}});
+  for (int i = 0; i < gpus; ++i)
+    g.push_back({{"id", i}, {"name", std::to_string(i)}, {"holder", nullptr}});
   return {{"type", "status_reply"},
           {"daemon", {{"pid", 4242}, {"uptime_s", 3725.0}, {"socket", "/tmp/x.sock"}}},
           {"resources", {{"cores", cores}, {"gpus", g}}},
@@ -33,9 +34,18 @@ Json reply_with(const std::vector<unsigned>& holders, int gpus = 0) {
 }
 
 Json running_job(unsigned id, std::vector<int> cores, double age_s, const std::string& command) {
-  return {{"job", id},     {"ntasks", cores.size()}, {"slots", cores.size()}, {"gpus_requested", 0},
-          {"pid", 100},    {"command", command},      {"state", "running"},    {"cores", cores},
-          {"gpus", Json::array()}, {"exclusive", false}, {"age_s", age_s},     {"waited_s", 0.0}};
+  return {{"job", id},
+          {"ntasks", cores.size()},
+          {"slots", cores.size()},
+          {"gpus_requested", 0},
+          {"pid", 100},
+          {"command", command},
+          {"state", "running"},
+          {"cores", cores},
+          {"gpus", Json::array()},
+          {"exclusive", false},
+          {"age_s", age_s},
+          {"waited_s", 0.0}};
 }
 
 std::vector<std::string> render(const Json& reply, TermSize size = {80, 24}) {
@@ -75,7 +85,8 @@ TEST(TopRender, NoDaemonSaysSo) {
 
 TEST(TopRender, ProblemIsShownUnderTheHeader) {
   Json r = reply_with({0, 0});
-  std::vector<std::string> lines = render_top({&r, "the daemon has not answered for 3.0s"}, {80, 24}, kNow);
+  std::vector<std::string> lines =
+      render_top({&r, "the daemon has not answered for 3.0s"}, {80, 24}, kNow);
   ASSERT_GE(lines.size(), 2u);
   EXPECT_EQ(lines[1], "the daemon has not answered for 3.0s");
 }
@@ -84,7 +95,8 @@ TEST(TopRender, HeaderCountsBusyCoresGpusAndQueue) {
   Json r = reply_with({0, 7, 7, 0}, 2);
   r["resources"]["gpus"][1]["holder"] = 7;
   r["running"].push_back(running_job(7, {1, 2}, 3.2, "sleep 30"));
-  r["queued"].push_back({{"job", 8}, {"ntasks", 4}, {"position", 0}, {"age_s", 2.0}, {"command", "x"}});
+  r["queued"].push_back(
+      {{"job", 8}, {"ntasks", 4}, {"position", 0}, {"age_s", 2.0}, {"command", "x"}});
   std::vector<std::string> lines = render(r);
   EXPECT_NE(lines[0].find("pid 4242"), std::string::npos) << lines[0];
   EXPECT_NE(lines[0].find("up 1:02:05"), std::string::npos) << lines[0];
@@ -131,10 +143,19 @@ TEST(TopRender, PerRankCoresAndGpuNamesAreMerged) {
 
 TEST(TopRender, QueueShowsEachRequestsWait) {
   Json r = reply_with({0});
-  r["queued"].push_back({{"job", 8}, {"ntasks", 4}, {"position", 0}, {"age_s", 75.0}, {"command", "big"}});
-  r["queued"].push_back({{"job", 9}, {"ntasks", 1}, {"position", 1}, {"submit", kNow - 5}, {"command", "b"},
+  r["queued"].push_back(
+      {{"job", 8}, {"ntasks", 4}, {"position", 0}, {"age_s", 75.0}, {"command", "big"}});
+  r["queued"].push_back({{"job", 9},
+                         {"ntasks", 1},
+                         {"position", 1},
+                         {"submit", kNow - 5},
+                         {"command", "b"},
                          {"gpus_requested", 1}});
-  r["queued"].push_back({{"job", 10}, {"ntasks", 1}, {"position", 2}, {"wait_s", 12.0}, {"age_s", 99.0},
+  r["queued"].push_back({{"job", 10},
+                         {"ntasks", 1},
+                         {"position", 2},
+                         {"wait_s", 12.0},
+                         {"age_s", 99.0},
                          {"command", "c"}});
   std::vector<std::string> lines = render(r);
   EXPECT_TRUE(has_line(lines, "queued 3")) << joined(lines);
@@ -146,16 +167,37 @@ TEST(TopRender, QueueShowsEachRequestsWait) {
 TEST(TopRender, RecentAndTotalsWhenTheDaemonSendsThem) {
   Json r = reply_with({0});
   r["recent"] = Json::array();
-  r["recent"].push_back({{"job", 3}, {"outcome", "failed"}, {"exit_code", 3}, {"signal", 0}, {"run_s", 2.5},
-                         {"end", kNow - 30}, {"label", "runex1_2"}, {"command", "./ex1"}});
-  r["recent"].push_back({{"job", 4}, {"outcome", "signaled"}, {"exit_code", 137}, {"signal", 9},
-                         {"run_s", 61.0}, {"end", kNow - 10}, {"label", ""}, {"command", "./crash"}});
-  r["recent"].push_back({{"job", 5}, {"outcome", "lost"}, {"exit_code", nullptr}, {"run_s", nullptr},
-                         {"end", kNow - 50}, {"command", "./gone"}});
-  r["totals"] = {{"since", kNow - 3600}, {"jobs", 120}, {"failed", 3}, {"timed_out", 1}, {"core_seconds", 7384.0}};
+  r["recent"].push_back({{"job", 3},
+                         {"outcome", "failed"},
+                         {"exit_code", 3},
+                         {"signal", 0},
+                         {"run_s", 2.5},
+                         {"end", kNow - 30},
+                         {"label", "runex1_2"},
+                         {"command", "./ex1"}});
+  r["recent"].push_back({{"job", 4},
+                         {"outcome", "signaled"},
+                         {"exit_code", 137},
+                         {"signal", 9},
+                         {"run_s", 61.0},
+                         {"end", kNow - 10},
+                         {"label", ""},
+                         {"command", "./crash"}});
+  r["recent"].push_back({{"job", 5},
+                         {"outcome", "lost"},
+                         {"exit_code", nullptr},
+                         {"run_s", nullptr},
+                         {"end", kNow - 50},
+                         {"command", "./gone"}});
+  r["totals"] = {{"since", kNow - 3600},
+                 {"jobs", 120},
+                 {"failed", 3},
+                 {"timed_out", 1},
+                 {"core_seconds", 7384.0}};
   std::vector<std::string> lines = render(r);
   std::string all = joined(lines);
-  EXPECT_TRUE(has_line(lines, "since start: 120 jobs, 3 failed, 1 timed out, 2:03:04 core time")) << all;
+  EXPECT_TRUE(has_line(lines, "since start: 120 jobs, 3 failed, 1 timed out, 2:03:04 core time"))
+      << all;
   EXPECT_TRUE(has_line(lines, "finished (last 3)")) << all;
   // Newest first.
   EXPECT_LT(all.find("job 4"), all.find("job 3")) << all;
@@ -176,15 +218,18 @@ TEST(TopRender, SixtyFourBusyCoresFitEightyByTwentyFour) {
   for (unsigned i = 0; i < 64; ++i) holders.push_back(100 + i / 2);  // 32 jobs of 2 cores
   Json r = reply_with(holders, 8);
   for (unsigned j = 0; j < 32; ++j) {
-    r["running"].push_back(running_job(100 + j, {static_cast<int>(2 * j), static_cast<int>(2 * j + 1)}, j,
-                                       "a rather long command line that will not fit --with --many args"));
+    r["running"].push_back(
+        running_job(100 + j, {static_cast<int>(2 * j), static_cast<int>(2 * j + 1)}, j,
+                    "a rather long command line that will not fit --with --many args"));
   }
   for (unsigned q = 0; q < 10; ++q) {
-    r["queued"].push_back({{"job", 200 + q}, {"ntasks", 8}, {"position", q}, {"age_s", 1.0}, {"command", "q"}});
+    r["queued"].push_back(
+        {{"job", 200 + q}, {"ntasks", 8}, {"position", q}, {"age_s", 1.0}, {"command", "q"}});
   }
   r["recent"] = Json::array();
   for (unsigned f = 0; f < 20; ++f) {
-    r["recent"].push_back({{"job", f}, {"outcome", "ok"}, {"exit_code", 0}, {"run_s", 1.0}, {"end", kNow - f}});
+    r["recent"].push_back(
+        {{"job", f}, {"outcome", "ok"}, {"exit_code", 0}, {"run_s", 1.0}, {"end", kNow - f}});
   }
   r["totals"] = {{"jobs", 20}, {"failed", 0}, {"timed_out", 0}, {"core_seconds", 20.0}};
   TermSize size{80, 24};
@@ -216,7 +261,8 @@ TEST(TopRender, BatchFramesHaveNoRowLimit) {
   std::vector<unsigned> holders(64, 0);
   Json r = reply_with(holders);
   for (unsigned q = 0; q < 50; ++q) {
-    r["queued"].push_back({{"job", 200 + q}, {"ntasks", 1}, {"position", q}, {"age_s", 1.0}, {"command", "q"}});
+    r["queued"].push_back(
+        {{"job", 200 + q}, {"ntasks", 1}, {"position", q}, {"age_s", 1.0}, {"command", "q"}});
   }
   std::vector<std::string> lines = render(r, {80, 0});
   EXPECT_TRUE(has_line(lines, "job 249")) << joined(lines);
@@ -227,7 +273,8 @@ TEST(TopRender, EveryLineFitsEverySize) {
   Json r = reply_with({7, 7, 0, 8, 0, 0, 0, 0, 0, 0}, 3);
   r["running"].push_back(running_job(7, {0, 1}, 100000, "x"));
   r["running"].push_back(running_job(8, {3}, 1, "日本語のコマンド with wide characters"));
-  r["queued"].push_back({{"job", 9}, {"ntasks", 64}, {"position", 0}, {"age_s", 1.0}, {"command", "y"}});
+  r["queued"].push_back(
+      {{"job", 9}, {"ntasks", 64}, {"position", 0}, {"age_s", 1.0}, {"command", "y"}});
   r["recent"] = Json::array({{{"job", 1}, {"outcome", "ok"}}});
   r["totals"] = {{"jobs", 1}};
   for (int cols = 1; cols <= 100; cols += 3) {
@@ -240,14 +287,15 @@ TEST(TopRender, EveryLineFitsEverySize) {
 }
 
 TEST(TopRender, MalformedRepliesAreReadAsFarAsTheyGo) {
-  for (const char* text : {
-           R"({"type":"status_reply"})",
-           R"({"type":"status_reply","daemon":5,"resources":{"cores":"x","gpus":[1,{"holder":"y"}]}})",
-           R"({"type":"status_reply","running":[{"job":"a","cores":[[-1,"x",null],2.5],"gpus":{},"age_s":"z"}]})",
-           R"({"type":"status_reply","queued":3,"recent":{},"totals":[],"history":"h"})",
-           R"({"type":"status_reply","recent":[1,null,{"job":-4,"end":"then"}],"totals":{"jobs":-1}})",
-           R"({"type":"status_reply","resources":{"cores":[{"id":-3,"holders":[1e300,-5,{}]}]}})",
-       }) {
+  for (
+      const char* text : {
+          R"({"type":"status_reply"})",
+          R"({"type":"status_reply","daemon":5,"resources":{"cores":"x","gpus":[1,{"holder":"y"}]}})",
+          R"({"type":"status_reply","running":[{"job":"a","cores":[[-1,"x",null],2.5],"gpus":{},"age_s":"z"}]})",
+          R"({"type":"status_reply","queued":3,"recent":{},"totals":[],"history":"h"})",
+          R"({"type":"status_reply","recent":[1,null,{"job":-4,"end":"then"}],"totals":{"jobs":-1}})",
+          R"({"type":"status_reply","resources":{"cores":[{"id":-3,"holders":[1e300,-5,{}]}]}})",
+      }) {
     Json r = Json::parse(text);
     std::vector<std::string> lines;
     ASSERT_NO_THROW(lines = render(r)) << text;
@@ -259,7 +307,9 @@ TEST(TopRender, MalformedRepliesAreReadAsFarAsTheyGo) {
 
 TEST(TopRender, ControlCharactersCannotReachTheTerminal) {
   Json r = reply_with({7});
-  r["running"].push_back(running_job(7, {0}, 1, "evil\x1b]0;owned\x07\r\nnext\xc2\x9b" "2J"));
+  r["running"].push_back(running_job(7, {0}, 1,
+                                     "evil\x1b]0;owned\x07\r\nnext\xc2\x9b"
+                                     "2J"));
   std::string all = joined(render(r));
   EXPECT_EQ(all.find('\x1b'), std::string::npos);
   EXPECT_EQ(all.find('\x07'), std::string::npos);
@@ -277,9 +327,9 @@ TEST(TopRender, FitToWidthCutsAtCharacterBoundaries) {
   EXPECT_EQ(fit_to_width("日本", 3), "日");
   EXPECT_EQ(fit_to_width("a\tb", 10), "a?b");
   EXPECT_EQ(fit_to_width("\xff\xfe", 10), "??");
-  EXPECT_EQ(fit_to_width("\xe6\x97", 10), "??");          // truncated sequence
-  EXPECT_EQ(fit_to_width("\xc0\xaf", 10), "??");          // overlong '/'
-  EXPECT_EQ(fit_to_width("\xed\xa0\x80", 10), "???");     // a surrogate
+  EXPECT_EQ(fit_to_width("\xe6\x97", 10), "??");       // truncated sequence
+  EXPECT_EQ(fit_to_width("\xc0\xaf", 10), "??");       // overlong '/'
+  EXPECT_EQ(fit_to_width("\xed\xa0\x80", 10), "???");  // a surrogate
 }
 
 TEST(TopRender, DurationsReadLikeTop) {
