@@ -224,7 +224,7 @@ Status read_status(const Json& r, double now) {
     job.gpus = gpus_within(list(j, "gpus"));
     // `start` (when the ranks were spawned) where the daemon says it; its
     // own age_s otherwise (0 for jobs it re-adopted).
-    if (auto start = number(j, "start")) {
+    if (auto start = number(j, "start"); start && *start > 0) {
       job.run_s = std::max(0.0, now - *start);
     } else {
       job.run_s = number(j, "age_s");
@@ -245,7 +245,9 @@ Status read_status(const Json& r, double now) {
     q.wait_s = number(j, "wait_s");
     if (!q.wait_s) q.wait_s = number(j, "age_s");
     if (!q.wait_s) {
-      if (auto submit = number(j, "submit")) q.wait_s = std::max(0.0, now - *submit);
+      if (auto submit = number(j, "submit"); submit && *submit > 0) {
+        q.wait_s = std::max(0.0, now - *submit);
+      }
     }
     q.what = what_of(j);
     s.queued.push_back(std::move(q));

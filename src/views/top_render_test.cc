@@ -130,6 +130,14 @@ TEST(TopRender, NewFieldsGiveLabelAndRunTimeFromStart) {
   EXPECT_TRUE(has_line(lines, "core 0  job 7  1:05  mylabel  ./app -x")) << joined(lines);
 }
 
+TEST(TopRender, AZeroStartIsNotAStart) {
+  Json r = reply_with({7});
+  Json j = running_job(7, {0}, 2.5, "app");
+  j["start"] = 0.0;  // granted, ranks not spawned yet
+  r["running"].push_back(j);
+  EXPECT_TRUE(has_line(render(r), "core 0  job 7  2.5s  app")) << joined(render(r));
+}
+
 TEST(TopRender, PerRankCoresAndGpuNamesAreMerged) {
   Json r = reply_with({7, 7, 7, 7});
   Json j = running_job(7, {}, 1.0, "app");
