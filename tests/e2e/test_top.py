@@ -169,7 +169,7 @@ def test_top_shows_the_job_on_its_core_and_q_restores_the_terminal(jx, fake_daem
     # Raw-ish while it runs: no echo, no line buffering.
     modes = tmux.pane_tty_modes().split()
     assert "-icanon" in modes and "-echo" in modes, modes
-    if "label" in job:  # the daemon reports labels (docs/history.md)
+    if job.get("label"):  # the daemon reports labels (docs/history.md)
         assert "mylabel" in line_with(lines, rf"^core {core}\s+job {job['job']}\s")
     assert line_with(lines, r"^jiffy top  pid \d+  up .*cores 1/4")
     assert line_with(lines, r"^running 1")
