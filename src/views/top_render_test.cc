@@ -313,6 +313,75 @@ TEST(TopRender, MalformedRepliesAreReadAsFarAsTheyGo) {
   }
 }
 
+// Every value of a full reply, in turn and in random pairs, replaced by a
+// value of another type: the screen is still drawn, and still fits.
+TEST(TopRender, AnyFieldOfAnyTypeIsSurvived) {
+  Json full = reply_with({7, 0, 8, 8}, 2);
+  full["resources"]["gpus"][0]["holder"] = 7;
+  Json j = running_job(7, {0}, 3, "a");
+  j["label"] = "l";
+  j["start"] = kNow - 3;
+  j["rank_cores"] = Json::array({Json::array({0})});
+  full["running"].push_back(j);
+  full["running"].push_back(running_job(8, {2, 3}, 1, "b"));
+  full["queued"].push_back(
+      {{"job", 9}, {"ntasks", 1}, {"position", 0}, {"wait_s", 1.0}, {"submit", kNow}});
+  full["recent"] = Json::array({{{"job", 1},
+                                 {"outcome", "failed"},
+                                 {"exit_code", 2},
+                                 {"run_s", 1.0},
+                                 {"end", kNow - 1},
+                                 {"signal", 0},
+                                 {"label", "x"}}});
+  full["totals"] = {
+      {"since", kNow}, {"jobs", 1}, {"failed", 1}, {"timed_out", 0}, {"core_seconds", 1.0}};
+  full["history"] = {{"db", "d"}, {"error", ""}, {"pending", 0}};
+  const Json replacements[] = {nullptr,
+                               -1,
+                               0,
+                               1e300,
+                               -1e300,
+                               4294967296ull,
+                               18446744073709551615ull,
+                               "",
+                               "x\x1b",
+                               true,
+                               Json::array(),
+                               Json::array({nullptr, -5}),
+                               Json::object()};
+  std::vector<Json::json_pointer> paths;
+  Json flat = full.flatten();
+  for (auto it = flat.begin(); it != flat.end(); ++it) paths.emplace_back(it.key());
+  // Also whole objects and arrays: every prefix of every leaf's path.
+  std::vector<Json::json_pointer> all = paths;
+  for (const auto& p : paths) {
+    for (Json::json_pointer q = p; !q.empty(); q = q.parent_pointer()) all.push_back(q);
+  }
+  std::uint32_t seed = 12345;
+  auto rnd = [&](std::size_t n) {
+    seed = seed * 1103515245u + 12345u;
+    return static_cast<std::size_t>((seed >> 8) % n);
+  };
+  for (int round = 0; round < 3000; ++round) {
+    Json r = full;
+    int edits = round < static_cast<int>(all.size()) ? 1 : 2;
+    for (int e = 0; e < edits; ++e) {
+      const Json::json_pointer& at = round < static_cast<int>(all.size()) && e == 0
+                                         ? all[static_cast<std::size_t>(round)]
+                                         : all[rnd(all.size())];
+      if (r.contains(at)) r[at] = replacements[rnd(std::size(replacements))];
+    }
+    TermSize size{static_cast<int>(1 + rnd(100)), static_cast<int>(rnd(30))};
+    std::vector<std::string> lines;
+    ASSERT_NO_THROW(lines = render(r, size)) << r.dump();
+    ASSERT_FALSE(lines.empty());
+    if (size.rows > 0) {
+      ASSERT_LE(lines.size(), static_cast<std::size_t>(size.rows)) << r.dump();
+    }
+    for (const std::string& l : lines) ASSERT_LE(display_width(l), size.cols) << r.dump();
+  }
+}
+
 TEST(TopRender, ControlCharactersCannotReachTheTerminal) {
   Json r = reply_with({7});
   r["running"].push_back(running_job(7, {0}, 1,
