@@ -5,8 +5,9 @@
 // clear-to-end-of-line when it is shorter than the screen, and the rows
 // below the last line are cleared (ED). A full redraw of a few dozen lines
 // is a few kilobytes, nothing twice a second even over ssh, so there is no
-// diffing and no curses. The cursor is never moved past the last row, and a
-// line never reaches past the last column (render_top cuts it), so the
+// diffing and no curses. Nothing is written below the last row and no line
+// is longer than the screen is wide (render_top cuts it; one that fills the
+// last column leaves the cursor there, and the next CUP moves it), so the
 // screen never scrolls and no line wraps.
 #include "views/top.h"
 
