@@ -106,6 +106,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(o.slots_per_core >= 1);
     FUZZ_CHECK(o.max_oversubscribe >= 1);
     FUZZ_CHECK(std::isfinite(o.idle_timeout_s) && o.idle_timeout_s >= 0);
+  } else if (auto* t = std::get_if<jiffy::TopCommand>(&cmd)) {
+    FUZZ_CHECK(std::isfinite(t->options.interval_s) && t->options.interval_s >= 0.1);
+    FUZZ_CHECK(t->options.iterations >= 0);
   } else if (std::holds_alternative<jiffy::HelpCommand>(cmd)) {
     FUZZ_CHECK(jiffy::help_text()[0] != '\0');
   }

@@ -271,6 +271,7 @@ def command_line():
         ["-n", "0", "prog"],
         ["-n", "2", "-bogus", "prog"],
         ["-n", "2"],
+        ["top", "-d", "0.2", "-n", "3", "--batch"],
     ]
     def name(i, ws):
         words = "_".join("".join(c for c in w if c.isalnum()) for w in ws[:3])

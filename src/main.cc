@@ -16,6 +16,7 @@
 #include "launch/output.h"
 #include "util/runtime_dir.h"
 #include "util/error.h"
+#include "views/top.h"
 
 namespace {
 
@@ -108,6 +109,7 @@ int main(int argc, char** argv) {
     }
     if (auto* c = std::get_if<DaemonCommand>(&cmd)) return run_daemon(args, c->options);
     if (auto* c = std::get_if<StatusCommand>(&cmd)) return run_status(*c);
+    if (auto* c = std::get_if<TopCommand>(&cmd)) return run_top(c->options);
     if (std::holds_alternative<StopCommand>(cmd)) return run_stop();
     if (std::holds_alternative<HelpCommand>(cmd)) {
       std::fputs(help_text(), stdout);

@@ -1,8 +1,8 @@
 // The parsed command line: which subcommand, with what options.
 //
 // `jiffy [mpiexec options] prog args [: ...]` launches; the first argument
-// `daemon`, `status`, `stop` selects a subcommand; --help and --version
-// answer at once.
+// `daemon`, `status`, `top`, `stop` selects a subcommand; --help and
+// --version answer at once.
 #pragma once
 
 #include <optional>
@@ -32,15 +32,24 @@ struct DaemonOptions {
   int history_keep_days = 90;       // --history-keep-days D (or JIFFY_HISTORY_KEEP_DAYS)
 };
 
+// `jiffy top`: a live view of the daemon's status (views/top.h).
+struct TopOptions {
+  double interval_s = 0.5;  // -d, --delay, --interval S: between refreshes (at least 0.1)
+  int iterations = 0;       // -n, --iterations N: draw N frames, then exit; 0 = until quit
+  bool batch = false;       // -b, --batch: plain frames on stdout, no terminal control
+                            // (also when stdout is not a terminal)
+};
+
 struct LaunchCommand { LaunchOptions options; };
 struct DaemonCommand { DaemonOptions options; };
 struct StatusCommand { bool json = false; };
+struct TopCommand { TopOptions options; };
 struct StopCommand {};
 struct HelpCommand {};
 struct VersionCommand {};
 
-using Command = std::variant<LaunchCommand, DaemonCommand, StatusCommand, StopCommand,
-                             HelpCommand, VersionCommand>;
+using Command = std::variant<LaunchCommand, DaemonCommand, StatusCommand, TopCommand,
+                             StopCommand, HelpCommand, VersionCommand>;
 
 // Looks up an environment variable of the caller; nullopt when unset.
 using EnvLookup = std::optional<std::string> (*)(const char* name);

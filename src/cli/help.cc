@@ -12,6 +12,7 @@ const char* help_text() {
   return R"(Usage: jiffy [options] program [args] [: [group options] program [args] ...]
        jiffy daemon [daemon options]
        jiffy status [--json]
+       jiffy top [-d S] [-n N] [-b]
        jiffy stop
        jiffy --help | --version
 
@@ -29,6 +30,8 @@ one dash or two (-np, --np); values follow as the next word or after '='
 Subcommands (only as the first word):
   daemon                 run the resource manager (normally started for you)
   status [--json]        show the resources and the jobs holding them
+  top [-d S] [-n N] [-b] watch them live: cores, GPUs, running and queued
+                         jobs, the last finished ones (q or Ctrl-C quits)
   stop                   stop the resource manager
 
 Placement (only before the first ':', except -n):
@@ -138,6 +141,18 @@ Daemon options:
                          or JIFFY_HISTORY_KEEP_DAYS)
   --foreground           stay attached and log to stderr (default:
                          start detached, return once it serves)
+
+Top options (q or Ctrl-C quits; any other key refreshes at once):
+  -d, --delay S          seconds between refreshes (also --interval;
+                         default 0.5, at least 0.1)
+  -n, --iterations N     draw N frames, then exit (default: until q)
+  -b, --batch            print plain frames one after another, each ending
+                         with an empty line, instead of redrawing the
+                         terminal (whose screen comes back on exit); also
+                         what happens when stdout is not a terminal
+                         (width $COLUMNS, else 80; as long as it takes)
+  With many cores, each is a cell of a grid: "17A" is core 17 held by the
+  job listed as A below it, "17." a free core.
 
 Exit status:
   0                      every rank exited 0

@@ -1,7 +1,7 @@
 // The command-line parser: argv -> Command.
 //
 // How it works:
-//  - argv[1] of exactly `daemon`, `status` or `stop` selects a subcommand,
+//  - argv[1] of exactly `daemon`, `status`, `top` or `stop` selects a subcommand,
 //    whose words must all be options. Anything else is a launch, spelled the
 //    way mpiexec (MPICH hydra) or mpirun (Open MPI) users spell it.
 //  - A launch line is one or more MPMD groups separated by a lone `:`. Each
@@ -731,6 +731,34 @@ constexpr Option<StatusState> kStatusOptions[] = {
     {"json", [](StatusState& s) { s.json = true; }},
 };
 
+struct TopState {
+  Args& args;
+  TopOptions opts;
+};
+
+// The daemon answers a status request cheaply, but a refresh many times a
+// second shows nothing more to a human and costs the daemon wake-ups.
+constexpr double kMinTopIntervalS = 0.1;
+
+void set_top_interval(TopState& s) {
+  std::string text = s.args.value();
+  double v = parse_seconds(s.args.option(), text);
+  if (v < kMinTopIntervalS) {
+    throw Error(s.args.option() + ": expected at least 0.1 seconds, got '" + text + "'");
+  }
+  s.opts.interval_s = v;
+}
+
+constexpr Option<TopState> kTopOptions[] = {
+    {"d", set_top_interval},
+    {"delay", set_top_interval},
+    {"interval", set_top_interval},
+    {"n", [](TopState& s) { s.opts.iterations = s.args.positive(); }},
+    {"iterations", [](TopState& s) { s.opts.iterations = s.args.positive(); }},
+    {"b", [](TopState& s) { s.opts.batch = true; }},
+    {"batch", [](TopState& s) { s.opts.batch = true; }},
+};
+
 struct StopState {
   Args& args;
 };
@@ -781,6 +809,13 @@ Command parse_status(const std::vector<std::string>& argv) {
   return StatusCommand{s.json};
 }
 
+Command parse_top(const std::vector<std::string>& argv) {
+  Args args(argv, 2);
+  TopState s{args, {}};
+  if (auto answer = parse_subcommand_options<TopState>(s, kTopOptions, "top")) return *answer;
+  return TopCommand{s.opts};
+}
+
 Command parse_stop(const std::vector<std::string>& argv) {
   Args args(argv, 2);
   StopState s{args};
@@ -796,6 +831,7 @@ Command parse_command_line(const std::vector<std::string>& argv, EnvLookup env) 
     // still runs a program called status.
     if (argv[1] == "daemon") return parse_daemon(argv, env);
     if (argv[1] == "status") return parse_status(argv);
+    if (argv[1] == "top") return parse_top(argv);
     if (argv[1] == "stop") return parse_stop(argv);
   }
   return parse_launch(argv, env);

@@ -621,6 +621,9 @@ TEST(Parse, HelpTextListsWhatIsParsed) {
   for (const char* s : {"Usage: jiffy",
                         "daemon",
                         "status",
+                        "top [-d S]",
+                        "--iterations",
+                        "--batch",
                         "stop",
                         "-np",
                         "--cpus-per-task",
@@ -775,6 +778,56 @@ TEST(Parse, Status) {
   EXPECT_TRUE(std::get<StatusCommand>(json).json);
   EXPECT_EQ(error_of({"status", "--json=yes"}), "--json: takes no value");
   EXPECT_EQ(error_of({"status", "all"}), "unexpected argument 'all' to 'jiffy status'");
+}
+
+TopOptions top_opts(const std::vector<std::string>& words) {
+  Command c = parse(words);
+  const TopCommand* t = std::get_if<TopCommand>(&c);
+  if (t == nullptr) {
+    ADD_FAILURE() << "not a top command";
+    return {};
+  }
+  return t->options;
+}
+
+TEST(Parse, TopDefaultsRefreshTwiceASecondUntilQuit) {
+  TopOptions o = top_opts({"top"});
+  EXPECT_DOUBLE_EQ(o.interval_s, 0.5);
+  EXPECT_EQ(o.iterations, 0);
+  EXPECT_FALSE(o.batch);
+}
+
+TEST(Parse, TopOptionsInEverySpelling) {
+  EXPECT_DOUBLE_EQ(top_opts({"top", "-d", "2"}).interval_s, 2);
+  EXPECT_DOUBLE_EQ(top_opts({"top", "--delay=0.25"}).interval_s, 0.25);
+  EXPECT_DOUBLE_EQ(top_opts({"top", "--interval", "1.5"}).interval_s, 1.5);
+  EXPECT_EQ(top_opts({"top", "-n", "3"}).iterations, 3);
+  EXPECT_EQ(top_opts({"top", "--iterations=7"}).iterations, 7);
+  EXPECT_TRUE(top_opts({"top", "-b"}).batch);
+  TopOptions all = top_opts({"top", "--batch", "-n", "1", "-d", "0.1"});
+  EXPECT_TRUE(all.batch);
+  EXPECT_EQ(all.iterations, 1);
+  EXPECT_DOUBLE_EQ(all.interval_s, 0.1);
+}
+
+TEST(Parse, TopBadValuesAreOneLineErrors) {
+  EXPECT_EQ(error_of({"top", "-d", "0.05"}), "-d: expected at least 0.1 seconds, got '0.05'");
+  EXPECT_EQ(error_of({"top", "-d", "0"}), "-d: expected at least 0.1 seconds, got '0'");
+  EXPECT_EQ(error_of({"top", "--interval", "fast"}),
+            "--interval: expected a number of seconds, got 'fast'");
+  EXPECT_EQ(error_of({"top", "-d"}), "-d: missing value");
+  EXPECT_EQ(error_of({"top", "-n", "0"}), "-n: expected a positive integer, got '0'");
+  EXPECT_EQ(error_of({"top", "--iterations", "x"}),
+            "--iterations: expected a positive integer, got 'x'");
+  EXPECT_EQ(error_of({"top", "--batch=yes"}), "--batch: takes no value");
+  EXPECT_EQ(error_of({"top", "--json"}), "unknown option '--json' (see jiffy --help)");
+  EXPECT_EQ(error_of({"top", "now"}), "unexpected argument 'now' to 'jiffy top'");
+  EXPECT_TRUE(std::holds_alternative<HelpCommand>(parse({"top", "--help"})));
+}
+
+TEST(Parse, TopAfterOptionsIsAProgram) {
+  LaunchOptions o = launch({"-n", "1", "top"});
+  EXPECT_EQ(o.apps[0].argv, (Words{"top"}));
 }
 
 TEST(Parse, Stop) {
