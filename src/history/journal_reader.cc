@@ -7,7 +7,8 @@ namespace jiffy::history {
 
 JournalScan scan_journal(std::string_view buf, bool at_end) {
   constexpr std::size_t kSize = JIFFY_HISTORY_RECORD_SIZE;
-  constexpr std::size_t kStep = 8;
+  // Byte by byte: a write cut short by a full disk can end anywhere.
+  constexpr std::size_t kStep = 1;
   JournalScan out;
   std::size_t at = 0;
   while (buf.size() - at >= kSize) {

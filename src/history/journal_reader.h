@@ -4,8 +4,8 @@
 //
 // The file is not trusted. A record counts only if from_record() accepts
 // it; anything else (garbage, a record torn by a full disk, a bad
-// checksum) is skipped 8 bytes at a time until the next magic on an
-// 8-byte boundary that starts a valid record, as proto/history.h says.
+// checksum) is skipped a byte at a time until the next magic that starts
+// a valid record, as proto/history.h says.
 #pragma once
 
 #include <cstddef>
@@ -18,11 +18,11 @@ namespace jiffy::history {
 
 struct JournalScan {
   std::vector<Row> rows;       // the valid records, in file order
-  std::size_t consumed = 0;    // bytes of the input done with (a multiple of 8 unless at_end)
+  std::size_t consumed = 0;    // bytes of the input done with 
   std::size_t skipped = 0;     // of those, bytes that were not part of a valid record
 };
 
-// Scans buf, which starts at an 8-byte-aligned offset of the file. Stops
+// Scans buf, which starts anywhere in the file. Stops
 // where fewer than a record's bytes are left, unless at_end (the file
 // ends there: the rest is a torn record, skipped). The caller keeps
 // buf[consumed:] and feeds it again, followed by what it reads next.

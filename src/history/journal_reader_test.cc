@@ -34,20 +34,20 @@ TEST(JournalReader, ReadsWholeRecordsInOrder) {
   EXPECT_EQ(s.skipped, 0u);
 }
 
-TEST(JournalReader, GarbageBetweenRecordsIsSkippedUpToTheNextAlignedMagic) {
-  std::string buf = bytes(row("a")) + std::string(24, 'x') + bytes(row("b"));
+TEST(JournalReader, GarbageBetweenRecordsIsSkippedUpToTheNextMagic) {
+  std::string buf = bytes(row("a")) + std::string(23, 'x') + bytes(row("b"));
   JournalScan s = scan_journal(buf, true);
   EXPECT_EQ(tags(s), (std::vector<std::string>{"a", "b"}));
-  EXPECT_EQ(s.skipped, 24u);
+  EXPECT_EQ(s.skipped, 23u);
 }
 
 TEST(JournalReader, TornRecordIsSkippedAndTheNextOneFound) {
-  // A full disk cut a record short (at an 8-byte boundary), the next writer's record follows.
-  std::string torn = bytes(row("torn")).substr(0, 1000);
+  // A full disk cut a record short (at any byte), the next writer's record follows.
+  std::string torn = bytes(row("torn")).substr(0, 1001);
   std::string buf = bytes(row("a")) + torn + bytes(row("b"));
   JournalScan s = scan_journal(buf, true);
   EXPECT_EQ(tags(s), (std::vector<std::string>{"a", "b"}));
-  EXPECT_EQ(s.skipped, 1000u);
+  EXPECT_EQ(s.skipped, 1001u);
 }
 
 TEST(JournalReader, CorruptChecksumIsSkipped) {

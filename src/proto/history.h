@@ -21,8 +21,8 @@
  *
  * The file is not trusted (anyone who can open it can write it): a record
  * counts only if its magic, size, version and checksum are right and its
- * strings are NUL-terminated; the reader looks for the next magic on an
- * 8-byte boundary after anything else (a torn write by a full disk).
+ * strings are NUL-terminated; after anything else (a write torn by a full
+ * disk, which may end at any byte) the reader looks for the next magic.
  *
  * Plain C so that the front (C, musl) and the daemon (C++) share one
  * definition. Times are CLOCK_REALTIME in nanoseconds; 0 means "did not
