@@ -16,7 +16,7 @@ history::Row job(std::uint64_t id, double submit, double start, double end, cons
   r.job = id;
   r.tag = std::string(31, 'a') + static_cast<char>('0' + id % 10);
   r.submit_ns = kT0 + static_cast<std::int64_t>(submit * 1e9);
-  r.start_ns = start < 0 ? 0 : kT0 + static_cast<std::int64_t>(start * 1e9);
+  r.start_ns = start == -1 ? 0 : kT0 + static_cast<std::int64_t>(start * 1e9);
   r.end_ns = kT0 + static_cast<std::int64_t>(end * 1e9);
   r.cores = cores;
   r.ntasks = static_cast<int>(history::parse_core_lists(cores).size());
