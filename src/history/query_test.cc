@@ -79,6 +79,29 @@ TEST(HistoryQuery, FiltersBecomeBoundConditions) {
   EXPECT_NE(build_select(f).sql.find("submit_ns <= ?"), std::string::npos);
 }
 
+// --since over a million rows must read the end index's range, not the table.
+TEST(HistoryQuery, SinceUsesTheEndIndex) {
+  TempDb t;
+  t.create();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(t.path.c_str(), &db), SQLITE_OK);
+  Filter f;
+  f.since_ns = 5;
+  f.until_ns = 9;
+  f.limit = 10;
+  for (bool overlapping : {false, true}) {
+    f.overlapping = overlapping;
+    std::string plan;
+    sqlite3_stmt* st = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db, ("EXPLAIN QUERY PLAN " + build_select(f).sql).c_str(), -1, &st, nullptr),
+              SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW) plan += reinterpret_cast<const char*>(sqlite3_column_text(st, 3)) + std::string("\n");
+    sqlite3_finalize(st);
+    EXPECT_NE(plan.find("USING INDEX jobs_end (end_ns>?"), std::string::npos) << plan;
+  }
+  sqlite3_close(db);
+}
+
 TEST(HistoryQuery, MissingDatabaseIsNoRows) {
   TempDb t;
   EXPECT_FALSE(Database::open(t.path));

@@ -14,7 +14,7 @@ std::optional<double> nearest_rank(std::vector<double> values, double p) {
 }
 
 ReportModel build_report(std::vector<history::Row> rows, std::int64_t since_ns, std::int64_t until_ns,
-                         const std::optional<history::Machine>& machine) {
+                         const std::optional<history::Machine>& machine, std::size_t max_drawn) {
   ReportModel m;
   m.since_ns = since_ns;
   m.until_ns = std::max(until_ns, since_ns);
@@ -45,6 +45,24 @@ ReportModel build_report(std::vector<history::Row> rows, std::int64_t since_ns, 
   for (int c = 0; c < m.core_lanes; ++c) m.lanes.push_back("core " + std::to_string(c));
   for (auto& g : gpu_names) m.lanes.push_back("gpu " + g);
 
+  // Which jobs get bars: all that ran, or the longest max_drawn of them.
+  std::vector<bool> draw(m.jobs.size(), true);
+  {
+    std::vector<std::size_t> ran;
+    for (std::size_t i = 0; i < m.jobs.size(); ++i) {
+      if (m.jobs[i].start_ns != 0) ran.push_back(i);
+    }
+    if (ran.size() > max_drawn) {
+      auto longer = [&](std::size_t a, std::size_t b) {
+        return m.jobs[a].end_ns - m.jobs[a].start_ns > m.jobs[b].end_ns - m.jobs[b].start_ns;
+      };
+      std::nth_element(ran.begin(), ran.begin() + static_cast<std::ptrdiff_t>(max_drawn), ran.end(), longer);
+      std::fill(draw.begin(), draw.end(), false);
+      for (std::size_t k = 0; k < max_drawn; ++k) draw[ran[k]] = true;
+    }
+    m.drawn = std::min(ran.size(), max_drawn);
+  }
+
   Summary& s = m.summary;
   std::vector<double> waits;
   std::vector<std::pair<std::int64_t, int>> queue_events;  // (time, +1 or -1)
@@ -70,6 +88,7 @@ ReportModel build_report(std::vector<history::Row> rows, std::int64_t since_ns, 
     std::int64_t from = std::max(r.start_ns, m.since_ns), to = std::min(r.end_ns, m.until_ns);
     if (to < from) continue;  // ran wholly outside the window (waited inside it)
     s.busy_core_s += static_cast<double>(distinct.size()) * static_cast<double>(to - from) / 1e9;
+    if (!draw[i]) continue;
     for (int c : distinct) m.bars.push_back({i, c, from, to});
     for (auto& g : gpus[i]) {
       int lane = m.core_lanes + static_cast<int>(std::find(gpu_names.begin(), gpu_names.end(), g) - gpu_names.begin());

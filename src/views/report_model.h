@@ -47,14 +47,22 @@ struct ReportModel {
   // wait. The first step is at since_ns.
   std::vector<std::pair<std::int64_t, int>> queue;
   int queue_max = 0;
+  std::size_t drawn = 0;  // jobs with bars: at most kMaxDrawnJobs, the longest runs
   Summary summary;
 };
+
+// Past this many jobs that ran, the timeline draws only the longest-running
+// ones (the others are under a pixel wide at that scale) and says so; the
+// summary still counts every job. Keeps a report of a long busy window a
+// few tens of MB.
+constexpr std::size_t kMaxDrawnJobs = 50'000;
 
 // Builds the model of the window [since, until] from the rows overlapping
 // it (Filter::overlapping) and the machine serving it (nullopt: cores are
 // the largest core seen + 1).
 ReportModel build_report(std::vector<history::Row> rows, std::int64_t since_ns, std::int64_t until_ns,
-                         const std::optional<history::Machine>& machine);
+                         const std::optional<history::Machine>& machine,
+                         std::size_t max_drawn = kMaxDrawnJobs);
 
 // The value at rank ceil(p * n) of the sorted values (nearest rank);
 // nullopt when empty. REQUIRES: 0 < p <= 1.

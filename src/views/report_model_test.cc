@@ -82,6 +82,16 @@ TEST(ReportModel, WideJobsAreFlagged) {
   EXPECT_EQ(m.bars.size(), 5u);  // distinct cores per job
 }
 
+TEST(ReportModel, OnlyTheLongestAreDrawnPastTheCap) {
+  ReportModel m = build_report({job(1, 0, 0, 1, "0"), job(2, 0, 0, 5, "0-1"), job(3, 0, 0, 3, "0")}, kT0,
+                               kT0 + 10 * kS, history::Machine{0, 2, {}}, 2);
+  EXPECT_EQ(m.drawn, 2u);
+  ASSERT_EQ(m.bars.size(), 3u);
+  for (const Bar& b : m.bars) EXPECT_NE(m.jobs[b.job].job, 1u);
+  EXPECT_EQ(m.summary.jobs, 3);
+  EXPECT_DOUBLE_EQ(m.summary.busy_core_s, 14);
+}
+
 TEST(ReportModel, GpusGetLanesAfterTheCores) {
   history::Row g = job(1, 0, 0, 1, "0;1");
   g.gpus = "b;a";

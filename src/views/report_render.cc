@@ -277,7 +277,12 @@ std::string render_html(const ReportModel& m) {
                                {"timeout", "#fb8c00"}, {"lost", "#757575"}}) {
     o += std::string("<span style=\"background:") + colour + "\"></span>" + name;
   }
-  o += "</p>\n" + render_svg(m, false) + "</section>\n";
+  o += "</p>\n";
+  if (m.drawn < static_cast<std::size_t>(m.summary.ran)) {
+    o += "<p class=\"note\">The timeline shows the " + std::to_string(m.drawn) + " longest of the " +
+         std::to_string(m.summary.ran) + " jobs that ran; choose a shorter window to see them all.</p>\n";
+  }
+  o += render_svg(m, false) + "</section>\n";
   // Tables of jobs.
   auto job_table = [&](const char* id, const std::string& heading, const std::vector<std::size_t>& which,
                        std::size_t cap) {
