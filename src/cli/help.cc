@@ -13,6 +13,8 @@ const char* help_text() {
        jiffy daemon [daemon options]
        jiffy status [--json]
        jiffy stop
+       jiffy history [options]
+       jiffy report [options] [-o FILE]...
        jiffy --help | --version
 
 Runs an MPI program on this machine like mpiexec, with cores and GPUs granted
@@ -30,6 +32,16 @@ Subcommands (only as the first word):
   daemon                 run the resource manager (normally started for you)
   status [--json]        show the resources and the jobs holding them
   stop                   stop the resource manager
+  history                what ran: a table of past jobs, newest last (the
+                         last 100 by default; --since T, --until T, --failed,
+                         --label GLOB, --command GLOB, --cwd DIR, --slowest N,
+                         --limit N, --json). T is a duration ago (90s, 10m,
+                         2h, 3d) or a local time (2026-12-04T10:00)
+  report                 a report of a window (--since/--until, or
+                         --last-run, the default: the last burst of
+                         launches): a summary, or -o run.html (timeline
+                         page), -o run.json (Chrome trace), -o run.svg
+  (jiffy history --help and jiffy report --help say more)
 
 Placement (only before the first ':', except -n):
   -n, -np N              ranks in this group (default 1; hydra's default is
