@@ -102,7 +102,8 @@ int run_history(views::HistoryArgs& args) {
     return 0;
   }
   if (rows.empty()) {
-    std::fprintf(stderr, "jiffy: history: no jobs match (database %s)\n", db->path().c_str());
+    std::fprintf(stderr, "jiffy: history: %s (database %s)\n",
+                 args.selective ? "no jobs match" : "no jobs recorded yet", db->path().c_str());
     return 0;
   }
   write_out(views::render_table(rows, table_width()));

@@ -22,7 +22,7 @@ std::string pad(const std::string& s, std::size_t width, bool right = false) {
 }
 
 // Column widths, before COMMAND takes what is left.
-constexpr std::size_t kEnd = 14, kJob = 7, kN = 4, kWait = 6, kRun = 7, kExit = 9, kLabel = 14;
+constexpr std::size_t kEnd = 14, kN = 4, kWait = 6, kRun = 7, kExit = 9, kLabel = 14;
 
 }  // namespace
 
@@ -80,8 +80,12 @@ std::string fit(const std::string& text, std::size_t width) {
 }
 
 std::string render_table(const std::vector<history::Row>& rows, int width) {
+  // JOB is as wide as the largest id (at least 5), so ids never push the line out.
+  std::size_t kJob = 5;
+  for (const history::Row& r : rows) kJob = std::max(kJob, std::to_string(r.job).size());
   std::size_t fixed = kEnd + kJob + kN + kWait + kRun + kExit + kLabel + 7;  // 7 separating spaces
-  std::size_t command_width = static_cast<std::size_t>(std::max(width, 60)) - fixed - 1;
+  auto total = static_cast<std::size_t>(std::max(width, 60));
+  std::size_t command_width = total > fixed + 10 ? total - fixed : 10;
   auto line = [&](const std::string& end, const std::string& job, const std::string& n,
                   const std::string& wait, const std::string& run, const std::string& exit,
                   const std::string& label, const std::string& command) {

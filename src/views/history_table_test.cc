@@ -67,6 +67,14 @@ TEST(HistoryTable, LongCommandsAreCutToTheWidth) {
   EXPECT_NE(table.find("runex19_tut_3"), std::string::npos);
 }
 
+TEST(HistoryTable, LargeJobIdsKeepTheWidth) {
+  history::Row r = job(1, std::string(300, 'x'));
+  r.job = 1125899906842623;  // kMaxJobId
+  std::string table = render_table({r}, 100);
+  std::string last = table.substr(table.find('\n') + 1);
+  EXPECT_EQ(columns(last), 101u);  // 100 and the newline
+}
+
 TEST(HistoryTable, JobsThatNeverRanShowNoTimes) {
   history::Row r = job(1, "./missing");
   r.start_ns = 0;
