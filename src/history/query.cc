@@ -52,7 +52,8 @@ std::string errmsg(sqlite3* db) { return db ? sqlite3_errmsg(db) : "out of memor
 // A prepared statement, finalized on every path.
 class Statement {
  public:
-  Statement(sqlite3* db, const std::string& sql, const std::string& where) : db_(db), where_(where) {
+  Statement(sqlite3* db, const std::string& sql, const std::string& where)
+      : db_(db), where_(where) {
     if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt_, nullptr) != SQLITE_OK) fail();
   }
   Statement(sqlite3* db, const Select& s, const std::string& where) : Statement(db, s.sql, where) {
@@ -180,13 +181,16 @@ std::optional<Database> Database::open(const std::string& path) {
     throw Error(where + ": written by a newer jiffy (schema version " + std::to_string(v) +
                 ", this one reads " + std::to_string(kSchemaVersion) + ")");
   }
-  Statement tables(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('jobs', 'machines')",
-                   where);
+  Statement tables(
+      db,
+      "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('jobs', 'machines')",
+      where);
   int n = tables.step() ? tables.i32(0) : 0;
   if (v == 0 && n == 0) {
     d.empty_ = true;  // created, nothing written yet
   } else if (v != kSchemaVersion || n != 2) {
-    throw Error(where + ": not a jiffy history database (schema version " + std::to_string(v) + ")");
+    throw Error(where + ": not a jiffy history database (schema version " + std::to_string(v) +
+                ")");
   }
   return d;
 }
@@ -247,8 +251,10 @@ std::optional<std::pair<std::int64_t, std::int64_t>> Database::last_burst(std::i
   // burst's first submit. A job that does not may still be bridged by an
   // earlier, longer one: the second query finds it (the end index), and
   // the walk goes on from there.
-  Statement walk(db_, "SELECT submit_ns, end_ns FROM jobs WHERE submit_ns < ? ORDER BY submit_ns DESC", where);
-  Statement bridge(db_, "SELECT MIN(submit_ns) FROM jobs WHERE end_ns >= ?1 - ?2 AND submit_ns < ?1", where);
+  Statement walk(
+      db_, "SELECT submit_ns, end_ns FROM jobs WHERE submit_ns < ? ORDER BY submit_ns DESC", where);
+  Statement bridge(
+      db_, "SELECT MIN(submit_ns) FROM jobs WHERE end_ns >= ?1 - ?2 AND submit_ns < ?1", where);
   for (;;) {
     walk.bind(1, first);
     while (walk.step()) {

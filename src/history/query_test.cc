@@ -24,7 +24,8 @@ class TempDb {
     path = dir_ + "/history.db";
   }
   ~TempDb() {
-    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) std::remove((path + suffix).c_str());
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"})
+      std::remove((path + suffix).c_str());
     ::rmdir(dir_.c_str());
   }
   void create(int version = kSchemaVersion) {
@@ -35,19 +36,25 @@ class TempDb {
     sqlite3_close(db);
   }
   // submit, start (0: never ran), end in seconds; outcome 1 with exit code.
-  void add(const std::string& tag, std::int64_t submit, std::int64_t start, std::int64_t end, int exit_code = 0,
-           const std::string& label = "", const std::string& command = "./a") {
+  void add(const std::string& tag, std::int64_t submit, std::int64_t start, std::int64_t end,
+           int exit_code = 0, const std::string& label = "", const std::string& command = "./a") {
     sqlite3* db = nullptr;
     sqlite3_open(path.c_str(), &db);
-    exec(db, "INSERT INTO jobs (tag, job, source, outcome, exit_code, signal, pid, ntasks, ngroups, flags, "
-             "submit_ns, start_ns, end_ns, user_us, sys_us, maxrss_kb, label, command, cwd, cores, gpus, reason) "
-             "VALUES ('" + tag + "', 1, 2, 1, " + std::to_string(exit_code) + ", 0, 1, 1, 1, 0, " +
-             std::to_string(submit * kS) + ", " + std::to_string(start * kS) + ", " + std::to_string(end * kS) +
-             ", 0, 0, 0, '" + label + "', '" + command + "', '/w', '0', '', '')");
+    exec(db,
+         "INSERT INTO jobs (tag, job, source, outcome, exit_code, signal, pid, ntasks, ngroups, "
+         "flags, "
+         "submit_ns, start_ns, end_ns, user_us, sys_us, maxrss_kb, label, command, cwd, cores, "
+         "gpus, reason) "
+         "VALUES ('" +
+             tag + "', 1, 2, 1, " + std::to_string(exit_code) + ", 0, 1, 1, 1, 0, " +
+             std::to_string(submit * kS) + ", " + std::to_string(start * kS) + ", " +
+             std::to_string(end * kS) + ", 0, 0, 0, '" + label + "', '" + command +
+             "', '/w', '0', '', '')");
     sqlite3_close(db);
   }
   void exec(sqlite3* db, const std::string& sql) {
-    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
+        << sqlite3_errmsg(db);
   }
   std::string path;
 
@@ -93,9 +100,11 @@ TEST(HistoryQuery, SinceUsesTheEndIndex) {
     f.overlapping = overlapping;
     std::string plan;
     sqlite3_stmt* st = nullptr;
-    ASSERT_EQ(sqlite3_prepare_v2(db, ("EXPLAIN QUERY PLAN " + build_select(f).sql).c_str(), -1, &st, nullptr),
+    ASSERT_EQ(sqlite3_prepare_v2(db, ("EXPLAIN QUERY PLAN " + build_select(f).sql).c_str(), -1, &st,
+                                 nullptr),
               SQLITE_OK);
-    while (sqlite3_step(st) == SQLITE_ROW) plan += reinterpret_cast<const char*>(sqlite3_column_text(st, 3)) + std::string("\n");
+    while (sqlite3_step(st) == SQLITE_ROW)
+      plan += reinterpret_cast<const char*>(sqlite3_column_text(st, 3)) + std::string("\n");
     sqlite3_finalize(st);
     EXPECT_NE(plan.find("USING INDEX jobs_end (end_ns>?"), std::string::npos) << plan;
   }
@@ -181,7 +190,9 @@ TEST(HistoryQuery, MachineCoveringTheWindow) {
   t.create();
   sqlite3* raw = nullptr;
   sqlite3_open(t.path.c_str(), &raw);
-  t.exec(raw, "INSERT INTO machines (since_ns, cores, gpus, identity) VALUES (100, 4, '', 'x'), (200, 8, 'a,b', 'x')");
+  t.exec(raw,
+         "INSERT INTO machines (since_ns, cores, gpus, identity) VALUES (100, 4, '', 'x'), (200, "
+         "8, 'a,b', 'x')");
   sqlite3_close(raw);
   auto db = Database::open(t.path);
   EXPECT_EQ(db->machine_at(150)->cores, 4);

@@ -29,7 +29,7 @@ using namespace jiffy;
 // Message types of the daemon's history exchange (docs/history.md).
 constexpr const char* kHistoryMessage = "history";
 constexpr const char* kHistoryReply = "history_reply";
-constexpr int kDefaultRows = 100;  // the table without options choosing rows
+constexpr int kDefaultRows = 100;                     // the table without options choosing rows
 constexpr std::int64_t kBurstGapNs = 60'000'000'000;  // --last-run: a minute
 
 std::int64_t now_ns() {
@@ -38,7 +38,9 @@ std::int64_t now_ns() {
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
-void warn(const std::string& message) { std::fprintf(stderr, "jiffy: history: %s\n", message.c_str()); }
+void warn(const std::string& message) {
+  std::fprintf(stderr, "jiffy: history: %s\n", message.c_str());
+}
 
 int daemon_timeout_ms() {
   const char* v = std::getenv("JIFFY_DAEMON_TIMEOUT");
@@ -85,7 +87,8 @@ void write_out(const std::string& text) { std::fwrite(text.data(), 1, text.size(
 
 int table_width() {
   winsize ws{};
-  if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 60) return ws.ws_col;
+  if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 60)
+    return ws.ws_col;
   return 100;
 }
 
@@ -97,7 +100,8 @@ int run_history(views::HistoryArgs& args) {
   std::vector<history::Row> rows = db->rows(args.filter);
   if (args.json) {
     for (const history::Row& r : rows) {
-      write_out(history::to_json(r).dump(-1, ' ', false, proto::Json::error_handler_t::replace) + "\n");
+      write_out(history::to_json(r).dump(-1, ' ', false, proto::Json::error_handler_t::replace) +
+                "\n");
     }
     return 0;
   }
@@ -110,8 +114,8 @@ int run_history(views::HistoryArgs& args) {
   if (capped) {
     std::int64_t total = db->count({});
     if (total > static_cast<std::int64_t>(rows.size())) {
-      std::printf("(the last %zu of %lld jobs; --limit N, --since TIME or --json for more)\n", rows.size(),
-                  static_cast<long long>(total));
+      std::printf("(the last %zu of %lld jobs; --limit N, --since TIME or --json for more)\n",
+                  rows.size(), static_cast<long long>(total));
     }
   }
   return 0;
@@ -137,7 +141,8 @@ int run_report(const views::ReportArgs& args) {
   if (args.last_run) {
     auto burst = db->last_burst(kBurstGapNs);
     if (!burst) {
-      std::fprintf(stderr, "jiffy: report: no jobs recorded yet (database %s)\n", db->path().c_str());
+      std::fprintf(stderr, "jiffy: report: no jobs recorded yet (database %s)\n",
+                   db->path().c_str());
       return args.outputs.empty() ? 0 : 1;
     }
     since = burst->first;
@@ -150,14 +155,15 @@ int run_report(const views::ReportArgs& args) {
   filter.since_ns = since;
   filter.until_ns = until;
   filter.overlapping = true;
-  views::ReportModel model = views::build_report(db->rows(filter), since, until, db->machine_at(until));
+  views::ReportModel model =
+      views::build_report(db->rows(filter), since, until, db->machine_at(until));
   if (args.outputs.empty()) {
     write_out(views::render_text(model));
     return 0;
   }
   for (const std::string& path : args.outputs) {
     std::string format = views::output_format(path);
-    std::string text = format == "html" ? views::render_html(model)
+    std::string text = format == "html"  ? views::render_html(model)
                        : format == "svg" ? views::render_svg(model, true)
                                          : views::render_trace(model);
     write_file(path, text);

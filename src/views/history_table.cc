@@ -59,8 +59,10 @@ std::string outcome_text(const history::Row& row) {
   switch (row.outcome) {
     case JIFFY_OUTCOME_EXITED:
       return row.exit_code == 0 ? "ok" : "exit " + std::to_string(row.exit_code);
-    case JIFFY_OUTCOME_SIGNALED: return "signal " + std::to_string(row.signal);
-    default: return history::outcome_name(row);
+    case JIFFY_OUTCOME_SIGNALED:
+      return "signal " + std::to_string(row.signal);
+    default:
+      return history::outcome_name(row);
   }
 }
 
@@ -90,18 +92,20 @@ std::string render_table(const std::vector<history::Row>& rows, int width) {
                   const std::string& wait, const std::string& run, const std::string& exit,
                   const std::string& label, const std::string& command) {
     std::string l = pad(end, kEnd) + ' ' + pad(job, kJob, true) + ' ' + pad(n, kN, true) + ' ' +
-                    pad(wait, kWait, true) + ' ' + pad(run, kRun, true) + ' ' + pad(fit(exit, kExit), kExit) +
-                    ' ' + pad(fit(label, kLabel), kLabel) + ' ' + fit(command, command_width);
+                    pad(wait, kWait, true) + ' ' + pad(run, kRun, true) + ' ' +
+                    pad(fit(exit, kExit), kExit) + ' ' + pad(fit(label, kLabel), kLabel) + ' ' +
+                    fit(command, command_width);
     while (!l.empty() && l.back() == ' ') l.pop_back();
     return l + '\n';
   };
   std::string out = line("END", "JOB", "N", "WAIT", "RUN", "EXIT", "LABEL", "COMMAND");
   for (const history::Row& r : rows) {
     bool ran = r.start_ns != 0;
-    out += line(format_clock(r.end_ns), r.job ? std::to_string(r.job) : "-", std::to_string(r.ntasks),
-                ran ? format_duration(static_cast<double>(r.start_ns - r.submit_ns) / 1e9) : "-",
-                ran ? format_duration(static_cast<double>(r.end_ns - r.start_ns) / 1e9) : "-", outcome_text(r),
-                r.label.empty() ? "-" : r.label, r.command);
+    out +=
+        line(format_clock(r.end_ns), r.job ? std::to_string(r.job) : "-", std::to_string(r.ntasks),
+             ran ? format_duration(static_cast<double>(r.start_ns - r.submit_ns) / 1e9) : "-",
+             ran ? format_duration(static_cast<double>(r.end_ns - r.start_ns) / 1e9) : "-",
+             outcome_text(r), r.label.empty() ? "-" : r.label, r.command);
   }
   return out;
 }

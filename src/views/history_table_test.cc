@@ -51,7 +51,8 @@ TEST(HistoryTable, OutcomesReadAsExitStatus) {
 }
 
 TEST(HistoryTable, LongCommandsAreCutToTheWidth) {
-  std::string table = render_table({job(1, std::string(300, 'x')), job(2, "./short \xC3\xA9t\xC3\xA9\n")}, 100);
+  std::string table =
+      render_table({job(1, std::string(300, 'x')), job(2, "./short \xC3\xA9t\xC3\xA9\n")}, 100);
   std::istringstream in(table);
   std::string line;
   int lines = 0;

@@ -34,19 +34,31 @@ std::optional<std::int64_t> parse_duration_ago(const std::string& text, std::int
   if (text.size() < 2) return std::nullopt;
   double unit = 0;
   switch (text.back()) {
-    case 's': unit = 1; break;
-    case 'm': unit = 60; break;
-    case 'h': unit = 3600; break;
-    case 'd': unit = 86400; break;
-    case 'w': unit = 7 * 86400; break;
-    default: return std::nullopt;
+    case 's':
+      unit = 1;
+      break;
+    case 'm':
+      unit = 60;
+      break;
+    case 'h':
+      unit = 3600;
+      break;
+    case 'd':
+      unit = 86400;
+      break;
+    case 'w':
+      unit = 7 * 86400;
+      break;
+    default:
+      return std::nullopt;
   }
   std::string_view number(text.data(), text.size() - 1);
   if (number.empty() || !(number[0] >= '0' && number[0] <= '9')) return std::nullopt;
   double v = 0;
-  auto [ptr, ec] = std::from_chars(number.data(), number.data() + number.size(), v,
-                                   std::chars_format::fixed);
-  if (ec != std::errc() || ptr != number.data() + number.size() || !std::isfinite(v)) return std::nullopt;
+  auto [ptr, ec] =
+      std::from_chars(number.data(), number.data() + number.size(), v, std::chars_format::fixed);
+  if (ec != std::errc() || ptr != number.data() + number.size() || !std::isfinite(v))
+    return std::nullopt;
   double ns = v * unit * 1e9;
   if (ns > 1e18) return std::nullopt;  // beyond 30 years: a typo
   return now_ns - static_cast<std::int64_t>(ns);
@@ -64,7 +76,8 @@ std::optional<std::int64_t> parse_local_time(const std::string& text) {
   tm.tm_mday = to_int(d);
   s.remove_prefix(10);
   if (!s.empty()) {
-    if ((s[0] != 'T' && s[0] != ' ') || (s.size() != 6 && s.size() != 9) || s[3] != ':') return std::nullopt;
+    if ((s[0] != 'T' && s[0] != ' ') || (s.size() != 6 && s.size() != 9) || s[3] != ':')
+      return std::nullopt;
     std::string_view h = s.substr(1, 2), mi = s.substr(4, 2), sec = "00";
     if (s.size() == 9) {
       if (s[6] != ':') return std::nullopt;
@@ -82,7 +95,8 @@ std::optional<std::int64_t> parse_local_time(const std::string& text) {
   int mday = tm.tm_mday, mon = tm.tm_mon;
   tm.tm_isdst = -1;  // whatever daylight saving time says on that date
   std::time_t t = std::mktime(&tm);
-  if (t == static_cast<std::time_t>(-1) || tm.tm_mday != mday || tm.tm_mon != mon) return std::nullopt;  // Feb 30
+  if (t == static_cast<std::time_t>(-1) || tm.tm_mday != mday || tm.tm_mon != mon)
+    return std::nullopt;  // Feb 30
   return static_cast<std::int64_t>(t) * 1'000'000'000;
 }
 
@@ -94,8 +108,8 @@ class Words {
   void next_option() {
     const std::string& word = args_[pos_++];
     if (word.size() < 2 || word[0] != '-') {
-      throw Error("unexpected argument '" + word + "' to 'jiffy " + args_[0] + "' (see jiffy " + args_[0] +
-                  " --help)");
+      throw Error("unexpected argument '" + word + "' to 'jiffy " + args_[0] + "' (see jiffy " +
+                  args_[0] + " --help)");
     }
     std::size_t dashes = word.starts_with("--") ? 2 : 1, eq = word.find('=');
     spelled_ = word.substr(0, eq);
@@ -142,7 +156,8 @@ struct Option {
   void (*handle)(State&, Words&, std::int64_t now_ns);
 };
 
-void check_window(const std::optional<std::int64_t>& since, const std::optional<std::int64_t>& until) {
+void check_window(const std::optional<std::int64_t>& since,
+                  const std::optional<std::int64_t>& until) {
   if (since && until && *until < *since) throw Error("--until is earlier than --since");
 }
 
@@ -151,7 +166,8 @@ constexpr Option<HistoryArgs> kHistoryOptions[] = {
     {"until", [](HistoryArgs& a, Words& w, std::int64_t now) { a.filter.until_ns = w.time(now); }},
     {"failed", [](HistoryArgs& a, Words&, std::int64_t) { a.filter.failed = true; }},
     {"label", [](HistoryArgs& a, Words& w, std::int64_t) { a.filter.label_glob = w.nonempty(); }},
-    {"command", [](HistoryArgs& a, Words& w, std::int64_t) { a.filter.command_glob = w.nonempty(); }},
+    {"command",
+     [](HistoryArgs& a, Words& w, std::int64_t) { a.filter.command_glob = w.nonempty(); }},
     {"cwd", [](HistoryArgs& a, Words& w, std::int64_t) { a.filter.cwd = w.nonempty(); }},
     {"slowest", [](HistoryArgs& a, Words& w, std::int64_t) { a.filter.slowest = w.positive(); }},
     {"limit", [](HistoryArgs& a, Words& w, std::int64_t) { a.filter.limit = w.positive(); }},
@@ -163,7 +179,8 @@ constexpr Option<ReportArgs> kReportOptions[] = {
     {"since", [](ReportArgs& a, Words& w, std::int64_t now) { a.since_ns = w.time(now); }},
     {"until", [](ReportArgs& a, Words& w, std::int64_t now) { a.until_ns = w.time(now); }},
     {"last-run", [](ReportArgs& a, Words&, std::int64_t) { a.last_run = true; }},
-    {"o", [](ReportArgs& a, Words& w, std::int64_t) {
+    {"o",
+     [](ReportArgs& a, Words& w, std::int64_t) {
        std::string path = w.nonempty();
        if (output_format(path).empty()) {
          throw Error("-o " + path + ": unknown format (the name must end in .html, .json or .svg)");
@@ -180,8 +197,10 @@ std::optional<ViewHelp> parse_options(State& state, std::span<const Option<State
   while (!w.done()) {
     w.next_option();
     if (w.name() == "h" || w.name() == "help") return ViewHelp{args[0]};
-    auto it = std::find_if(table.begin(), table.end(), [&](const Option<State>& o) { return o.name == w.name(); });
-    if (it == table.end()) throw Error("unknown option '" + w.spelled() + "' (see jiffy " + args[0] + " --help)");
+    auto it = std::find_if(table.begin(), table.end(),
+                           [&](const Option<State>& o) { return o.name == w.name(); });
+    if (it == table.end())
+      throw Error("unknown option '" + w.spelled() + "' (see jiffy " + args[0] + " --help)");
     it->handle(state, w, now_ns);
     w.end_option();
   }
@@ -211,14 +230,15 @@ ViewArgs parse_view_args(const std::vector<std::string>& args, std::int64_t now_
     if (auto help = parse_options<HistoryArgs>(a, kHistoryOptions, args, now_ns)) return *help;
     check_window(a.filter.since_ns, a.filter.until_ns);
     const history::Filter& f = a.filter;
-    a.selective = f.since_ns || f.until_ns || f.failed || !f.label_glob.empty() || !f.command_glob.empty() ||
-                  !f.cwd.empty() || f.slowest > 0 || f.limit > 0;
+    a.selective = f.since_ns || f.until_ns || f.failed || !f.label_glob.empty() ||
+                  !f.command_glob.empty() || !f.cwd.empty() || f.slowest > 0 || f.limit > 0;
     return a;
   }
   if (args[0] == "report") {
     ReportArgs a;
     if (auto help = parse_options<ReportArgs>(a, kReportOptions, args, now_ns)) return *help;
-    if (a.last_run && (a.since_ns || a.until_ns)) throw Error("--last-run cannot be combined with --since or --until");
+    if (a.last_run && (a.since_ns || a.until_ns))
+      throw Error("--last-run cannot be combined with --since or --until");
     check_window(a.since_ns, a.until_ns);
     if (!a.since_ns && !a.until_ns) a.last_run = true;
     return a;

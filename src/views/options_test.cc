@@ -50,21 +50,23 @@ TEST(ViewTime, IsoTimesAreLocal) {
 }
 
 TEST(ViewTime, MalformedTimesAreRefusedWithTheForms) {
-  for (const char* bad : {"", "10", "m", "10x", "-5m", "1e3s", "2026-13-01", "2026-02-30", "2026-12-04T25:00",
-                          "2026-12-04 10", "yesterday", "10 m", "2026-12-04T10:00:00Z"}) {
+  for (const char* bad :
+       {"", "10", "m", "10x", "-5m", "1e3s", "2026-13-01", "2026-02-30", "2026-12-04T25:00",
+        "2026-12-04 10", "yesterday", "10 m", "2026-12-04T10:00:00Z"}) {
     try {
       parse_time("--since", bad, kNow);
       ADD_FAILURE() << "accepted '" << bad << "'";
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("--since: expected a duration ago"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("--since: expected a duration ago"), std::string::npos)
+          << e.what();
     }
   }
 }
 
 TEST(ViewOptions, HistoryFiltersAreParsed) {
   auto a = std::get<HistoryArgs>(parse_view_args(
-      {"history", "--since", "1h", "--until=10m", "--failed", "--label", "run*", "--command", "./ex?",
-       "--cwd", "/w", "--slowest", "5", "--limit", "3", "--json", "--db", "x.db"},
+      {"history", "--since", "1h", "--until=10m", "--failed", "--label", "run*", "--command",
+       "./ex?", "--cwd", "/w", "--slowest", "5", "--limit", "3", "--json", "--db", "x.db"},
       kNow));
   EXPECT_EQ(a.filter.since_ns, kNow - 3600 * kS);
   EXPECT_EQ(a.filter.until_ns, kNow - 600 * kS);
@@ -81,18 +83,24 @@ TEST(ViewOptions, HistoryFiltersAreParsed) {
 }
 
 TEST(ViewOptions, BadOptionsSayWhat) {
-  EXPECT_EQ(error_of({"history", "--bogus"}), "unknown option '--bogus' (see jiffy history --help)");
+  EXPECT_EQ(error_of({"history", "--bogus"}),
+            "unknown option '--bogus' (see jiffy history --help)");
   EXPECT_EQ(error_of({"history", "--limit", "0"}), "--limit: expected a positive integer, got '0'");
   EXPECT_EQ(error_of({"history", "--limit"}), "--limit: missing value");
   EXPECT_EQ(error_of({"history", "--failed=yes"}), "--failed: takes no value");
-  EXPECT_EQ(error_of({"history", "foo"}), "unexpected argument 'foo' to 'jiffy history' (see jiffy history --help)");
-  EXPECT_EQ(error_of({"history", "--since", "1h", "--until", "2h"}), "--until is earlier than --since");
-  EXPECT_EQ(error_of({"report", "-o", "x.pdf"}), "-o x.pdf: unknown format (the name must end in .html, .json or .svg)");
-  EXPECT_EQ(error_of({"report", "--last-run", "--since", "1h"}), "--last-run cannot be combined with --since or --until");
+  EXPECT_EQ(error_of({"history", "foo"}),
+            "unexpected argument 'foo' to 'jiffy history' (see jiffy history --help)");
+  EXPECT_EQ(error_of({"history", "--since", "1h", "--until", "2h"}),
+            "--until is earlier than --since");
+  EXPECT_EQ(error_of({"report", "-o", "x.pdf"}),
+            "-o x.pdf: unknown format (the name must end in .html, .json or .svg)");
+  EXPECT_EQ(error_of({"report", "--last-run", "--since", "1h"}),
+            "--last-run cannot be combined with --since or --until");
 }
 
 TEST(ViewOptions, ReportDefaultsToTheLastRun) {
-  auto a = std::get<ReportArgs>(parse_view_args({"report", "-o", "a.html", "-o", "b.json", "-o=c.svg"}, kNow));
+  auto a = std::get<ReportArgs>(
+      parse_view_args({"report", "-o", "a.html", "-o", "b.json", "-o=c.svg"}, kNow));
   EXPECT_TRUE(a.last_run);
   EXPECT_EQ(a.outputs, (std::vector<std::string>{"a.html", "b.json", "c.svg"}));
   auto b = std::get<ReportArgs>(parse_view_args({"report", "--since", "2h"}, kNow));
@@ -101,7 +109,8 @@ TEST(ViewOptions, ReportDefaultsToTheLastRun) {
 }
 
 TEST(ViewOptions, HelpAnswersAtOnce) {
-  EXPECT_EQ(std::get<ViewHelp>(parse_view_args({"report", "--help", "--bogus"}, kNow)).subcommand, "report");
+  EXPECT_EQ(std::get<ViewHelp>(parse_view_args({"report", "--help", "--bogus"}, kNow)).subcommand,
+            "report");
   EXPECT_EQ(std::get<ViewHelp>(parse_view_args({"history", "-h"}, kNow)).subcommand, "history");
 }
 

@@ -13,8 +13,9 @@ std::optional<double> nearest_rank(std::vector<double> values, double p) {
   return values[std::clamp<std::size_t>(rank, 1, values.size()) - 1];
 }
 
-ReportModel build_report(std::vector<history::Row> rows, std::int64_t since_ns, std::int64_t until_ns,
-                         const std::optional<history::Machine>& machine, std::size_t max_drawn) {
+ReportModel build_report(std::vector<history::Row> rows, std::int64_t since_ns,
+                         std::int64_t until_ns, const std::optional<history::Machine>& machine,
+                         std::size_t max_drawn) {
   ReportModel m;
   m.since_ns = since_ns;
   m.until_ns = std::max(until_ns, since_ns);
@@ -36,7 +37,8 @@ ReportModel build_report(std::vector<history::Row> rows, std::int64_t since_ns, 
       for (auto& g : rank) {
         if (!seen.insert(g).second) continue;
         gpus[i].push_back(g);
-        if (std::find(gpu_names.begin(), gpu_names.end(), g) == gpu_names.end()) gpu_names.push_back(g);
+        if (std::find(gpu_names.begin(), gpu_names.end(), g) == gpu_names.end())
+          gpu_names.push_back(g);
       }
     }
   }
@@ -56,7 +58,8 @@ ReportModel build_report(std::vector<history::Row> rows, std::int64_t since_ns, 
       auto longer = [&](std::size_t a, std::size_t b) {
         return m.jobs[a].end_ns - m.jobs[a].start_ns > m.jobs[b].end_ns - m.jobs[b].start_ns;
       };
-      std::nth_element(ran.begin(), ran.begin() + static_cast<std::ptrdiff_t>(max_drawn), ran.end(), longer);
+      std::nth_element(ran.begin(), ran.begin() + static_cast<std::ptrdiff_t>(max_drawn), ran.end(),
+                       longer);
       std::fill(draw.begin(), draw.end(), false);
       for (std::size_t k = 0; k < max_drawn; ++k) draw[ran[k]] = true;
     }
@@ -78,7 +81,8 @@ ReportModel build_report(std::vector<history::Row> rows, std::int64_t since_ns, 
     queue_events.emplace_back(ran ? r.start_ns : r.end_ns, -1);
     std::set<int> distinct;
     for (auto& rank : cores[i]) distinct.insert(rank.begin(), rank.end());
-    if ((r.flags & JIFFY_HISTORY_OVERSUBSCRIBED) != 0 || (m.cores > 0 && r.ntasks > m.cores)) s.wide.push_back(i);
+    if ((r.flags & JIFFY_HISTORY_OVERSUBSCRIBED) != 0 || (m.cores > 0 && r.ntasks > m.cores))
+      s.wide.push_back(i);
     if (!ran) {
       s.never_ran.push_back(i);
       continue;
@@ -91,7 +95,8 @@ ReportModel build_report(std::vector<history::Row> rows, std::int64_t since_ns, 
     if (!draw[i]) continue;
     for (int c : distinct) m.bars.push_back({i, c, from, to});
     for (auto& g : gpus[i]) {
-      int lane = m.core_lanes + static_cast<int>(std::find(gpu_names.begin(), gpu_names.end(), g) - gpu_names.begin());
+      int lane = m.core_lanes + static_cast<int>(std::find(gpu_names.begin(), gpu_names.end(), g) -
+                                                 gpu_names.begin());
       m.bars.push_back({i, lane, from, to});
     }
   }
@@ -106,15 +111,18 @@ ReportModel build_report(std::vector<history::Row> rows, std::int64_t since_ns, 
   }
   auto run_ns = [&](std::size_t i) { return m.jobs[i].end_ns - m.jobs[i].start_ns; };
   std::size_t n = std::min<std::size_t>(20, ran_jobs.size());
-  std::partial_sort(ran_jobs.begin(), ran_jobs.begin() + static_cast<std::ptrdiff_t>(n), ran_jobs.end(),
-                    [&](std::size_t a, std::size_t b) { return run_ns(a) != run_ns(b) ? run_ns(a) > run_ns(b) : a < b; });
+  std::partial_sort(ran_jobs.begin(), ran_jobs.begin() + static_cast<std::ptrdiff_t>(n),
+                    ran_jobs.end(), [&](std::size_t a, std::size_t b) {
+                      return run_ns(a) != run_ns(b) ? run_ns(a) > run_ns(b) : a < b;
+                    });
   s.longest.assign(ran_jobs.begin(), ran_jobs.begin() + static_cast<std::ptrdiff_t>(n));
 
   // Queue length: waiting at since_ns, then each change inside the window.
   std::sort(queue_events.begin(), queue_events.end());
   int q = 0;
   std::size_t k = 0;
-  for (; k < queue_events.size() && queue_events[k].first <= m.since_ns; ++k) q += queue_events[k].second;
+  for (; k < queue_events.size() && queue_events[k].first <= m.since_ns; ++k)
+    q += queue_events[k].second;
   m.queue.emplace_back(m.since_ns, std::max(q, 0));
   for (; k < queue_events.size() && queue_events[k].first <= m.until_ns; ++k) {
     q += queue_events[k].second;

@@ -31,9 +31,9 @@ struct Summary {
   double busy_core_s = 0;               // core-seconds held by running jobs, inside the window
   double utilisation = 0;               // busy_core_s / (cores x window)
   std::optional<double> wait_median_s, wait_p95_s;  // nearest rank, over jobs that ran
-  std::vector<std::size_t> longest;     // up to 20 longest runs, longest first
-  std::vector<std::size_t> wide;        // oversubscribed or ntasks > cores
-  std::vector<std::size_t> never_ran;   // refused, cancelled, ... (no start)
+  std::vector<std::size_t> longest;                 // up to 20 longest runs, longest first
+  std::vector<std::size_t> wide;                    // oversubscribed or ntasks > cores
+  std::vector<std::size_t> never_ran;               // refused, cancelled, ... (no start)
 };
 
 struct ReportModel {
@@ -60,8 +60,8 @@ constexpr std::size_t kMaxDrawnJobs = 50'000;
 // Builds the model of the window [since, until] from the rows overlapping
 // it (Filter::overlapping) and the machine serving it (nullopt: cores are
 // the largest core seen + 1).
-ReportModel build_report(std::vector<history::Row> rows, std::int64_t since_ns, std::int64_t until_ns,
-                         const std::optional<history::Machine>& machine,
+ReportModel build_report(std::vector<history::Row> rows, std::int64_t since_ns,
+                         std::int64_t until_ns, const std::optional<history::Machine>& machine,
                          std::size_t max_drawn = kMaxDrawnJobs);
 
 // The value at rank ceil(p * n) of the sorted values (nearest rank);

@@ -10,7 +10,8 @@ namespace {
 constexpr std::int64_t kS = 1'000'000'000;
 constexpr std::int64_t kT0 = 1'800'000'000 * kS;
 
-history::Row job(std::uint64_t id, double submit, double start, double end, const std::string& cores) {
+history::Row job(std::uint64_t id, double submit, double start, double end,
+                 const std::string& cores) {
   history::Row r;
   r.id = static_cast<std::int64_t>(id);
   r.job = id;
@@ -35,8 +36,8 @@ TEST(ReportModel, NearestRankPercentiles) {
 }
 
 TEST(ReportModel, AJobOnSeveralCoresIsABarOnEach) {
-  ReportModel m = build_report({job(1, 0, 0, 10, "0-1;2-3"), job(2, 0, 1, 5, "1")}, kT0, kT0 + 10 * kS,
-                               history::Machine{0, 4, {}});
+  ReportModel m = build_report({job(1, 0, 0, 10, "0-1;2-3"), job(2, 0, 1, 5, "1")}, kT0,
+                               kT0 + 10 * kS, history::Machine{0, 4, {}});
   ASSERT_EQ(m.lanes.size(), 4u);
   EXPECT_EQ(m.bars.size(), 5u);
   EXPECT_EQ(m.summary.jobs, 2);
@@ -77,14 +78,15 @@ TEST(ReportModel, WideJobsAreFlagged) {
   history::Row wide = job(1, 0, 0, 1, "0;1;0;1");
   wide.flags = JIFFY_HISTORY_OVERSUBSCRIBED;
   history::Row many = job(2, 0, 1, 2, "0;1;0;1");  // not flagged, but 4 ranks on 2 cores
-  ReportModel m = build_report({wide, many, job(3, 0, 0, 1, "0")}, kT0, kT0 + 2 * kS, history::Machine{0, 2, {}});
+  ReportModel m = build_report({wide, many, job(3, 0, 0, 1, "0")}, kT0, kT0 + 2 * kS,
+                               history::Machine{0, 2, {}});
   EXPECT_EQ(m.summary.wide, (std::vector<std::size_t>{0, 1}));
   EXPECT_EQ(m.bars.size(), 5u);  // distinct cores per job
 }
 
 TEST(ReportModel, OnlyTheLongestAreDrawnPastTheCap) {
-  ReportModel m = build_report({job(1, 0, 0, 1, "0"), job(2, 0, 0, 5, "0-1"), job(3, 0, 0, 3, "0")}, kT0,
-                               kT0 + 10 * kS, history::Machine{0, 2, {}}, 2);
+  ReportModel m = build_report({job(1, 0, 0, 1, "0"), job(2, 0, 0, 5, "0-1"), job(3, 0, 0, 3, "0")},
+                               kT0, kT0 + 10 * kS, history::Machine{0, 2, {}}, 2);
   EXPECT_EQ(m.drawn, 2u);
   ASSERT_EQ(m.bars.size(), 3u);
   for (const Bar& b : m.bars) EXPECT_NE(m.jobs[b.job].job, 1u);
@@ -102,8 +104,9 @@ TEST(ReportModel, GpusGetLanesAfterTheCores) {
 
 TEST(ReportModel, QueueLengthSteps) {
   // Two jobs wait from 1 s (one until 3 s, one until 5 s); one waited before the window.
-  ReportModel m = build_report({job(1, 1, 3, 4, "0"), job(2, 1, 5, 6, "0"), job(3, -5, 0.5, 6, "1")}, kT0,
-                               kT0 + 10 * kS, history::Machine{0, 2, {}});
+  ReportModel m =
+      build_report({job(1, 1, 3, 4, "0"), job(2, 1, 5, 6, "0"), job(3, -5, 0.5, 6, "1")}, kT0,
+                   kT0 + 10 * kS, history::Machine{0, 2, {}});
   std::vector<std::pair<std::int64_t, int>> want = {
       {kT0, 1}, {kT0 + kS / 2, 0}, {kT0 + kS, 2}, {kT0 + 3 * kS, 1}, {kT0 + 5 * kS, 0}};
   EXPECT_EQ(m.queue, want);
@@ -121,10 +124,12 @@ TEST(ReportRender, XmlEscapingKeepsDocumentsWellFormed) {
 TEST(ReportRender, EveryBarIsAJobRect) {
   history::Row odd = job(1, 0, 0, 10, "0-1");
   odd.command = "./a </svg> & \xFF";
-  ReportModel m = build_report({odd, job(2, 0, 0, 1, "2")}, kT0, kT0 + 10 * kS, history::Machine{0, 4, {}});
+  ReportModel m =
+      build_report({odd, job(2, 0, 0, 1, "2")}, kT0, kT0 + 10 * kS, history::Machine{0, 4, {}});
   for (const std::string& doc : {render_svg(m, true), render_html(m)}) {
     std::size_t bars = 0;
-    for (std::size_t at = 0; (at = doc.find("<rect class=\"job ", at)) != std::string::npos; ++at) ++bars;
+    for (std::size_t at = 0; (at = doc.find("<rect class=\"job ", at)) != std::string::npos; ++at)
+      ++bars;
     EXPECT_EQ(bars, 3u);
     EXPECT_EQ(doc.find("</svg> &"), std::string::npos);
   }
@@ -136,7 +141,8 @@ TEST(ReportRender, EveryBarIsAJobRect) {
 
 TEST(ReportRender, ThousandsOfJobsStayCompact) {
   std::vector<history::Row> rows;
-  for (int i = 0; i < 10000; ++i) rows.push_back(job(static_cast<std::uint64_t>(i + 1), i, i + 0.5, i + 3, "0-3"));
+  for (int i = 0; i < 10000; ++i)
+    rows.push_back(job(static_cast<std::uint64_t>(i + 1), i, i + 0.5, i + 3, "0-3"));
   ReportModel m = build_report(std::move(rows), kT0, kT0 + 10003 * kS, history::Machine{0, 64, {}});
   std::string html = render_html(m);
   EXPECT_LT(html.size(), 16u << 20);
