@@ -11,8 +11,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
+import struct
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, REPO
+from conftest import BUILD, REPO, wait_until
 
 SCHEMA = re.search(r'R"sql\((.*)\)sql"', (REPO / "src/history/schema.h").read_text(), re.S).group(1)
 FIELDS = {"id", "job", "tag", "label", "command", "cwd", "ntasks", "groups", "cores", "gpus", "submit", "start",
@@ -218,6 +221,51 @@ def test_history_with_a_daemon_running_reads_the_database(jx, state, fake_daemon
     cp = jx.run(["history", "--json"], env={"XDG_STATE_HOME": str(state)})
     assert cp.returncode == 0, cp.stderr
     assert len(cp.stdout.splitlines()) == len(ROWS)
+
+
+def test_the_daemons_database_and_error_are_used(jx, state, tmp_path, fake_daemon):
+    """A daemon answering `history` names its database (not the environment's)
+    and what is wrong with it: printed, and the rows shown all the same."""
+    fake_daemon(cores=8)
+    sock_path = jx.sockets()[0]
+    assert jx.stop().returncode == 0
+    wait_until(lambda: not os.path.exists(sock_path), 10, 0.05, "the daemon's socket to go")
+    theirs = tmp_path / "theirs.db"
+    make_db(theirs, [RUN[0], RUN[1]])
+    asked = []
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    srv.listen(4)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                head = conn.recv(4, socket.MSG_WAITALL)
+                if len(head) < 4:
+                    continue
+                msg = json.loads(conn.recv(struct.unpack(">I", head)[0], socket.MSG_WAITALL))
+                asked.append(msg)
+                reply = {"type": "history_reply", "db": str(theirs), "error": "database is locked", "pending": 3}
+                if msg["type"] != "history":
+                    reply = {"type": "ok"}
+                body = json.dumps(reply).encode()
+                conn.sendall(struct.pack(">I", len(body)) + body)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        cp = jx.run(["history", "--json"], env={"XDG_STATE_HOME": str(state)})
+    finally:
+        srv.close()
+        os.unlink(sock_path)
+    assert asked and asked[0] == {"type": "history", "v": 1}
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stderr.strip() == "jiffy: history: database is locked"
+    assert [json.loads(x)["tag"] for x in cp.stdout.splitlines()] == ["a" * 32, "b" * 32]
 
 
 def test_help_documents_the_views(hist):
