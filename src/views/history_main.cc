@@ -167,7 +167,8 @@ int run_report(const views::ReportArgs& args) {
                        : format == "svg" ? views::render_svg(model, true)
                                          : views::render_trace(model);
     write_file(path, text);
-    std::fprintf(stderr, "jiffy: report: wrote %s (%d jobs)\n", path.c_str(), model.summary.jobs);
+    std::fprintf(stderr, "jiffy: report: wrote %s (%d job%s)\n", path.c_str(), model.summary.jobs,
+                 model.summary.jobs == 1 ? "" : "s");
   }
   return 0;
 }

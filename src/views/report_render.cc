@@ -96,37 +96,55 @@ const char* kStyle = R"(
 .job.lost{fill:#757575}.job.refused,.job.cancelled{fill:#bdbdbd}
 .job:hover{stroke:#000;stroke-width:1}
 .lane-label,.tick{font:11px sans-serif;fill:#444}.grid{stroke:#e0e0e0;stroke-width:1}
-.lane-bg{fill:#fafafa}.queue{fill:#90caf9;stroke:#1e88e5;stroke-width:1}
+.lane-bg{fill:#fafafa}.queue{fill:#90caf9;stroke:none}.queue-peak{fill:none;stroke:#1e88e5;stroke-width:1}
 )";
 
-// The queue plot: one value (the most waiting) per pixel column.
-std::string queue_path(const ReportModel& m, const Layout& l) {
+// The queue plot, one pixel column at a time: the time-weighted mean of
+// the queue length over the column (filled: its area is queue-seconds) and
+// its peak (a line), so that a long window shows both how much and how
+// high requests waited.
+struct QueuePaths {
+  std::string mean, peak;
+};
+
+QueuePaths queue_paths(const ReportModel& m, const Layout& l) {
   int columns = static_cast<int>(l.plot_w);
-  std::vector<int> v(static_cast<std::size_t>(columns), 0);
+  std::vector<double> sum(static_cast<std::size_t>(columns), 0);
+  std::vector<int> peak(static_cast<std::size_t>(columns), 0);
   double ns_per_col = span_s(m) * 1e9 / columns;
   for (std::size_t k = 0; k < m.queue.size(); ++k) {
-    std::int64_t from = m.queue[k].first;
-    std::int64_t to = k + 1 < m.queue.size() ? m.queue[k + 1].first : m.until_ns;
-    int c0 = static_cast<int>(static_cast<double>(from - m.since_ns) / ns_per_col);
-    int c1 = static_cast<int>(static_cast<double>(to - m.since_ns) / ns_per_col);
-    c0 = std::clamp(c0, 0, columns - 1);
-    c1 = std::clamp(std::max(c1, c0), 0, columns - 1);
-    for (int c = c0; c <= c1; ++c)
-      v[static_cast<std::size_t>(c)] = std::max(v[static_cast<std::size_t>(c)], m.queue[k].second);
+    double from = static_cast<double>(m.queue[k].first - m.since_ns) / ns_per_col;
+    double to = static_cast<double>((k + 1 < m.queue.size() ? m.queue[k + 1].first : m.until_ns) -
+                                    m.since_ns) /
+                ns_per_col;
+    int value = m.queue[k].second;
+    if (value == 0) continue;
+    from = std::clamp(from, 0.0, static_cast<double>(columns));
+    to = std::clamp(to, from, static_cast<double>(columns));
+    for (int c = std::min(static_cast<int>(from), columns - 1); c < columns && c < to; ++c) {
+      double overlap = std::min(to, c + 1.0) - std::max(from, static_cast<double>(c));
+      sum[static_cast<std::size_t>(c)] += value * std::max(overlap, 0.0);
+      peak[static_cast<std::size_t>(c)] = std::max(peak[static_cast<std::size_t>(c)], value);
+    }
   }
   double base = l.queue_top + kQueueHeight, scale = kQueueHeight / std::max(m.queue_max, 1);
-  std::string d = "M" + num(kLeft) + " " + num(base);
-  int last = -1;
-  for (int c = 0; c < columns; ++c) {
-    int val = v[static_cast<std::size_t>(c)];
-    if (val == last) continue;
-    double x = kLeft + c, y = base - val * scale;
-    if (last >= 0) d += "H" + num(x);
-    d += "V" + num(y);
-    last = val;
-  }
-  d += "H" + num(kLeft + columns) + "V" + num(base) + "Z";
-  return d;
+  auto path = [&](auto value_at, bool closed) {
+    std::string d = "M" + num(kLeft) + " " + num(base);
+    std::string last;
+    for (int c = 0; c < columns; ++c) {
+      std::string y = num(base - value_at(c) * scale);
+      if (y == last) continue;
+      if (!last.empty()) d += "H" + num(kLeft + c);
+      d += "V" + y;
+      last = y;
+    }
+    d += "H" + num(kLeft + columns);
+    if (closed) d += "V" + num(base) + "Z";
+    return d;
+  };
+  return {
+      path([&](int c) { return sum[static_cast<std::size_t>(c)]; }, true),
+      path([&](int c) { return static_cast<double>(peak[static_cast<std::size_t>(c)]); }, false)};
 }
 
 }  // namespace
@@ -202,7 +220,7 @@ std::string render_svg(const ReportModel& m, bool standalone) {
        "\" viewBox=\"0 0 " + num(kWidth) + " " + num(l.height) + "\">\n";
   if (standalone) o += std::string("<style>") + kStyle + "</style>\n";
   // Lanes: a background band, a label where there is room.
-  std::size_t label_every = static_cast<std::size_t>(std::ceil(10.0 / l.lane_h));
+  std::size_t label_every = static_cast<std::size_t>(std::ceil(12.0 / l.lane_h));
   o += "<g class=\"lanes\">\n";
   for (std::size_t i = 0; i < m.lanes.size(); ++i) {
     double y = kTop + static_cast<double>(i) * l.lane_h;
@@ -259,7 +277,11 @@ std::string render_svg(const ReportModel& m, bool standalone) {
        num(l.queue_top + kQueueHeight / 2) + "\" text-anchor=\"end\">queue</text>";
   o += "<text class=\"tick\" x=\"" + num(kLeft - 6) + "\" y=\"" + num(l.queue_top + 10) +
        "\" text-anchor=\"end\">" + std::to_string(m.queue_max) + "</text>";
-  o += "<path class=\"queue\" d=\"" + queue_path(m, l) + "\"/></g>\n";
+  QueuePaths q = queue_paths(m, l);
+  o += "<path class=\"queue\" d=\"" + q.mean +
+       "\"><title>queue length: mean per pixel</title></path>";
+  o += "<path class=\"queue-peak\" d=\"" + q.peak +
+       "\"><title>queue length: peak per pixel</title></path></g>\n";
   o += "</svg>\n";
   return o;
 }
