@@ -216,8 +216,10 @@ def test_corrupt_database_is_a_one_line_error(jx, tmp_path):
 
 
 def test_history_with_a_daemon_running_reads_the_database(jx, state, fake_daemon):
-    """The daemon is asked first (`history`); whatever it answers, the rows show."""
-    fake_daemon(cores=8)
+    """The daemon is asked first (`history`); whatever it answers (the
+    database of its environment, or an error from a daemon without history),
+    the rows show."""
+    fake_daemon(cores=8, env={"XDG_STATE_HOME": str(state)})
     cp = jx.run(["history", "--json"], env={"XDG_STATE_HOME": str(state)})
     assert cp.returncode == 0, cp.stderr
     assert len(cp.stdout.splitlines()) == len(ROWS)
@@ -226,7 +228,7 @@ def test_history_with_a_daemon_running_reads_the_database(jx, state, fake_daemon
 def test_the_daemons_database_and_error_are_used(jx, state, tmp_path, fake_daemon):
     """A daemon answering `history` names its database (not the environment's)
     and what is wrong with it: printed, and the rows shown all the same."""
-    fake_daemon(cores=8)
+    fake_daemon(cores=8, env={"XDG_STATE_HOME": str(tmp_path / "elsewhere")})
     sock_path = jx.sockets()[0]
     assert jx.stop().returncode == 0
     wait_until(lambda: not os.path.exists(sock_path), 10, 0.05, "the daemon's socket to go")
