@@ -1,5 +1,6 @@
 // jiffy: the command users type. Reads like a table of contents: parse the
 // command line, then hand over to the subcommand.
+#include <limits.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -86,6 +87,27 @@ int run_stop() {
   return 0;
 }
 
+// `name` in the directory of this executable.
+std::string sibling_executable(const char* name) {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) throw_errno("readlink /proc/self/exe");
+  std::string exe(buf, static_cast<std::size_t>(n));
+  return exe.substr(0, exe.rfind('/') + 1) + name;
+}
+
+// `jiffy history` and `jiffy report` run jiffy-history, beside this
+// executable: the launch path never links SQLite.
+[[noreturn]] void run_view(const ViewCommand& cmd) {
+  std::string exe = sibling_executable("jiffy-history");
+  std::vector<char*> argv;
+  argv.push_back(exe.data());
+  for (const std::string& a : cmd.args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  ::execv(exe.c_str(), argv.data());
+  throw_errno("cannot run " + exe);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -111,6 +133,7 @@ int main(int argc, char** argv) {
     if (auto* c = std::get_if<StatusCommand>(&cmd)) return run_status(*c);
     if (auto* c = std::get_if<TopCommand>(&cmd)) return run_top(c->options);
     if (std::holds_alternative<StopCommand>(cmd)) return run_stop();
+    if (auto* c = std::get_if<ViewCommand>(&cmd)) run_view(*c);
     if (std::holds_alternative<HelpCommand>(cmd)) {
       std::fputs(help_text(), stdout);
       return 0;

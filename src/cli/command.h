@@ -1,8 +1,9 @@
 // The parsed command line: which subcommand, with what options.
 //
 // `jiffy [mpiexec options] prog args [: ...]` launches; the first argument
-// `daemon`, `status`, `top`, `stop` selects a subcommand; --help and
-// --version answer at once.
+// `daemon`, `status`, `top`, `stop` selects a subcommand; `history` and
+// `report` are run by jiffy-history (ViewCommand); --help and --version
+// answer at once.
 #pragma once
 
 #include <optional>
@@ -45,11 +46,14 @@ struct DaemonCommand { DaemonOptions options; };
 struct StatusCommand { bool json = false; };
 struct TopCommand { TopOptions options; };
 struct StopCommand {};
+// `jiffy history ...` / `jiffy report ...`: argv from the subcommand on,
+// for jiffy-history (src/views/), the one executable that links SQLite.
+struct ViewCommand { std::vector<std::string> args; };
 struct HelpCommand {};
 struct VersionCommand {};
 
 using Command = std::variant<LaunchCommand, DaemonCommand, StatusCommand, TopCommand,
-                             StopCommand, HelpCommand, VersionCommand>;
+                             StopCommand, ViewCommand, HelpCommand, VersionCommand>;
 
 // Looks up an environment variable of the caller; nullopt when unset.
 using EnvLookup = std::optional<std::string> (*)(const char* name);

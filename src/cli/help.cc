@@ -14,6 +14,8 @@ const char* help_text() {
        jiffy status [--json]
        jiffy top [-d S] [-n N] [-b]
        jiffy stop
+       jiffy history [options]
+       jiffy report [options] [-o FILE]...
        jiffy --help | --version
 
 Runs an MPI program on this machine like mpiexec, with cores and GPUs granted
@@ -33,6 +35,16 @@ Subcommands (only as the first word):
   top [-d S] [-n N] [-b] watch them live: cores, GPUs, running and queued
                          jobs, the last finished ones (q or Ctrl-C quits)
   stop                   stop the resource manager
+  history                what ran: a table of past jobs, newest last (the
+                         last 100 by default; --since T, --until T, --failed,
+                         --label GLOB, --command GLOB, --cwd DIR, --slowest N,
+                         --limit N, --json). T is a duration ago (90s, 10m,
+                         2h, 3d) or a local time (2026-12-04T10:00)
+  report                 a report of a window (--since/--until, or
+                         --last-run, the default: the last burst of
+                         launches): a summary, or -o run.html (timeline
+                         page), -o run.json (Chrome trace), -o run.svg
+  (jiffy history --help and jiffy report --help say more)
 
 Placement (only before the first ':', except -n):
   -n, -np N              ranks in this group (default 1; hydra's default is

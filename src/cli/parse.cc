@@ -2,7 +2,9 @@
 //
 // How it works:
 //  - argv[1] of exactly `daemon`, `status`, `top` or `stop` selects a subcommand,
-//    whose words must all be options. Anything else is a launch, spelled the
+//    whose words must all be options. `history` and `report` are passed on
+//    whole to jiffy-history, which parses them (src/views/options.h). Anything
+//    else is a launch, spelled the
 //    way mpiexec (MPICH hydra) or mpirun (Open MPI) users spell it.
 //  - A launch line is one or more MPMD groups separated by a lone `:`. Each
 //    group is options, then the program, then the program's arguments. The
@@ -833,6 +835,9 @@ Command parse_command_line(const std::vector<std::string>& argv, EnvLookup env) 
     if (argv[1] == "status") return parse_status(argv);
     if (argv[1] == "top") return parse_top(argv);
     if (argv[1] == "stop") return parse_stop(argv);
+    if (argv[1] == "history" || argv[1] == "report") {
+      return ViewCommand{std::vector<std::string>(argv.begin() + 1, argv.end())};
+    }
   }
   return parse_launch(argv, env);
 }

@@ -136,6 +136,15 @@ TEST(Parse, SubcommandNamesLaterAreProgramNames) {
   EXPECT_EQ(o.apps[0].argv, (Words{"status", "stop"}));
 }
 
+TEST(Parse, HistoryAndReportArePassedOnWhole) {
+  Command c = parse({"history", "--since", "1h", "--bogus"});
+  ASSERT_TRUE(std::holds_alternative<ViewCommand>(c));
+  EXPECT_EQ(std::get<ViewCommand>(c).args, (Words{"history", "--since", "1h", "--bogus"}));
+  c = parse({"report", "-o", "r.html"});
+  EXPECT_EQ(std::get<ViewCommand>(c).args, (Words{"report", "-o", "r.html"}));
+  EXPECT_EQ(launch({"-n", "1", "history"}).apps[0].argv, (Words{"history"}));
+}
+
 // --- Counts ----------------------------------------------------------------
 
 TEST(Parse, TaskCountSpellings) {

@@ -20,13 +20,10 @@
 struct sqlite3;
 struct sqlite3_stmt;
 
+#include "history/path.h"
+
 namespace jiffy::history {
 
-// Where the database lives: $XDG_STATE_HOME/jiffy/history.db when that is
-// an absolute path, else $HOME/.local/state/jiffy/history.db (the home
-// from the password database when HOME is unset). "" when neither is known.
-using EnvGet = std::optional<std::string> (*)(const char* name);
-std::string default_db_path(EnvGet env);
 
 struct Retention {
   std::int64_t keep_jobs = 1000000;  // the newest this many rows (by id)
