@@ -205,6 +205,7 @@ DaemonPaths daemon_paths(const std::vector<int>& cpus) {
   p.log = base + ".log";
   p.state = base + ".state";
   p.lane = base + ".lane";
+  p.history = base + ".history";
   p.topology = p.dir + "/" + p.key + ".topo.xml";
   return p;
 }

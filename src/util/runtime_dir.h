@@ -46,6 +46,7 @@ struct DaemonPaths {
   std::string log;     // <key>.log: a detached daemon's stderr
   std::string state;   // <key>.state: the daemon's ledger (daemon/state_file.h)
   std::string lane;    // <key>.lane: slots lent to launchers (proto/lane.h)
+  std::string history; // <key>.history: the launches' journal (proto/history.h)
   // <dir>/<key>.topo.xml: hwloc XML of the set, written by the daemon. A
   // plain path: ranks read it (HWLOC_XMLFILE), and a rank's descriptors are
   // not ours.
