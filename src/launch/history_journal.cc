@@ -146,8 +146,9 @@ history::Row LaunchHistory::row(int exit_code) const {
     // of an Open MPI job behind a wrapper (the PMIx rendezvous,
     // launch/bootstrap.h) too: a child of ours, killed and reaped with
     // what the ranks left before the record is made. A daemon this
-    // launcher started is not (only the instant intermediate process that
-    // detaches it, launch/client.cc, is ours).
+    // launcher started is not, but the instant intermediate process that
+    // detached it is (launch/client.cc): next to nothing, but its peak RSS
+    // (the launcher's at the fork) may exceed a tiny rank's.
     rusage ru{};
     if (::getrusage(RUSAGE_CHILDREN, &ru) == 0) {
       r.user_us = static_cast<std::int64_t>(ru.ru_utime.tv_sec) * 1000000 + ru.ru_utime.tv_usec;
