@@ -22,6 +22,39 @@ long long realtime_ns(void) {
   return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
+/* 16777619^k mod 2^32: FNV-1a's step over k zero bytes. */
+static uint32_t fnv_zeros(size_t k) {
+  uint32_t result = 1, base = 16777619u;
+  for (; k; k >>= 1, base *= base) {
+    if (k & 1) result *= base;
+  }
+  return result;
+}
+
+/* jiffy_history_checksum() of r (its checksum field 0), in a fraction of
+ * the time: the record is mostly zeros, and FNV-1a over a run of k zero
+ * bytes is one multiplication by the prime's k-th power. (Byte by byte,
+ * 4096 dependent multiplications cost 6 us, a measurable part of a 1 ms
+ * launch.) */
+static uint32_t record_checksum(const struct jiffy_history_record* r) {
+  const unsigned char* p = (const unsigned char*)r;
+  uint32_t h = 2166136261u;
+  size_t zeros = 0;
+  for (size_t i = 0; i < sizeof *r; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    if (w == 0) {
+      zeros += 8;
+      continue;
+    }
+    if (zeros) h *= fnv_zeros(zeros);
+    zeros = 0;
+    for (size_t j = i; j < i + 8; ++j) h = (h ^ p[j]) * 16777619u;
+  }
+  if (zeros) h *= fnv_zeros(zeros);
+  return h;
+}
+
 /* Copies s into field (size n), cut short (and said in *flags) if needed. */
 static void put(char* field, size_t n, const char* s, uint32_t* flags) {
   size_t len = s ? strlen(s) : 0;
@@ -68,12 +101,19 @@ void history_write(const struct job* job, int outcome, int exit_code, int signo,
   put(r.cwd, sizeof r.cwd, job->cwd, &r.flags);
   put(r.cores, sizeof r.cores, job->cores, &r.flags);
   put(r.reason, sizeof r.reason, reason, &r.flags);
-  r.checksum = jiffy_history_checksum(&r);
+  r.checksum = record_checksum(&r);
 
-  char path[4200];
-  int len = snprintf(path, sizeof path, "%s%s", job->base, JIFFY_HISTORY_SUFFIX);
-  if (len <= 0 || (size_t)len >= sizeof path) return;
-  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  /* base is "/proc/self/fd/<dir fd>/<key>" (daemon_base): opened relative
+   * to the directory's descriptor, the name costs no walk through /proc
+   * (5 us). */
+  static const char prefix[] = "/proc/self/fd/";
+  char* end = NULL;
+  long dir = strncmp(job->base, prefix, sizeof prefix - 1) == 0 ? strtol(job->base + sizeof prefix - 1, &end, 10) : -1;
+  if (dir < 0 || !end || *end != '/') return;
+  char name[256];
+  int len = snprintf(name, sizeof name, "%s%s", end + 1, JIFFY_HISTORY_SUFFIX);
+  if (len <= 0 || (size_t)len >= sizeof name) return;
+  int fd = openat((int)dir, name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return;
   /* Shared with other writers; the daemon's exclusive lock keeps appends
    * out while it ingests and truncates. One write: one whole record. */
