@@ -17,6 +17,7 @@
 #include "proto/history.h"
 
 static char** g_argv;
+static long long g_submit_ns; /* CLOCK_REALTIME: we started (the history record's submit) */
 static sigset_t g_caller_mask;
 static struct sigaction g_caller_sigpipe;
 static int g_signals_taken;
@@ -177,8 +178,8 @@ static _Noreturn void start_over(int fd, long long ticket) {
   close(fd);
   if (ticket <= 0) hand_over(NULL);
   restore_caller_signals();
-  char state[64];
-  snprintf(state, sizeof state, "v=1 ticket=%lld", ticket);
+  char state[96];
+  snprintf(state, sizeof state, "v=1 ticket=%lld submit=%lld", ticket, g_submit_ns);
   hand_over(state);
 }
 
@@ -239,7 +240,7 @@ static char* wait_for_grant(struct job* job, int fd, int signal_fd, const char* 
 }
 
 int main(int argc, char** argv) {
-  const long long submit_ns = realtime_ns(); /* the history record's submit time */
+  g_submit_ns = realtime_ns();
   g_argv = argv;
   int ntasks = 0;
   if (!fast_path_applies(argc, argv, &ntasks)) hand_over(NULL);
@@ -260,7 +261,7 @@ int main(int argc, char** argv) {
   job.base = base;
   job.command = command;
   job.summary = summary;
-  job.submit_ns = submit_ns;
+  job.submit_ns = g_submit_ns;
   if (where_json(&job) != 0) hand_over(NULL);
 
   /* From here on, signals are ours (and jiffy-launch's after a hand-over:

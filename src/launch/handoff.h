@@ -2,9 +2,10 @@
 // jiffy-launch when it stops handling a launch itself, as one argument after
 // "--jiffy-handoff":
 //
-//   v=1 ticket=N
+//   v=1 ticket=N [submit=NS]
 //       start from scratch, but our request had job id N in the queue of a
-//       daemon that has since gone (resubmit for that place);
+//       daemon that has since gone (resubmit for that place); NS: when the
+//       front started (its history record's submit time);
 //   v=1 daemon=FD cpus=LIST tag=HEX pgid=P ranks=PID:FD:DONE,... grant=JSON
 //       a job is running: the ranks are our children (same process, the
 //       front exec'd us), FD is the open daemon connection, each rank's

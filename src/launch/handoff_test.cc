@@ -11,6 +11,8 @@ TEST(Handoff, Ticket) {
   Handoff h = parse_handoff("v=1 ticket=42");
   EXPECT_FALSE(h.running);
   EXPECT_EQ(h.ticket, 42u);
+  EXPECT_EQ(h.submit_ns, 0);
+  EXPECT_EQ(parse_handoff("v=1 ticket=42 submit=17").submit_ns, 17);
 }
 
 TEST(Handoff, RendezvousSocket) {

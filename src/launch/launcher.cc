@@ -495,6 +495,9 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const
 // ends (docs/history.md): written here and nowhere else.
 int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const Handoff* handoff,
                std::int64_t submit_ns) {
+  // A launch the front began keeps the front's start (a hand-over's state
+  // says when).
+  if (handoff && handoff->submit_ns > 0) submit_ns = handoff->submit_ns;
   LaunchHistory history(opt, command_summary(opt), submit_ns);
   int code;
   try {

@@ -329,6 +329,7 @@ def test_unusual_working_directory(jx, tmp_path, name, lane):
     assert cp.returncode == 0, cp.stderr
     rec = one_record(jx, before)
     assert rec["cwd"] == str(d) and rec["label"] == "run" + name and rec["outcome"] == "ok"
+    assert cp.stderr == ""  # no error from the daemon about the message
     assert jx.status()["daemon"]
 
 
