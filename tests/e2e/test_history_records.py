@@ -373,3 +373,24 @@ def test_many_launches_at_once(jx, tmp_path):
     by_pid = {r["pid"]: r for r in recs}
     for pid, (args, _, code) in zip(pids, jobs):
         assert by_pid[pid]["exit_code"] == code, (args, by_pid[pid])
+
+
+def test_queued_launch_outlives_its_daemon_with_its_submit_time(jx, tmp_path):
+    """The front waits in the queue, the daemon dies: jiffy-launch asks the
+    next one for the old place (`ticket`) and the record keeps the front's
+    submit time."""
+    d = jx.start_daemon(cores=1)
+    flag = tmp_path / "up"
+    first = jx.popen(["-n", 1, "sh", "-c", f"touch {flag}; sleep 1"])
+    wait_until(flag.exists, 10, what="first job up")
+    before = len(jx.history())
+    second = jx.popen(["-n", 1, "true"])
+    jx.wait_queued(second.pid)
+    killed_at = time.time()
+    os.kill(d.pid, signal.SIGKILL)
+    second.communicate(timeout=30)
+    first.communicate(timeout=30)
+    assert second.returncode == 0 and first.returncode == 0
+    recs = {r["pid"]: r for r in new_records(jx, before, 2)}
+    rec = recs[second.pid]
+    assert rec["outcome"] == "ok" and rec["submit"] < killed_at <= rec["start"], rec
