@@ -214,6 +214,9 @@ static char* wait_for_grant(struct job* job, int fd, int signal_fd, const char* 
               "(pid in %s/%s.lock)\n",
               daemon_dir_shown(), strrchr(base, '/') + 1, timeout / 1000, daemon_dir_shown(),
               strrchr(base, '/') + 1);
+      char why[96];
+      snprintf(why, sizeof why, "the daemon did not answer within %d s", timeout / 1000);
+      history_write(job, JIFFY_OUTCOME_REFUSED, 1, 0, why);
       _exit(1);
     }
     if (len < 0) start_over(fd, ticket);

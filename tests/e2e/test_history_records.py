@@ -394,3 +394,38 @@ def test_queued_launch_outlives_its_daemon_with_its_submit_time(jx, tmp_path):
     recs = {r["pid"]: r for r in new_records(jx, before, 2)}
     rec = recs[second.pid]
     assert rec["outcome"] == "ok" and rec["submit"] < killed_at <= rec["start"], rec
+
+
+def test_gpus_per_rank(jx, fake_daemon):
+    fake_daemon(cores=8, gpus=4)
+    before = len(jx.history())
+    cp = jx.run(["-g", 1, "-n", 2, "sh", "-c", 'echo "$JIFFY_RANK $CUDA_VISIBLE_DEVICES"'])
+    assert cp.returncode == 0, cp.stderr
+    rec = one_record(jx, before)
+    seen = dict(line.split() for line in cp.stdout.splitlines())
+    assert rec["gpus"] == [seen["0"].split(","), seen["1"].split(",")], (rec["gpus"], seen)
+
+
+def test_mpmd_groups(jx):
+    before = warm(jx)
+    cp = jx.run(["-n", 1, "true", ":", "-n", 2, "sh", "-c", "exit 0"])
+    assert cp.returncode == 0, cp.stderr
+    rec = one_record(jx, before)
+    assert rec["ntasks"] == 3 and rec["groups"] == 2 and len(rec["cores"]) == 3
+    assert rec["command"] == "true : sh -c exit 0"
+
+
+@pytest.mark.parametrize("via", ["front", "jiffy-launch"])
+def test_silent_daemon_is_a_refusal(jx, via):
+    d = jx.start_daemon(cores=2)
+    before = len(jx.history())
+    opts = ["--bind-to", "core"] if via == "jiffy-launch" else []
+    os.kill(d.pid, signal.SIGSTOP)
+    try:
+        cp = jx.run(opts + ["-n", 1, "true"], env={"JIFFY_DAEMON_TIMEOUT": "0.5", "JIFFY_LANE": "0"})
+    finally:
+        os.kill(d.pid, signal.SIGCONT)
+    assert cp.returncode == 1, cp.stderr
+    rec = one_record(jx, before)
+    check_times(rec, ran=False)
+    assert rec["outcome"] == "refused" and "did not answer" in rec["reason"], rec
