@@ -66,6 +66,8 @@ def warm(jx):
     many records exist."""
     cp = jx.run(["-n", 1, "true"])
     assert cp.returncode == 0, cp.stderr
+    # Its slot back in the lane (the daemon reads "finished" on its own time).
+    wait_until(lambda: not jx.status()["running"], 10, 0.02, "the first job released")
     return len(jx.wait_history(1))
 
 
