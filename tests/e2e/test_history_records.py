@@ -431,3 +431,15 @@ def test_silent_daemon_is_a_refusal(jx, via):
     rec = one_record(jx, before)
     check_times(rec, ran=False)
     assert rec["outcome"] == "refused" and "did not answer" in rec["reason"], rec
+
+
+def test_working_directory_not_utf8(jx, tmp_path):
+    """A directory name that is not UTF-8: the messages carry a replacement
+    character, the record the bytes."""
+    before = warm(jx)
+    d = os.path.join(os.fsencode(tmp_path), b"run\xff")
+    os.mkdir(d)
+    cp = jx.run(["-n", 1, "true"], cwd=d)
+    assert cp.returncode == 0, cp.stderr
+    rec = one_record(jx, before)
+    assert rec["outcome"] == "ok" and rec["cwd"] == os.fsdecode(d).replace("\udcff", "\ufffd")
