@@ -12,6 +12,7 @@
 #include "cli/command.h"
 #include "daemon/status.h"
 #include "launch/client.h"
+#include "launch/history_journal.h"
 #include "launch/launcher.h"
 #include "pmi/pmix_server.h"
 #include "launch/output.h"
@@ -111,6 +112,7 @@ std::string sibling_executable(const char* name) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const std::int64_t started_ns = realtime_ns();  // the launch's submit time (its history record)
   std::vector<std::string> args(argv, argv + argc);
   own_blocking_stdio();  // before anything is written (launch/output.h)
   try {
@@ -127,7 +129,7 @@ int main(int argc, char** argv) {
     }
     Command cmd = parse_command_line(args, getenv_opt);
     if (auto* c = std::get_if<LaunchCommand>(&cmd)) {
-      return run_launch(c->options, args, handoff ? &*handoff : nullptr);
+      return run_launch(c->options, args, handoff ? &*handoff : nullptr, started_ns);
     }
     if (auto* c = std::get_if<DaemonCommand>(&cmd)) return run_daemon(args, c->options);
     if (auto* c = std::get_if<StatusCommand>(&cmd)) return run_status(*c);

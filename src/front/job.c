@@ -175,6 +175,7 @@ int job_from_grant(struct job* job, const struct json* nodes) {
   job->id = (unsigned long long)id;
   char num[32];
   snprintf(num, sizeof num, "%llu", job->id);
+  size_t cores_used = 0;
   int r = 0;
   for (int e = nodes[ranks].first; e >= 0; e = nodes[e].next, ++r) {
     if (r >= job->n) return -1;
@@ -190,6 +191,15 @@ int job_from_grant(struct job* job, const struct json* nodes) {
     rk->bound = CPU_COUNT(&rk->cpus) > 0;
     rk->env[rk->env_job] = entry(job, "JIFFY_JOB_ID", num);
     rk->env[rk->env_cores] = entry(job, "JIFFY_CORES", cores);
+    /* For the history record: "0;1", whole ranks only. */
+    size_t len = strlen(cores);
+    if (!job->cores_cut && cores_used + len + 2 <= sizeof job->cores) {
+      if (r) job->cores[cores_used++] = ';';
+      memcpy(job->cores + cores_used, cores, len + 1);
+      cores_used += len;
+    } else {
+      job->cores_cut = 1;
+    }
     free(cores);
   }
   if (r != job->n) return -1;
@@ -198,6 +208,8 @@ int job_from_grant(struct job* job, const struct json* nodes) {
    * spinning. */
   int sharing = job->n > 1 && CPU_COUNT(&job->ranks[0].cpus) > 0;
   for (int i = 1; sharing && i < job->n; ++i) sharing = CPU_EQUAL(&job->ranks[i].cpus, &job->ranks[0].cpus);
+  /* Only ranks that share cores share CPUs (the front binds to cores). */
+  job->oversubscribed = sharing;
   if (sharing && !getenv("OMPI_MCA_mpi_yield_when_idle")) {
     for (int i = 0; i < job->n; ++i) {
       char** env = job->ranks[i].env;
@@ -331,12 +343,14 @@ int job_start(struct job* job, const char* program, char** argv) {
   free(order);
   if (job->devnull >= 0) close(job->devnull);
   if (failed >= 0) {
-    fprintf(stderr, "jiffy: cannot execute %s: %s\n", argv[0], strerror(err));
+    snprintf(job->reason, sizeof job->reason, "cannot execute %s: %s", argv[0], strerror(err));
+    fprintf(stderr, "jiffy: %s\n", job->reason);
     if (job->pgid > 0) kill(-job->pgid, SIGKILL);
     reap_all_ranks(job);
     return -1;
   }
   job->spawned_ns = now_ns();
+  job->start_ns = realtime_ns();
   return 0;
 }
 
@@ -366,13 +380,16 @@ static void send_started(struct job* job) {
 static int tell_daemon(struct job* job) {
   job->daemon_fd = daemon_connect(job->base);
   if (job->daemon_fd < 0) return -1;
-  char msg[2400];
-  int len = snprintf(msg, sizeof msg,
-                     "{\"command\":\"%s\",\"count\":%d,\"first\":%d,\"job\":%llu,\"pid\":%d,"
-                     "\"tag\":\"%s\",\"type\":\"lane\",\"v\":1}",
-                     job->command, job->lane.count, job->lane.first, job->lane.job, (int)getpid(),
-                     job->tag);
-  if (len > 0 && (size_t)len < sizeof msg) frame_send(job->daemon_fd, msg, (size_t)len);
+  size_t cap = strlen(job->command) + strlen(job->cwd_json) + strlen(job->label_json) + 256;
+  char* msg = malloc(cap);
+  if (!msg) return 0; /* the daemon sees a silent connection: it waits for "started" */
+  int len = snprintf(msg, cap,
+                     "{\"command\":\"%s\",\"count\":%d,\"cwd\":\"%s\",\"first\":%d,\"job\":%llu,"
+                     "\"label\":\"%s\",\"pid\":%d,\"tag\":\"%s\",\"type\":\"lane\",\"v\":1}",
+                     job->command, job->lane.count, job->cwd_json, job->lane.first, job->lane.job,
+                     job->label_json, (int)getpid(), job->tag);
+  if (len > 0 && (size_t)len < cap) frame_send(job->daemon_fd, msg, (size_t)len);
+  free(msg);
   return 0;
 }
 
@@ -386,11 +403,13 @@ static _Noreturn void job_hand_over(struct job* job) {
     job->daemon_fd = sv[0];
   }
   send_started(job); /* jiffy-launch takes over a job the daemon knows */
-  size_t cap = strlen(job->grant_text) + strlen(job->cpus) + 160 + (size_t)job->n * 40;
+  size_t cap = strlen(job->grant_text) + strlen(job->cpus) + 240 + (size_t)job->n * 40;
   char* state = malloc(cap);
   if (!state) _exit(1);
-  int used = snprintf(state, cap, "v=1 daemon=%d cpus=%s tag=%s pgid=%d ranks=", job->daemon_fd,
-                      job->cpus, job->tag, (int)job->pgid);
+  /* The times and the lane are for the job's history record. */
+  int used = snprintf(state, cap, "v=1 daemon=%d cpus=%s tag=%s pgid=%d submit=%lld start=%lld%s ranks=",
+                      job->daemon_fd, job->cpus, job->tag, (int)job->pgid, job->submit_ns, job->start_ns,
+                      job->laned ? " lane=1" : "");
   fcntl(job->daemon_fd, F_SETFD, 0);
   /* jiffy-launch, the launcher from now on, holds the slots to the end
    * (its ranks run already: none of them gets the descriptor). */

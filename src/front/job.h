@@ -30,6 +30,19 @@ struct job {
                              and daemon_fd is our connection; else daemon_fd is -1) */
   const char* base;    /* the daemon's file names (daemon_base) */
   const char* command; /* the command summary, JSON-escaped */
+  const char* cwd_json;   /* the working directory, JSON-escaped */
+  const char* label_json; /* the history label (docs/history.md), JSON-escaped */
+  /* For the history record (history.c): */
+  const char* summary;  /* the command summary */
+  const char* cwd;      /* the working directory */
+  const char* label;    /* the label */
+  long long submit_ns;  /* CLOCK_REALTIME: the front started */
+  long long start_ns;   /* CLOCK_REALTIME: the ranks were spawned; 0: not (yet) */
+  int laned;            /* the slots came from the lane */
+  int oversubscribed;   /* ranks share cores */
+  char cores[1536];     /* per rank, ';'-separated (proto/history.h) */
+  int cores_cut;        /* cores was too short for them all */
+  char reason[256];     /* why the ranks could not be executed */
   int devnull;      /* stdin of ranks 1.. */
   char cpus[16384]; /* the caller's allowed CPUs: names its daemon */
   char* grant_text; /* the daemon's grant, handed over verbatim */
@@ -65,5 +78,15 @@ int job_start(struct job* job, const char* program, char** argv);
 int job_wait(struct job* job);
 /* Frees what the job allocated. */
 void job_free(struct job* job);
+
+/* ---- history.c: the job's record in the history journal ---------------- */
+
+/* CLOCK_REALTIME in nanoseconds (vDSO: no system call). */
+long long realtime_ns(void);
+/* Appends the job's one record (src/proto/history.h) to <base>.history:
+ * outcome (jiffy_history_outcome), the exit code, the signal that ended
+ * it, reason ("" or NULL unless refused). Errors are ignored;
+ * JIFFY_HISTORY=0 writes nothing. */
+void history_write(const struct job* job, int outcome, int exit_code, int signo, const char* reason);
 
 #endif

@@ -14,8 +14,10 @@
 
 #include "front/front.h"
 #include "front/job.h"
+#include "proto/history.h"
 
 static char** g_argv;
+static long long g_submit_ns; /* CLOCK_REALTIME: we started (the history record's submit) */
 static sigset_t g_caller_mask;
 static struct sigaction g_caller_sigpipe;
 static int g_signals_taken;
@@ -85,9 +87,31 @@ static int fast_path_applies(int argc, char** argv, int* ntasks) {
   return !isatty(0) && !isatty(2);
 }
 
+/* in[0..len) as a JSON string body, escaped as jiffy-launch's JSON library
+ * escapes it, into out (room for 6 * len + 1). -1 when it is not plain
+ * ASCII (jiffy-launch knows how to carry that). */
+static int json_escape(const char* in, size_t len, char* out) {
+  size_t k = 0;
+  for (size_t i = 0; i < len; ++i) {
+    unsigned char c = (unsigned char)in[i];
+    if (c >= 0x80) return -1;
+    if (c == '"' || c == '\\') {
+      out[k++] = '\\';
+      out[k++] = (char)c;
+    } else if (c < 0x20) {
+      static const char* esc[0x20] = {[8] = "\\b", [9] = "\\t", [10] = "\\n", [12] = "\\f", [13] = "\\r"};
+      k += (size_t)(esc[c] ? sprintf(out + k, "%s", esc[c]) : sprintf(out + k, "\\u%04x", c));
+    } else {
+      out[k++] = (char)c;
+    }
+  }
+  out[k] = '\0';
+  return 0;
+}
+
 /* The command summary of submit_message() in jiffy-launch (its first 200
  * characters), as a JSON string body. -1 when the command is not plain
- * ASCII (jiffy-launch knows how to carry that). */
+ * ASCII. */
 static int command_json(char* command, char summary[256], int argc, char** argv) {
   size_t used = 0;
   for (int i = 3; i < argc && used <= 200; ++i) {
@@ -98,32 +122,46 @@ static int command_json(char* command, char summary[256], int argc, char** argv)
     memcpy(summary + 200, "...", 3);
     used = 203;
   }
-  size_t k = 0;
-  for (size_t i = 0; i < used; ++i) {
-    unsigned char c = (unsigned char)summary[i];
-    if (c >= 0x80) return -1;
-    if (c == '"' || c == '\\') {
-      command[k++] = '\\';
-      command[k++] = (char)c;
-    } else if (c < 0x20) {
-      static const char* esc[] = {[8] = "\\b", [9] = "\\t", [10] = "\\n", [12] = "\\f", [13] = "\\r"};
-      k += (size_t)(esc[c] ? sprintf(command + k, "%s", esc[c]) : sprintf(command + k, "\\u%04x", c));
-    } else {
-      command[k++] = (char)c;
-    }
-  }
-  command[k] = '\0';
+  if (json_escape(summary, used, command) != 0) return -1;
   summary[used < 256 ? used : 255] = '\0';
   return 0;
 }
 
-/* The submit message, as jiffy-launch's submit_message() writes it. */
-static int submit_message(char* out, size_t size, const char* command, int ntasks, const char* tag) {
-  int n = snprintf(out, size,
+/* The working directory and the history label (docs/history.md: JIFFY_LABEL,
+ * else the directory's base name when it starts with "run"), raw and as
+ * JSON string bodies. -1 when they are not plain ASCII. */
+static int where_json(struct job* job) {
+  static char cwd[PATH_MAX], cwd_json[PATH_MAX * 6 + 1], label_json[PATH_MAX * 6 + 1];
+  if (!getcwd(cwd, sizeof cwd)) cwd[0] = '\0';
+  const char* label = getenv("JIFFY_LABEL");
+  if (!label || !*label) {
+    const char* slash = strrchr(cwd, '/');
+    label = slash && strncmp(slash + 1, "run", 3) == 0 ? slash + 1 : "";
+  }
+  size_t label_len = strlen(label);
+  if (label_len > PATH_MAX - 1) label_len = PATH_MAX - 1;
+  if (json_escape(cwd, strlen(cwd), cwd_json) != 0 || json_escape(label, label_len, label_json) != 0) {
+    return -1;
+  }
+  job->cwd = cwd;
+  job->label = label;
+  job->cwd_json = cwd_json;
+  job->label_json = label_json;
+  return 0;
+}
+
+/* The submit message, as jiffy-launch's submit_message() writes it
+ * (malloc'd in *out). */
+static int submit_message(char** out, const struct job* job, int ntasks) {
+  size_t size = strlen(job->command) + strlen(job->cwd_json) + strlen(job->label_json) + 400;
+  *out = malloc(size);
+  if (!*out) return -1;
+  int n = snprintf(*out, size,
                    "{\"allow_oversubscribe\":true,\"arrival\":0,\"bind\":\"core\",\"command\":\"%s\","
-                   "\"cores_per_task\":1,\"gpus_per_job\":0,\"gpus_per_task\":0,\"ntasks\":%d,"
-                   "\"pid\":%d,\"progress\":false,\"tag\":\"%s\",\"type\":\"submit\",\"v\":1}",
-                   command, ntasks, (int)getpid(), tag);
+                   "\"cores_per_task\":1,\"cwd\":\"%s\",\"gpus_per_job\":0,\"gpus_per_task\":0,"
+                   "\"label\":\"%s\",\"ntasks\":%d,\"pid\":%d,\"progress\":false,\"tag\":\"%s\","
+                   "\"type\":\"submit\",\"v\":1}",
+                   job->command, job->cwd_json, job->label_json, ntasks, (int)getpid(), job->tag);
   return n > 0 && (size_t)n < size ? n : -1;
 }
 
@@ -140,15 +178,15 @@ static _Noreturn void start_over(int fd, long long ticket) {
   close(fd);
   if (ticket <= 0) hand_over(NULL);
   restore_caller_signals();
-  char state[64];
-  snprintf(state, sizeof state, "v=1 ticket=%lld", ticket);
+  char state[96];
+  snprintf(state, sizeof state, "v=1 ticket=%lld submit=%lld", ticket, g_submit_ns);
   hand_over(state);
 }
 
 /* Waits for the grant. Returns its text and, in *parsed, its nodes (both
  * malloc'd), or does not return. base: the daemon's file names, for the
  * message about a silent daemon. */
-static char* wait_for_grant(int fd, int signal_fd, const char* base, struct json** parsed) {
+static char* wait_for_grant(struct job* job, int fd, int signal_fd, const char* base, struct json** parsed) {
   long long ticket = 0;
   const int timeout = daemon_timeout_ms();
   for (;;) {
@@ -159,7 +197,10 @@ static char* wait_for_grant(int fd, int signal_fd, const char* base, struct json
       sigpending(&pending);
       static const int stop[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
       for (size_t i = 0; i < sizeof stop / sizeof stop[0]; ++i) {
-        if (sigismember(&pending, stop[i])) _exit(128 + stop[i]); /* as jiffy-launch does */
+        if (sigismember(&pending, stop[i])) { /* as jiffy-launch does */
+          history_write(job, JIFFY_OUTCOME_SIGNALED, 128 + stop[i], stop[i], NULL);
+          _exit(128 + stop[i]);
+        }
       }
       struct signalfd_siginfo si; /* SIGCHLD of a child our caller left us, USR1/2: ignored */
       while (read(signal_fd, &si, sizeof si) == (ssize_t)sizeof si) {
@@ -173,6 +214,9 @@ static char* wait_for_grant(int fd, int signal_fd, const char* base, struct json
               "(pid in %s/%s.lock)\n",
               daemon_dir_shown(), strrchr(base, '/') + 1, timeout / 1000, daemon_dir_shown(),
               strrchr(base, '/') + 1);
+      char why[96];
+      snprintf(why, sizeof why, "the daemon did not answer within %d s", timeout / 1000);
+      history_write(job, JIFFY_OUTCOME_REFUSED, 1, 0, why);
       _exit(1);
     }
     if (len < 0) start_over(fd, ticket);
@@ -186,10 +230,10 @@ static char* wait_for_grant(int fd, int signal_fd, const char* base, struct json
       *parsed = nodes;
       return body;
     }
-    long long job = queued ? json_uint(nodes, json_member(nodes, 0, "job")) : -1;
+    long long id = queued ? json_uint(nodes, json_member(nodes, 0, "job")) : -1;
     free(nodes);
     if (queued) {
-      if (job > 0) ticket = job;
+      if (id > 0) ticket = id;
       free(body);
       continue;
     }
@@ -199,6 +243,7 @@ static char* wait_for_grant(int fd, int signal_fd, const char* base, struct json
 }
 
 int main(int argc, char** argv) {
+  g_submit_ns = realtime_ns();
   g_argv = argv;
   int ntasks = 0;
   if (!fast_path_applies(argc, argv, &ntasks)) hand_over(NULL);
@@ -218,6 +263,9 @@ int main(int argc, char** argv) {
   if (daemon_base(job.cpus, sizeof job.cpus, base, sizeof base) != 0) hand_over(NULL);
   job.base = base;
   job.command = command;
+  job.summary = summary;
+  job.submit_ns = g_submit_ns;
+  if (where_json(&job) != 0) hand_over(NULL);
 
   /* From here on, signals are ours (and jiffy-launch's after a hand-over:
    * the mask and what is pending survive exec). */
@@ -239,6 +287,7 @@ int main(int argc, char** argv) {
   int laned = !(use_lane && strcmp(use_lane, "0") == 0) &&
               lane_take(base, ntasks, job.tag, summary, &job.lane) == 0;
   struct json* grant = NULL;
+  job.laned = laned;
   if (laned) {
     job.daemon_fd = -1;
     if (job_prepare(&job, ntasks) != 0) {
@@ -255,11 +304,12 @@ int main(int argc, char** argv) {
   } else {
     job.daemon_fd = daemon_connect(base);
     if (job.daemon_fd < 0) hand_over(NULL); /* none yet: jiffy-launch starts it */
-    char submit[2048];
-    int len = submit_message(submit, sizeof submit, command, ntasks, job.tag);
+    char* submit = NULL;
+    int len = submit_message(&submit, &job, ntasks);
     if (len < 0 || frame_send(job.daemon_fd, submit, (size_t)len) != 0) start_over(job.daemon_fd, 0);
+    free(submit);
     if (job_prepare(&job, ntasks) != 0) start_over(job.daemon_fd, 0);
-    job.grant_text = wait_for_grant(job.daemon_fd, signal_fd, base, &grant);
+    job.grant_text = wait_for_grant(&job, job.daemon_fd, signal_fd, base, &grant);
   }
   int granted = job_from_grant(&job, grant);
   free(grant);
@@ -270,7 +320,14 @@ int main(int argc, char** argv) {
     }
     start_over(job.daemon_fd, 0);
   }
-  int code = job_start(&job, program, argv + 3) != 0 ? 127 : job_wait(&job);
+  int code;
+  if (job_start(&job, program, argv + 3) != 0) {
+    code = 127;
+    history_write(&job, JIFFY_OUTCOME_REFUSED, code, 0, job.reason);
+  } else {
+    code = job_wait(&job); /* 0, or it handed over: jiffy-launch writes the record */
+    history_write(&job, JIFFY_OUTCOME_EXITED, code, 0, NULL);
+  }
   job_free(&job);
   return code;
 }

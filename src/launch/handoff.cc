@@ -66,6 +66,12 @@ Handoff parse_handoff(const std::string& state) {
       h.cpus = cpu_list(value);
     } else if (key == "pmix") {
       h.pmix_fd = static_cast<int>(number(value, 0, 1 << 20, "PMIx rendezvous fd"));
+    } else if (key == "submit") {
+      h.submit_ns = number(value, 0, INT64_MAX, "submit time");
+    } else if (key == "start") {
+      h.start_ns = number(value, 0, INT64_MAX, "start time");
+    } else if (key == "lane") {
+      h.lane = number(value, 0, 1, "lane") == 1;
     } else if (key == "tag") {
       h.tag = value;
     } else if (key == "pgid") {

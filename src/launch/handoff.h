@@ -2,9 +2,10 @@
 // jiffy-launch when it stops handling a launch itself, as one argument after
 // "--jiffy-handoff":
 //
-//   v=1 ticket=N
+//   v=1 ticket=N [submit=NS]
 //       start from scratch, but our request had job id N in the queue of a
-//       daemon that has since gone (resubmit for that place);
+//       daemon that has since gone (resubmit for that place); NS: when the
+//       front started (its history record's submit time);
 //   v=1 daemon=FD cpus=LIST tag=HEX pgid=P ranks=PID:FD:DONE,... grant=JSON
 //       a job is running: the ranks are our children (same process, the
 //       front exec'd us), FD is the open daemon connection, each rank's
@@ -13,13 +14,18 @@
 //       CPUs (which name its daemon: we now run pinned to rank 0's), JSON
 //       the daemon's grant verbatim (it runs to the end of the argument).
 //       Before grant=, "pmix=FD": the job's PMIx rendezvous socket
-//       (launch/bootstrap.h), listening on FD.
+//       (launch/bootstrap.h), listening on FD; "submit=NS start=NS": when
+//       the front started and when it spawned the ranks (CLOCK_REALTIME,
+//       nanoseconds: the job's history record keeps them); "lane=1": the
+//       slots came from the lane (proto/lane.h). A state without these
+//       (an older front) is still read: the times are then jiffy-launch's.
 //
 // Pure parsing; the fds are not checked here.
 #pragma once
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -40,6 +46,9 @@ struct Handoff {
   pid_t pgid = 0;
   std::vector<Rank> ranks;
   int pmix_fd = -1;  // the PMIx rendezvous, when the job has one
+  std::int64_t submit_ns = 0;  // the front's start, 0: not said
+  std::int64_t start_ns = 0;   // the ranks' spawn, 0: not said
+  bool lane = false;           // the slots are lent ones
   std::string grant;
 };
 

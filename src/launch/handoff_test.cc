@@ -11,6 +11,8 @@ TEST(Handoff, Ticket) {
   Handoff h = parse_handoff("v=1 ticket=42");
   EXPECT_FALSE(h.running);
   EXPECT_EQ(h.ticket, 42u);
+  EXPECT_EQ(h.submit_ns, 0);
+  EXPECT_EQ(parse_handoff("v=1 ticket=42 submit=17").submit_ns, 17);
 }
 
 TEST(Handoff, RendezvousSocket) {
@@ -18,6 +20,21 @@ TEST(Handoff, RendezvousSocket) {
   EXPECT_EQ(h.pmix_fd, 9);
   EXPECT_EQ(parse_handoff("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 grant={}").pmix_fd, -1);
   EXPECT_THROW(parse_handoff("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 pmix=x grant={}"), Error);
+}
+
+TEST(Handoff, TimesAndLaneForTheHistory) {
+  Handoff h = parse_handoff(
+      "v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 submit=1700000000000000001 "
+      "start=1700000000000000002 lane=1 grant={}");
+  EXPECT_EQ(h.submit_ns, 1700000000000000001LL);
+  EXPECT_EQ(h.start_ns, 1700000000000000002LL);
+  EXPECT_TRUE(h.lane);
+  Handoff old = parse_handoff("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 grant={}");
+  EXPECT_EQ(old.submit_ns, 0);
+  EXPECT_EQ(old.start_ns, 0);
+  EXPECT_FALSE(old.lane);
+  EXPECT_THROW(parse_handoff("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 submit=x grant={}"), Error);
+  EXPECT_THROW(parse_handoff("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 lane=2 grant={}"), Error);
 }
 
 TEST(Handoff, RunningJob) {

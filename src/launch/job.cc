@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "launch/environment.h"
+#include "proto/history.h"
 #include "util/error.h"
 #include "util/sys.h"
 
@@ -261,6 +262,7 @@ void Job::record_exit(std::size_t i, int code, bool signalled, int signo) {
   }
   if (r.code == 0 || exit_code_) return;
   exit_code_ = r.code;
+  failed_signal_ = signalled ? signo : 0;
   if (terminating_) return;  // a consequence of our own TERM/KILL, not news
   bool ours = signalled && signo == forwarded_signal_;
   std::size_t others = live_ranks();
@@ -280,7 +282,10 @@ void Job::record_exit(std::size_t i, int code, bool signalled, int signo) {
 
 // Records a job-level failure with its one stderr line and ends the job.
 void Job::fail(int code, const std::string& message, bool culprit_alive) {
-  if (!exit_code_) exit_code_ = code;
+  if (!exit_code_) {
+    exit_code_ = code;
+    failed_signal_ = 0;
+  }
   if (terminating_) return;
   std::size_t live = live_ranks();
   std::size_t others = culprit_alive && live > 0 ? live - 1 : live;
@@ -405,7 +410,14 @@ void Job::kill_descendants() {
   }
 }
 
+namespace {
+bool stops_the_job(int signo) {
+  return signo == SIGINT || signo == SIGTERM || signo == SIGHUP || signo == SIGQUIT;
+}
+}  // namespace
+
 void Job::handle_signal(int signo) {
+  if (!stopped_by_ && stops_the_job(signo)) stopped_by_ = signo;
   switch (signo) {
     case SIGCHLD:
       // A finalize that preceded the exit must be seen before the exit.
@@ -460,12 +472,6 @@ void Job::check_output() {
   }
 }
 
-namespace {
-bool stops_the_job(int signo) {
-  return signo == SIGINT || signo == SIGTERM || signo == SIGHUP || signo == SIGQUIT;
-}
-}  // namespace
-
 // After the last rank: labelled output still in the pipes or held is
 // delivered whole, however slow the reader (the ranks are gone; this is all
 // that is left of the job). A job told to stop (its timeout, a signal that
@@ -486,6 +492,7 @@ void Job::drain_output(int signal_fd) {
         int signo = static_cast<int>(si.ssi_signo);
         if (!stops_the_job(signo)) continue;  // SIGCHLD, SIGUSR1/2: nobody left to tell
         forwarded_signal_ = signo;
+        if (!stopped_by_) stopped_by_ = signo;
         given_up = true;
       }
     }
@@ -551,6 +558,13 @@ int Job::wait(int signal_fd, const Watch* watch) {
   if (abort_code_) return *abort_code_;
   if (!exit_code_) warn_if_never_bootstrapped();
   return exit_code_.value_or(0);
+}
+
+Job::Ending Job::ending() const {
+  if (timed_out_) return {JIFFY_OUTCOME_TIMED_OUT, 0};
+  if (stopped_by_) return {JIFFY_OUTCOME_SIGNALED, stopped_by_};
+  if (!abort_code_ && exit_code_ && failed_signal_) return {JIFFY_OUTCOME_SIGNALED, failed_signal_};
+  return {JIFFY_OUTCOME_EXITED, 0};
 }
 
 }  // namespace jiffy

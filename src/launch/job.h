@@ -83,6 +83,16 @@ class Job {
   // blocked signals (SIGCHLD, SIGINT, SIGTERM, SIGHUP, ...). Returns the exit code.
   int wait(int signal_fd, const Watch* watch = nullptr);
 
+  // How the job ended, for its history record (proto/history.h): outcome
+  // JIFFY_OUTCOME_TIMED_OUT, SIGNALED (signal: the launcher's that stopped
+  // the job, else the signal that killed the first failing rank) or
+  // EXITED. REQUIRES: wait() returned.
+  struct Ending {
+    int outcome = 0;
+    int signal = 0;
+  };
+  Ending ending() const;
+
  private:
   struct Rank {
     pid_t pid = -1;
@@ -127,6 +137,8 @@ class Job {
   bool timed_out_ = false;
   int interrupts_ = 0;
   int forwarded_signal_ = 0;
+  int stopped_by_ = 0;   // the first signal that told the launcher to stop the job
+  int failed_signal_ = 0;  // the signal that killed the rank whose failure is exit_code_
   double deadline_ = 0;    // job timeout (absolute), 0 = none
   double kill_at_ = 0;     // SIGKILL after the grace period, 0 = not pending
   double kill_grace_s_ = 2;

@@ -17,6 +17,7 @@
 
 #include "launch/bootstrap.h"
 #include "launch/client.h"
+#include "launch/history_journal.h"
 #include "launch/job.h"
 #include "pmi/pmix_server.h"
 #include "proto/message.h"
@@ -81,8 +82,10 @@ std::string command_summary(const LaunchOptions& opt) {
 }
 
 proto::Json submit_message(const LaunchOptions& opt, bool progress, unsigned long long arrival,
-                           const std::string& tag) {
+                           const std::string& tag, const LaunchHistory& history) {
   return {{"type", proto::type::kSubmit},
+          {"cwd", history.cwd()},
+          {"label", history.label()},
           {"arrival", arrival},
           {"v", proto::kVersion},
           {"ntasks", opt.total_tasks()},
@@ -164,8 +167,10 @@ class StatusLine {
 // otherwise (refused, interrupted).
 // *ticket learns the job id the daemon gave us, so that after a daemon
 // crash we can ask the next one for our old place in the queue.
+// *refusal learns the daemon's reason when it refuses.
 std::variant<JobGrant, int> wait_for_grant(DaemonClient& client, const LaunchOptions& opt,
-                                           int signal_fd, unsigned long long* ticket) {
+                                           int signal_fd, unsigned long long* ticket,
+                                           std::string* refusal) {
   StatusLine status(opt);
   // The daemon answers every submit at once (grant, queued or error), so
   // silence means it is wedged, not busy.
@@ -208,7 +213,8 @@ std::variant<JobGrant, int> wait_for_grant(DaemonClient& client, const LaunchOpt
         }
         if (type == proto::type::kError) {
           status.clear();
-          std::fprintf(stderr, "jiffy: %s\n", proto::get_string(*msg, "message", 4096).c_str());
+          *refusal = proto::get_string(*msg, "message", 4096);
+          std::fprintf(stderr, "jiffy: %s\n", refusal->c_str());
           return kExitRefused;
         }
         if (type == proto::type::kQueued) status.set_position(static_cast<int>(proto::get_int(*msg, "position", -1, 1 << 30)));
@@ -370,7 +376,7 @@ int supervise(Job& job, DaemonLink& link, int signal_fd, bool announce) {
 // The front ran this job until something needed more than it does (a rank
 // spoke PMI, failed, got a signal; the daemon wrote or went away): the
 // ranks are already our children, the grant and connection ours.
-int continue_handed_over(const LaunchOptions& opt, const Handoff& h) {
+int continue_handed_over(const LaunchOptions& opt, const Handoff& h, LaunchHistory& history) {
   // One program, running already: its name is for messages, its kind for
   // the warning about ranks that never bootstrap.
   const std::string& program = opt.apps.at(0).argv.at(0);
@@ -386,6 +392,8 @@ int continue_handed_over(const LaunchOptions& opt, const Handoff& h) {
   plan.rendezvous_fd = h.pmix_fd;
   Fd signals = block_signals();  // pending signals survived the exec
   const DaemonPaths paths = daemon_paths(h.cpus);
+  history.set_journal(paths.history);
+  history.handed_over(h);
   plan.topology_file = paths.topology;
   JobGrant grant;
   try {
@@ -393,16 +401,19 @@ int continue_handed_over(const LaunchOptions& opt, const Handoff& h) {
   } catch (const std::exception& e) {
     throw Error(std::string("malformed hand-over state: grant: ") + e.what());
   }
+  history.granted(grant);
   Job job(opt, {program}, grant, plan, h.tag);
   job.adopt(h);
   DaemonLink link(paths, DaemonClient::adopt(Fd(h.daemon_fd), paths), opt, grant);
-  return supervise(job, link, signals.get(), /*announce=*/false);
+  int code = supervise(job, link, signals.get(), /*announce=*/false);
+  history.ended(job.ending());
+  return code;
 }
 
-}  // namespace
-
-int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const Handoff* handoff) {
-  if (handoff && handoff->running) return continue_handed_over(opt, *handoff);
+// The launch from start to exit code, telling history what it learns.
+int launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const Handoff* handoff,
+           LaunchHistory& history) {
+  if (handoff && handoff->running) return continue_handed_over(opt, *handoff, history);
   ensure_std_fds();
   check_hosts(opt);
   // Resolve every program before asking for resources: a typo costs nothing.
@@ -414,6 +425,7 @@ int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv, c
                                          app.wdir ? app.wdir : opt.wdir));
     } catch (const Error& e) {
       std::fprintf(stderr, "jiffy: %s\n", e.what());
+      history.refused(e.what());
       return kExitNotFound;
     }
   }
@@ -426,6 +438,7 @@ int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv, c
                                                      : nullptr;
     if (why) {
       std::fprintf(stderr, "jiffy: -wdir %s: %s\n", dir->c_str(), why);
+      history.refused("-wdir " + *dir + ": " + why);
       return kExitNotFound;
     }
   }
@@ -433,17 +446,20 @@ int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv, c
   Fd signals = block_signals();
   // Named once: the launcher later narrows its own affinity to its job's.
   const DaemonPaths paths = daemon_paths();
+  history.set_journal(paths.history);
   plan.topology_file = paths.topology;
   DaemonClient client = DaemonClient::connect(paths, /*start_if_missing=*/true);
   unsigned long long ticket = handoff ? handoff->ticket : 0;
   // Named before the request: a daemon that sees us die before "started"
   // still finds our ranks by it.
   const std::string tag = new_job_tag();
+  history.set_tag(tag);
   std::variant<JobGrant, int> waited;
+  std::string refusal;
   for (int attempt = 0;; ++attempt) {
     try {
-      client.send(submit_message(opt, ::isatty(2), ticket, tag));
-      waited = wait_for_grant(client, opt, signals.get(), &ticket);
+      client.send(submit_message(opt, ::isatty(2), ticket, tag, history));
+      waited = wait_for_grant(client, opt, signals.get(), &ticket, &refusal);
       break;
     } catch (const Error& e) {
       // The daemon went away (crash, restart, idle exit racing our connect):
@@ -453,13 +469,46 @@ int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv, c
       client = DaemonClient::connect(paths, /*start_if_missing=*/true);
     }
   }
-  if (auto* code = std::get_if<int>(&waited)) return *code;
+  if (auto* code = std::get_if<int>(&waited)) {
+    if (*code == kExitRefused) history.refused(refusal);
+    else history.interrupted(*code - 128);
+    return *code;
+  }
   const JobGrant grant = std::move(std::get<JobGrant>(waited));
+  history.granted(grant);
   if (opt.verbose) report_bindings(grant, opt);
   Job job(opt, programs, grant, plan, tag);
-  if (!job.start()) return kExitNotFound;
+  if (!job.start()) {
+    history.not_started("cannot execute " + opt.apps[0].argv[0]);
+    return kExitNotFound;
+  }
+  history.started();
   DaemonLink link(paths, std::move(client), opt, grant);
-  return supervise(job, link, signals.get(), /*announce=*/true);
+  int code = supervise(job, link, signals.get(), /*announce=*/true);
+  history.ended(job.ending());
+  return code;
+}
+
+}  // namespace
+
+// Every launch leaves one record in the history journal, whichever way it
+// ends (docs/history.md): written here and nowhere else.
+int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const Handoff* handoff,
+               std::int64_t submit_ns) {
+  // A launch the front began keeps the front's start (a hand-over's state
+  // says when).
+  if (handoff && handoff->submit_ns > 0) submit_ns = handoff->submit_ns;
+  LaunchHistory history(opt, command_summary(opt), submit_ns);
+  int code;
+  try {
+    code = launch(opt, argv, handoff, history);
+  } catch (const Error& e) {
+    history.failed(e.what());
+    history.write(1);  // main() reports the error and exits 1
+    throw;
+  }
+  history.write(code);
+  return code;
 }
 
 }  // namespace jiffy

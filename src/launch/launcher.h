@@ -3,6 +3,7 @@
 // Ctrl-C cancels), run the job, report it finished.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -14,8 +15,10 @@ namespace jiffy {
 // Returns the process exit code. Throws Error for failures before the job
 // starts (daemon unreachable and so on). argv is the original command line,
 // for re-executing as jiffy-pmix when the job needs PMIx. handoff: what the
-// front passed on (launch/handoff.h), or null.
+// front passed on (launch/handoff.h), or null. submit_ns: when the launcher
+// started (CLOCK_REALTIME ns, launch/history_journal.h). Appends the
+// launch's one history record, whichever way it ends.
 int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv,
-               const Handoff* handoff = nullptr);
+               const Handoff* handoff, std::int64_t submit_ns);
 
 }  // namespace jiffy
