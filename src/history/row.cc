@@ -192,6 +192,7 @@ proto::Json to_json(const Row& row) {
   j["reason"] = row.reason;
   j["pid"] = row.pid;
   j["lane"] = (row.flags & JIFFY_HISTORY_LANE) != 0;
+  j["handed_over"] = (row.flags & JIFFY_HISTORY_HANDED_OVER) != 0;
   j["oversubscribed"] = (row.flags & JIFFY_HISTORY_OVERSUBSCRIBED) != 0;
   return j;
 }

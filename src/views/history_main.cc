@@ -6,6 +6,7 @@
 // (ask the daemon, which ingests its journal first and says where it
 // writes), read what the options select, render it.
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include "history/query.h"
 #include "launch/client.h"
 #include "util/error.h"
+#include "util/runtime_dir.h"
 #include "views/history_table.h"
 #include "views/options.h"
 #include "views/report_model.h"
@@ -46,12 +48,27 @@ int daemon_timeout_ms() {
   return s > 0 ? static_cast<int>(s * 1000) : 10000;
 }
 
+// Whether launchers left records that no daemon has ingested yet (they
+// ran while none did: a refused launch, a daemon killed).
+bool journal_waits() {
+  try {
+    struct stat st;
+    return ::stat(daemon_paths().history.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 // The database the daemon writes, once it has ingested its journal; "" when
 // no daemon runs or it keeps no history (then the environment's default is
-// read). What the daemon says is wrong with its database goes to stderr.
+// read). The database has one writer, the daemon: when none runs but its
+// journal holds records, one is started to ingest them (it leaves when
+// idle, as after a launch). What the daemon says is wrong with its
+// database goes to stderr.
 std::string ask_daemon() {
   try {
     auto client = DaemonClient::connect_existing();
+    if (!client && journal_waits()) client.emplace(DaemonClient::connect(true));
     if (!client) return "";
     client->send({{"type", proto::type::kHistory}, {"v", proto::kVersion}});
     auto reply = client->receive(daemon_timeout_ms());

@@ -213,75 +213,6 @@ def overlaps_in_time(a, b):
 
 
 # --------------------------------------------------------------------------
-# the history journal (src/proto/history.h), decoded as docs/history.md's
-# `jiffy history --json` fields. Tests use Jiffy.history() only: it will ask
-# the daemon (`jiffy history --json`) once the daemon ingests the journal.
-
-HISTORY_MAGIC = 0x31747369686a7966
-HISTORY_RECORD = struct.Struct("<QIIIiiiiiiiIiQqqqqqq32x40s128s256s1024s1536s256s256s456x")
-assert HISTORY_RECORD.size == 4096
-HISTORY_LANE, HISTORY_HANDED_OVER, HISTORY_OVERSUBSCRIBED, HISTORY_TRUNCATED = 1, 2, 4, 8
-_OUTCOMES = {1: "exited", 2: "signaled", 3: "timeout", 4: "refused", 5: "lost", 6: "cancelled"}
-
-
-def _history_checksum(raw: bytes) -> int:
-    h = 2166136261
-    data = raw[:12] + b"\0\0\0\0" + raw[16:]
-    for c in data:
-        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
-    return h
-
-
-def _core_lists(text):
-    if not text:
-        return []
-    return [sorted(parse_cpu_list(part)) for part in text.split(";")]
-
-
-def decode_history_record(raw: bytes):
-    """The record as a docs/history.md row (dict), or None when invalid."""
-    (magic, size, checksum, version, source, outcome, exit_code, signo, pid, ntasks, ngroups, flags,
-     _r0, job, submit, start, end, user_us, sys_us, maxrss, tag, label, command, cwd, cores, gpus,
-     reason) = HISTORY_RECORD.unpack(raw)
-    if magic != HISTORY_MAGIC or size != 4096 or version != 1 or checksum != _history_checksum(raw):
-        return None
-    s = lambda b: b.split(b"\0", 1)[0].decode(errors="replace")
-    name = _OUTCOMES.get(outcome, "?")
-    if name == "exited":
-        name = "ok" if exit_code == 0 else "failed"
-    ran = start != 0
-    return {
-        "job": job, "tag": s(tag), "label": s(label), "command": s(command), "cwd": s(cwd),
-        "ntasks": ntasks, "groups": ngroups, "cores": _core_lists(s(cores)),
-        "gpus": [p.split(",") if p else [] for p in s(gpus).split(";")] if s(gpus) else [],
-        "submit": submit / 1e9, "start": start / 1e9 if ran else None, "end": end / 1e9,
-        "wait_s": (start - submit) / 1e9 if ran else None, "run_s": (end - start) / 1e9 if ran else None,
-        "outcome": name, "exit_code": None if outcome in (5, 6) else exit_code, "signal": signo,
-        "timed_out": outcome == 3, "user_s": user_us / 1e6, "sys_s": sys_us / 1e6,
-        "max_rss_kb": maxrss, "reason": s(reason), "pid": pid,
-        "lane": bool(flags & HISTORY_LANE), "oversubscribed": bool(flags & HISTORY_OVERSUBSCRIBED),
-        # not in docs/history.md's fields (the journal's own): for tests of the writers
-        "handed_over": bool(flags & HISTORY_HANDED_OVER), "source": source,
-    }
-
-
-def read_history_journals(directory):
-    """Every valid record of <directory>/*.history, in file order."""
-    rows = []
-    for path in sorted(Path(directory).glob("*.history")):
-        data = path.read_bytes()
-        at = 0
-        while at + HISTORY_RECORD.size <= len(data):
-            row = decode_history_record(data[at:at + HISTORY_RECORD.size])
-            if row is None:  # a torn record: look for the next one on an 8-byte boundary
-                at += 8
-                continue
-            rows.append(row)
-            at += HISTORY_RECORD.size
-    return rows
-
-
-# --------------------------------------------------------------------------
 # the per-test jiffy environment
 
 
@@ -349,9 +280,12 @@ class Jiffy:
             pytest.fail(f"jiffy status --json printed invalid JSON: {cp.stdout!r}")
 
     def history(self):
-        """Every launch remembered (docs/history.md fields), oldest first:
-        for now read from the journal in the runtime directory."""
-        return read_history_journals(self.runtime_dir)
+        """Every launch remembered (docs/history.md fields), oldest first, as
+        `jiffy history --json` prints them (the daemon ingests its journal
+        first when it runs)."""
+        cp = self.run(["history", "--json"], timeout=60)
+        assert cp.returncode == 0, f"jiffy history --json failed: rc={cp.returncode} {cp.stderr!r}"
+        return [json.loads(line) for line in cp.stdout.splitlines() if line.strip()]
 
     def wait_history(self, n, timeout=10, what=None):
         """Waits until at least n launches are remembered; returns them."""
