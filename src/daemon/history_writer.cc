@@ -220,8 +220,14 @@ class HistoryWriter final : public HistoryService {
 
   bool ingest(std::vector<Row>& rows, bool forced, double now) {
     if (cfg_.enabled && !db_ && now >= next_open_) open_db(now);
+    // Launchers' records move to the staging file first (under the
+    // journal's lock, held only for the copy); the rest works on that file,
+    // which only this thread touches. With history off, the journal itself
+    // is emptied.
+    if (cfg_.enabled && !take_journal()) return false;
+    const std::string& path = cfg_.enabled ? staging_ : cfg_.journal;
     struct stat st;
-    bool exists = ::stat(cfg_.journal.c_str(), &st) == 0;
+    bool exists = ::stat(path.c_str(), &st) == 0;
     if (!forced && (!exists || st.st_size == 0)) {
       set_pending(0);
       return true;
@@ -231,14 +237,14 @@ class HistoryWriter final : public HistoryService {
       return true;
     }
     bool need_file = !rows.empty() && cfg_.enabled && !db_;
-    std::optional<Journal> j = open_journal(need_file);
+    std::optional<Journal> j = open_journal(path, need_file);
     if (!j) {
       if (rows.empty() || !cfg_.enabled || !db_) {
         set_pending(0);
         return true;
       }
       if (store(rows)) return true;  // no journal: only our rows
-      std::optional<Journal> made = open_journal(true);  // the database failed: they wait there
+      std::optional<Journal> made = open_journal(path, true);  // the database failed: they wait there
       if (!made || ::flock(made->fd.get(), LOCK_EX | LOCK_NB) != 0) return false;
       made->size = ::lseek(made->fd.get(), 0, SEEK_END);
       keep_in_journal(*made, rows);
@@ -413,17 +419,61 @@ class HistoryWriter final : public HistoryService {
     }
   }
 
+  // Moves every byte launchers appended to the journal into the staging
+  // file and empties the journal, under the journal's lock: launchers wait
+  // for it only as long as a copy takes (they give up waiting after a
+  // while: proto/history.h), never across our database's transaction. A
+  // crash after the copy and before the truncation leaves records in both
+  // files: rows are keyed by tag, so nothing is stored twice. False when a
+  // launcher holds the lock (try again soon).
+  bool take_journal() {
+    struct stat st;
+    if (::stat(cfg_.journal.c_str(), &st) != 0 || st.st_size == 0) return true;
+    std::optional<Journal> j = open_journal(cfg_.journal, false);
+    if (!j) return true;
+    if (::flock(j->fd.get(), LOCK_EX | LOCK_NB) != 0) return false;
+    Fd out(::open(staging_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!out) {
+      problem_journal(std::string("cannot open the staging file: ") + std::strerror(errno));
+      return true;  // the records stay in the journal
+    }
+    off_t before = ::lseek(out.get(), 0, SEEK_END);
+    std::string buf(1u << 20, '\0');
+    off_t at = 0;
+    for (;;) {
+      ssize_t n = ::pread(j->fd.get(), buf.data(), buf.size(), at);
+      if (n < 0 && errno == EINTR) continue;
+      bool ok = n >= 0;
+      for (ssize_t w = 0; ok && w < n;) {
+        ssize_t k = ::write(out.get(), buf.data() + w, static_cast<std::size_t>(n - w));
+        if (k < 0 && errno == EINTR) continue;
+        ok = k > 0;
+        w += ok ? k : 0;
+      }
+      if (!ok) {
+        problem_journal(std::string("cannot move the journal to the staging file: ") + std::strerror(errno));
+        if (before >= 0 && ::ftruncate(out.get(), before) != 0) {
+        }
+        return true;  // the records stay in the journal
+      }
+      if (n == 0) break;
+      at += n;
+    }
+    if (::ftruncate(j->fd.get(), 0) != 0) problem_journal(std::string("cannot empty the journal: ") + std::strerror(errno));
+    return true;
+  }
+
   // The journal, if it is a regular file of ours. create: make it (to put
   // our rows in it). A thing that is not ours is removed (our private
   // directory: launchers make a proper one anew) and logged once.
-  std::optional<Journal> open_journal(bool create) {
+  std::optional<Journal> open_journal(const std::string& path, bool create) {
     int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (create ? O_CREAT : 0);
     Journal j;
-    j.fd = Fd(::open(cfg_.journal.c_str(), flags, 0600));
+    j.fd = Fd(::open(path.c_str(), flags, 0600));
     if (!j.fd) {
       if (errno != ENOENT) {
         problem_journal(std::string("cannot open the journal: ") + std::strerror(errno));
-        if (errno == ELOOP) ::unlink(cfg_.journal.c_str());
+        if (errno == ELOOP) ::unlink(path.c_str());
       }
       return std::nullopt;
     }
@@ -438,7 +488,7 @@ class HistoryWriter final : public HistoryService {
     }
     if (why) {
       problem_journal(std::string("the journal is ") + why + "; removed it");
-      ::unlink(cfg_.journal.c_str());
+      ::unlink(path.c_str());
       return std::nullopt;
     }
     j.size = st.st_size;
@@ -530,6 +580,8 @@ class HistoryWriter final : public HistoryService {
   }
 
   HistoryWriterConfig cfg_;
+  // <key>.history.ingest: records taken from the journal, until stored.
+  std::string staging_ = cfg_.journal + ".ingest";
   Fd done_;
   std::thread thread_;
 

@@ -13,14 +13,16 @@
 // journal once a poll period: an idle daemon wakes once a second for a
 // stat()) and at once when asked. One ingestion: open the journal
 // (O_NOFOLLOW, a regular file of ours), flock(LOCK_EX|LOCK_NB) (a writer
-// holding it: retried a few ms later), read every record (scan_journal
+// holding it: retried a few ms later), copy it to the staging file
+// <key>.history.ingest and empty it, unlock (so launchers never wait for
+// the database); then read every record of the staging file (scan_journal
 // skips garbage), upsert them with the daemon's own rows in one
-// transaction, commit, ftruncate(0), unlock. A crash anywhere in between
-// leaves the records in the journal; rows are keyed by tag, so reading
-// them again stores nothing twice.
+// transaction, commit, empty the staging file. A crash anywhere in between
+// leaves the records in one of the two files (or both); rows are keyed by
+// tag, so reading them again stores nothing twice.
 //
 // When the database cannot be used (no directory, locked, corrupt, full,
-// read-only) launches go on: records stay in the journal (capped at
+// read-only) launches go on: records wait in the staging file (capped at
 // journal_cap: the oldest are dropped, which is logged), the daemon's own
 // rows are appended to it, each distinct problem is logged once, the
 // database is opened anew every retry_s (a corrupt file deleted heals),

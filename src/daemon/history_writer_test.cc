@@ -60,9 +60,15 @@ class HistoryWriterTest : public ::testing::Test {
     ::close(fd);
   }
 
+  // Bytes of records waiting: in the journal and in the staging file the
+  // thread moves them to (<journal>.ingest). -1: neither exists.
   off_t journal_size() {
     struct stat st;
-    return ::stat(cfg_.journal.c_str(), &st) == 0 ? st.st_size : -1;
+    off_t total = -1;
+    for (const std::string& p : {cfg_.journal, cfg_.journal + ".ingest"}) {
+      if (::stat(p.c_str(), &st) == 0) total = std::max<off_t>(total, 0) + st.st_size;
+    }
+    return total;
   }
 
   // Asks and waits (bounded) for the answer.

@@ -116,8 +116,8 @@ void history_write(const struct job* job, int outcome, int exit_code, int signo,
   int fd = openat((int)dir, name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return;
   /* Shared with other writers; the daemon's exclusive lock keeps appends
-   * out while it ingests and truncates. One write: one whole record. */
-  flock(fd, LOCK_SH);
+   * out while it moves the journal aside. One write: one whole record. */
+  jiffy_history_lock(fd);
   if (write(fd, &r, sizeof r) < 0) {
     /* nothing to do: the history is never worth failing a launch */
   }

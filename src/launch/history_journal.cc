@@ -178,10 +178,9 @@ bool append_history_record(const std::string& path, const history::Row& row) {
   int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return false;
   // Shared: writers append side by side (O_APPEND places each whole record);
-  // the daemon's exclusive lock keeps appends out while it ingests and
-  // truncates (proto/history.h).
-  while (::flock(fd, LOCK_SH) != 0 && errno == EINTR) {
-  }
+  // the daemon's exclusive lock keeps appends out while it moves the
+  // journal aside (proto/history.h).
+  jiffy_history_lock(fd);
   ssize_t n;
   do {
     n = ::write(fd, &r, sizeof r);

@@ -10,14 +10,15 @@
  *
  * The file is <dir>/<key>.history (mode 0600, in the daemon's private
  * runtime directory, beside <key>.lane). A writer opens it O_APPEND|O_CREAT,
- * takes flock(LOCK_SH), writes one whole record with one write(), and
- * closes it. The daemon takes flock(LOCK_EX|LOCK_NB) to ingest: it reads
- * every record, commits them in one transaction, then truncates the file
- * to 0 while still holding the lock (so no append falls between reading
- * and truncating). A crash between the commit and the truncation makes the
- * next ingestion read the same records again: rows are keyed by the job's
- * tag (128 random bits), and a second copy changes nothing. So ingestion
- * neither loses nor duplicates a record, however it is interrupted.
+ * takes flock(LOCK_SH) (jiffy_history_lock), writes one whole record with
+ * one write(), and closes it. The daemon takes flock(LOCK_EX|LOCK_NB) only
+ * to copy the file to <key>.history.ingest and truncate it to 0 (so no
+ * append falls between copying and truncating); it stores the copied
+ * records in one transaction later, without the lock, and then empties
+ * the copy. A crash between two steps makes the next ingestion read the
+ * same records again: rows are keyed by the job's tag (128 random bits),
+ * and a second copy changes nothing. So ingestion neither loses nor
+ * duplicates a record, however it is interrupted.
  *
  * The file is not trusted (anyone who can open it can write it): a record
  * counts only if its magic, size, version and checksum are right and its
@@ -32,8 +33,11 @@
 #ifndef JIFFY_PROTO_HISTORY_H
 #define JIFFY_PROTO_HISTORY_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/file.h>
+#include <time.h>
 
 #define JIFFY_HISTORY_MAGIC 0x31747369686a7966ULL /* "fyjhist1" */
 #define JIFFY_HISTORY_VERSION 1
@@ -118,6 +122,20 @@ static inline uint32_t jiffy_history_checksum(const struct jiffy_history_record*
     h = (h ^ c) * 16777619u;
   }
   return h;
+}
+
+/* Takes a writer's shared lock on the journal fd. The daemon holds the
+ * lock exclusively only while it copies the journal aside (milliseconds);
+ * but a daemon stopped meanwhile (SIGSTOP, a debugger) must not stop
+ * launches: past about 50 ms of waiting the record is appended without the
+ * lock (it could then be lost only if the stopped daemon resumes to
+ * truncate at that very moment). */
+static inline void jiffy_history_lock(int fd) {
+  for (int i = 0; i < 250; ++i) {
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0 || (errno != EWOULDBLOCK && errno != EINTR)) return;
+    struct timespec ts = {0, 200000}; /* 0.2 ms */
+    nanosleep(&ts, NULL);
+  }
 }
 
 #endif
