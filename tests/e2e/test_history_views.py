@@ -35,6 +35,7 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not in
 OK, FAILED_EXIT, SIGNALED, TIMED_OUT, REFUSED, LOST, CANCELLED = 1, 1, 2, 3, 4, 5, 6
 OVERSUBSCRIBED = 0x4
 NOW = time.time()
+SHIFT = 0.0  # seconds the last database made moved its rows by (make_db)
 
 
 def job(tag, submit, start, end, cores="0", outcome=OK, exit_code=0, label="", command="./a.out", cwd="/work/a",
@@ -68,7 +69,14 @@ ROWS = [OLD] + RUN
 
 
 def make_db(path: Path, rows=ROWS, machine_cores=8, machine_gpus="0,1"):
+    """The rows, their times moved so that NOW is now (a test may run minutes
+    after this module was loaded: windows such as --since 220s hold)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    global SHIFT
+    SHIFT = time.time() - NOW
+    shift = int(SHIFT * 1e9)
+    rows = [dict(r, submit_ns=r["submit_ns"] + shift, end_ns=r["end_ns"] + shift,
+                 start_ns=r["start_ns"] + shift if r["start_ns"] else 0) for r in rows]
     db = sqlite3.connect(path)
     db.executescript(SCHEMA)
     db.execute("PRAGMA user_version=1")
@@ -76,7 +84,7 @@ def make_db(path: Path, rows=ROWS, machine_cores=8, machine_gpus="0,1"):
     db.executemany(f"INSERT INTO jobs ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
                    [tuple(r[c] for c in cols) for r in rows])
     db.execute("INSERT INTO machines (since_ns, cores, gpus, identity) VALUES (?, ?, ?, 'test')",
-               (int((NOW - 9000) * 1e9), machine_cores, machine_gpus))
+               (int((NOW - 9000) * 1e9) + shift, machine_cores, machine_gpus))
     db.commit()
     db.close()
 
@@ -170,8 +178,8 @@ def test_history_filters(hist, args, tags):
 
 
 def test_history_iso_times_are_local(hist):
-    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(NOW - 195))
-    until = time.strftime("%Y-%m-%d %H:%M", time.localtime(NOW + 120))
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(NOW + SHIFT - 195))
+    until = time.strftime("%Y-%m-%d %H:%M", time.localtime(NOW + SHIFT + 120))
     cp = hist(["history", "--json", "--since", since, "--until", until])
     assert cp.returncode == 0, cp.stderr
     assert {json.loads(x)["tag"][-1] for x in cp.stdout.splitlines()} == {"9", "8"}
@@ -369,7 +377,7 @@ def test_report_trace_json_has_the_chrome_trace_shape(hist, tmp_path):
     wide = [e for e in xs if e["args"]["tag"] == "e" * 32]
     assert {e["tid"] for e in wide} == set(range(8))
     a = next(e for e in xs if e["args"]["tag"] == "a" * 32)
-    assert a["dur"] == pytest.approx(19.5e6, rel=1e-6) and a["ts"] == pytest.approx((NOW - 299.5) * 1e6, abs=1)
+    assert a["dur"] == pytest.approx(19.5e6, rel=1e-6) and a["ts"] == pytest.approx((NOW + SHIFT - 299.5) * 1e6, abs=2)
 
 
 def test_report_svg_is_a_standalone_document(hist, tmp_path):
