@@ -57,29 +57,6 @@ std::string cut(const std::string& s, std::size_t n) {
 // it by the time its hang-up reaches us.
 constexpr unsigned long kPfExiting = 0x4;
 
-// The flags field (9) of /proc/<pid>/stat; nullopt when it cannot be read.
-std::optional<unsigned long> proc_flags(pid_t pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  Fd fd(::open(path, O_RDONLY | O_CLOEXEC));
-  if (!fd) return std::nullopt;
-  char buf[1024];
-  ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
-  if (n <= 0) return std::nullopt;
-  buf[n] = '\0';
-  const char* p = std::strrchr(buf, ')');  // the name may hold anything: fields follow the last ')'
-  if (!p) return std::nullopt;
-  ++p;
-  for (int field = 3; field < 9; ++field) {  // state, ppid, pgrp, session, tty_nr, tpgid
-    p = std::strchr(p + 1, ' ');
-    if (!p) return std::nullopt;
-  }
-  char* end;
-  unsigned long flags = std::strtoul(p + 1, &end, 10);
-  if (end == p + 1) return std::nullopt;
-  return flags;
-}
-
 }  // namespace
 
 // Whether the process that connected as c goes on: a front that handed its
@@ -88,8 +65,7 @@ std::optional<unsigned long> proc_flags(pid_t pid) {
 bool Server::launcher_lives_on(const Client& c) const {
   std::optional<ProcStat> st = read_proc_stat(c.peer_pid);
   if (!st || st->start != c.peer_start || st->state == 'Z' || st->state == 'X') return false;
-  std::optional<unsigned long> flags = proc_flags(c.peer_pid);
-  return flags && !(*flags & kPfExiting);
+  return !(st->flags & kPfExiting);
 }
 
 // What the daemon knows of a client's launch. end_ns is now; a lost job's

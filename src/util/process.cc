@@ -86,7 +86,8 @@ std::optional<ProcStat> read_proc_stat(pid_t pid) {
   if (n <= 0) return std::nullopt;
   buf[n] = '\0';
   // The command name may hold spaces and parentheses: fields follow the last
-  // ')'. Field 3 is the state, 4-6 ppid, pgrp, session, 22 the start time.
+  // ')'. Field 3 is the state, 4-6 ppid, pgrp, session, 9 the flags, 22 the
+  // start time.
   // (Parsed by hand: the daemon reads this for every launch, and sscanf
   // was a tenth of its time.)
   const char* p = std::strrchr(buf, ')');
@@ -110,6 +111,7 @@ std::optional<ProcStat> read_proc_stat(pid_t pid) {
   st.ppid = static_cast<pid_t>(field[1]);
   st.pgrp = static_cast<pid_t>(field[2]);
   st.session = static_cast<pid_t>(field[3]);
+  st.flags = static_cast<unsigned long>(field[6]);
   st.start = static_cast<unsigned long long>(field[19]);
   return st;
 }

@@ -16,6 +16,7 @@ struct ProcStat {
   pid_t ppid = 0;
   pid_t pgrp = 0;
   pid_t session = 0;
+  unsigned long flags = 0;       // PF_* (include/linux/sched.h)
   unsigned long long start = 0;  // clock ticks since boot
 };
 
