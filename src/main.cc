@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
@@ -55,15 +56,33 @@ int run_daemon(const std::vector<std::string>& args, const DaemonOptions& opt) {
   throw_errno("cannot run " + exe);
 }
 
+// The daemon's status reply; nullopt when no daemon runs. A daemon that
+// dies as we ask (its connection reset: SIGKILL tears a process down with
+// its listening socket open a moment longer) is asked no more, and a
+// successor, if one is starting, is asked instead.
+std::optional<proto::Json> ask_status() {
+  for (int attempt = 0;; ++attempt) {
+    auto client = DaemonClient::connect_existing();
+    if (!client) return std::nullopt;
+    try {
+      client->send({{"type", proto::type::kStatus}, {"v", proto::kVersion}});
+      auto reply = client->receive(10000);
+      if (!reply) throw Error("the daemon did not answer within 10 s");
+      return reply;
+    } catch (const Error& e) {
+      int err = e.sys_errno();
+      if (attempt >= 5 || (err != ECONNRESET && err != EPIPE)) throw;
+    }
+    ::usleep(20000);
+  }
+}
+
 int run_status(const StatusCommand& cmd) {
-  auto client = DaemonClient::connect_existing();
-  if (!client) {
+  auto reply = ask_status();
+  if (!reply) {
     std::puts(cmd.json ? "{\"daemon\":null}" : "no daemon running for this resource set");
     return 0;
   }
-  client->send({{"type", proto::type::kStatus}, {"v", proto::kVersion}});
-  auto reply = client->receive(10000);
-  if (!reply) throw Error("the daemon did not answer within 10 s");
   if ((*reply)["type"] == proto::type::kError) throw Error(proto::get_string(*reply, "message", 4096));
   if (cmd.json) {
     reply->erase("type");

@@ -113,6 +113,18 @@ def pid_alive(pid: int) -> bool:
     return proc_state(pid) not in (None, "Z", "X")
 
 
+def process_gone(pid: int) -> bool:
+    """True once pid is dead with every thread of it: only then are its
+    descriptors (and the locks they hold) closed. A zombie leader may wait
+    for other threads (the daemon's history thread) still exiting."""
+    if not pid_alive(pid):
+        try:
+            return len(os.listdir(f"/proc/{pid}/task")) <= 1 and proc_state(pid) in (None, "Z", "X")
+        except OSError:
+            return True
+    return False
+
+
 def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
     deadline = time.monotonic() + timeout
     while True:
