@@ -32,12 +32,6 @@ constexpr double kLockRetryS = 0.01;  // a launcher holds the journal's lock for
 constexpr double kLockedAnswerS = 2.0;  // a history ask waits no longer for a locked journal
 constexpr std::size_t kReadChunk = 4u << 20;
 
-std::int64_t realtime_ns() {
-  timespec ts;
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
-}
-
 struct Totals {
   double since = 0;
   std::int64_t jobs = 0, failed = 0, timed_out = 0;

@@ -47,12 +47,6 @@ bool is_job_dir(const std::string& path, JobId id) {
 
 }  // namespace server_detail
 
-std::int64_t realtime_ns() {
-  timespec ts;
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
-}
-
 using namespace server_detail;
 
 Server::Server(ServerConfig config, Fd listener)

@@ -77,7 +77,4 @@ struct Server::Client {
   bool oversubscribed = false;      // ranks share cores
 };
 
-// CLOCK_REALTIME in nanoseconds (history times).
-std::int64_t realtime_ns();
-
 }  // namespace jiffy

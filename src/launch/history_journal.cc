@@ -20,12 +20,6 @@
 
 namespace jiffy {
 
-std::int64_t realtime_ns() {
-  timespec t{};
-  ::clock_gettime(CLOCK_REALTIME, &t);
-  return static_cast<std::int64_t>(t.tv_sec) * 1000000000LL + t.tv_nsec;
-}
-
 std::string history_label(const char* label_env, const std::string& cwd) {
   if (label_env && *label_env) return label_env;
   std::string base = cwd.substr(cwd.rfind('/') + 1);

@@ -19,11 +19,9 @@
 #include "launch/handoff.h"
 #include "launch/job.h"
 #include "launch/options.h"
+#include "util/sys.h"
 
 namespace jiffy {
-
-// CLOCK_REALTIME in nanoseconds, the clock of the journal.
-std::int64_t realtime_ns();
 
 // The label of a launch (docs/history.md): label_env (JIFFY_LABEL) when set
 // and not empty, else the base name of cwd when it starts with "run"

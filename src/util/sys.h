@@ -29,6 +29,8 @@ void set_cloexec(int fd, bool on);
 double now_s();
 // CLOCK_BOOTTIME in seconds: comparable with process start times.
 double boot_s();
+// CLOCK_REALTIME in nanoseconds since the epoch: the history's clock.
+std::int64_t realtime_ns();
 
 // The CPUs this process may run on (sched_getaffinity), ascending.
 std::vector<int> allowed_cpus();
