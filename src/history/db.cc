@@ -157,7 +157,12 @@ Db::Db(const std::string& path) : path_(path) {
                      "start_ns = excluded.start_ns, end_ns = excluded.end_ns, user_us = excluded.user_us, "
                      "sys_us = excluded.sys_us, maxrss_kb = excluded.maxrss_kb, label = excluded.label, "
                      "command = excluded.command, cwd = excluded.cwd, cores = excluded.cores, "
-                     "gpus = excluded.gpus, reason = excluded.reason WHERE excluded.source > jobs.source";
+                     "gpus = excluded.gpus, reason = excluded.reason WHERE excluded.source > jobs.source "
+                     // The daemon may see one lost job twice (its launcher's
+                     // hang-up, the lane record it left): what knows the
+                     // label and directory wins.
+                     "OR (excluded.source = jobs.source AND jobs.label = '' AND jobs.cwd = '' "
+                     "AND (excluded.label != '' OR excluded.cwd != ''))";
     if (sqlite3_prepare_v2(db_, up.c_str(), -1, &upsert_, nullptr) != SQLITE_OK) fail("prepare");
   } catch (...) {
     sqlite3_finalize(find_);

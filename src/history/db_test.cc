@@ -109,6 +109,21 @@ TEST_F(HistoryDb, LauncherRowReplacesDaemonRowNeverTheReverse) {
   EXPECT_EQ(rows[0].exit_code, 3);
 }
 
+TEST_F(HistoryDb, OfTwoDaemonRowsTheOneThatKnowsTheLabelWins) {
+  Db db(path_);
+  Row bare = row("t", JIFFY_HISTORY_FROM_DAEMON);  // from a lane record: no label, no cwd
+  Row told = row("t", JIFFY_HISTORY_FROM_DAEMON);  // from the launcher's messages
+  told.label = "runex1";
+  told.cwd = "/w";
+  db.upsert({bare});
+  EXPECT_EQ(db.upsert({told})[0].what, Stored::kReplaced);
+  EXPECT_EQ(db.upsert({bare})[0].what, Stored::kUnchanged);
+  std::vector<Row> rows = db.newest(5);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].label, "runex1");
+  EXPECT_EQ(rows[0].cwd, "/w");
+}
+
 TEST_F(HistoryDb, DuplicateInOneBatchIsStoredOnce) {
   Db db(path_);
   auto r = db.upsert({row("a"), row("a")});
