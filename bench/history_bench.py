@@ -26,10 +26,8 @@ import argparse
 import json
 import os
 import random
-import re
 import shutil
 import socket
-import sqlite3
 import statistics
 import struct
 import subprocess
@@ -37,6 +35,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from history_db import make_db
 
 REPO = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -152,49 +152,6 @@ def launch_part(jiffy, env, rdir, reps, batch):
     return ok
 
 
-def schema_sql():
-    text = (REPO / "src/history/schema.h").read_text()
-    return re.search(r'R"sql\((.*?)\)sql"', text, re.S).group(1)
-
-
-def make_db(path, rows, recent, cores=2):
-    """rows jobs over 30 days, the last `recent` of them in the last hour."""
-    db = sqlite3.connect(path)
-    db.executescript(schema_sql())
-    db.execute("PRAGMA user_version=1")
-    db.execute("PRAGMA journal_mode=WAL")
-    now = time.time_ns()
-    db.execute("INSERT INTO machines(since_ns,cores,gpus,identity) VALUES(?,?,?,?)",
-               (now - 31 * 86400 * 10**9, cores, "", "bench"))
-    rnd = random.Random(2)
-    old = rows - recent
-    cmds = [f"./ex{i} -n {i % 4}" for i in range(200)]
-
-    def gen():
-        for i in range(rows):
-            if i < old:
-                sub = now - 30 * 86400 * 10**9 + i * (29 * 86400 * 10**9 // max(1, old))
-            else:
-                sub = now - 3600 * 10**9 + (i - old) * (3500 * 10**9 // max(1, recent))
-            start = sub + rnd.randint(0, 50_000_000)
-            end = start + rnd.randint(5_000_000, 2_000_000_000)
-            n = rnd.choice((1, 1, 2))
-            core = i % cores
-            cores_txt = ";".join(str((core + k) % cores) for k in range(n))
-            code = 0 if rnd.random() > 0.03 else 1
-            yield (f"{i:032x}", i + 1, 2, 1, code, 0, 10000 + i % 30000, n, 1, 0, sub, start, end,
-                   rnd.randint(1000, 90000), rnd.randint(100, 9000), rnd.randint(2000, 90000),
-                   f"runex{i % 300}_{i % 7}", cmds[i % len(cmds)], f"/src/petsc/tests/runex{i % 300}",
-                   cores_txt, "", "")
-
-    db.executemany("INSERT INTO jobs(tag,job,source,outcome,exit_code,signal,pid,ntasks,ngroups,flags,"
-                   "submit_ns,start_ns,end_ns,user_us,sys_us,maxrss_kb,label,command,cwd,cores,gpus,"
-                   "reason) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", gen())
-    db.commit()
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-
-
 def timed(argv, env, reps=5):
     walls = []
     for _ in range(reps):
@@ -210,7 +167,7 @@ def reader_part(jiffy, env, state, rows, recent):
     db = Path(state) / "jiffy" / "history.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    make_db(str(db), rows, recent)
+    make_db(str(db), rows, days=30, cores=2, recent=recent)
     print(f"database: {rows} jobs ({recent} in the last hour) made in {time.perf_counter() - t0:.0f} s; "
           f"{db.stat().st_size / 2**20:.0f} MiB ({db.stat().st_size / rows:.0f} bytes/job)")
     out = tempfile.mkdtemp(prefix="jfhist-report-")
