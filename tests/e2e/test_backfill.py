@@ -11,7 +11,6 @@ saw J's launcher exit."""
 
 import os
 import struct
-import subprocess
 import time
 
 import pytest
