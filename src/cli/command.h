@@ -31,6 +31,9 @@ struct DaemonOptions {
   bool history = true;
   int history_keep_jobs = 1000000;  // --history-keep-jobs N (or JIFFY_HISTORY_KEEP_JOBS)
   int history_keep_days = 90;       // --history-keep-days D (or JIFFY_HISTORY_KEEP_DAYS)
+  // Backfill into the head's reservation (SchedPolicy::backfill):
+  // --backfill=off, or JIFFY_BACKFILL=0 when no --backfill is given.
+  bool backfill = true;
 };
 
 // `jiffy top`: a live view of the daemon's status (views/top.h).

@@ -151,6 +151,10 @@ Daemon options:
                          or JIFFY_HISTORY_KEEP_JOBS)
   --history-keep-days D  keep jobs that ended in the last D days (default 90;
                          or JIFFY_HISTORY_KEEP_DAYS)
+  --backfill=on|off      while a wide job waits for cores, start queued jobs
+                         that earlier runs (the history) predict to end
+                         before it could start (default on; off also with
+                         JIFFY_BACKFILL=0; no history, no such backfill)
   --foreground           stay attached and log to stderr (default:
                          start detached, return once it serves)
 

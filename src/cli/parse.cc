@@ -664,7 +664,25 @@ struct DaemonState {
   Args& args;
   DaemonOptions opts;
   bool history_given = false, keep_jobs_given = false, keep_days_given = false;
+  bool backfill_given = false;
 };
+
+void set_backfill(DaemonState& s) {
+  std::string v = s.args.value();
+  if (v != "on" && v != "off") throw Error(s.args.option() + ": expected on or off, got '" + v + "'");
+  s.opts.backfill = v == "on";
+  s.backfill_given = true;
+}
+
+// JIFFY_BACKFILL=0 in a daemon's environment, where no --backfill was given.
+void apply_backfill_env(DaemonState& s, EnvLookup env) {
+  if (env == nullptr || s.backfill_given) return;
+  std::optional<std::string> v = env("JIFFY_BACKFILL");
+  if (v && !v->empty() && *v != "0" && *v != "1") {
+    throw Error("JIFFY_BACKFILL: expected 0 or 1, got '" + *v + "'");
+  }
+  if (v && *v == "0") s.opts.backfill = false;
+}
 
 void set_history(DaemonState& s) {
   std::string v = s.args.value();
@@ -712,6 +730,7 @@ constexpr Option<DaemonState> kDaemonOptions[] = {
     {"foreground", [](DaemonState& s) { s.opts.foreground = true; }},
     {"detached-child", [](DaemonState& s) { s.opts.detached_child = true; }},
     {"history", set_history},
+    {"backfill", set_backfill},
     {"history-keep-jobs",
      [](DaemonState& s) {
        s.opts.history_keep_jobs = s.args.positive();
@@ -799,6 +818,7 @@ Command parse_daemon(const std::vector<std::string>& argv, EnvLookup env) {
     throw Error("--gpus and --gpu-names cannot be used together");
   }
   apply_history_env(s, env);
+  apply_backfill_env(s, env);
   return DaemonCommand{std::move(s.opts)};
 }
 

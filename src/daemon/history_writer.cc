@@ -100,6 +100,11 @@ class HistoryWriter final : public HistoryService {
     return std::exchange(done_asks_, {});
   }
 
+  std::vector<RunTime> take_run_times() override {
+    std::lock_guard<std::mutex> lk(mu_);
+    return std::exchange(run_times_, {});
+  }
+
   proto::Json state_json() const override {
     std::lock_guard<std::mutex> lk(mu_);
     return {{"db", db_shown_}, {"error", error_}, {"pending", pending_ + queued_rows_}};
@@ -309,6 +314,14 @@ class HistoryWriter final : public HistoryService {
         std::lock_guard<std::mutex> lk(mu_);
         if (recent_.empty()) recent_.assign(newest.begin(), newest.end());
       }
+      if (!learned_) {
+        std::vector<RunTime> runs;
+        for (const Row& r : db_->newest_ok_runs(cfg_.learn_rows)) {
+          if (std::optional<RunTime> t = run_time_of(r)) runs.push_back(std::move(*t));
+        }
+        learned_ = true;
+        hand_over(std::move(runs));
+      }
       healed();
     } catch (const Error& e) {
       db_.reset();
@@ -338,6 +351,7 @@ class HistoryWriter final : public HistoryService {
   // What a transaction changed, published to status once it is committed:
   // the totals' change, the newest rows, and rows that replaced others.
   struct Batch {
+    std::vector<RunTime> run_times;  // of the rows newly stored
     Totals delta;
     std::deque<Row> newest;     // at most kRecent
     std::vector<Row> replaced;  // a launcher's row over the daemon's (rare)
@@ -359,6 +373,7 @@ class HistoryWriter final : public HistoryService {
       if (res[i].what == history::Stored::kUnchanged) continue;
       if (res[i].replaced) batch.delta.add(*res[i].replaced, -1);
       batch.delta.add(rows[i], +1);
+      if (std::optional<RunTime> t = run_time_of(rows[i])) batch.run_times.push_back(std::move(*t));
       Row r = rows[i];
       r.id = res[i].id;
       if (res[i].what == history::Stored::kReplaced) batch.replaced.push_back(r);
@@ -389,7 +404,19 @@ class HistoryWriter final : public HistoryService {
     return true;
   }
 
-  void publish(const Batch& batch) {
+  // Queues run times for the event loop and wakes it.
+  void hand_over(std::vector<RunTime> runs) {
+    if (runs.empty()) return;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      for (RunTime& r : runs) run_times_.push_back(std::move(r));
+    }
+    std::uint64_t one = 1;
+    (void)!::write(done_.get(), &one, sizeof one);
+  }
+
+  void publish(Batch& batch) {
+    hand_over(std::move(batch.run_times));
     if (batch.newest.empty()) return;
     stored_since_prune_ = true;
     std::lock_guard<std::mutex> lk(mu_);
@@ -592,6 +619,7 @@ class HistoryWriter final : public HistoryService {
   std::int64_t pending_ = 0;
   std::deque<Row> recent_;
   Totals totals_;
+  std::vector<RunTime> run_times_;  // learned, not yet taken by the loop
 
   // The thread's own.
   std::unique_ptr<history::Db> db_;
@@ -599,6 +627,7 @@ class HistoryWriter final : public HistoryService {
   double next_prune_ = 0;
   bool stored_since_prune_ = false;
   bool machine_recorded_ = false;
+  bool learned_ = false;  // the database's run times were handed over
   bool cap_said_ = false;
   double stop_since_ = 0;
   std::int64_t started_ns_ = 0;  // the daemon started (the machines row)

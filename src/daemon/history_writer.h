@@ -31,6 +31,9 @@
 //
 // Retention (history::Retention) runs after a store, at most once per
 // prune_s: a daemon's first store prunes at once.
+//
+// Run times (daemon/run_times.h) go the same way as answers: the thread
+// queues those of the rows it reads or stores, and done_fd wakes the loop.
 #pragma once
 
 #include <cstddef>
@@ -40,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/run_times.h"
 #include "history/db.h"
 #include "history/row.h"
 #include "proto/message.h"
@@ -60,6 +64,12 @@ class HistoryService {
   virtual void ask(std::uint64_t token) = 0;
   // Tokens whose ingestion was tried since the last call (drains done_fd).
   virtual std::vector<std::uint64_t> completed() = 0;
+  // The run times learned since the last call, oldest first (for RunTimes):
+  // once the database's newest successes (up to learn_rows) when it is
+  // first opened, then those of every batch stored. done_fd turns readable
+  // when some wait. Taken before the asks they answer are completed, so a
+  // `history` reply means its runs are known.
+  virtual std::vector<RunTime> take_run_times() = 0;
   // {db, error, pending}: docs/history.md, "Daemon messages".
   virtual proto::Json state_json() const = 0;
   // The newest finished rows (at most 20), oldest first, as to_json gives them.
@@ -82,6 +92,7 @@ struct HistoryWriterConfig {
   double retry_s = 10.0;   // how often a failed database is opened anew
   double prune_s = 60.0;   // how often retention runs at most
   std::size_t journal_cap = 64u << 20;  // bytes kept while the database is down
+  int learn_rows = 100000;  // run times read from the database at start (RunTimes' keys)
 };
 
 // Starts the thread. The service's destructor stops it: one last ingestion

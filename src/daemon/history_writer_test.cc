@@ -130,6 +130,39 @@ TEST_F(HistoryWriterTest, DaemonRowsAreStoredAndTheLaunchersRowWins) {
   EXPECT_EQ(h->recent_json().size(), 1u);
 }
 
+TEST_F(HistoryWriterTest, RunTimesOfStoredSuccessesAreHandedOverBeforeTheAnswer) {
+  Row ok = row("ok");
+  ok.command = "./test";
+  ok.cwd = "/w";
+  Row failed = row("failed");
+  failed.exit_code = 1;
+  append({ok, failed});
+  auto h = start_history_writer(cfg_);
+  ask_and_wait(*h, 1);
+  std::vector<RunTime> got = h->take_run_times();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].command, "./test");
+  EXPECT_EQ(got[0].cwd, "/w");
+  EXPECT_DOUBLE_EQ(got[0].seconds, 2.0);
+  EXPECT_TRUE(h->take_run_times().empty());
+}
+
+TEST_F(HistoryWriterTest, ANewDaemonLearnsRunTimesFromTheDatabase) {
+  Row ok = row("ok");
+  ok.command = "./test";
+  append({ok});
+  {
+    auto h = start_history_writer(cfg_);
+    ask_and_wait(*h, 1);
+  }
+  auto h = start_history_writer(cfg_);
+  ask_and_wait(*h, 2);
+  std::vector<RunTime> got = h->take_run_times();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].command, "./test");
+  EXPECT_DOUBLE_EQ(got[0].seconds, 2.0);
+}
+
 TEST_F(HistoryWriterTest, RecordsArriveWithinAPollPeriodUnasked) {
   cfg_.poll_s = 0.05;
   auto h = start_history_writer(cfg_);

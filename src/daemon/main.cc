@@ -112,6 +112,7 @@ int serve(const DaemonOptions& opt, char** argv) {
   ServerConfig config;
   config.resources = discover_resources(spec);
   config.policy.max_oversubscribe = opt.max_oversubscribe;
+  config.policy.backfill = opt.backfill;
   config.idle_timeout_s = opt.idle_timeout_s;
   config.paths = paths;
   // We hold the lifetime lock, so whatever sits at the socket path is stale:

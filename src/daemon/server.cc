@@ -439,6 +439,7 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
   if (msg.contains("tag")) c.group.tag = proto::get_tag(msg);
   c.cwd = msg.contains("cwd") ? proto::get_string(msg, "cwd", kMaxCwdLen) : "";
   c.label = msg.contains("label") ? proto::get_string(msg, "label", kMaxLabelLen) : "";
+  r.predicted_s = run_times_.predict(c.cwd, c.command, r.ntasks);
   // A launcher whose daemon died asks again with its old job id, so that the
   // queue keeps its original order.
   JobId arrival = msg.contains("arrival")
@@ -621,7 +622,7 @@ void Server::schedule_pass() {
     return;
   }
   if (sched_.queued() > 0 || !lane_.usable()) take_back();
-  std::vector<Grant> grants = sched_.schedule();
+  std::vector<Grant> grants = sched_.schedule(now_s());
   std::vector<Client*> granted;
   for (const Grant& g : grants) {
     auto it = jobs_.find(g.id);
@@ -964,6 +965,10 @@ void Server::handle_lane(Client& c, const proto::Json& msg) {
   for (int u = first; u < first + count; ++u) c.rank_cores.push_back({lane_.slot(u).core});
   jobs_[id] = &c;
   claim(c, id, units);
+  // Its slots' stand-ins get its prediction, so that a waiting head's
+  // start can be timed (backfill). It started a moment before it said so.
+  c.request.predicted_s = run_times_.predict(c.cwd, c.command, count);
+  for (int u : units) sched_.predict(Lane::lent_id(u), c.granted_at, c.request.predicted_s);
 }
 
 StoredJob Server::stored(const Client& c) const {
@@ -1054,6 +1059,8 @@ proto::Json Server::status_json() const {
     j["cwd"] = c->cwd;
     j["label"] = c->label;
     j["submit"] = static_cast<double>(c->submit_ns) / 1e9;
+    j["predicted_s"] = c->request.predicted_s < 0 ? Json(nullptr) : Json(c->request.predicted_s);
+    if (c->state != JobState::Queued) j["backfilled"] = c->grant.backfilled;
     if (c->state == JobState::Queued) {
       j["position"] = sched_.position(id);
       j["age_s"] = now - c->submitted_at;

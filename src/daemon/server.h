@@ -19,6 +19,7 @@
 #include "daemon/history_writer.h"
 #include "daemon/lane.h"
 #include "daemon/rendezvous.h"
+#include "daemon/run_times.h"
 #include "daemon/state_file.h"
 #include "daemon/tags.h"
 #include "proto/message.h"
@@ -150,6 +151,9 @@ class Server {
   std::vector<Client*> parked_;
   double next_liveness_check_ = 0;
   StateFile state_file_;
+  // Run times of earlier launches, from the history thread: each request's
+  // prediction (Request::predicted_s), which backfill needs.
+  RunTimes run_times_;
   // Slots lent to launchers (daemon/lane.h): slot u is lent while the
   // Scheduler holds it for the stand-in Lane::lent_id(u); claim_[u] is the
   // job a connected launcher said it runs there.

@@ -159,6 +159,8 @@ void Server::handle_history(Client& c, const proto::Json& msg) {
 }
 
 void Server::history_done() {
+  // Run times first: a `history` reply then means its runs are known.
+  for (const RunTime& r : config_.history->take_run_times()) run_times_.add(r);
   std::vector<std::uint64_t> done = config_.history->completed();
   if (done.empty()) return;
   proto::Json reply = history_state();

@@ -307,6 +307,34 @@ std::vector<Row> Db::newest(int n) {
   return {rows.rbegin(), rows.rend()};
 }
 
+std::vector<Row> Db::newest_ok_runs(int n) {
+  Stmt s;
+  const char* sql =
+      "SELECT cwd, command, ntasks, start_ns, end_ns FROM jobs "
+      "WHERE outcome = ?2 AND exit_code = 0 AND start_ns > 0 AND end_ns > start_ns "
+      "ORDER BY id DESC LIMIT ?1";
+  if (sqlite3_prepare_v2(db_, sql, -1, &s.s, nullptr) != SQLITE_OK) fail("prepare");
+  sqlite3_bind_int(s.s, 1, n);
+  sqlite3_bind_int(s.s, 2, JIFFY_OUTCOME_EXITED);
+  std::vector<Row> rows;
+  int rc;
+  auto text = [&](int col) {
+    const unsigned char* t = sqlite3_column_text(s.s, col);
+    return t ? std::string(reinterpret_cast<const char*>(t)) : std::string();
+  };
+  while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) {
+    Row r;
+    r.cwd = text(0);
+    r.command = text(1);
+    r.ntasks = sqlite3_column_int(s.s, 2);
+    r.start_ns = sqlite3_column_int64(s.s, 3);
+    r.end_ns = sqlite3_column_int64(s.s, 4);
+    rows.push_back(std::move(r));
+  }
+  if (rc != SQLITE_DONE) fail("select");
+  return {rows.rbegin(), rows.rend()};
+}
+
 std::int64_t Db::count() {
   Stmt s;
   if (sqlite3_prepare_v2(db_, "SELECT count(*) FROM jobs", -1, &s.s, nullptr) != SQLITE_OK) fail("prepare");

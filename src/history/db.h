@@ -85,6 +85,10 @@ class Db {
 
   // The newest n rows, oldest first.
   std::vector<Row> newest(int n);
+  // The newest n rows of runs that exited 0, oldest first, with only cwd,
+  // command, ntasks, start_ns and end_ns read: what run times are learned
+  // from (daemon/run_times.h).
+  std::vector<Row> newest_ok_runs(int n);
 
   std::int64_t count();
 

@@ -24,6 +24,10 @@ struct Request {
   // A job wider than the resource set waits for the whole set and runs alone
   // on it (mpiexec oversubscribes); false makes such a request an error.
   bool allow_oversubscribe = true;
+  // Predicted run time in seconds, from earlier runs of the same command
+  // (daemon/run_times.h); < 0 = unknown. Only backfill reads it: a request
+  // without one never starts on resources the queue's head is waiting for.
+  double predicted_s = -1;
 
   int slots() const { return ntasks * cores_per_task; }
   int gpus() const { return ntasks * gpus_per_task + gpus_per_job; }
@@ -44,6 +48,9 @@ struct Grant {
   std::vector<SlotRef> slots;
   std::vector<int> gpus;  // indices into ResourceSet::gpus, per-task GPUs rank-major, then per-job
   bool exclusive = false;  // wider than the set: runs alone, ranks spread evenly
+  // Started on resources the blocked head of the queue is waiting for,
+  // because it was predicted to end before the head could start anyway.
+  bool backfilled = false;
 };
 
 }  // namespace jiffy

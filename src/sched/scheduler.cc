@@ -13,10 +13,39 @@
 // Only the head reserves. That already bounds every wait (a request becomes
 // head after finitely many others, and then waits a bounded time), whereas
 // stacking reservations for every blocked request would forbid almost all
-// backfill: without run-time estimates a reservation cannot be timed.
+// backfill, and would need every running job's end to be timed.
 //
 // A request wider than the set needs every slot, so at the head it reserves
 // everything; it is granted when the set is idle and then nothing else is.
+//
+// Backfill into the reservation (EASY backfilling, with a safety factor).
+// Every grant records its start (schedule's now) and its request's
+// predicted run time, so each running job has a predicted end, start +
+// predicted_s, or "now" once it is overdue (it may end any moment), or none
+// (no prediction; adopted grants until predict()). The head's shadow time S
+// is the earliest predicted end by which enough is free for it (walking the
+// running jobs by predicted end); unknown when that walk reaches a job
+// without one. A later request J that does not fit in what the head leaves
+// over, but fits in what is free, starts when it has a prediction p and
+// now + safety * p <= S. The jobs that take what is beyond the head's needs
+// (spare) are counted as before, so they never hold what the head needs.
+//
+// Why the head's wait stays bounded. Let H become head at t0, and R0 be the
+// jobs running then. Jobs started while H waits are spare ones (together
+// at most what is beyond H's needs) or backfilled ones. Once every R0 job
+// and every backfilled one has ended, H fits. A backfilled J admitted at a
+// with shadow S_a ends by a + actual <= a + safety * p <= S_a whenever its
+// prediction is short by at most `safety` (actual <= safety * p). And S_a
+// is the predicted end of some job running at a that is not overdue: of an
+// R0 job (start + p) or of a backfilled one (<= its own S, by induction).
+// So with safety 2 and predictions at worst half the truth, H starts by
+//   max over R0 of max(actual end, start + p)     (p known),
+// which with predictions at most twice the truth is at most
+//   max over R0 of (start + 2 x actual run time):
+// backfill may cost the head at most its blockers' run time once more, and
+// nothing when predictions are right. (backfill_simulation_test.cc checks
+// this bound after every event.) A prediction off by more than the safety
+// factor delays the head by that job's overrun only.
 //
 // Placement takes GPUs first (one NUMA domain if it can, the tightest fit),
 // then slots near them, preferring in turn:
@@ -39,6 +68,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <string>
@@ -87,6 +117,8 @@ void erase_indices(std::deque<Request>& q, const std::vector<std::size_t>& idx) 
 
 Scheduler::Scheduler(ResourceSet set, SchedPolicy policy) : set_(std::move(set)), policy_(policy) {
   if (policy_.max_oversubscribe < 1) throw Error("max_oversubscribe must be at least 1");
+  // Below 1 even exact predictions would run past the shadow time.
+  if (!(policy_.backfill_safety >= 1)) throw Error("backfill_safety must be at least 1");
   std::map<int, int> domain_of_numa;
   for (std::size_t c = 0; c < set_.cores.size(); ++c) {
     const Core& core = set_.cores[c];
@@ -167,7 +199,7 @@ void Scheduler::cancel(JobId id) {
 void Scheduler::release(JobId id) {
   auto it = running_.find(id);
   if (it == running_.end()) return;
-  const Grant& g = it->second;
+  const Grant& g = it->second.grant;
   for (SlotRef s : g.slots) {
     slot_owner_[s.core][s.slot] = 0;
     ++core_free_[s.core];
@@ -184,39 +216,86 @@ bool Scheduler::fits_now(const Request& r) const {
   return wider_than_set(r) ? free_slots_ == total_slots_ : r.slots() <= free_slots_;
 }
 
-std::vector<Grant> Scheduler::schedule() {
+void Scheduler::predict(JobId id, double start, double predicted_s) {
+  auto it = running_.find(id);
+  if (it == running_.end()) return;
+  it->second.start = start;
+  it->second.predicted_s = predicted_s;
+}
+
+// The earliest time the running jobs' predicted ends free enough for head;
+// +inf when that needs a job without a prediction.
+double Scheduler::shadow_time(const Request& head, double now) const {
+  constexpr double kNever = std::numeric_limits<double>::infinity();
+  const int need_slots = wider_than_set(head) ? total_slots_ : head.slots();
+  const int need_gpus = head.gpus();
+  std::vector<std::pair<double, const Grant*>> ends;
+  ends.reserve(running_.size());
+  for (const auto& [id, run] : running_) {
+    // Overdue: it may end any moment, so "now", never a time gone by.
+    double end = run.predicted_s < 0 ? kNever : std::max(now, run.start + run.predicted_s);
+    ends.emplace_back(end, &run.grant);
+  }
+  std::sort(ends.begin(), ends.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  int slots = free_slots_;
+  int gpus = free_gpus_;
+  for (const auto& [end, g] : ends) {
+    if (end == kNever) return kNever;
+    slots += static_cast<int>(g->slots.size());
+    gpus += static_cast<int>(g->gpus.size());
+    if (slots >= need_slots && gpus >= need_gpus) return end;
+  }
+  return kNever;
+}
+
+std::vector<Grant> Scheduler::schedule(double now) {
+  constexpr double kNever = std::numeric_limits<double>::infinity();
   std::vector<Grant> grants;
   std::vector<std::size_t> granted;  // queue indices, increasing
-  auto grant = [&](std::size_t i) {
+  auto grant = [&](std::size_t i, bool backfilled) {
     grants.push_back(place(queue_[i]));
-    occupy(grants.back());
+    grants.back().backfilled = backfilled;
+    occupy(grants.back(), now, queue_[i].predicted_s);
     queued_ids_.erase(queue_[i].id);
     granted.push_back(i);
   };
   // Until some request is blocked everything free is on offer; after that,
-  // only what the head leaves over.
-  bool head_blocked = false;
+  // only what the head leaves over, and what may be lent until its shadow.
+  const Request* head = nullptr;
   int spare_slots = 0;
   int spare_gpus = 0;
+  double shadow = -1;  // < 0: not computed yet (it costs a sort of the running jobs)
   for (std::size_t i = 0; i < queue_.size(); ++i) {
     // Every request needs a slot, so with none to give the scan is over.
-    if (exclusive_running_ || (head_blocked ? spare_slots : free_slots_) == 0) break;
+    if (exclusive_running_ || free_slots_ == 0) break;
     const Request& r = queue_[i];
-    if (!head_blocked) {
+    if (!head) {
       if (fits_now(r)) {
-        grant(i);
+        grant(i, false);
         continue;
       }
-      if (wider_than_set(r)) break;  // it needs every slot: nothing is spare
-      head_blocked = true;
-      spare_slots = std::max(0, free_slots_ - r.slots());
-      spare_gpus = std::max(0, free_gpus_ - r.gpus());
+      head = &r;  // stays valid: the queue changes only after the scan
+      if (!wider_than_set(r)) {  // wider needs every slot: nothing is spare
+        spare_slots = std::max(0, free_slots_ - r.slots());
+        spare_gpus = std::max(0, free_gpus_ - r.gpus());
+      }
+      if (!policy_.backfill) shadow = kNever;
       continue;
     }
-    if (wider_than_set(r) || r.slots() > spare_slots || r.gpus() > spare_gpus) continue;
-    spare_slots -= r.slots();
-    spare_gpus -= r.gpus();
-    grant(i);
+    if (spare_slots == 0 && shadow == kNever) break;  // nothing more can start
+    if (wider_than_set(r) || !fits_now(r)) continue;
+    if (r.slots() <= spare_slots && r.gpus() <= spare_gpus) {
+      spare_slots -= r.slots();
+      spare_gpus -= r.gpus();
+      grant(i, false);
+      continue;
+    }
+    if (r.predicted_s < 0 || shadow == kNever) continue;
+    if (shadow < 0) shadow = shadow_time(*head, now);
+    // Backfilled jobs end (by prediction x safety) before the shadow, so
+    // it holds for every later candidate of this pass too.
+    if (shadow < kNever && now + policy_.backfill_safety * r.predicted_s <= shadow) grant(i, true);
   }
   erase_indices(queue_, granted);
   if (queue_.empty()) queue_ids_sorted_ = true;
@@ -405,7 +484,7 @@ void Scheduler::adopt(const Grant& g) {
   occupy(g);
 }
 
-void Scheduler::occupy(const Grant& g) {
+void Scheduler::occupy(const Grant& g, double start, double predicted_s) {
   for (SlotRef s : g.slots) {
     slot_owner_[s.core][s.slot] = g.id;
     --core_free_[s.core];
@@ -414,7 +493,7 @@ void Scheduler::occupy(const Grant& g) {
   free_slots_ -= static_cast<int>(g.slots.size());
   free_gpus_ -= static_cast<int>(g.gpus.size());
   if (g.exclusive) exclusive_running_ = true;
-  running_.emplace(g.id, g);
+  running_.emplace(g.id, Running{g, start, predicted_s});
 }
 
 int Scheduler::position(JobId id) const {

@@ -10,6 +10,13 @@
 //    reservation: as slots and GPUs free up they are kept for it, and a later
 //    request may only use what is left beyond the head's needs. So a wide job
 //    is never starved by a stream of narrow ones.
+//  - Backfill into the reservation (policy.backfill): the head's shadow time
+//    is when, by the running jobs' predicted ends, enough is free for it. A
+//    later request with a prediction may also take reserved resources when
+//    now + backfill_safety x its prediction <= the shadow time. Unknown when
+//    a job the head must wait for has no prediction: then nothing is
+//    backfilled into the reservation. The head's wait stays bounded: see
+//    scheduler.cc.
 //  - Placement is compact: whole free cores before partly used ones, the
 //    smallest contiguous run that fits, one NUMA domain first; GPU jobs prefer
 //    cores in their GPU's NUMA domain.
@@ -34,6 +41,13 @@ namespace jiffy {
 
 struct SchedPolicy {
   int max_oversubscribe = 8;  // a request may ask for at most this many times the set's slots
+  // Whether a request with a predicted run time may start on resources the
+  // blocked head is waiting for (jiffy daemon --backfill=off turns it off).
+  bool backfill = true;
+  // It may when now + backfill_safety * predicted_s <= the head's shadow
+  // time: with 2, a prediction short by up to 2x still ends before the
+  // head could start.
+  double backfill_safety = 2;
 };
 
 class Scheduler {
@@ -53,8 +67,14 @@ class Scheduler {
   void cancel(JobId id);
   // Returns a granted request's slots and GPUs; no-op when id holds nothing.
   void release(JobId id);
-  // Grants every queued request that may start now, in policy order.
-  std::vector<Grant> schedule();
+  // Grants every queued request that may start now, in policy order. now
+  // is the caller's clock in seconds (the daemon's monotonic clock); it
+  // must not go back between calls. Grants are recorded as started at now.
+  std::vector<Grant> schedule(double now = 0);
+  // Tells the scheduler when a running job (an adopted one: a lane slot's
+  // stand-in) started and how long it is predicted to run (< 0: unknown).
+  // No-op when id holds nothing.
+  void predict(JobId id, double start, double predicted_s);
   // Records a grant made before (by a daemon that crashed; its launcher
   // re-attached or is still alive) as running. Throws Error, changing
   // nothing, when g names an unknown or already held slot or GPU, holds one
@@ -76,17 +96,23 @@ class Scheduler {
 
  private:
   struct Run;  // a stretch of neighbouring wholly free cores in one NUMA domain
+  struct Running {
+    Grant grant;
+    double start = 0;
+    double predicted_s = -1;  // < 0: unknown
+  };
 
   void validate(const Request& r) const;
   bool wider_than_set(const Request& r) const { return r.slots() > total_slots_; }
   bool fits_now(const Request& r) const;
+  double shadow_time(const Request& head, double now) const;
   Grant place(const Request& r) const;
   std::vector<int> pick_gpus(int n, int slots) const;
   int gpu_domain(const std::vector<int>& gpus) const;
   std::vector<SlotRef> pick_slots(int n, int domain) const;
   std::vector<Run> whole_runs() const;
   std::vector<int> whole_capacity_by_domain() const;
-  void occupy(const Grant& g);
+  void occupy(const Grant& g, double start = 0, double predicted_s = -1);
 
   ResourceSet set_;
   SchedPolicy policy_;
@@ -98,7 +124,7 @@ class Scheduler {
   std::deque<Request> queue_;     // arrival order
   bool queue_ids_sorted_ = true;  // ids increase along queue_, so position() may bisect
   std::unordered_set<JobId> queued_ids_;
-  std::unordered_map<JobId, Grant> running_;
+  std::unordered_map<JobId, Running> running_;
 
   // The ledger. Free counts are kept beside the owners so that the queue scan
   // in schedule() costs O(1) per request.

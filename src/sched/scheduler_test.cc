@@ -486,5 +486,144 @@ TEST(Scheduler, ResubmittedRequestGetsItsOldPlace) {
   EXPECT_EQ(g[0].id, 101u);
 }
 
+
+// Backfill into the head's reservation, timed by predicted run times.
+
+Request predicted(JobId id, int ntasks, double seconds) {
+  Request r = job(id, ntasks);
+  r.predicted_s = seconds;
+  return r;
+}
+
+// The 2-core example: A runs on one core, H needs both, J fits in the other.
+struct TwoCores {
+  Scheduler s{machine(2), {}};
+  explicit TwoCores(double a_predicted_s, SchedPolicy policy = {}) : s(machine(2), policy) {
+    s.submit(predicted(1, 1, a_predicted_s));
+    EXPECT_EQ(ids_of(s.schedule(0)), Ids{1});
+    s.submit(job(2, 2));  // H: the head, waits for A
+  }
+};
+
+TEST(SchedulerBackfill, ShortJobTakesTheCoreTheWideHeadWaitsFor) {
+  TwoCores t(10);
+  t.s.submit(predicted(3, 1, 1));
+  std::vector<Grant> g = t.s.schedule(1);
+  ASSERT_EQ(ids_of(g), Ids{3});  // 1 + 2 x 1 <= 10: it ends before H could start
+  EXPECT_TRUE(g[0].backfilled);
+  EXPECT_EQ(t.s.position(2), 0);
+  t.s.release(1);
+  EXPECT_TRUE(t.s.schedule(2.5).empty()) << "H waits for J now, which is predicted gone by 10";
+  t.s.release(3);
+  EXPECT_EQ(ids_of(t.s.schedule(3)), Ids{2});
+}
+
+TEST(SchedulerBackfill, JobWithoutHistoryIsNotBackfilled) {
+  TwoCores t(10);
+  t.s.submit(job(3, 1));
+  EXPECT_TRUE(t.s.schedule(1).empty());
+}
+
+TEST(SchedulerBackfill, JobThatMightOutlastTheShadowIsNotBackfilled) {
+  TwoCores t(10);
+  t.s.submit(predicted(3, 1, 4.6));  // 1 + 2 x 4.6 > 10: with a 2x error it would delay H
+  EXPECT_TRUE(t.s.schedule(1).empty());
+  t.s.submit(predicted(4, 1, 4.5));  // 1 + 2 x 4.5 == 10: just fits
+  EXPECT_EQ(ids_of(t.s.schedule(1)), Ids{4});
+}
+
+TEST(SchedulerBackfill, BlockerWithoutPredictionForbidsBackfill) {
+  TwoCores t(-1);
+  t.s.submit(predicted(3, 1, 0.001));
+  EXPECT_TRUE(t.s.schedule(1).empty()) << "H's start cannot be timed";
+}
+
+TEST(SchedulerBackfill, OverdueBlockerMayEndAnyMoment) {
+  TwoCores t(10);
+  t.s.submit(predicted(3, 1, 1));
+  EXPECT_TRUE(t.s.schedule(12).empty()) << "A is predicted to end now, so H's shadow is now";
+}
+
+TEST(SchedulerBackfill, OffByPolicy) {
+  SchedPolicy off;
+  off.backfill = false;
+  TwoCores t(10, off);
+  t.s.submit(predicted(3, 1, 1));
+  EXPECT_TRUE(t.s.schedule(1).empty());
+}
+
+TEST(SchedulerBackfill, SafetyBelowOneIsRefused) {
+  SchedPolicy p;
+  p.backfill_safety = 0.5;
+  EXPECT_THROW(Scheduler(machine(2), p), Error);
+}
+
+TEST(SchedulerBackfill, CandidatesKeepArrivalOrder) {
+  TwoCores t(10);
+  t.s.submit(predicted(3, 1, 3));
+  t.s.submit(predicted(4, 1, 1));
+  EXPECT_EQ(ids_of(t.s.schedule(1)), Ids{3}) << "the older candidate first, though longer";
+}
+
+TEST(SchedulerBackfill, ShadowIsWhenEnoughIsPredictedFree) {
+  Scheduler s(machine(3), {});
+  s.submit(predicted(1, 1, 10));
+  s.submit(predicted(2, 1, 20));
+  EXPECT_EQ(ids_of(s.schedule(0)), (Ids{1, 2}));
+  s.submit(job(3, 2));  // needs A's core: shadow 10
+  s.submit(predicted(4, 1, 5));
+  EXPECT_TRUE(s.schedule(1).empty()) << "1 + 2 x 5 > 10";
+  s.cancel(3);
+  s.cancel(4);
+  s.submit(job(5, 3));  // needs both: shadow 20
+  s.submit(predicted(6, 1, 5));
+  EXPECT_EQ(ids_of(s.schedule(1)), Ids{6});
+}
+
+TEST(SchedulerBackfill, ExclusiveHeadWaitsForTheWholeSet) {
+  Scheduler s(machine(2), {});
+  s.submit(predicted(1, 1, 10));
+  EXPECT_EQ(ids_of(s.schedule(0)), Ids{1});
+  s.submit(job(2, 3));  // wider than the set: needs every slot
+  s.submit(predicted(3, 1, 2));
+  s.submit(predicted(4, 1, 20));
+  EXPECT_EQ(ids_of(s.schedule(1)), Ids{3});
+  s.release(1);
+  s.release(3);
+  std::vector<Grant> g = s.schedule(5);
+  ASSERT_EQ(ids_of(g), Ids{2});
+  EXPECT_TRUE(g[0].exclusive);
+}
+
+TEST(SchedulerBackfill, AdoptedGrantIsTimedByPredict) {
+  Scheduler s(machine(2), {});
+  s.adopt(Grant{1, {{0, 0}}, {}, false});  // a lane slot's stand-in
+  s.submit(job(2, 2));
+  s.submit(predicted(3, 1, 1));
+  EXPECT_TRUE(s.schedule(1).empty()) << "an adopted grant has no prediction";
+  s.predict(1, 0, 10);
+  EXPECT_EQ(ids_of(s.schedule(1)), Ids{3});
+}
+
+TEST(SchedulerBackfill, GpusAreReservedAndLentLikeSlots) {
+  Scheduler s(machine(4, 1, 0, gpus_on({0, 0})), {});
+  Request a = job(1, 1, 1, 1);
+  a.predicted_s = 10;
+  EXPECT_EQ(ids_of((s.submit(a), s.schedule(0))), Ids{1});
+  s.submit(job(2, 1, 1, 2));  // H: both GPUs, one is A's
+  Request long_gpu = job(3, 1, 1, 1);
+  long_gpu.predicted_s = 5;
+  Request short_gpu = job(4, 1, 1, 1);
+  short_gpu.predicted_s = 4;
+  s.submit(long_gpu);
+  s.submit(short_gpu);
+  s.submit(job(5, 1));  // no GPU, no history: spare cores beyond H's one
+  std::vector<Grant> g = s.schedule(1);
+  ASSERT_EQ(ids_of(g), (Ids{4, 5}));
+  EXPECT_TRUE(g[0].backfilled);
+  EXPECT_FALSE(g[1].backfilled);
+  EXPECT_EQ(g[0].gpus.size(), 1u);
+}
+
 }  // namespace
 }  // namespace jiffy
