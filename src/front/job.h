@@ -57,6 +57,7 @@ struct job {
   const char* argv0;
   char** owned; /* the environment entries we made */
   int nowned;
+  const char* topology; /* the daemon's hwloc XML for HWLOC_XMLFILE; NULL: none */
   int rendezvous_fd;   /* the PMIx rendezvous of a plain program (rendezvous.c), */
   int rendezvous_port; /* when rendezvous_port is not 0 */
 };

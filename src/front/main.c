@@ -69,7 +69,7 @@ static int fast_path_applies(int argc, char** argv, int* ntasks) {
   }
   /* Settings that change the launch (a timeout, opt-in MPI tuning), an
    * explicit opt-out, and terminals (status line, stdin pump). */
-  static const char* vars[] = {"MPIEXEC_TIMEOUT", "JIFFY_TOPOLOGY_CACHE", "JIFFY_SINGLE_NODE_OMPI"};
+  static const char* vars[] = {"MPIEXEC_TIMEOUT", "JIFFY_SINGLE_NODE_OMPI"};
   for (size_t i = 0; i < sizeof vars / sizeof vars[0]; ++i) {
     const char* v = getenv(vars[i]);
     if (v && *v) return 0;
@@ -262,6 +262,14 @@ int main(int argc, char** argv) {
   char base[4096];
   if (daemon_base(job.cpus, sizeof job.cpus, base, sizeof base) != 0) hand_over(NULL);
   job.base = base;
+  /* The topology cache, on unless JIFFY_TOPOLOGY_CACHE=0 (jiffy-launch
+   * explains a value other than 0 or 1). */
+  const char* cache = getenv("JIFFY_TOPOLOGY_CACHE");
+  if (cache && *cache && strcmp(cache, "0") != 0 && strcmp(cache, "1") != 0) hand_over(NULL);
+  static char topology[4096];
+  if (!(cache && strcmp(cache, "0") == 0) && daemon_topology(base, topology, sizeof topology) == 0) {
+    job.topology = topology;
+  }
   job.command = command;
   job.summary = summary;
   job.submit_ns = g_submit_ns;

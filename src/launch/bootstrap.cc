@@ -237,10 +237,14 @@ int Bootstrap::prepare_rank(int rank, Environment& env) {
     env.set("MPI_LOCALNRANKS", n);
     env.set("MPI_LOCALRANKID", r);
   }
-  if (plan_.topology_cache && !plan_.topology_file.empty()) {
+  if (plan_.topology_cache && !plan_.topology_file.empty() && (plan_.pmi1 || plan_.pmix || plan_.rendezvous) &&
+      !env.get("HWLOC_XMLFILE")) {
     // hwloc in the rank (MPICH, Open MPI, any hwloc user) loads the daemon's
-    // XML instead of crawling /sys; THISSYSTEM makes binding still work.
-    set_default(env, "HWLOC_XMLFILE", plan_.topology_file);
+    // XML instead of crawling /sys and PCI; THISSYSTEM makes binding still
+    // work. The XML holds what discovery would find (core/topology.h), so
+    // the rank sees the same machine. A user's own XML is left alone, and
+    // so is its THISSYSTEM (it may describe another machine).
+    env.set("HWLOC_XMLFILE", plan_.topology_file);
     set_default(env, "HWLOC_THISSYSTEM", "1");
   }
   if ((plan_.pmix || rendezvous_) && plan_.single_node_ompi) {

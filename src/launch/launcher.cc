@@ -477,6 +477,10 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const
   const JobGrant grant = std::move(std::get<JobGrant>(waited));
   history.granted(grant);
   if (opt.verbose) report_bindings(grant, opt);
+  // The daemon wrote its XML before it listened; none there (it could not,
+  // or someone removed it) and the ranks discover the machine themselves:
+  // hwloc given a missing HWLOC_XMLFILE would fail instead.
+  plan.topology_cache = plan.topology_cache && ::access(plan.topology_file.c_str(), R_OK) == 0;
   Job job(opt, programs, grant, plan, tag);
   if (!job.start()) {
     history.not_started("cannot execute " + opt.apps[0].argv[0]);
