@@ -232,6 +232,7 @@ struct LaunchState {
   bool first_group = true;
   bool timeout_given = false;
   bool topology_cache_given = false;  // --topology-cache or --no-topology-cache (beats the variable)
+  bool ucx_shm_given = false;         // --ucx-shm or --no-ucx-shm
   int npernode = 0;            // -N, -npernode (processes on this, the only node)
   bool ntasks_given = false;   // -n in any group
 
@@ -483,6 +484,14 @@ void set_no_topology_cache(LaunchState& s) {
   s.topology_cache_given = true;
 }
 void set_single_node_ompi(LaunchState& s) { s.opts.single_node_ompi = true; }
+void set_ucx_shm(LaunchState& s) {
+  s.opts.ucx_shm = true;
+  s.ucx_shm_given = true;
+}
+void set_no_ucx_shm(LaunchState& s) {
+  s.opts.ucx_shm = false;
+  s.ucx_shm_given = true;
+}
 
 // Options from users' MPIEXEC flags that mean nothing on one node: accepted
 // so that their scripts run unchanged. -ppn's value is still checked.
@@ -555,6 +564,8 @@ constexpr Option<LaunchState> kLaunchOptions[] = {
     {"topology-cache", set_topology_cache, Scope::kGlobal},
     {"no-topology-cache", set_no_topology_cache, Scope::kGlobal},
     {"single-node-ompi", set_single_node_ompi, Scope::kGlobal},
+    {"ucx-shm", set_ucx_shm, Scope::kGlobal},
+    {"no-ucx-shm", set_no_ucx_shm, Scope::kGlobal},
     // Hosts: this machine only (checked by the launcher).
     {"hosts", add_hosts},
     {"host", add_hosts},
@@ -623,6 +634,8 @@ void apply_speedup_env(LaunchState& s, EnvLookup env) {
   };
   std::optional<bool> cache = setting("JIFFY_TOPOLOGY_CACHE");
   if (cache && !s.topology_cache_given) s.opts.topology_cache = *cache;
+  std::optional<bool> ucx = setting("JIFFY_UCX_SHM");
+  if (ucx && !s.ucx_shm_given) s.opts.ucx_shm = *ucx;
   s.opts.single_node_ompi = s.opts.single_node_ompi || setting("JIFFY_SINGLE_NODE_OMPI").value_or(false);
 }
 

@@ -247,6 +247,15 @@ int Bootstrap::prepare_rank(int rank, Environment& env) {
     env.set("HWLOC_XMLFILE", plan_.topology_file);
     set_default(env, "HWLOC_THISSYSTEM", "1");
   }
+  if (plan_.ucx_shm && plan_.pmi1 && plan_.kind == MpiKind::Mpich) {
+    // MPICH here is ch4:ucx. On one node UCX needs loopback and shared
+    // memory only; without this it opens and probes every transport it
+    // knows (TCP on each interface, InfiniBand, ...) in each rank's
+    // MPI_Init: ~4 ms of CPU per job measured (bench/README.md). Not for a
+    // job with GPUs (its transfers need UCX's cuda/rocm transports), and a
+    // user's UCX_TLS wins.
+    set_default(env, "UCX_TLS", "self,sm");
+  }
   if ((plan_.pmix || rendezvous_) && plan_.single_node_ompi) {
     // One node: shared memory and self only (pml ob1, below), skipping UCX.
     // Not a default: it also turns off UCX features (GPU-aware transports).

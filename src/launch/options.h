@@ -67,6 +67,9 @@ struct LaunchOptions {
   // JIFFY_TOPOLOGY_CACHE=0 turn it off).
   bool topology_cache = true;
   bool single_node_ompi = false;  // --single-node-ompi, JIFFY_SINGLE_NODE_OMPI=1
+  // MPICH ranks of a job without GPUs get UCX_TLS=self,sm (the default;
+  // --no-ucx-shm, JIFFY_UCX_SHM=0 turn it off).
+  bool ucx_shm = true;
   bool verbose = false;         // -v, --verbose: say what was granted
   // -hosts/-host/-H and -f/-hostfile/-machinefile: jiffy runs on this
   // machine only, so every host named must be this one (the launcher checks:

@@ -682,6 +682,57 @@ def test_topology_cache_within_a_cgroup_cpuset(mx):
         cg.rmdir()
 
 
+def mpi_env(jx, flavour, opts, names, env=None, n=2):
+    """{rank: {name: value or None}} as an MPI program's ranks got them."""
+    cp = jx.run(list(opts) + ["-n", n, prog("getenv", flavour)] + list(names), env=env, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    out = {}
+    for line in lines(cp.stdout):
+        r, rest = line.split(" ", 1)
+        name, value = (rest.split("=", 1) if "=" in rest else (rest.split(" ")[0], None))
+        out.setdefault(int(r), {})[name] = value
+    assert sorted(out) == list(range(n)), cp.stdout
+    return out
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_mpich_ranks_get_ucx_shared_memory(mx, launcher):
+    mx.run(["-n", 1, "true"])
+    for e in mpi_env(mx, "mpich", [], ["UCX_TLS", "HWLOC_XMLFILE"], LAUNCHERS[launcher]).values():
+        assert e["UCX_TLS"] == "self,sm", e
+        check_topology_file(mx, e["HWLOC_XMLFILE"])
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+@pytest.mark.parametrize("opts,env,want", [
+    (["--no-ucx-shm"], {}, None),
+    ([], {"JIFFY_UCX_SHM": "0"}, None),
+    (["--no-ucx-shm"], {"JIFFY_UCX_SHM": "1"}, None),  # the option beats the variable
+    (["--ucx-shm"], {"JIFFY_UCX_SHM": "0"}, "self,sm"),
+    ([], {"UCX_TLS": "tcp,self"}, "tcp,self"),         # the user's own
+])
+def test_ucx_shared_memory_opt_out(mx, opts, env, want, launcher):
+    mx.run(["-n", 1, "true"])
+    for e in mpi_env(mx, "mpich", opts, ["UCX_TLS"], {**env, **LAUNCHERS[launcher]}).values():
+        assert e["UCX_TLS"] == want, e
+
+
+def test_ucx_shared_memory_only_for_mpich_without_gpus(mx):
+    assert all(e["UCX_TLS"] is None for e in mpi_env(mx, "openmpi", [], ["UCX_TLS"]).values())
+    for e in printenv_ranks(mx, []).values():  # a plain program (or a wrapper of anything)
+        assert "UCX_TLS" not in e
+    # A job given GPUs needs UCX's GPU transports.
+    gpus = {"JIFFY_GPUS": "2"}
+    mx.run(["-n", 1, "true"], env=gpus)
+    try:
+        got = mpi_env(mx, "mpich", ["-g", 1], ["UCX_TLS"], gpus)
+        assert all(e["UCX_TLS"] is None for e in got.values()), got
+        got = mpi_env(mx, "mpich", [], ["UCX_TLS"], gpus)  # the same set, no GPU asked for
+        assert all(e["UCX_TLS"] == "self,sm" for e in got.values()), got
+    finally:
+        mx.run(["stop"], env=gpus)
+
+
 @pytest.mark.parametrize("how", ["option", "env"])
 def test_single_node_ompi(mx, how):
     opts, env = ((["--single-node-ompi"], None) if how == "option"
