@@ -119,9 +119,12 @@ MPI wire-up:
                          which process-management interface ranks get
                          (default auto: PMI-1 always, PMIx for programs
                          linking Open MPI and for interpreters)
-  --topology-cache       ranks load the machine's topology from the
-                         daemon's hwloc XML instead of probing it
-                         (also JIFFY_TOPOLOGY_CACHE=1)
+  --no-topology-cache    MPI ranks probe the machine themselves instead of
+                         loading the daemon's hwloc XML (the default:
+                         --topology-cache; also JIFFY_TOPOLOGY_CACHE=0)
+  --no-ucx-shm           MPICH ranks get no UCX_TLS=self,sm (the default,
+                         --ucx-shm, for jobs without GPUs: UCX opens
+                         shared memory only; also JIFFY_UCX_SHM=0)
   --single-node-ompi     Open MPI ranks use shared memory only (pml ob1,
                          btl self,vader): faster start, no UCX features
                          (also JIFFY_SINGLE_NODE_OMPI=1)

@@ -231,6 +231,8 @@ struct LaunchState {
   LaunchOptions opts;
   bool first_group = true;
   bool timeout_given = false;
+  bool topology_cache_given = false;  // --topology-cache or --no-topology-cache (beats the variable)
+  bool ucx_shm_given = false;         // --ucx-shm or --no-ucx-shm
   int npernode = 0;            // -N, -npernode (processes on this, the only node)
   bool ntasks_given = false;   // -n in any group
 
@@ -473,8 +475,23 @@ void set_mpi(LaunchState& s) {
 }
 
 void set_verbose(LaunchState& s) { s.opts.verbose = true; }
-void set_topology_cache(LaunchState& s) { s.opts.topology_cache = true; }
+void set_topology_cache(LaunchState& s) {
+  s.opts.topology_cache = true;
+  s.topology_cache_given = true;
+}
+void set_no_topology_cache(LaunchState& s) {
+  s.opts.topology_cache = false;
+  s.topology_cache_given = true;
+}
 void set_single_node_ompi(LaunchState& s) { s.opts.single_node_ompi = true; }
+void set_ucx_shm(LaunchState& s) {
+  s.opts.ucx_shm = true;
+  s.ucx_shm_given = true;
+}
+void set_no_ucx_shm(LaunchState& s) {
+  s.opts.ucx_shm = false;
+  s.ucx_shm_given = true;
+}
 
 // Options from users' MPIEXEC flags that mean nothing on one node: accepted
 // so that their scripts run unchanged. -ppn's value is still checked.
@@ -545,7 +562,10 @@ constexpr Option<LaunchState> kLaunchOptions[] = {
     // MPI wire-up.
     {"mpi", set_mpi, Scope::kGlobal},
     {"topology-cache", set_topology_cache, Scope::kGlobal},
+    {"no-topology-cache", set_no_topology_cache, Scope::kGlobal},
     {"single-node-ompi", set_single_node_ompi, Scope::kGlobal},
+    {"ucx-shm", set_ucx_shm, Scope::kGlobal},
+    {"no-ucx-shm", set_no_ucx_shm, Scope::kGlobal},
     // Hosts: this machine only (checked by the launcher).
     {"hosts", add_hosts},
     {"host", add_hosts},
@@ -601,19 +621,22 @@ void apply_timeout_env(LaunchState& s, EnvLookup env) {
   if (v && !v->empty()) s.opts.timeout_s = parse_seconds("MPIEXEC_TIMEOUT", *v);
 }
 
-// The opt-in rank speed-ups can also be switched on for a whole CI run
-// through the environment, without touching MPIEXEC. "1" means on.
+// The rank speed-ups can also be switched for a whole CI run through the
+// environment, without touching MPIEXEC: "1" on, "0" off, empty or unset
+// the default. An option on the command line beats the variable.
 void apply_speedup_env(LaunchState& s, EnvLookup env) {
   if (env == nullptr) return;
-  auto on = [&](const char* name) {
+  auto setting = [&](const char* name) -> std::optional<bool> {
     std::optional<std::string> v = env(name);
-    if (v && !v->empty() && *v != "0" && *v != "1") {
-      throw Error(std::string(name) + ": expected 0 or 1, got '" + *v + "'");
-    }
-    return v && *v == "1";
+    if (!v || v->empty()) return std::nullopt;
+    if (*v != "0" && *v != "1") throw Error(std::string(name) + ": expected 0 or 1, got '" + *v + "'");
+    return *v == "1";
   };
-  s.opts.topology_cache = s.opts.topology_cache || on("JIFFY_TOPOLOGY_CACHE");
-  s.opts.single_node_ompi = s.opts.single_node_ompi || on("JIFFY_SINGLE_NODE_OMPI");
+  std::optional<bool> cache = setting("JIFFY_TOPOLOGY_CACHE");
+  if (cache && !s.topology_cache_given) s.opts.topology_cache = *cache;
+  std::optional<bool> ucx = setting("JIFFY_UCX_SHM");
+  if (ucx && !s.ucx_shm_given) s.opts.ucx_shm = *ucx;
+  s.opts.single_node_ompi = s.opts.single_node_ompi || setting("JIFFY_SINGLE_NODE_OMPI").value_or(false);
 }
 
 Command parse_launch(const std::vector<std::string>& argv, EnvLookup env) {

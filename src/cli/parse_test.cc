@@ -483,6 +483,39 @@ TEST(Parse, TimeoutBadValues) {
   }
 }
 
+TEST(Parse, RankSpeedUpsAreOnByDefault) {
+  LaunchOptions o = launch({"-n", "2", "prog"});
+  EXPECT_TRUE(o.topology_cache);
+  EXPECT_TRUE(o.ucx_shm);
+  EXPECT_FALSE(o.single_node_ompi);
+}
+
+TEST(Parse, RankSpeedUpsTurnedOffByOptionOrVariable) {
+  EXPECT_FALSE(launch({"--no-topology-cache", "prog"}).topology_cache);
+  EXPECT_FALSE(launch({"--no-ucx-shm", "prog"}).ucx_shm);
+  {
+    ScopedEnv cache("JIFFY_TOPOLOGY_CACHE", "0");
+    EXPECT_FALSE(launch({"prog"}).topology_cache);
+    EXPECT_TRUE(launch({"prog"}).ucx_shm);
+  }
+  ScopedEnv ucx("JIFFY_UCX_SHM", "0");
+  EXPECT_FALSE(launch({"prog"}).ucx_shm);
+}
+
+TEST(Parse, RankSpeedUpOptionBeatsVariable) {
+  {
+    ScopedEnv cache("JIFFY_TOPOLOGY_CACHE", "0");
+    EXPECT_TRUE(launch({"--topology-cache", "prog"}).topology_cache);
+  }
+  ScopedEnv ucx("JIFFY_UCX_SHM", "1");
+  EXPECT_FALSE(launch({"--no-ucx-shm", "prog"}).ucx_shm);
+}
+
+TEST(Parse, RankSpeedUpVariableMustBeZeroOrOne) {
+  ScopedEnv ucx("JIFFY_UCX_SHM", "yes");
+  EXPECT_EQ(error_of({"prog"}), "JIFFY_UCX_SHM: expected 0 or 1, got 'yes'");
+}
+
 TEST(Parse, TimeoutFromEnvironment) {
   ScopedEnv env("MPIEXEC_TIMEOUT", "60");
   EXPECT_DOUBLE_EQ(launch({"-n", "2", "prog"}).timeout_s, 60);

@@ -99,14 +99,23 @@ std::vector<std::string> discover_gpu_names(const ResourceSpec& spec) {
 }  // namespace
 
 void export_topology_xml(const std::string& path) {
-  Topology topo = load_topology();
-  hwloc_bitmap_t allowed = hwloc_bitmap_alloc();
-  for (int cpu : allowed_cpus()) hwloc_bitmap_set(allowed, static_cast<unsigned>(cpu));
-  int rc = hwloc_topology_restrict(topo.get(), allowed, 0);
-  hwloc_bitmap_free(allowed);
-  if (rc != 0) throw Error("hwloc: cannot restrict the topology to the allowed CPUs");
+  // Not restricted to our CPUs, and everything kept: each rank's hwloc
+  // applies its own flags and filters to the XML as it would to /sys
+  // (tests/programs/hwloc_view.c checks the views are equal). Disallowed
+  // objects (outside the cgroup cpuset) stay in, with the allowed sets:
+  // MPICH's default load drops them, Open MPI's INCLUDE_DISALLOWED keeps
+  // them. I/O objects stay in: MPICH keeps PCI devices for NIC and GPU
+  // locality. An affinity mask (taskset) is not hwloc's "allowed": a rank
+  // discovering by itself sees the whole machine and its own binding, and
+  // so it does from the XML.
+  hwloc_topology_t t;
+  if (hwloc_topology_init(&t) != 0) throw Error("hwloc: cannot initialise topology");
+  Topology topo(t);
+  hwloc_topology_set_flags(t, HWLOC_TOPOLOGY_FLAG_INCLUDE_DISALLOWED);
+  hwloc_topology_set_io_types_filter(t, HWLOC_TYPE_FILTER_KEEP_ALL);
+  if (hwloc_topology_load(t) != 0) throw Error("hwloc: cannot load topology");
   std::string tmp = path + ".tmp";
-  if (hwloc_topology_export_xml(topo.get(), tmp.c_str(), 0) != 0) {
+  if (hwloc_topology_export_xml(t, tmp.c_str(), 0) != 0) {
     throw Error("hwloc: cannot write " + tmp);
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("rename " + tmp);

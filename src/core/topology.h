@@ -26,9 +26,11 @@ struct ResourceSpec {
 // Throws Error when no usable core is found.
 ResourceSet discover_resources(const ResourceSpec& spec);
 
-// Writes the machine's topology, restricted to this process's allowed CPUs,
-// as hwloc XML to path (atomically: a temporary file, then rename). Ranks
-// and libpmix load it instead of rediscovering the machine. Throws Error.
+// Writes the machine's topology as hwloc discovers it in this process's
+// cgroup (disallowed and I/O objects included, so that every loader's own
+// flags and filters give what its own discovery would), as hwloc XML to
+// path (atomically: a temporary file, then rename). Ranks and libpmix load
+// it instead of rediscovering the machine. Throws Error.
 void export_topology_xml(const std::string& path);
 
 // Parses a GPU visibility list ("0,2", "GPU-uuid,...", "" or "-1" for none).

@@ -100,6 +100,31 @@ int daemon_base(char* cpus, size_t cpus_size, char* base, size_t base_size) {
   return n < 0 || (size_t)n >= base_size ? -1 : 0;
 }
 
+int daemon_topology(const char* base, char* out, size_t size) {
+  const char* slash = strrchr(base, '/');
+  char through_fd[4096];
+  int n = snprintf(through_fd, sizeof through_fd, "%s.topo.xml", base);
+  if (!slash || n < 0 || (size_t)n >= sizeof through_fd || access(through_fd, R_OK) != 0) return -1;
+  /* jiffy-launch names JIFFY_RUNTIME_DIR canonically (what the held
+   * descriptor points at), the default as spelled. */
+  char dir[4096];
+  const char* d = getenv("JIFFY_RUNTIME_DIR");
+  if (d && *d) {
+    char fd_path[64];
+    size_t len = (size_t)(slash - base);
+    if (len >= sizeof fd_path) return -1;
+    memcpy(fd_path, base, len);
+    fd_path[len] = '\0';
+    ssize_t got = readlink(fd_path, dir, sizeof dir - 1);
+    if (got <= 0) return -1;
+    dir[got] = '\0';
+  } else {
+    snprintf(dir, sizeof dir, "%s", shown_dir);
+  }
+  n = snprintf(out, size, "%s%s.topo.xml", dir, slash);
+  return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
 int daemon_connect(const char* base) {
   int n;
   struct sockaddr_un addr;

@@ -70,6 +70,10 @@ int json_string_is(const struct json* nodes, int n, const char* s);
 int daemon_base(char* cpus, size_t cpus_size, char* base, size_t base_size);
 /* The runtime directory as users know it, for messages. */
 const char* daemon_dir_shown(void);
+/* The daemon's hwloc XML (<dir>/<key>.topo.xml) named as jiffy-launch names
+ * it for ranks (util/runtime_dir.h DaemonPaths::topology) into out. -1 when
+ * the daemon has not written it or it cannot be read. */
+int daemon_topology(const char* base, char* out, size_t size);
 /* Connects to the daemon at base; -1 when there is none or it is not of our uid. */
 int daemon_connect(const char* base);
 /* Sends one frame (4-byte big-endian length + body). 0 or -1. */

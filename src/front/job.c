@@ -118,6 +118,13 @@ static void rank_environment(struct job* job, int r) {
   env_set(job, env, &n, "PMI_SIZE", size);
   env_set(job, env, &n, "MPI_LOCALNRANKS", size);
   env_set(job, env, &n, "MPI_LOCALRANKID", rank);
+  if (job->topology && !getenv("HWLOC_XMLFILE")) { /* Bootstrap::prepare_rank's topology cache */
+    env_set(job, env, &n, "HWLOC_XMLFILE", job->topology);
+    if (!getenv("HWLOC_THISSYSTEM")) env_set(job, env, &n, "HWLOC_THISSYSTEM", "1");
+  }
+  if (job->ucx_shm && job->kind == PROGRAM_MPICH && !getenv("UCX_TLS")) {
+    env_set(job, env, &n, "UCX_TLS", "self,sm"); /* Bootstrap::prepare_rank's */
+  }
   if (job->rendezvous_port) {
     struct env_target t = {job, env, &n};
     rendezvous_environment(r, job->n, job->tag, job->rendezvous_port, set_rendezvous_var, &t);

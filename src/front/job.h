@@ -57,6 +57,8 @@ struct job {
   const char* argv0;
   char** owned; /* the environment entries we made */
   int nowned;
+  const char* topology; /* the daemon's hwloc XML for HWLOC_XMLFILE; NULL: none */
+  int ucx_shm;          /* MPICH ranks get UCX_TLS=self,sm (the front's jobs have no GPUs) */
   int rendezvous_fd;   /* the PMIx rendezvous of a plain program (rendezvous.c), */
   int rendezvous_port; /* when rendezvous_port is not 0 */
 };

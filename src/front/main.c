@@ -69,7 +69,7 @@ static int fast_path_applies(int argc, char** argv, int* ntasks) {
   }
   /* Settings that change the launch (a timeout, opt-in MPI tuning), an
    * explicit opt-out, and terminals (status line, stdin pump). */
-  static const char* vars[] = {"MPIEXEC_TIMEOUT", "JIFFY_TOPOLOGY_CACHE", "JIFFY_SINGLE_NODE_OMPI"};
+  static const char* vars[] = {"MPIEXEC_TIMEOUT", "JIFFY_SINGLE_NODE_OMPI"};
   for (size_t i = 0; i < sizeof vars / sizeof vars[0]; ++i) {
     const char* v = getenv(vars[i]);
     if (v && *v) return 0;
@@ -164,6 +164,9 @@ static int submit_message(char** out, const struct job* job, int ntasks) {
                    job->command, job->cwd_json, job->label_json, ntasks, (int)getpid(), job->tag);
   return n > 0 && (size_t)n < size ? n : -1;
 }
+
+/* A JIFFY_* switch: unset, empty, "0" or "1". */
+static int setting_valid(const char* v) { return !v || !*v || strcmp(v, "0") == 0 || strcmp(v, "1") == 0; }
 
 static int daemon_timeout_ms(void) {
   const char* t = getenv("JIFFY_DAEMON_TIMEOUT");
@@ -262,6 +265,16 @@ int main(int argc, char** argv) {
   char base[4096];
   if (daemon_base(job.cpus, sizeof job.cpus, base, sizeof base) != 0) hand_over(NULL);
   job.base = base;
+  /* The topology cache and UCX's shared memory, on unless the variable
+   * says 0 (jiffy-launch explains a value other than 0 or 1). */
+  const char* cache = getenv("JIFFY_TOPOLOGY_CACHE");
+  const char* ucx = getenv("JIFFY_UCX_SHM");
+  if (!setting_valid(cache) || !setting_valid(ucx)) hand_over(NULL);
+  static char topology[4096];
+  if (!(cache && strcmp(cache, "0") == 0) && daemon_topology(base, topology, sizeof topology) == 0) {
+    job.topology = topology;
+  }
+  job.ucx_shm = !(ucx && strcmp(ucx, "0") == 0);
   job.command = command;
   job.summary = summary;
   job.submit_ns = g_submit_ns;

@@ -237,11 +237,24 @@ int Bootstrap::prepare_rank(int rank, Environment& env) {
     env.set("MPI_LOCALNRANKS", n);
     env.set("MPI_LOCALRANKID", r);
   }
-  if (plan_.topology_cache && !plan_.topology_file.empty()) {
+  if (plan_.topology_cache && !plan_.topology_file.empty() && (plan_.pmi1 || plan_.pmix || plan_.rendezvous) &&
+      !env.get("HWLOC_XMLFILE")) {
     // hwloc in the rank (MPICH, Open MPI, any hwloc user) loads the daemon's
-    // XML instead of crawling /sys; THISSYSTEM makes binding still work.
-    set_default(env, "HWLOC_XMLFILE", plan_.topology_file);
+    // XML instead of crawling /sys and PCI; THISSYSTEM makes binding still
+    // work. The XML holds what discovery would find (core/topology.h), so
+    // the rank sees the same machine. A user's own XML is left alone, and
+    // so is its THISSYSTEM (it may describe another machine).
+    env.set("HWLOC_XMLFILE", plan_.topology_file);
     set_default(env, "HWLOC_THISSYSTEM", "1");
+  }
+  if (plan_.ucx_shm && plan_.pmi1 && plan_.kind == MpiKind::Mpich) {
+    // MPICH here is ch4:ucx. On one node UCX needs loopback and shared
+    // memory only; without this it opens and probes every transport it
+    // knows (TCP on each interface, InfiniBand, ...) in each rank's
+    // MPI_Init: ~4 ms of CPU per job measured (bench/README.md). Not for a
+    // job with GPUs (its transfers need UCX's cuda/rocm transports), and a
+    // user's UCX_TLS wins.
+    set_default(env, "UCX_TLS", "self,sm");
   }
   if ((plan_.pmix || rendezvous_) && plan_.single_node_ompi) {
     // One node: shared memory and self only (pml ob1, below), skipping UCX.

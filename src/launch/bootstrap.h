@@ -53,8 +53,11 @@ struct BootstrapPlan {
   bool pmix = false;
   MpiKind kind = MpiKind::None;  // what the programs look like (for messages and variables)
   std::string topology_file;     // the daemon's hwloc XML of the set ("" = none)
-  bool topology_cache = false;   // opt-in: ranks load topology_file (HWLOC_XMLFILE)
+  // Ranks of an MPI job load topology_file (HWLOC_XMLFILE). The launcher
+  // sets it only when the file is there: hwloc fails on a missing one.
+  bool topology_cache = false;
   bool single_node_ompi = false; // opt-in: Open MPI's shared-memory-only transports
+  bool ucx_shm = false;          // MPICH ranks: UCX_TLS=self,sm (the launcher clears it for GPU jobs)
   bool rendezvous = false;       // the PMIx rendezvous (above); never with pmix
   int rendezvous_fd = -1;        // its listening socket, made by the front; -1: make one
   std::string tag;               // the job's tag: names the rendezvous's namespace

@@ -244,6 +244,7 @@ BootstrapPlan bootstrap_plan(const LaunchOptions& opt, const std::vector<std::st
   BootstrapPlan plan = plan_bootstrap(opt.mpi, kinds);
   plan.topology_cache = opt.topology_cache;
   plan.single_node_ompi = opt.single_node_ompi;
+  plan.ucx_shm = opt.ucx_shm;
   if (plan.pmix && !PmixServer::available()) {
     continue_in_pmix_launcher(argv);
     if (opt.mpi == MpiMode::Pmix) throw Error("--mpi=pmix: cannot run jiffy-pmix next to jiffy");
@@ -477,6 +478,11 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const
   const JobGrant grant = std::move(std::get<JobGrant>(waited));
   history.granted(grant);
   if (opt.verbose) report_bindings(grant, opt);
+  // The daemon wrote its XML before it listened; none there (it could not,
+  // or someone removed it) and the ranks discover the machine themselves:
+  // hwloc given a missing HWLOC_XMLFILE would fail instead.
+  plan.topology_cache = plan.topology_cache && ::access(plan.topology_file.c_str(), R_OK) == 0;
+  for (const RankGrant& r : grant.ranks) plan.ucx_shm = plan.ucx_shm && r.gpus.empty();
   Job job(opt, programs, grant, plan, tag);
   if (!job.start()) {
     history.not_started("cannot execute " + opt.apps[0].argv[0]);

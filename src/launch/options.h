@@ -63,8 +63,13 @@ struct LaunchOptions {
   double timeout_s = 0;         // -timeout, --timeout, MPIEXEC_TIMEOUT; 0 = none
   bool oversubscribe_error = false;  // --no-oversubscribe: wider than the set is an error
   MpiMode mpi = MpiMode::Auto;  // --mpi=pmi1|pmix|none|auto
-  bool topology_cache = false;    // --topology-cache, JIFFY_TOPOLOGY_CACHE=1
+  // MPI ranks load the daemon's hwloc XML (the default; --no-topology-cache,
+  // JIFFY_TOPOLOGY_CACHE=0 turn it off).
+  bool topology_cache = true;
   bool single_node_ompi = false;  // --single-node-ompi, JIFFY_SINGLE_NODE_OMPI=1
+  // MPICH ranks of a job without GPUs get UCX_TLS=self,sm (the default;
+  // --no-ucx-shm, JIFFY_UCX_SHM=0 turn it off).
+  bool ucx_shm = true;
   bool verbose = false;         // -v, --verbose: say what was granted
   // -hosts/-host/-H and -f/-hostfile/-machinefile: jiffy runs on this
   // machine only, so every host named must be this one (the launcher checks:

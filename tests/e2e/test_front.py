@@ -41,13 +41,18 @@ def test_plain_job_runs_in_the_front(jx):
     (["-l", "-n", 1], {}),                      # an option the front leaves alone
     (["-n", 1], {"MPIEXEC_TIMEOUT": "30"}),     # a timeout
     (["-n", 1], {"JIFFY_FAST": "0"}),           # the opt-out
-    (["-n", 1], {"JIFFY_TOPOLOGY_CACHE": "1"}),
 ])
 def test_other_launches_go_to_jiffy_launch(jx, args, env):
     cp = jx.run(args + PARENT, env=env)
     assert cp.returncode == 0, cp.stderr
     out = cp.stdout.replace("[0] ", "")
     assert {os.path.basename(l) for l in out.split()} == {"jiffy-launch"}, cp.stdout
+
+
+@pytest.mark.parametrize("value", ["0", "1", ""])
+def test_topology_cache_setting_stays_in_the_front(jx, value):
+    jx.run(["-n", 1, "true"])
+    assert supervisor(jx.run(["-n", 1] + PARENT, env={"JIFFY_TOPOLOGY_CACHE": value})) == "jiffy"
 
 
 def test_first_launch_starts_the_daemon_through_jiffy_launch(jx):
@@ -69,15 +74,19 @@ def rank_environment(jx, env=None):
     return ranks
 
 
-def test_front_gives_ranks_what_jiffy_launch_gives(jx, tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"JIFFY_TOPOLOGY_CACHE": "0"}, {"HWLOC_THISSYSTEM": "0"},
+                                   {"HWLOC_XMLFILE": "/nonexistent.xml"}])
+def test_front_gives_ranks_what_jiffy_launch_gives(jx, tmp_path, extra):
     jx.run(["-n", 1, "true"])  # the daemon runs: the next launch is the front's
-    fast = rank_environment(jx, {"OUT": str(tmp_path / "fast"), "PMI_RANK": "stale", "X_Y": "1"})
-    full = rank_environment(jx, {"OUT": str(tmp_path / "full"), "PMI_RANK": "stale", "X_Y": "1",
-                                 "JIFFY_FAST": "0"})
+    base = {"PMI_RANK": "stale", "X_Y": "1", **extra}
+    fast = rank_environment(jx, {"OUT": str(tmp_path / "fast"), **base})
+    full = rank_environment(jx, {"OUT": str(tmp_path / "full"), "JIFFY_FAST": "0", **base})
     for r in full:
         del r["JIFFY_FAST"]
     assert fast == full
     assert fast[1]["PMI_RANK"] == fast[1]["JIFFY_RANK"] == "1" and fast[1]["X_Y"] == "1"
+    # the topology cache is on unless switched off (or the user has an XML)
+    assert ("HWLOC_XMLFILE" in fast[0]) == (extra.get("JIFFY_TOPOLOGY_CACHE") != "0"), fast[0]
 
 
 def test_rank_failure_hands_over_mid_job(jx):

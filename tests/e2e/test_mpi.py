@@ -5,8 +5,10 @@ flags, as under their own mpiexec.
 Covers: hello/ring/allreduce at every size up to twice the machine; MPI_Abort
 (exit 7) and exit without MPI_Finalize for both MPIs; MPMD appnums; --mpi
 forcing and the "ranks never contacted the server" warning; the variables
-tools sniff (MPI_LOCALNRANKS..., OMPI_COMM_WORLD_*); the opt-in speed-ups
-(--topology-cache, --single-node-ompi and their JIFFY_* variables); the
+tools sniff (MPI_LOCALNRANKS..., OMPI_COMM_WORLD_*); the speed-ups (the
+topology cache, on by default, with hwloc's view in the ranks compared with
+and without it, under taskset and in a cpuset cgroup; --single-node-ompi;
+their JIFFY_* variables); the
 per-job Open MPI directory (created under $TMPDIR, distinct per job, removed
 afterwards); a SIGKILLed rank; mixed MPICH and Open MPI jobs running
 concurrently with no core shared; 200 MPI jobs of sizes 1-4 through make -j8.
@@ -504,32 +506,116 @@ def check_topology_file(jx, path):
     assert head.startswith("<?xml") and "<topology" in head, head[:200]
 
 
-@pytest.mark.parametrize("how", ["option", "env"])
-def test_topology_cache(mx, how):
-    opts, env = (["--topology-cache"], None) if how == "option" else ([], {"JIFFY_TOPOLOGY_CACHE": "1"})
-    envs = printenv_ranks(mx, opts, env)
+# Both launchers: the front (the daemon runs) and jiffy-launch (JIFFY_FAST=0).
+LAUNCHERS = {"front": {}, "jiffy-launch": {"JIFFY_FAST": "0"}}
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+@pytest.mark.parametrize("how", ["default", "option", "env"])
+def test_topology_cache(mx, how, launcher):
+    opts, env = {"default": ([], {}), "option": (["--topology-cache"], {}),
+                 "env": ([], {"JIFFY_TOPOLOGY_CACHE": "1"})}[how]
+    mx.run(["-n", 1, "true"])  # the daemon runs and has written its XML
+    envs = printenv_ranks(mx, opts, {**env, **LAUNCHERS[launcher]})
     for e in envs.values():
         assert e.get("HWLOC_THISSYSTEM") == "1", e
         check_topology_file(mx, e["HWLOC_XMLFILE"])
     assert envs[0]["HWLOC_XMLFILE"] == envs[1]["HWLOC_XMLFILE"]
 
 
-def test_topology_cache_off_by_default(mx):
-    for opts, env in (([], None), ([], {"JIFFY_TOPOLOGY_CACHE": "0"})):
-        for e in printenv_ranks(mx, opts, env).values():
-            assert "HWLOC_XMLFILE" not in e and "HWLOC_THISSYSTEM" not in e, e
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+@pytest.mark.parametrize("opts,env", [
+    (["--no-topology-cache"], {}),
+    ([], {"JIFFY_TOPOLOGY_CACHE": "0"}),
+    (["--no-topology-cache"], {"JIFFY_TOPOLOGY_CACHE": "1"}),  # the option beats the variable
+    (["--mpi=none"], {}),                                      # not an MPI job
+])
+def test_topology_cache_opt_out(mx, opts, env, launcher):
+    mx.run(["-n", 1, "true"])
+    for e in printenv_ranks(mx, opts, {**env, **LAUNCHERS[launcher]}).values():
+        assert "HWLOC_XMLFILE" not in e and "HWLOC_THISSYSTEM" not in e, e
 
 
-def test_topology_cache_respects_user_value(mx, tmp_path):
+def test_topology_cache_option_beats_variable(mx):
+    for e in printenv_ranks(mx, ["--topology-cache"], {"JIFFY_TOPOLOGY_CACHE": "0"}).values():
+        check_topology_file(mx, e["HWLOC_XMLFILE"])
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_topology_cache_respects_user_value(mx, tmp_path, launcher):
+    """A user's own XML may describe another machine: neither variable is
+    touched."""
+    mx.run(["-n", 1, "true"])
     mine = tmp_path / "mine.xml"
     mine.write_text("<?xml version=\"1.0\"?>\n")
-    for e in printenv_ranks(mx, ["--topology-cache"], {"HWLOC_XMLFILE": str(mine)}).values():
+    for e in printenv_ranks(mx, [], {"HWLOC_XMLFILE": str(mine), **LAUNCHERS[launcher]}).values():
         assert e["HWLOC_XMLFILE"] == str(mine)
+        assert "HWLOC_THISSYSTEM" not in e, e
+    for e in printenv_ranks(mx, ["--topology-cache"], {"HWLOC_THISSYSTEM": "0", **LAUNCHERS[launcher]}).values():
+        assert e["HWLOC_THISSYSTEM"] == "0"
+        check_topology_file(mx, e["HWLOC_XMLFILE"])
 
 
-def test_topology_cache_per_resource_set(mx):
-    """A launcher with another cpuset reaches another daemon, whose topology
-    file describes that cpuset."""
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_topology_cache_without_xml(mx, launcher):
+    """The XML gone (removed; a daemon that could not write it): the ranks
+    get no variable (hwloc would fail on a missing file) and MPI works."""
+    path = Path(printenv_ranks(mx, [])[0]["HWLOC_XMLFILE"])
+    path.unlink()
+    env = LAUNCHERS[launcher]
+    for e in printenv_ranks(mx, [], env).values():
+        assert "HWLOC_XMLFILE" not in e and "HWLOC_THISSYSTEM" not in e, e
+    for flavour in FLAVOURS:
+        cp = mx.run(["-n", 2, prog("hello", flavour)], env=env, timeout=60)
+        assert cp.returncode == 0 and sorted(lines(cp.stdout)) == expected_output("hello", 2), cp.stderr
+
+
+def hwloc_views(jx, opts, n, env=None, preexec_fn=None):
+    """{rank: [lines of tests/programs/hwloc_view]} of `jiffy opts -l -n n
+    hwloc_view`."""
+    argv = [jx.bin] + list(opts) + ["-l", "-n", str(n), str(BUILD / "test-programs" / "hwloc_view")]
+    cp = subprocess.run(argv, env=jx._env(env), preexec_fn=preexec_fn, capture_output=True, text=True,
+                        timeout=60, stdin=subprocess.DEVNULL)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    views = {}
+    for line in lines(cp.stdout):
+        m = re.match(r"^\[(\d+)\] (.*)$", line)
+        assert m, line
+        views.setdefault(int(m.group(1)), []).append(m.group(2))
+    assert sorted(views) == list(range(n)), cp.stdout
+    for r, v in views.items():
+        assert len(v) == 5 and "load-failed" not in cp.stdout, cp.stdout
+        # hwloc's binding is what the kernel says (MPI's binding queries read either).
+        affinity = parse_cpu_list(v[-1].split("=", 1)[1])
+        for line in v[:-1]:
+            bind = re.search(r" bind=(\S+)", line).group(1)
+            assert parse_cpu_list(bind) == affinity, (r, line, v[-1])
+    return views
+
+
+def assert_same_views(mx, n, env=None, preexec_fn=None):
+    mx.run(["-n", 1, "true"], env=env)
+    cached = hwloc_views(mx, [], n, env, preexec_fn)
+    discovered = hwloc_views(mx, ["--no-topology-cache"], n, env, preexec_fn)
+    assert cached == discovered
+    return cached
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_topology_cache_shows_ranks_the_machine(mx, launcher):
+    """hwloc in a rank sees from the daemon's XML exactly what it finds by
+    itself: counts, allowed sets, binding, the object tree, loaded as MPICH
+    loads it (default flags), as Open MPI does (disallowed objects kept) and
+    with I/O objects (NIC and GPU locality)."""
+    n = min(2, len(os.sched_getaffinity(0)))
+    views = assert_same_views(mx, n, LAUNCHERS[launcher])
+    assert all("thissystem=1" in line for v in views.values() for line in v[:-1])
+
+
+def test_topology_cache_under_an_affinity_mask(mx):
+    """Under taskset the daemon is another one (its key is the mask), yet
+    the mask is not hwloc's "allowed": ranks see the whole machine and their
+    binding, as without the XML."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs 2 CPUs")
@@ -537,28 +623,114 @@ def test_topology_cache_per_resource_set(mx):
     def pin():
         os.sched_setaffinity(0, {cpus[0]})
 
-    full = printenv_ranks(mx, ["--topology-cache"])[0]["HWLOC_XMLFILE"]
     try:
-        cp = subprocess.run([mx.bin, "--topology-cache", "-n", "1", "printenv", "HWLOC_XMLFILE"],
-                            env=mx.env, preexec_fn=pin, capture_output=True, text=True, timeout=30,
-                            stdin=subprocess.DEVNULL)
-        assert cp.returncode == 0, cp.stderr
-        restricted = cp.stdout.strip()
-        check_topology_file(mx, restricted)
-        assert restricted != full, "each resource set has its own topology file"
-        a = Path(full).read_text()
-        b = Path(restricted).read_text()
-        assert a != b
-        m = re.search(r'allowed_cpuset="(0x[0-9a-f,x]+)"', b)
-        assert m and int(m.group(1).replace(",0x", ""), 16) == 1 << cpus[0], \
-            f"restricted topology should allow only CPU {cpus[0]}: {m and m.group(1)}"
-        h = subprocess.run([mx.bin, "--topology-cache", "-n", "1", prog("hello", "mpich")],
-                           env=mx.env, preexec_fn=pin, capture_output=True, text=True, timeout=30,
-                           stdin=subprocess.DEVNULL)
+        views = assert_same_views(mx, 1, preexec_fn=pin)
+        assert views[0][-1] == f"affinity={cpus[0]}"
+        path = subprocess.run([mx.bin, "-n", "1", "printenv", "HWLOC_XMLFILE"], env=mx.env, preexec_fn=pin,
+                              capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL).stdout.strip()
+        check_topology_file(mx, path)
+        assert path != printenv_ranks(mx, [])[0]["HWLOC_XMLFILE"], "each resource set has its own file"
+        h = subprocess.run([mx.bin, "-n", "1", prog("hello", "mpich")], env=mx.env, preexec_fn=pin,
+                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
         assert h.returncode == 0 and h.stdout.strip() == "hello 0 of 1", h.stderr
     finally:
-        subprocess.run([mx.bin, "stop"], env=mx.env, preexec_fn=pin, timeout=15,
-                       capture_output=True)
+        subprocess.run([mx.bin, "stop"], env=mx.env, preexec_fn=pin, timeout=15, capture_output=True)
+
+
+def cpuset_cgroup(cpu):
+    """A cgroup v1 cpuset holding only cpu, or None where we cannot make one
+    (not root, no writable cpuset hierarchy)."""
+    root = Path("/sys/fs/cgroup/cpuset")
+    try:
+        d = root / f"jiffy-test-{os.getpid()}-{time.monotonic_ns()}"
+        d.mkdir()
+    except OSError:
+        return None
+    try:
+        (d / "cpuset.cpus").write_text(str(cpu))
+        (d / "cpuset.mems").write_text((root / "cpuset.mems").read_text().strip())
+    except OSError:
+        d.rmdir()
+        return None
+    return d
+
+
+def test_topology_cache_within_a_cgroup_cpuset(mx):
+    """In a cpuset cgroup, hwloc's allowed set is the cgroup's: the XML the
+    daemon there writes gives ranks the same view as their own discovery
+    (MPICH's load drops the disallowed CPUs, Open MPI's keeps them)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs 2 CPUs")
+    cg = cpuset_cgroup(cpus[-1])
+    if cg is None:
+        pytest.skip("cannot create a cgroup v1 cpuset here (needs root and /sys/fs/cgroup/cpuset)")
+
+    def enter():
+        (cg / "cgroup.procs").write_text(str(os.getpid()))
+
+    try:
+        views = assert_same_views(mx, 1, preexec_fn=enter)
+        default = views[0][0]
+        assert f"allowed={cpus[-1]} " in default and "cores=1 " in default, default
+        disallowed = views[0][1]
+        assert f"allowed={cpus[-1]} " in disallowed and f"cores=1 " not in disallowed, disallowed
+    finally:
+        subprocess.run([mx.bin, "stop"], env=mx.env, preexec_fn=enter, timeout=15, capture_output=True)
+        # the daemon left with `stop`; its successor's rmdir waits for the last process
+        wait_until(lambda: not (cg / "cgroup.procs").read_text().strip(), timeout=15)
+        cg.rmdir()
+
+
+def mpi_env(jx, flavour, opts, names, env=None, n=2):
+    """{rank: {name: value or None}} as an MPI program's ranks got them."""
+    cp = jx.run(list(opts) + ["-n", n, prog("getenv", flavour)] + list(names), env=env, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    out = {}
+    for line in lines(cp.stdout):
+        r, rest = line.split(" ", 1)
+        name, value = (rest.split("=", 1) if "=" in rest else (rest.split(" ")[0], None))
+        out.setdefault(int(r), {})[name] = value
+    assert sorted(out) == list(range(n)), cp.stdout
+    return out
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_mpich_ranks_get_ucx_shared_memory(mx, launcher):
+    mx.run(["-n", 1, "true"])
+    for e in mpi_env(mx, "mpich", [], ["UCX_TLS", "HWLOC_XMLFILE"], LAUNCHERS[launcher]).values():
+        assert e["UCX_TLS"] == "self,sm", e
+        check_topology_file(mx, e["HWLOC_XMLFILE"])
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+@pytest.mark.parametrize("opts,env,want", [
+    (["--no-ucx-shm"], {}, None),
+    ([], {"JIFFY_UCX_SHM": "0"}, None),
+    (["--no-ucx-shm"], {"JIFFY_UCX_SHM": "1"}, None),  # the option beats the variable
+    (["--ucx-shm"], {"JIFFY_UCX_SHM": "0"}, "self,sm"),
+    ([], {"UCX_TLS": "tcp,self"}, "tcp,self"),         # the user's own
+])
+def test_ucx_shared_memory_opt_out(mx, opts, env, want, launcher):
+    mx.run(["-n", 1, "true"])
+    for e in mpi_env(mx, "mpich", opts, ["UCX_TLS"], {**env, **LAUNCHERS[launcher]}).values():
+        assert e["UCX_TLS"] == want, e
+
+
+def test_ucx_shared_memory_only_for_mpich_without_gpus(mx):
+    assert all(e["UCX_TLS"] is None for e in mpi_env(mx, "openmpi", [], ["UCX_TLS"]).values())
+    for e in printenv_ranks(mx, []).values():  # a plain program (or a wrapper of anything)
+        assert "UCX_TLS" not in e
+    # A job given GPUs needs UCX's GPU transports.
+    gpus = {"JIFFY_GPUS": "2"}
+    mx.run(["-n", 1, "true"], env=gpus)
+    try:
+        got = mpi_env(mx, "mpich", ["-g", 1], ["UCX_TLS"], gpus)
+        assert all(e["UCX_TLS"] is None for e in got.values()), got
+        got = mpi_env(mx, "mpich", [], ["UCX_TLS"], gpus)  # the same set, no GPU asked for
+        assert all(e["UCX_TLS"] == "self,sm" for e in got.values()), got
+    finally:
+        mx.run(["stop"], env=gpus)
 
 
 @pytest.mark.parametrize("how", ["option", "env"])
@@ -604,8 +776,8 @@ def test_speedup_env_bad_value(mx, var):
 
 @pytest.mark.parametrize("how", ["options", "env"])
 def test_hello_with_speedups(mx, flavour, how):
-    opts, env = ((["--topology-cache", "--single-node-ompi"], None) if how == "options"
-                 else ([], {"JIFFY_TOPOLOGY_CACHE": "1", "JIFFY_SINGLE_NODE_OMPI": "1"}))
+    opts, env = ((["--single-node-ompi"], None) if how == "options"
+                 else ([], {"JIFFY_SINGLE_NODE_OMPI": "1"}))
     for n in (1, 2, 4):
         cp = mx.run(opts + ["-n", n, prog("hello", flavour)], env=env, timeout=60)
         assert cp.returncode == 0, cp.stderr
@@ -616,7 +788,7 @@ def test_hello_with_speedups(mx, flavour, how):
 
 
 def test_speedups_reach_real_openmpi_ranks(mx):
-    job = StuckJob(mx, "openmpi", opts=["--topology-cache", "--single-node-ompi"])
+    job = StuckJob(mx, "openmpi", opts=["--single-node-ompi"])  # the topology cache is the default
     try:
         for e in job.env:
             assert e.get("OMPI_MCA_pml") == "ob1" and e.get("OMPI_MCA_btl") == "self,vader", e
