@@ -1,0 +1,192 @@
+"""The front (src/front) runs launches with a timeout (MPIEXEC_TIMEOUT, as
+PETSc's harness sets on every launch, or -timeout N) itself: its poll loop
+waits for the deadline, and when it comes the front hands the job to
+jiffy-launch, which times it out at once, as its own. Every hand-over
+carries the deadline (launch/handoff.h "deadline="), so a job handed over
+mid-way keeps it. MPICH jobs are handed over as their ranks start, with the
+deadline too."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BUILD, wait_until
+from test_history_records import one_record, warm
+
+MPI = BUILD / "mpi"
+PARENT = ["sh", "-c", 'readlink /proc/$PPID/exe']
+
+
+def supervisor(cp):
+    names = {os.path.basename(l.strip()) for l in cp.stdout.splitlines() if l.strip()}
+    assert len(names) == 1, cp.stdout
+    return names.pop()
+
+
+def mpich(name):
+    p = MPI / f"{name}.mpich"
+    if not p.exists():
+        pytest.skip("MPICH test programs not built")
+    return p
+
+
+@pytest.mark.parametrize("args,env", [
+    (["-n", 2], {"MPIEXEC_TIMEOUT": "60"}),
+    (["-n", 2], {"MPIEXEC_TIMEOUT": "0"}),          # 0: no timeout
+    (["-n", 2], {"MPIEXEC_TIMEOUT": ""}),           # empty: unset
+    (["-n", 2], {"MPIEXEC_TIMEOUT": "00012.50"}),
+    (["-timeout", 60, "-n", 2], {}),
+    (["--timeout", 60, "-np", 2], {}),
+    (["-timeout=60", "-n", 2], {}),
+    (["--timeout=.5", "-n", 2], {}),
+    (["-n", 2, "-timeout", 60], {}),
+    (["-timeout", 60, "-n", 2], {"MPIEXEC_TIMEOUT": "junk"}),  # the option wins, the variable is not read
+])
+def test_timeout_launch_stays_in_the_front(jx, args, env):
+    jx.run(["-n", 1, "true"])  # the daemon runs: the next launch is the front's
+    cp = jx.run(args + PARENT, env=env)
+    assert cp.returncode == 0, cp.stderr
+    assert supervisor(cp) == "jiffy"
+
+
+@pytest.mark.parametrize("args,env", [
+    (["-n", 1], {"MPIEXEC_TIMEOUT": "-0"}),              # jiffy-launch reads it as 0
+    (["-n", 1], {"MPIEXEC_TIMEOUT": "12345678901"}),     # beyond what the front reads
+    (["-timeout", 5, "-timeout", 6, "-n", 1], {}),       # twice: the last wins
+])
+def test_timeouts_the_front_does_not_read_go_to_jiffy_launch(jx, args, env):
+    jx.run(["-n", 1, "true"])
+    cp = jx.run(args + PARENT, env=env)
+    assert cp.returncode == 0, cp.stderr
+    assert supervisor(cp) == "jiffy-launch"
+
+
+@pytest.mark.parametrize("value", ["abc", "1e3", "-1", "+1", " 1", "inf", "1.5.2", "."])
+def test_bad_timeout_is_jiffy_launchs_error(jx, value):
+    jx.run(["-n", 1, "true"])
+    cp = jx.run(["-n", 1, "true"], env={"MPIEXEC_TIMEOUT": value})
+    assert cp.returncode == 1, cp.stderr
+    assert cp.stderr == f"jiffy: MPIEXEC_TIMEOUT: expected a number of seconds, got '{value}'\n"
+    cp = jx.run(["-timeout", value, "-n", 1, "true"])
+    assert cp.returncode == 1, cp.stderr
+    assert cp.stderr == f"jiffy: -timeout: expected a number of seconds, got '{value}'\n"
+
+
+@pytest.mark.parametrize("how", ["env", "-timeout", "-n first"])
+def test_job_that_outlives_its_timeout(jx, tmp_path, how):
+    """Timed out 1 s after the start by the front's deadline: exit 255,
+    jiffy-launch's message, the history's outcome "timeout"."""
+    before = warm(jx)
+    flag = tmp_path / "up"
+    job = ["sh", "-c", f'touch {flag}.$JIFFY_RANK; exec sleep 30']
+    args, env = {"env": (["-n", 2] + job, {"MPIEXEC_TIMEOUT": "1"}),
+                 "-timeout": (["-timeout", 1, "-n", 2] + job, None),
+                 "-n first": (["-n", 2, "--timeout=1"] + job, None)}[how]
+    t0 = time.monotonic()
+    p = jx.popen(args, env=env)
+    wait_until(lambda: all(Path(f"{flag}.{r}").exists() for r in range(2)), 10, what="ranks up")
+    # While it runs the front supervises it (no hand-over before the deadline).
+    assert os.path.basename(os.readlink(f"/proc/{p.pid}/exe")) == "jiffy"
+    out, err = p.communicate(timeout=30)
+    took = time.monotonic() - t0
+    assert p.returncode == 255, err
+    assert "jiffy: APPLICATION TIMED OUT after 1 s (job " in err, err
+    assert 1.0 <= took < 2.5, took
+    rec = one_record(jx, before)
+    assert rec["outcome"] == "timeout" and rec["timed_out"] and rec["exit_code"] == 255, rec
+    assert rec["handed_over"], rec
+    assert rec["run_s"] >= 0.99, rec
+
+
+def test_job_handed_over_mid_way_keeps_its_deadline(jx, tmp_path):
+    """A signal for the launcher hands the job over 1 s into a 2 s timeout:
+    jiffy-launch times it out 2 s after the start, not 2 s after the
+    hand-over."""
+    jx.run(["-n", 1, "true"])
+    flag = tmp_path / "up"
+    t0 = time.monotonic()
+    p = jx.popen(["-n", 2, "sh", "-c", f'trap "" USR1; touch {flag}.$JIFFY_RANK; sleep 30 & wait; wait'],
+                 env={"MPIEXEC_TIMEOUT": "2", "JIFFY_KILL_GRACE": "0.2"})
+    wait_until(lambda: all(Path(f"{flag}.{r}").exists() for r in range(2)), 10, what="ranks up")
+    wait_until(lambda: time.monotonic() - t0 >= 1.0, 5, what="1 s into the job")
+    assert os.path.basename(os.readlink(f"/proc/{p.pid}/exe")) == "jiffy"
+    p.send_signal(signal.SIGUSR1)  # forwarded by jiffy-launch; the ranks ignore it
+    wait_until(lambda: os.path.basename(os.readlink(f"/proc/{p.pid}/exe")) == "jiffy-launch", 5,
+               what="the hand-over")
+    out, err = p.communicate(timeout=30)
+    took = time.monotonic() - t0
+    assert p.returncode == 255, err
+    assert "APPLICATION TIMED OUT after 2 s" in err, err
+    assert 2.0 <= took < 2.9, took
+
+
+def test_lane_off_timeout_in_the_front(jx, tmp_path):
+    """A granted (not lent) launch keeps the timeout in the front too."""
+    jx.run(["-n", 1, "true"])
+    flag = tmp_path / "up"
+    t0 = time.monotonic()
+    p = jx.popen(["-n", 1, "sh", "-c", f"touch {flag}; exec sleep 30"],
+                 env={"MPIEXEC_TIMEOUT": "1", "JIFFY_LANE": "0"})
+    wait_until(flag.exists, 10, what="rank up")
+    assert os.path.basename(os.readlink(f"/proc/{p.pid}/exe")) == "jiffy"
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 255, err
+    assert "APPLICATION TIMED OUT after 1 s" in err
+    assert 1.0 <= time.monotonic() - t0 < 2.5
+    wait_until(lambda: not jx.status()["running"], 10, what="the job released")
+
+
+# --------------------------------------------------------------------------
+# MPICH programs: handed over as their ranks start
+
+
+@pytest.mark.parametrize("env", [{}, {"MPIEXEC_TIMEOUT": "60"}])
+@pytest.mark.parametrize("n", [1, 2])
+def test_mpich_hello(jx, n, env):
+    hello = mpich("hello")
+    jx.run(["-n", 1, "true"])
+    cp = jx.run(["-n", n, hello], env=env, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert sorted(cp.stdout.splitlines()) == [f"hello {r} of {n}" for r in range(n)], cp.stdout
+    assert cp.stderr == "", cp.stderr
+
+
+@pytest.mark.parametrize("env", [{}, {"MPIEXEC_TIMEOUT": "60"}])
+def test_mpich_abort_and_missing_finalize(jx, env):
+    jx.run(["-n", 1, "true"])
+    cp = jx.run(["-n", 2, mpich("abort")], env=env, timeout=60)
+    assert cp.returncode == 7, cp.stderr
+    assert "called MPI_Abort with code 7" in cp.stderr, cp.stderr
+    cp = jx.run(["-n", 2, mpich("nofinalize")], env=env, timeout=60)
+    assert cp.returncode != 0, cp.stderr
+    assert "without calling MPI_Finalize" in cp.stderr, cp.stderr
+
+
+def test_mpich_job_that_outlives_its_timeout(jx):
+    """Handed over at its start, the job keeps the front's deadline."""
+    loop = mpich("allreduce_loop")
+    before = warm(jx)
+    t0 = time.monotonic()
+    cp = jx.run(["-n", 2, loop, 10 ** 9], env={"MPIEXEC_TIMEOUT": "1"}, timeout=60)
+    took = time.monotonic() - t0
+    assert cp.returncode == 255, cp.stderr
+    assert "APPLICATION TIMED OUT after 1 s" in cp.stderr
+    assert 1.0 <= took < 3, took
+    rec = one_record(jx, before)
+    assert rec["outcome"] == "timeout" and rec["handed_over"], rec
+
+
+def test_mpich_job_is_handed_over_as_its_ranks_start(jx):
+    """jiffy-launch, which serves PMI-1, supervises an MPICH rank before the
+    rank's first PMI write: its start-up overlaps the rank's own."""
+    probe = mpich("pmi_first_answer")
+    jx.run(["-n", 1, "true"])
+    cp = jx.run(["-n", 1, probe, "parent"], timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout == "jiffy-launch\n"
+    cp = jx.run(["-n", 2, probe], timeout=60)  # each rank's first PMI answer, in microseconds
+    assert cp.returncode == 0, cp.stderr
+    assert len(cp.stdout.split()) == 2, cp.stdout
