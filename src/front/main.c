@@ -113,9 +113,8 @@ static int fast_path_applies(int argc, char** argv, int* ntasks, int* program, l
       if (n[0] < '1' || n[0] > '9' || strlen(n) > 6 || n[strspn(n, "0123456789")] != '\0') return 0;
       *ntasks = atoi(n);
       i += 2;
-    } else if (!timeout_text && (timeout_text = timeout_option(argc, argv, &i)) != NULL) {
-    } else {
-      return 0;
+    } else if (timeout_text || (timeout_text = timeout_option(argc, argv, &i)) == NULL) {
+      return 0; /* another option, or a second -n or timeout: jiffy-launch's */
     }
   }
   if (!*ntasks || i >= argc || argv[i][0] == '\0' || argv[i][0] == '-') return 0;
