@@ -23,11 +23,12 @@ read from /proc/<pid>/stat around each jiffy run and reported per launch
 ("daemon", mean). Every run's stdout is checked: one "hello R of N" line per
 rank, exit status 0; anything else aborts the benchmark.
 
-Wall times of hello (70-100 ms here, mostly MPICH's own MPI_Init) are too
+Wall times of hello (50-100 ms here, mostly MPICH's own MPI_Init) are too
 noisy on a busy machine to resolve a millisecond, so the benchmark also
 measures the quantity itself: build/mpi/pmi_first_answer.mpich
-(tests/mpi/pmi_first_answer.c) is an MPICH rank reduced to its first PMI-1 exchange, written
-at once in main, and prints how long it waited for the answer. With a
+(tests/mpi/pmi_first_answer.c) is an MPICH rank reduced to its first PMI-1
+exchange, written at once in main (earlier than any real MPI_Init writes
+it: a worst case), which prints how long it waited for the answer. With a
 hand-over on the critical path that wait holds jiffy-launch's start-up.
 Table 2 gives its median and p90 per launch variant (every rank's wait).
 
