@@ -13,8 +13,9 @@
  *   - before anything is taken (other options, a terminal, no daemon yet, an
  *     Open MPI program, ...): exec jiffy-launch with the same arguments;
  *   - once ranks run (a rank speaks PMI-1 or connects to the PMIx rendezvous
- *     of rendezvous.c, a signal, a rank fails, the daemon
- *     writes or goes away): exec jiffy-launch in the same process with
+ *     of rendezvous.c, a signal, a rank fails, the daemon writes or goes
+ *     away, the timeout runs out; an MPICH program's ranks at once, as they
+ *     start: see job_wait): exec jiffy-launch in the same process with
  *     "--jiffy-handoff STATE", so the ranks stay its children, the daemon
  *     connection and the PMI channels stay open, and pending signals stay
  *     pending (src/launch/handoff.h describes STATE).

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -358,6 +359,8 @@ int job_start(struct job* job, const char* program, char** argv) {
   }
   job->spawned_ns = now_ns();
   job->start_ns = realtime_ns();
+  /* As Job::wait: the timeout counts from the ranks' start. */
+  if (job->timeout_ns > 0) job->deadline_ns = job->spawned_ns + job->timeout_ns;
   return 0;
 }
 
@@ -410,13 +413,17 @@ static _Noreturn void job_hand_over(struct job* job) {
     job->daemon_fd = sv[0];
   }
   send_started(job); /* jiffy-launch takes over a job the daemon knows */
-  size_t cap = strlen(job->grant_text) + strlen(job->cpus) + 240 + (size_t)job->n * 40;
+  size_t cap = strlen(job->grant_text) + strlen(job->cpus) + 280 + (size_t)job->n * 40;
   char* state = malloc(cap);
   if (!state) _exit(1);
   /* The times and the lane are for the job's history record. */
-  int used = snprintf(state, cap, "v=1 daemon=%d cpus=%s tag=%s pgid=%d submit=%lld start=%lld%s ranks=",
+  /* The job keeps its deadline: its timeout counts from the ranks' start,
+   * not from the hand-over. */
+  char deadline[40] = "";
+  if (job->deadline_ns) snprintf(deadline, sizeof deadline, " deadline=%lld", job->deadline_ns);
+  int used = snprintf(state, cap, "v=1 daemon=%d cpus=%s tag=%s pgid=%d submit=%lld start=%lld%s%s ranks=",
                       job->daemon_fd, job->cpus, job->tag, (int)job->pgid, job->submit_ns, job->start_ns,
-                      job->laned ? " lane=1" : "");
+                      job->laned ? " lane=1" : "", deadline);
   fcntl(job->daemon_fd, F_SETFD, 0);
   /* jiffy-launch, the launcher from now on, holds the slots to the end
    * (its ranks run already: none of them gets the descriptor). */
@@ -530,7 +537,26 @@ static int live_ranks(const struct job* job) {
   return n;
 }
 
+/* Until the next thing due: telling the daemon the job runs, the deadline.
+ * -1: nothing. */
+static int poll_timeout_ms(const struct job* job) {
+  long long due = job->started_sent ? 0 : job->spawned_ns + kStartedDelayNs;
+  if (job->deadline_ns && (!due || job->deadline_ns < due)) due = job->deadline_ns;
+  if (!due) return -1;
+  long long left = due - now_ns();
+  if (left <= 0) return 0;
+  long long ms = (left + 999999) / 1000000; /* poll sleeps at least this long */
+  return ms < INT_MAX ? (int)ms : INT_MAX;
+}
+
 int job_wait(struct job* job) {
+  /* An MPICH program's ranks speak PMI-1 in MPI_Init, and PMI is
+   * jiffy-launch's (one engine, in one place). Handed over now, while the
+   * ranks exec and load libmpich (milliseconds before their first PMI
+   * write), jiffy-launch starts up (about 1 ms of glibc) beside them
+   * instead of inside their MPI_Init: at their first write, they would
+   * wait for it. */
+  if (job->kind == PROGRAM_MPICH) job_hand_over(job);
   struct pollfd* p = calloc((size_t)job->n + 3, sizeof *p);
   if (!p) job_hand_over(job);
   reap(job);
@@ -542,16 +568,14 @@ int job_wait(struct job* job) {
     for (int r = 0; r < job->n; ++r) {
       if (job->ranks[r].pmi_fd >= 0) p[k++] = (struct pollfd){job->ranks[r].pmi_fd, POLLIN, 0};
     }
-    int timeout = -1;
-    if (!job->started_sent) {
-      long long left = job->spawned_ns + kStartedDelayNs - now_ns();
-      timeout = left > 0 ? (int)((left + 999999) / 1000000) : 0;
-    }
-    int ready = poll(p, (nfds_t)k, timeout);
+    int ready = poll(p, (nfds_t)k, poll_timeout_ms(job));
     if (ready < 0) {
       if (errno == EINTR) continue;
       job_hand_over(job);
     }
+    /* Timed out: jiffy-launch says so, and ends the job as its own
+     * (Job::time_out), the deadline being past. */
+    if (job->deadline_ns && now_ns() >= job->deadline_ns) job_hand_over(job);
     if (!job->started_sent && now_ns() >= job->spawned_ns + kStartedDelayNs) {
       if (job->daemon_fd < 0) tell_daemon(job);
       send_started(job);
@@ -589,13 +613,6 @@ int job_wait(struct job* job) {
     memset(&si, 0, sizeof si);
     if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG) != 0) break; /* ECHILD: none */
     if (si.si_pid == 0) kill_descendants(job);
-  }
-  if (job->kind == PROGRAM_MPICH && job->n >= 2) {
-    fprintf(stderr,
-            "jiffy: warning: none of the %d ranks of %s contacted jiffy's PMI-1 or PMIx server "
-            "although it links MPICH; they probably ran as %d separate singletons (an MPI built "
-            "for another launcher, or statically linked?)\n",
-            job->n, job->argv0, job->n);
   }
   /* Every process of the job is gone: lane slots go back before the
    * daemon hears the job is over, so that it can take them back at once. */

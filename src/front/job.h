@@ -52,9 +52,12 @@ struct job {
   pid_t pgid;
   char tag[33];         /* JIFFY_JOB_TAG, sent with "submit" */
   long long spawned_ns; /* CLOCK_MONOTONIC when the ranks started */
+  long long timeout_ns;  /* -timeout / MPIEXEC_TIMEOUT, 0: none */
+  long long deadline_ns; /* CLOCK_MONOTONIC: spawned_ns + timeout_ns, 0: none. At it
+                            the front hands over and jiffy-launch times the job out;
+                            every hand-over carries it (launch/handoff.h) */
   int started_sent;
   enum program_kind kind;
-  const char* argv0;
   char** owned; /* the environment entries we made */
   int nowned;
   const char* topology; /* the daemon's hwloc XML for HWLOC_XMLFILE; NULL: none */
@@ -76,7 +79,8 @@ int job_from_grant(struct job* job, const struct json* nodes);
 /* Spawns the ranks and tells the daemon. 0, or -1 after reporting a rank
  * that could not be executed (the caller exits 127). */
 int job_start(struct job* job, const char* program, char** argv);
-/* Watches the job to its end; returns the exit code (0) or hands over. */
+/* Watches the job to its end or its deadline; returns the exit code (0) or
+ * hands over. */
 int job_wait(struct job* job);
 /* Frees what the job allocated. */
 void job_free(struct job* job);

@@ -56,22 +56,86 @@ _Noreturn void hand_over(const char* state) {
   _exit(1);
 }
 
-/* `-n N prog args...` or `-np N prog args...`, nothing else, in a setting
- * where jiffy-launch would do exactly what the front does. */
-static int fast_path_applies(int argc, char** argv, int* ntasks) {
-  if (argc < 4 || (strcmp(argv[1], "-n") != 0 && strcmp(argv[1], "-np") != 0)) return 0;
-  const char* n = argv[2];
-  if (n[0] < '1' || n[0] > '9' || strlen(n) > 6 || n[strspn(n, "0123456789")] != '\0') return 0;
-  *ntasks = atoi(n);
-  if (argv[3][0] == '-' || argv[3][0] == '\0') return 0;
-  for (int i = 3; i < argc; ++i) {
+/* A number of seconds as jiffy-launch's parse_seconds reads it (cli/parse.cc:
+ * fixed notation, no sign, finite), in nanoseconds; 0: no timeout. -1 for
+ * anything the front does not read exactly alike (a sign, an exponent,
+ * "inf", more than 9 integer digits, not a number at all): jiffy-launch
+ * then decides, and says what is wrong. */
+static long long seconds_ns(const char* text) {
+  const char* dot = strchr(text, '.');
+  size_t whole = dot ? (size_t)(dot - text) : strlen(text);
+  const char* frac = dot ? dot + 1 : "";
+  if (strspn(text, "0123456789") != whole || frac[strspn(frac, "0123456789")] != '\0' ||
+      whole + strlen(frac) == 0) {
+    return -1;
+  }
+  while (whole > 1 && *text == '0') { /* leading zeros count for nothing */
+    ++text;
+    --whole;
+  }
+  if (whole > 9) return -1; /* 31 years and more: jiffy-launch's */
+  long long ns = 0;
+  for (size_t k = 0; k < whole; ++k) ns = ns * 10 + (text[k] - '0');
+  for (int k = 0; k < 9; ++k) ns = ns * 10 + (*frac ? *frac++ - '0' : 0);
+  /* Below a nanosecond is still a timeout to jiffy-launch (a double > 0). */
+  int nonzero = text[strspn(text, "0.")] != '\0';
+  return nonzero && ns == 0 ? 1 : ns;
+}
+
+/* The value of a timeout option at argv[*i] (-timeout N, --timeout N,
+ * -timeout=N, --timeout=N: cli/parse.cc's spellings), advancing *i past it;
+ * NULL when argv[*i] is not one. */
+static const char* timeout_option(int argc, char** argv, int* i) {
+  const char* w = argv[*i];
+  w += w[1] == '-' ? 2 : 1;
+  if (strncmp(w, "timeout", 7) != 0) return NULL;
+  if (w[7] == '=') {
+    ++*i;
+    return w + 8;
+  }
+  if (w[7] != '\0' || *i + 1 >= argc) return NULL;
+  *i += 2;
+  return argv[*i - 1];
+}
+
+/* `-n N prog args...` (or -np), with at most one timeout option before or
+ * after -n, and nothing else, in a setting where jiffy-launch would do
+ * exactly what the front does. Gives the program's index in argv and the
+ * timeout (-timeout, else MPIEXEC_TIMEOUT; ns, 0 none). */
+static int fast_path_applies(int argc, char** argv, int* ntasks, int* program, long long* timeout) {
+  const char* timeout_text = NULL;
+  int i = 1;
+  *ntasks = 0;
+  while (i < argc && argv[i][0] == '-' && argv[i][1] != '\0') {
+    const char* w = argv[i];
+    if (!*ntasks && (strcmp(w, "-n") == 0 || strcmp(w, "-np") == 0) && i + 1 < argc) {
+      const char* n = argv[i + 1];
+      if (n[0] < '1' || n[0] > '9' || strlen(n) > 6 || n[strspn(n, "0123456789")] != '\0') return 0;
+      *ntasks = atoi(n);
+      i += 2;
+    } else if (timeout_text || (timeout_text = timeout_option(argc, argv, &i)) == NULL) {
+      return 0; /* another option, or a second -n or timeout: jiffy-launch's */
+    }
+  }
+  if (!*ntasks || i >= argc || argv[i][0] == '\0' || argv[i][0] == '-') return 0;
+  *program = i;
+  for (; i < argc; ++i) {
     if (strcmp(argv[i], ":") == 0) return 0; /* MPMD */
   }
-  /* Settings that change the launch (a timeout, opt-in MPI tuning), an
-   * explicit opt-out, and terminals (status line, stdin pump). */
-  static const char* vars[] = {"MPIEXEC_TIMEOUT", "JIFFY_SINGLE_NODE_OMPI"};
-  for (size_t i = 0; i < sizeof vars / sizeof vars[0]; ++i) {
-    const char* v = getenv(vars[i]);
+  /* The option wins over the variable, which is then not even read (as
+   * cli/parse.cc apply_timeout_env); an empty variable is none. */
+  if (timeout_text) {
+    *timeout = seconds_ns(timeout_text);
+  } else {
+    const char* v = getenv("MPIEXEC_TIMEOUT");
+    *timeout = v && *v ? seconds_ns(v) : 0;
+  }
+  if (*timeout < 0) return 0;
+  /* Settings that change the launch (opt-in MPI tuning), an explicit
+   * opt-out, and terminals (status line, stdin pump). */
+  static const char* vars[] = {"JIFFY_SINGLE_NODE_OMPI"};
+  for (size_t k = 0; k < sizeof vars / sizeof vars[0]; ++k) {
+    const char* v = getenv(vars[k]);
     if (v && *v) return 0;
   }
   const char* fast = getenv("JIFFY_FAST");
@@ -112,9 +176,9 @@ static int json_escape(const char* in, size_t len, char* out) {
 /* The command summary of submit_message() in jiffy-launch (its first 200
  * characters), as a JSON string body. -1 when the command is not plain
  * ASCII. */
-static int command_json(char* command, char summary[256], int argc, char** argv) {
+static int command_json(char* command, char summary[256], int argc, char** argv, int program) {
   size_t used = 0;
-  for (int i = 3; i < argc && used <= 200; ++i) {
+  for (int i = program; i < argc && used <= 200; ++i) {
     if (used && summary[used - 1] != ' ' && used < 256) summary[used++] = ' ';
     for (const char* c = argv[i]; *c && used < 256; ++c) summary[used++] = *c;
   }
@@ -248,12 +312,13 @@ static char* wait_for_grant(struct job* job, int fd, int signal_fd, const char* 
 int main(int argc, char** argv) {
   g_submit_ns = realtime_ns();
   g_argv = argv;
-  int ntasks = 0;
-  if (!fast_path_applies(argc, argv, &ntasks)) hand_over(NULL);
+  int ntasks = 0, prog = 0;
+  long long timeout = 0;
+  if (!fast_path_applies(argc, argv, &ntasks, &prog, &timeout)) hand_over(NULL);
   /* A missing program is reported before anything is asked for, and a
    * program that needs PMIx is jiffy-launch's from the start. */
   char program[PATH_MAX];
-  if (program_resolve(argv[3], program, sizeof program) != 0) hand_over(NULL);
+  if (program_resolve(argv[prog], program, sizeof program) != 0) hand_over(NULL);
   enum program_kind kind = program_kind(program);
   if (kind == PROGRAM_NEEDS_PMIX) hand_over(NULL);
   static struct job job; /* zeros, faulted in as used (it is large) */
@@ -261,7 +326,7 @@ int main(int argc, char** argv) {
   job.kind = kind;
   random_tag(job.tag);
   static char command[256 * 6 + 1], summary[256];
-  if (command_json(command, summary, argc, argv) != 0) hand_over(NULL);
+  if (command_json(command, summary, argc, argv, prog) != 0) hand_over(NULL);
   char base[4096];
   if (daemon_base(job.cpus, sizeof job.cpus, base, sizeof base) != 0) hand_over(NULL);
   job.base = base;
@@ -291,7 +356,7 @@ int main(int argc, char** argv) {
   int signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
   if (signal_fd < 0) hand_over(NULL);
   job.signal_fd = signal_fd;
-  job.argv0 = argv[3];
+  job.timeout_ns = timeout;
 
   /* Slots lent by the daemon are ours without a word to it (the records
    * in the lane file say what it needs to know). Otherwise we ask, and
@@ -334,7 +399,7 @@ int main(int argc, char** argv) {
     start_over(job.daemon_fd, 0);
   }
   int code;
-  if (job_start(&job, program, argv + 3) != 0) {
+  if (job_start(&job, program, argv + prog) != 0) {
     code = 127;
     history_write(&job, JIFFY_OUTCOME_REFUSED, code, 0, job.reason);
   } else {

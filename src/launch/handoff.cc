@@ -70,6 +70,8 @@ Handoff parse_handoff(const std::string& state) {
       h.submit_ns = number(value, 0, INT64_MAX, "submit time");
     } else if (key == "start") {
       h.start_ns = number(value, 0, INT64_MAX, "start time");
+    } else if (key == "deadline") {
+      h.deadline_ns = number(value, 1, INT64_MAX, "deadline");
     } else if (key == "lane") {
       h.lane = number(value, 0, 1, "lane") == 1;
     } else if (key == "tag") {

@@ -37,6 +37,18 @@ TEST(Handoff, TimesAndLaneForTheHistory) {
   EXPECT_THROW(parse_handoff("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 lane=2 grant={}"), Error);
 }
 
+TEST(Handoff, DeadlineOfTheTimeoutCarriesOver) {
+  Handoff h = parse_handoff("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 deadline=123456789012 grant={}");
+  EXPECT_EQ(h.deadline_ns, 123456789012LL);
+  EXPECT_EQ(parse_handoff("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 grant={}").deadline_ns, 0);
+  for (const char* bad : {"deadline=0", "deadline=-5", "deadline=x", "deadline=", "deadline=1.5"}) {
+    EXPECT_THROW(parse_handoff(std::string("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 ") + bad +
+                               " grant={}"),
+                 Error)
+        << bad;
+  }
+}
+
 TEST(Handoff, RunningJob) {
   Handoff h = parse_handoff(
       "v=1 daemon=4 cpus=0-2,5 tag=ab12 pgid=100 ranks=100:6:1,101:-1:0 "

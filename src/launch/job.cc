@@ -225,6 +225,8 @@ void Job::adopt(const Handoff& h) {
     bootstrap_->adopt_channel(static_cast<int>(r), h.ranks[r].pmi_fd);
     ranks_.push_back(Rank{h.ranks[r].pid, 0, h.ranks[r].done, 0});
   }
+  // The timeout counts from the ranks' start, which was the front's.
+  if (h.deadline_ns > 0) deadline_ = static_cast<double>(h.deadline_ns) * 1e-9;
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
 }
 
@@ -514,7 +516,7 @@ void Job::drain_output(int signal_fd) {
 }
 
 int Job::wait(int signal_fd, const Watch* watch) {
-  if (opt_.timeout_s > 0) deadline_ = now_s() + opt_.timeout_s;
+  if (opt_.timeout_s > 0 && deadline_ == 0) deadline_ = now_s() + opt_.timeout_s;  // else adopt()'s
   reap();  // ranks may have exited before we got here
   while (live_ranks() > 0) {
     std::vector<pollfd> p{{signal_fd, POLLIN, 0}};

@@ -72,7 +72,8 @@ class Job {
   // message on stderr) when a rank could not be started.
   bool start();
   // Instead of start(): takes over the ranks the front spawned in this
-  // process (launch/handoff.h). Throws Error.
+  // process (launch/handoff.h), with the deadline the front set them, if
+  // any (else wait() starts the timeout afresh). Throws Error.
   void adopt(const Handoff& handoff);
   pid_t pgid() const { return pgid_; }
   std::string job_dir() const { return bootstrap_ ? bootstrap_->job_dir() : std::string(); }

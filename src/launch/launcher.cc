@@ -375,8 +375,10 @@ int supervise(Job& job, DaemonLink& link, int signal_fd, bool announce) {
 }
 
 // The front ran this job until something needed more than it does (a rank
-// spoke PMI, failed, got a signal; the daemon wrote or went away): the
-// ranks are already our children, the grant and connection ours.
+// spoke PMI, failed, got a signal; the daemon wrote or went away; the
+// timeout ran out; an MPICH job, as its ranks started): the ranks are
+// already our children, the grant and connection ours, the deadline the
+// front's (Job::adopt).
 int continue_handed_over(const LaunchOptions& opt, const Handoff& h, LaunchHistory& history) {
   // One program, running already: its name is for messages, its kind for
   // the warning about ranks that never bootstrap.

@@ -39,7 +39,6 @@ def test_plain_job_runs_in_the_front(jx):
 
 @pytest.mark.parametrize("args,env", [
     (["-l", "-n", 1], {}),                      # an option the front leaves alone
-    (["-n", 1], {"MPIEXEC_TIMEOUT": "30"}),     # a timeout
     (["-n", 1], {"JIFFY_FAST": "0"}),           # the opt-out
 ])
 def test_other_launches_go_to_jiffy_launch(jx, args, env):
@@ -130,7 +129,8 @@ def test_signal_is_forwarded_after_hand_over(jx, tmp_path):
     assert p.returncode == 7, err
 
 
-def test_mpich_program_is_handed_over_at_init(jx):
+def test_mpich_program_is_handed_over(jx):
+    """As its ranks start (test_front_timeout.py shows when)."""
     prog = MPI / "hello.mpich"
     if not prog.exists():
         pytest.skip("MPICH test programs not built")

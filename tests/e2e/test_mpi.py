@@ -1120,8 +1120,9 @@ def test_wrapped_ring_of_three(wx, flavour, wrapper):
 
 @pytest.mark.parametrize("how", [{"JIFFY_FAST": "0"}, {"MPIEXEC_TIMEOUT": "60"}])
 def test_wrapped_openmpi_from_jiffy_launch(wx, how):
-    """Launches the front does not run itself: jiffy-launch serves the
-    rendezvous from the start."""
+    """JIFFY_FAST=0: jiffy-launch serves the rendezvous from the start;
+    MPIEXEC_TIMEOUT: the front runs the launch, and hands it over with its
+    deadline when the rank connects."""
     cp = wx.run(["-n", 2, "env", prog("hello", "openmpi")], env=how, timeout=120)
     assert_one_world(cp, "hello", 2, f"{how} env hello.openmpi")
 
