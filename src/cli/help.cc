@@ -125,9 +125,10 @@ MPI wire-up:
   --no-ucx-shm           MPICH ranks get no UCX_TLS=self,sm (the default,
                          --ucx-shm, for jobs without GPUs: UCX opens
                          shared memory only; also JIFFY_UCX_SHM=0)
-  --single-node-ompi     Open MPI ranks use shared memory only (pml ob1,
-                         btl self,vader): faster start, no UCX features
-                         (also JIFFY_SINGLE_NODE_OMPI=1)
+  --no-single-node-ompi  Open MPI ranks may use UCX (the default,
+                         --single-node-ompi, for jobs without GPUs: pml
+                         ob1, btl self,vader, shared memory only; also
+                         JIFFY_SINGLE_NODE_OMPI=0)
 
 Hosts: jiffy runs jobs on this machine only. -hosts/-host/--host/-H LIST
   and -f/-machinefile/--hostfile FILE are accepted when every host they

@@ -233,6 +233,7 @@ struct LaunchState {
   bool timeout_given = false;
   bool topology_cache_given = false;  // --topology-cache or --no-topology-cache (beats the variable)
   bool ucx_shm_given = false;         // --ucx-shm or --no-ucx-shm
+  bool single_node_given = false;     // --single-node-ompi or --no-single-node-ompi
   int npernode = 0;            // -N, -npernode (processes on this, the only node)
   bool ntasks_given = false;   // -n in any group
 
@@ -483,7 +484,14 @@ void set_no_topology_cache(LaunchState& s) {
   s.opts.topology_cache = false;
   s.topology_cache_given = true;
 }
-void set_single_node_ompi(LaunchState& s) { s.opts.single_node_ompi = true; }
+void set_single_node_ompi(LaunchState& s) {
+  s.opts.single_node_ompi = true;
+  s.single_node_given = true;
+}
+void set_no_single_node_ompi(LaunchState& s) {
+  s.opts.single_node_ompi = false;
+  s.single_node_given = true;
+}
 void set_ucx_shm(LaunchState& s) {
   s.opts.ucx_shm = true;
   s.ucx_shm_given = true;
@@ -564,6 +572,7 @@ constexpr Option<LaunchState> kLaunchOptions[] = {
     {"topology-cache", set_topology_cache, Scope::kGlobal},
     {"no-topology-cache", set_no_topology_cache, Scope::kGlobal},
     {"single-node-ompi", set_single_node_ompi, Scope::kGlobal},
+    {"no-single-node-ompi", set_no_single_node_ompi, Scope::kGlobal},
     {"ucx-shm", set_ucx_shm, Scope::kGlobal},
     {"no-ucx-shm", set_no_ucx_shm, Scope::kGlobal},
     // Hosts: this machine only (checked by the launcher).
@@ -636,7 +645,8 @@ void apply_speedup_env(LaunchState& s, EnvLookup env) {
   if (cache && !s.topology_cache_given) s.opts.topology_cache = *cache;
   std::optional<bool> ucx = setting("JIFFY_UCX_SHM");
   if (ucx && !s.ucx_shm_given) s.opts.ucx_shm = *ucx;
-  s.opts.single_node_ompi = s.opts.single_node_ompi || setting("JIFFY_SINGLE_NODE_OMPI").value_or(false);
+  std::optional<bool> single = setting("JIFFY_SINGLE_NODE_OMPI");
+  if (single && !s.single_node_given) s.opts.single_node_ompi = *single;
 }
 
 Command parse_launch(const std::vector<std::string>& argv, EnvLookup env) {

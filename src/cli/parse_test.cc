@@ -487,12 +487,18 @@ TEST(Parse, RankSpeedUpsAreOnByDefault) {
   LaunchOptions o = launch({"-n", "2", "prog"});
   EXPECT_TRUE(o.topology_cache);
   EXPECT_TRUE(o.ucx_shm);
-  EXPECT_FALSE(o.single_node_ompi);
+  EXPECT_TRUE(o.single_node_ompi);
 }
 
 TEST(Parse, RankSpeedUpsTurnedOffByOptionOrVariable) {
   EXPECT_FALSE(launch({"--no-topology-cache", "prog"}).topology_cache);
   EXPECT_FALSE(launch({"--no-ucx-shm", "prog"}).ucx_shm);
+  EXPECT_FALSE(launch({"--no-single-node-ompi", "prog"}).single_node_ompi);
+  {
+    ScopedEnv single("JIFFY_SINGLE_NODE_OMPI", "0");
+    EXPECT_FALSE(launch({"prog"}).single_node_ompi);
+    EXPECT_TRUE(launch({"--single-node-ompi", "prog"}).single_node_ompi);
+  }
   {
     ScopedEnv cache("JIFFY_TOPOLOGY_CACHE", "0");
     EXPECT_FALSE(launch({"prog"}).topology_cache);

@@ -126,7 +126,7 @@ enum program_kind program_kind(const char* path);
  * in *port. -1 on failure. */
 int rendezvous_open(int* port);
 /* Calls set(ctx, name, value) for each variable rank `rank` of `size` gets. */
-void rendezvous_environment(int rank, int size, const char* tag, int port,
+void rendezvous_environment(int rank, int size, const char* tag, int port, int single_node,
                             void (*set)(void* ctx, const char* name, const char* value), void* ctx);
 
 #endif

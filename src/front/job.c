@@ -128,7 +128,8 @@ static void rank_environment(struct job* job, int r) {
   }
   if (job->rendezvous_port) {
     struct env_target t = {job, env, &n};
-    rendezvous_environment(r, job->n, job->tag, job->rendezvous_port, set_rendezvous_var, &t);
+    rendezvous_environment(r, job->n, job->tag, job->rendezvous_port, job->single_node_ompi, set_rendezvous_var,
+                           &t);
   }
   rk->env = env;
 }

@@ -62,6 +62,7 @@ struct job {
   int nowned;
   const char* topology; /* the daemon's hwloc XML for HWLOC_XMLFILE; NULL: none */
   int ucx_shm;          /* MPICH ranks get UCX_TLS=self,sm (the front's jobs have no GPUs) */
+  int single_node_ompi; /* Open MPI ranks (behind the rendezvous) use shared memory only */
   int rendezvous_fd;   /* the PMIx rendezvous of a plain program (rendezvous.c), */
   int rendezvous_port; /* when rendezvous_port is not 0 */
 };

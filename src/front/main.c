@@ -131,13 +131,7 @@ static int fast_path_applies(int argc, char** argv, int* ntasks, int* program, l
     *timeout = v && *v ? seconds_ns(v) : 0;
   }
   if (*timeout < 0) return 0;
-  /* Settings that change the launch (opt-in MPI tuning), an explicit
-   * opt-out, and terminals (status line, stdin pump). */
-  static const char* vars[] = {"JIFFY_SINGLE_NODE_OMPI"};
-  for (size_t k = 0; k < sizeof vars / sizeof vars[0]; ++k) {
-    const char* v = getenv(vars[k]);
-    if (v && *v) return 0;
-  }
+  /* An explicit opt-out, and terminals (status line, stdin pump). */
   const char* fast = getenv("JIFFY_FAST");
   if (fast && strcmp(fast, "0") == 0) return 0;
   /* A closed 0, 1 or 2 would be taken by our sockets (jiffy-launch reopens
@@ -330,16 +324,18 @@ int main(int argc, char** argv) {
   char base[4096];
   if (daemon_base(job.cpus, sizeof job.cpus, base, sizeof base) != 0) hand_over(NULL);
   job.base = base;
-  /* The topology cache and UCX's shared memory, on unless the variable
+  /* The topology cache, UCX's and Open MPI's shared memory, on unless the variable
    * says 0 (jiffy-launch explains a value other than 0 or 1). */
   const char* cache = getenv("JIFFY_TOPOLOGY_CACHE");
   const char* ucx = getenv("JIFFY_UCX_SHM");
-  if (!setting_valid(cache) || !setting_valid(ucx)) hand_over(NULL);
+  const char* single_node = getenv("JIFFY_SINGLE_NODE_OMPI");
+  if (!setting_valid(cache) || !setting_valid(ucx) || !setting_valid(single_node)) hand_over(NULL);
   static char topology[4096];
   if (!(cache && strcmp(cache, "0") == 0) && daemon_topology(base, topology, sizeof topology) == 0) {
     job.topology = topology;
   }
   job.ucx_shm = !(ucx && strcmp(ucx, "0") == 0);
+  job.single_node_ompi = !(single_node && strcmp(single_node, "0") == 0);
   job.command = command;
   job.summary = summary;
   job.submit_ns = g_submit_ns;

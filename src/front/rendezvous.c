@@ -29,7 +29,7 @@ int rendezvous_open(int* port) {
   return fd;
 }
 
-void rendezvous_environment(int rank, int size, const char* tag, int port,
+void rendezvous_environment(int rank, int size, const char* tag, int port, int single_node,
                             void (*set)(void* ctx, const char* name, const char* value), void* ctx) {
   char r[16], n[16], nspace[64], uri[64];
   snprintf(r, sizeof r, "%d", rank);
@@ -45,12 +45,15 @@ void rendezvous_environment(int rank, int size, const char* tag, int port,
   set(ctx, "PMIX_BFROP_BUFFER_TYPE", "PMIX_BFROP_BUFFER_NON_DESC");
   set(ctx, "PMIX_GDS_MODULE", "hash");
   /* Defaults: a value the caller chose stays. */
-  static const char* defaults[][2] = {{"OMPI_MCA_schizo", "^orte"},
-                                      {"OMPI_MCA_pml", "^cm"},
-                                      {"OMPI_MCA_hwloc_base_binding_policy", "none"},
-                                      {"OMPI_MCA_orte_externally_bound", "1"}};
+  /* Bootstrap::prepare_rank's single-node profile (pml ob1, btl self,vader),
+   * else no cm PML. */
+  const char* defaults[][2] = {{"OMPI_MCA_btl", single_node ? "self,vader" : NULL},
+                               {"OMPI_MCA_pml", single_node ? "ob1" : "^cm"},
+                               {"OMPI_MCA_schizo", "^orte"},
+                               {"OMPI_MCA_hwloc_base_binding_policy", "none"},
+                               {"OMPI_MCA_orte_externally_bound", "1"}};
   for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; ++i) {
-    if (!getenv(defaults[i][0])) set(ctx, defaults[i][0], defaults[i][1]);
+    if (defaults[i][1] && !getenv(defaults[i][0])) set(ctx, defaults[i][0], defaults[i][1]);
   }
   set(ctx, "OMPI_COMM_WORLD_SIZE", n);
   set(ctx, "OMPI_COMM_WORLD_RANK", r);

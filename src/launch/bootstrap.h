@@ -56,7 +56,7 @@ struct BootstrapPlan {
   // Ranks of an MPI job load topology_file (HWLOC_XMLFILE). The launcher
   // sets it only when the file is there: hwloc fails on a missing one.
   bool topology_cache = false;
-  bool single_node_ompi = false; // opt-in: Open MPI's shared-memory-only transports
+  bool single_node_ompi = false; // Open MPI's shared-memory-only transports (the launcher clears it for GPU jobs)
   bool ucx_shm = false;          // MPICH ranks: UCX_TLS=self,sm (the launcher clears it for GPU jobs)
   bool rendezvous = false;       // the PMIx rendezvous (above); never with pmix
   int rendezvous_fd = -1;        // its listening socket, made by the front; -1: make one

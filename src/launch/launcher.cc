@@ -484,7 +484,10 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const
   // or someone removed it) and the ranks discover the machine themselves:
   // hwloc given a missing HWLOC_XMLFILE would fail instead.
   plan.topology_cache = plan.topology_cache && ::access(plan.topology_file.c_str(), R_OK) == 0;
-  for (const RankGrant& r : grant.ranks) plan.ucx_shm = plan.ucx_shm && r.gpus.empty();
+  for (const RankGrant& r : grant.ranks) {
+    plan.ucx_shm = plan.ucx_shm && r.gpus.empty();
+    plan.single_node_ompi = plan.single_node_ompi && r.gpus.empty();
+  }
   Job job(opt, programs, grant, plan, tag);
   if (!job.start()) {
     history.not_started("cannot execute " + opt.apps[0].argv[0]);

@@ -66,7 +66,9 @@ struct LaunchOptions {
   // MPI ranks load the daemon's hwloc XML (the default; --no-topology-cache,
   // JIFFY_TOPOLOGY_CACHE=0 turn it off).
   bool topology_cache = true;
-  bool single_node_ompi = false;  // --single-node-ompi, JIFFY_SINGLE_NODE_OMPI=1
+  // Open MPI ranks of a job without GPUs use shared memory only (the
+  // default; --no-single-node-ompi, JIFFY_SINGLE_NODE_OMPI=0 turn it off).
+  bool single_node_ompi = true;
   // MPICH ranks of a job without GPUs get UCX_TLS=self,sm (the default;
   // --no-ucx-shm, JIFFY_UCX_SHM=0 turn it off).
   bool ucx_shm = true;

@@ -733,20 +733,40 @@ def test_ucx_shared_memory_only_for_mpich_without_gpus(mx):
         mx.run(["stop"], env=gpus)
 
 
-@pytest.mark.parametrize("how", ["option", "env"])
+@pytest.mark.parametrize("how", ["default", "option", "env"])
 def test_single_node_ompi(mx, how):
-    opts, env = ((["--single-node-ompi"], None) if how == "option"
-                 else ([], {"JIFFY_SINGLE_NODE_OMPI": "1"}))
+    opts, env = {"default": ([], None), "option": (["--single-node-ompi"], {"JIFFY_SINGLE_NODE_OMPI": "0"}),
+                 "env": ([], {"JIFFY_SINGLE_NODE_OMPI": "1"})}[how]
     for e in printenv_ranks(mx, ["--mpi=pmix"] + opts, env).values():
         assert e.get("OMPI_MCA_pml") == "ob1", e.get("OMPI_MCA_pml")
         assert e.get("OMPI_MCA_btl") == "self,vader", e.get("OMPI_MCA_btl")
+    for e in mpi_env(mx, "openmpi", opts, ["OMPI_MCA_pml", "OMPI_MCA_btl"], env).values():
+        assert e == {"OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "self,vader"}, e
 
 
-def test_single_node_ompi_off_by_default(mx):
-    for opts, env in (([], None), ([], {"JIFFY_SINGLE_NODE_OMPI": "0"})):
-        for e in printenv_ranks(mx, ["--mpi=pmix"] + opts, env).values():
-            assert e.get("OMPI_MCA_pml") != "ob1", e.get("OMPI_MCA_pml")
-            assert "OMPI_MCA_btl" not in e, e.get("OMPI_MCA_btl")
+@pytest.mark.parametrize("opts,env", [
+    (["--no-single-node-ompi"], None),
+    ([], {"JIFFY_SINGLE_NODE_OMPI": "0"}),
+    (["--no-single-node-ompi"], {"JIFFY_SINGLE_NODE_OMPI": "1"}),  # the option beats the variable
+])
+def test_single_node_ompi_opt_out(mx, opts, env):
+    for e in printenv_ranks(mx, ["--mpi=pmix"] + opts, env).values():
+        assert e.get("OMPI_MCA_pml") != "ob1", e.get("OMPI_MCA_pml")
+        assert "OMPI_MCA_btl" not in e, e.get("OMPI_MCA_btl")
+    cp = mx.run(opts + ["-n", 2, prog("allreduce", "openmpi")], env=env, timeout=60)
+    assert cp.returncode == 0 and cp.stdout.strip() == "allreduce ok 1", cp.stderr
+
+
+def test_single_node_ompi_not_for_gpu_jobs(mx):
+    gpus = {"JIFFY_GPUS": "2"}
+    mx.run(["-n", 1, "true"], env=gpus)
+    try:
+        got = mpi_env(mx, "openmpi", ["-g", 1], ["OMPI_MCA_btl"], gpus)
+        assert all(e["OMPI_MCA_btl"] is None for e in got.values()), got
+        got = mpi_env(mx, "openmpi", [], ["OMPI_MCA_btl"], gpus)  # the same set, no GPU asked for
+        assert all(e["OMPI_MCA_btl"] == "self,vader" for e in got.values()), got
+    finally:
+        mx.run(["stop"], env=gpus)
 
 
 @pytest.mark.parametrize("how", ["-x", "env", "--mca", "-genv"])
