@@ -80,7 +80,7 @@ import sys
 import tempfile
 import time
 import unittest
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -135,6 +135,13 @@ def generate(n, seed, cores, mix, wide, fail):
         lines = rnd.randint(0, 20)
         code = rnd.randint(1, 9) if width == 1 and rnd.random() < fail else 0
         tests.append(Test(f"t{i:04d}", kind, width, burn, lines, code))
+    # a small suite (--quick) still has one of each rare kind of test, so every path is exercised
+    if n >= 10 and wide > 0 and not any(t.width > cores for t in tests):
+        i = rnd.randrange(n)
+        tests[i] = replace(tests[i], width=rnd.randint(cores + 1, 2 * cores), code=0)
+    if n >= 10 and fail > 0 and not any(t.code for t in tests):
+        i = rnd.choice([i for i, t in enumerate(tests) if t.width == 1] or [0])
+        tests[i] = replace(tests[i], width=1, code=rnd.randint(1, 9))
     return tests
 
 
@@ -550,6 +557,7 @@ def report(bench, a, summaries, elapsed, load0, load1):
               f"{fmt(s['daemon_cpu'], '6.2f', '     -')} {s['idle']:6.2f} {s['over']:6.2f} {s['bound']:5.0%} "
               f"{fmt(s['gaps'], '5.0f', '    -')} {fmt(s['gap_median'], '7.2f', '      -')} "
               f"{fmt(s['gap_p90'], '6.1f', '     -')} {fmt(s['gap_total'], '7.2f', '      -')} {s['collisions']:4d}")
+    print("(gaps and coll count ranks bound to one core only: the share is `bound`; idle/over count all ranks)")
     print()
     print("median core gap (ms) by the next test's kind and width (p90, count)")
     for c in bench.configs:
@@ -846,6 +854,12 @@ class AnalysisTest(unittest.TestCase):
         self.assertTrue(0.01 < wide < 0.06, wide)
         share = {k: sum(t.kind == k for t in a) / len(a) for k in KINDS}
         self.assertTrue(0.35 < share["mpich"] < 0.45 and 0.25 < share["plain"] < 0.35, share)
+
+    def test_a_small_suite_has_a_wide_test_and_an_expected_failure(self):
+        mix = dict(zip(KINDS, (40, 30, 30)))
+        for seed in range(20):
+            t = generate(10, seed, 2, mix, 0.03, 0.03)
+            self.assertTrue(any(x.width > 2 for x in t) and any(x.code and x.width == 1 for x in t), seed)
 
 
 def self_test():
