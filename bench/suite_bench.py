@@ -40,7 +40,8 @@ What is measured. Every rank appends one line to $SUITE_LOG: its start
 
   wall        make's wall time
   floor       the suite's CPU floor: the ranks' own CPU time summed, over
-              the cores the launchers may use (this process's allowed CPUs)
+              the cores the launchers may use (this process's allowed CPUs,
+              a core's hyperthreads counted once)
   tree CPU    make's RUSAGE_CHILDREN (make, shells, launchers, ranks, diff)
               plus jiffy's daemon (not a child: /proc/<pid>/stat around the run)
   idle, over  machine level, between the first rank start and the last rank
@@ -373,7 +374,6 @@ class Config:
     mpiexec: dict                 # kind -> launcher command line (make variable value)
     env: dict
     extra: dict = field(default_factory=dict)  # a variant's own variables
-    runtime_dir: str = ""
     results: list = field(default_factory=list)
 
 
@@ -419,7 +419,8 @@ def spawn_wait(argv, env, cwd, stdout, stderr, timeout):
 class Bench:
     def __init__(self, a, suite, tests, configs, cores, jiffy):
         self.a, self.suite, self.tests, self.configs = a, suite, tests, configs
-        self.ncores, self.cores, self.jiffy = len(cores), core_map(cores), jiffy
+        self.cores, self.jiffy = cores, jiffy
+        self.ncores = len(set(cores.values()))
         self.by_id = {t.id: t for t in tests}
         self.make = shutil.which("make")
 
@@ -533,8 +534,8 @@ def report(bench, a, summaries, elapsed, load0, load1):
     by_kind = {k: sum(1 for t in tests if t.kind == k) for k in KINDS}
     nominal = sum(t.width * t.burn_ms for t in tests) / 1000 / bench.ncores
     print(f"jiffy: {bench.jiffy}")
-    print(f"machine: {bench.ncores} cores allowed ({os.cpu_count()} CPUs); load average {load0:.2f} at start, "
-          f"{load1:.2f} at end; {elapsed:.0f} s")
+    print(f"machine: {bench.ncores} cores allowed ({len(bench.cores)} CPUs of {os.cpu_count()}); "
+          f"load average {load0:.2f} at start, {load1:.2f} at end; {elapsed:.0f} s")
     print(f"suite: {n} tests (seed {a.seed}): {by_kind['mpich']} MPICH, {by_kind['ompi']} Open MPI, "
           f"{by_kind['plain']} plain; {sum(t.width > bench.ncores for t in tests)} wider than the machine, "
           f"{sum(t.code != 0 for t in tests)} expected failures; {sum(t.width for t in tests)} ranks; "
@@ -650,7 +651,7 @@ def make_configs(a, jiffy, kinds, env, tmp):
         os.chmod(rdir, 0o700)
         state = tempfile.mkdtemp(prefix="state-", dir=tmp)
         cenv = dict(env, JIFFY_RUNTIME_DIR=rdir, XDG_STATE_HOME=state, **extra)
-        configs.append(Config(name, True, {k: jiffy for k in kinds}, cenv, extra, rdir))
+        configs.append(Config(name, True, {k: jiffy for k in kinds}, cenv, extra))
     if a.no_peers:
         return configs, ["peers (--no-peers)"]
     hydra, mpirun = shutil.which("mpiexec.hydra"), shutil.which("mpirun.openmpi")
@@ -690,8 +691,10 @@ def main():
         return self_test()
     if a.quick:
         a.tests, a.reps = 30, 1
-    allowed = sorted(os.sched_getaffinity(0))
-    a.jobs = a.jobs or 2 * len(allowed)
+    # the cores the launchers may use: this process's allowed CPUs, hyperthreads of one core counted once
+    cores = core_map(sorted(os.sched_getaffinity(0)))
+    ncores = len(set(cores.values()))
+    a.jobs = a.jobs or 2 * ncores
     if a.tests < 1 or a.reps < 1 or a.jobs < 1:
         ap.error("--tests, --reps and --jobs must be at least 1")
     jiffy = find_jiffy(a.jiffy)
@@ -706,13 +709,13 @@ def main():
             mix[k] = 0
     if not shutil.which("gcc") or not shutil.which("make"):
         sys.exit("suite_bench: needs gcc and make")
-    tests = generate(a.tests, a.seed, len(allowed), mix, a.wide, a.fail)
+    tests = generate(a.tests, a.seed, ncores, mix, a.wide, a.fail)
     kinds = sorted({t.kind for t in tests}, key=KINDS.index)
 
-    tmp = tempfile.mkdtemp(prefix="jfsuite-", dir="/tmp")
-    suite = Path(a.keep).resolve() if a.keep else Path(tmp) / "suite"
-    if a.keep and suite.exists() and any(suite.iterdir()):
-        sys.exit(f"suite_bench: --keep {suite}: not empty")
+    if a.keep and Path(a.keep).exists() and any(Path(a.keep).iterdir()):
+        sys.exit(f"suite_bench: --keep {a.keep}: not empty")
+    tmp = tempfile.mkdtemp(prefix="jfsuite-daemons-", dir="/tmp")  # the daemons' directories, always removed
+    suite = Path(a.keep).resolve() if a.keep else Path(tempfile.mkdtemp(prefix="jfsuite-", dir="/tmp"))
     suite.mkdir(parents=True, exist_ok=True)
     env = base_env(a)
     configs, skipped = make_configs(a, jiffy, kinds, env, tmp)
@@ -720,7 +723,7 @@ def main():
     keep = bool(a.keep)
     load0 = os.getloadavg()[0]
     t_start = time.monotonic()
-    bench = Bench(a, suite, tests, configs, allowed, jiffy)
+    bench = Bench(a, suite, tests, configs, cores, jiffy)
     try:
         build_programs(suite, kinds)
         write_suite(suite, tests, " ".join(sys.argv[1:]))
@@ -742,12 +745,9 @@ def main():
                     subprocess.run([jiffy, "stop"], env=c.env, capture_output=True, timeout=30)
                 except (OSError, subprocess.TimeoutExpired) as e:
                     print(f"suite_bench: warning: jiffy stop failed ({c.name}): {e}", file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
         if not keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:  # the suite stays; the daemons' directories go
-            for c in configs:
-                if c.runtime_dir:
-                    shutil.rmtree(c.runtime_dir, ignore_errors=True)
+            shutil.rmtree(suite, ignore_errors=True)
     summaries = {c.name: summarize(bench, c) for c in configs}
     for n in notes:
         print(f"skipped: {n}")
