@@ -392,17 +392,15 @@ class RunResult:
     nranks: int
 
 
-def spawn_wait(argv, env, cwd, stdout, stderr, timeout):
-    """(wall s, children CPU s, exit code) of argv, run in its own process group."""
+def spawn_wait(argv, env, stdout, stderr, timeout):
+    """(wall s, CPU s of argv and everything it reaped, exit code); argv runs in its own
+    process group, so that a hung run is killed with all its launchers and ranks."""
     devnull = os.open(os.devnull, os.O_RDONLY)
     fa = [(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, stdout, 1), (os.POSIX_SPAWN_DUP2, stderr, 2)]
-    old = os.getcwd()
-    os.chdir(cwd)
     try:
         t0 = time.perf_counter()
         pid = os.posix_spawn(argv[0], argv, env, file_actions=fa, setpgroup=0)
     finally:
-        os.chdir(old)
         os.close(devnull)
     pfd = os.pidfd_open(pid)
     try:
@@ -444,10 +442,10 @@ class Bench:
         if c.jiffy and not dpid:
             raise BenchError(f"{c.name}: jiffy's daemon did not start (jiffy status --json shows none)")
         d0 = proc_cpu(dpid) if dpid else None
-        argv = [self.make, "-j", str(self.a.jobs), "-k", "--no-print-directory", f"OUT=out/{tag}",
-                f"SUITE_LOG={log}"] + [f"{MAKE_VAR[k]}={v}" for k, v in c.mpiexec.items()]
+        argv = [self.make, "-C", str(self.suite), "-j", str(self.a.jobs), "-k", "--no-print-directory",
+                f"OUT=out/{tag}", f"SUITE_LOG={log}"] + [f"{MAKE_VAR[k]}={v}" for k, v in c.mpiexec.items()]
         with open(out / "make.stdout", "wb+") as so, open(out / "make.stderr", "wb+") as se:
-            wall, cpu, rc = spawn_wait(argv, c.env, self.suite, so.fileno(), se.fileno(), self.a.timeout)
+            wall, cpu, rc = spawn_wait(argv, c.env, so.fileno(), se.fileno(), self.a.timeout)
         d1 = proc_cpu(dpid) if d0 is not None else None
         if c.jiffy and (d1 is None or daemon_pid(self.jiffy, c.env) != dpid):
             print(f"suite_bench: warning: {c.name} rep {rep}: the daemon changed during the run; "
