@@ -538,6 +538,11 @@ def report(bench, a, summaries, elapsed, load0, load1):
           f"{by_kind['plain']} plain; {sum(t.width > bench.ncores for t in tests)} wider than the machine, "
           f"{sum(t.code != 0 for t in tests)} expected failures; {sum(t.width for t in tests)} ranks; "
           f"burn {sum(t.width * t.burn_ms for t in tests) / 1000:.1f} CPU-s (nominal floor {nominal:.2f} s)")
+    if max(load0, load1) >= 1.0:
+        # jiffy's ranks are bound and never share a core, the peers' are not: other work on the
+        # machine takes a larger share from jiffy than from the peers, so busy-machine ratios mislead
+        print(f"WARNING: the machine was busy (load average {max(load0, load1):.2f}): other work competes with "
+              f"the suite; compare configurations from a quiet run (bench/wait_quiet.py)")
     print(f"make -j {a.jobs} -k; reps {a.reps}, interleaved (shuffled each round); "
           f"MPIEXEC_TIMEOUT={'unset' if a.no_timeout_env else '60'}")
     for c in bench.configs:
