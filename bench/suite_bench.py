@@ -2,7 +2,7 @@
 """The suite benchmark (issue 10): how long `make -j test` of a whole suite of
 short MPI tests takes through jiffy and through the launchers it replaces.
 
-    /usr/bin/python3 bench/suite_bench.py [--tests N] [--reps R] [--quick]
+    /usr/bin/python3 bench/suite_bench.py [--tests N] [--reps R] [--warmup N] [--quick]
         [--variant NAME:VAR=VALUE[,VAR=VALUE]]... [--keep DIR] [--self-test]
 
 The suite. A PETSc-like make-driven suite is generated in a temporary
@@ -27,8 +27,9 @@ shuffled order so machine noise hits all alike:
 
 Each jiffy configuration has its own daemon (a private JIFFY_RUNTIME_DIR and
 XDG_STATE_HOME, kept across its reps, so a variant that changes the daemon
-gets a daemon started with it and history learnt from its own earlier reps),
-stopped with `jiffy stop` at the end. Every run gets MPIEXEC_TIMEOUT=60 as
+gets a daemon started with it and history learnt from its own earlier reps;
+--warmup N runs each configuration N times unmeasured first), stopped with
+`jiffy stop` at the end. Every run gets MPIEXEC_TIMEOUT=60 as
 PETSc's harness sets it (--no-timeout-env drops it); the caller's JIFFY_*,
 OMPI_*, PMIX_*, PMI_*, HYDRA_*, MPIR_CVAR_*, HWLOC_*, UCX_* and make
 variables are dropped.
@@ -543,7 +544,7 @@ def report(bench, a, summaries, elapsed, load0, load1):
         # machine takes a larger share from jiffy than from the peers, so busy-machine ratios mislead
         print(f"WARNING: the machine was busy (load average {max(load0, load1):.2f}): other work competes with "
               f"the suite; compare configurations from a quiet run (bench/wait_quiet.py)")
-    print(f"make -j {a.jobs} -k; reps {a.reps}, interleaved (shuffled each round); "
+    print(f"make -j {a.jobs} -k; reps {a.reps}, interleaved (shuffled each round), after {a.warmup} unmeasured; "
           f"MPIEXEC_TIMEOUT={'unset' if a.no_timeout_env else '60'}")
     for c in bench.configs:
         launchers = ", ".join(f"{k}: {v}" for k, v in c.mpiexec.items())
@@ -672,6 +673,9 @@ def main():
     ap.add_argument("--tests", type=int, default=200, help="tests in the suite (default 200)")
     ap.add_argument("--seed", type=int, default=1, help="the suite's seed (default 1)")
     ap.add_argument("--reps", type=int, default=3, help="runs of each configuration (default 3)")
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="unmeasured whole runs of each configuration first (default 0); each jiffy daemon "
+                         "keeps their history, as a maintainer's daemon keeps that of earlier suite runs")
     ap.add_argument("--jobs", type=int, help="make -j (default 2x the allowed cores)")
     ap.add_argument("--mix", type=parse_mix, default=parse_mix("40,30,30"),
                     help="percent of MPICH, Open MPI and plain tests (default 40,30,30)")
@@ -698,8 +702,8 @@ def main():
     cores = core_map(sorted(os.sched_getaffinity(0)))
     ncores = len(set(cores.values()))
     a.jobs = a.jobs or 2 * ncores
-    if a.tests < 1 or a.reps < 1 or a.jobs < 1:
-        ap.error("--tests, --reps and --jobs must be at least 1")
+    if a.tests < 1 or a.reps < 1 or a.jobs < 1 or a.warmup < 0:
+        ap.error("--tests, --reps and --jobs must be at least 1, --warmup at least 0")
     jiffy = find_jiffy(a.jiffy)
     if not os.access(jiffy, os.X_OK):
         sys.exit(f"suite_bench: jiffy not found at {jiffy} (build it or pass --jiffy)")
@@ -731,6 +735,9 @@ def main():
         build_programs(suite, kinds)
         write_suite(suite, tests, " ".join(sys.argv[1:]))
         rnd = random.Random(a.seed)
+        for w in range(a.warmup):  # unmeasured, but the daemons remember them (history)
+            for c in configs:
+                bench.run(c, f"warmup{w}")
         for rep in range(a.reps):
             order = list(configs)
             rnd.shuffle(order)
