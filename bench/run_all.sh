@@ -1,11 +1,12 @@
 #!/bin/sh
 # Runs every jiffy benchmark in one go: the launch cost (issue 2,
-# launch_bench.py) and the MPI start-up cost (issue 3, mpi_bench.py), each
-# after waiting for a quiet machine (wait_quiet.py).
+# launch_bench.py), the MPI start-up cost (issue 3, mpi_bench.py) and the
+# suite under make -j (issue 10, suite_bench.py), each after waiting for a
+# quiet machine (wait_quiet.py).
 #
 #   bench/run_all.sh [--quick] [--no-wait] [--no-snapshot] [--jiffy PATH]
 #
-#   --quick        fewer repetitions in both benchmarks (a smoke run)
+#   --quick        fewer repetitions in every benchmark (a smoke run)
 #   --no-wait      do not wait for the load average to drop first
 #   --jiffy PATH   the jiffy binary (default: $JIFFY_BUILD_DIR/jiffy or
 #                  <repo>/build/jiffy); jiffy-launch, jiffyd, jiffy-pmix and mpi/hello.*
@@ -14,9 +15,10 @@
 #                  (the copy keeps a rebuild during the run from breaking it)
 #
 # Environment: WAIT_BELOW (default 1.0), WAIT_HOLD (seconds, default 30) and
-# WAIT_MAX (seconds, default 300) tune the wait; LAUNCH_ARGS and MPI_ARGS are
-# extra arguments for launch_bench.py and mpi_bench.py (e.g.
-# MPI_ARGS="--reps 40"). Exits non-zero if either benchmark fails.
+# WAIT_MAX (seconds, default 300) tune the wait; LAUNCH_ARGS, MPI_ARGS and
+# SUITE_ARGS are extra arguments for launch_bench.py, mpi_bench.py and
+# suite_bench.py (e.g. MPI_ARGS="--reps 40"). Exits non-zero if any
+# benchmark fails.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,7 +36,7 @@ while [ $# -gt 0 ]; do
         --jiffy) [ $# -ge 2 ] || { echo "run_all.sh: --jiffy needs a path" >&2; exit 2; }
                  jiffy=$2; shift ;;
         --jiffy=*) jiffy=${1#--jiffy=} ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -74,3 +76,8 @@ echo "== MPI start-up and no-MPI cost (issue 3): bench/mpi_bench.py$common ${MPI
 quiet
 # shellcheck disable=SC2086
 "$py" "$here/mpi_bench.py" $common ${jiffy:+--jiffy "$jiffy"} ${MPI_ARGS:-}
+echo
+echo "== a suite under make -j (issue 10): bench/suite_bench.py$common ${SUITE_ARGS:-}"
+quiet
+# shellcheck disable=SC2086
+"$py" "$here/suite_bench.py" $common ${jiffy:+--jiffy "$jiffy"} ${SUITE_ARGS:-}
