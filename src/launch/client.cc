@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -60,7 +61,31 @@ Fd connect_daemon(const DaemonPaths& paths) {
   return fd;
 }
 
+// Whether a launcher was starting a daemon (it held the start lock) and we
+// waited, up to timeout_s, for it to finish: then the socket is worth
+// another try. A shared lock, held for an instant, never delays a starter
+// by more than its 2 ms poll.
+bool waited_for_starter(const DaemonPaths& paths, double timeout_s) {
+  Fd fd(::open(paths.start.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return false;  // nobody ever started one here
+  const double deadline = now_s() + timeout_s;
+  bool waited = false;
+  while (::flock(fd.get(), LOCK_SH | LOCK_NB) != 0) {
+    if ((errno != EWOULDBLOCK && errno != EINTR) || now_s() > deadline) return false;
+    waited = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return waited;  // closing fd lets the lock go
+}
+
 }  // namespace
+
+bool daemon_restarting(const Error& e) { return e.sys_errno() == ECONNRESET || e.sys_errno() == EPIPE; }
+
+void RestartBackoff::pause() {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms_));
+  ms_ = std::min(2 * ms_, 100);
+}
 
 std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string>& extra_args) {
   std::string exe = daemon_executable();
@@ -164,11 +189,33 @@ DaemonClient DaemonClient::adopt(Fd fd, DaemonPaths paths) {
   return DaemonClient(std::move(fd), std::move(paths));
 }
 
-std::optional<DaemonClient> DaemonClient::connect_existing() {
-  DaemonPaths paths = daemon_paths();
-  Fd fd = connect_daemon(paths);
-  if (!fd) return std::nullopt;
-  return DaemonClient(std::move(fd), std::move(paths));
+std::optional<DaemonClient> DaemonClient::connect_existing() { return connect_existing(daemon_paths()); }
+
+std::optional<DaemonClient> DaemonClient::connect_existing(const DaemonPaths& paths) {
+  const double deadline = now_s() + kStartTimeoutS;
+  for (;;) {
+    if (Fd fd = connect_daemon(paths)) return DaemonClient(std::move(fd), paths);
+    if (!waited_for_starter(paths, deadline - now_s())) return std::nullopt;
+  }
+}
+
+std::optional<proto::Json> DaemonClient::ask(const proto::Json& msg, int timeout_ms, bool start_if_missing) {
+  const DaemonPaths paths = daemon_paths();
+  const double give_up = now_s() + kRestartWindowS;
+  RestartBackoff backoff;
+  for (;;) {
+    std::optional<DaemonClient> client =
+        start_if_missing ? std::optional<DaemonClient>(connect(paths, true)) : connect_existing(paths);
+    if (!client) return std::nullopt;
+    try {
+      client->send(msg);
+      if (auto reply = client->receive(timeout_ms)) return reply;
+      throw Error("the daemon did not answer within " + std::to_string(timeout_ms / 1000) + " s", ETIMEDOUT);
+    } catch (const Error& e) {
+      if (!daemon_restarting(e) || now_s() > give_up) throw;
+    }
+    backoff.pause();
+  }
 }
 
 DaemonClient DaemonClient::connect(bool start_if_missing) {

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -67,22 +68,19 @@ bool journal_waits() {
 // database goes to stderr.
 std::string ask_daemon() {
   try {
-    auto client = DaemonClient::connect_existing();
-    if (!client && journal_waits()) client.emplace(DaemonClient::connect(true));
-    if (!client) return "";
-    client->send({{"type", proto::type::kHistory}, {"v", proto::kVersion}});
-    auto reply = client->receive(daemon_timeout_ms());
-    if (!reply) {
-      warn("the daemon did not answer within " + std::to_string(daemon_timeout_ms() / 1000) +
-           " s; reading the database as it is");
-      return "";
-    }
+    auto reply = DaemonClient::ask({{"type", proto::type::kHistory}, {"v", proto::kVersion}}, daemon_timeout_ms(),
+                                   /*start_if_missing=*/journal_waits());
+    if (!reply) return "";
     if ((*reply)["type"] != proto::type::kHistoryReply) return "";  // a daemon from before the history
     std::string error = reply->value("error", "");
     if (!error.empty()) warn(error);
     return reply->value("db", "");
+  } catch (const Error& e) {
+    // A daemon silent, or gone for good: read what is on disk.
+    if (e.sys_errno() == ETIMEDOUT) warn(std::string(e.what()) + "; reading the database as it is");
+    return "";
   } catch (const std::exception&) {
-    return "";  // a daemon going away, a malformed reply: read what is on disk
+    return "";  // a malformed reply: read what is on disk
   }
 }
 
