@@ -13,7 +13,7 @@ import time
 
 from conftest import JobTrace, find_overlaps, process_gone, read_records, wait_until
 
-RESTARTS = 9  # three of each kind
+RESTARTS = 12  # four of each kind
 SOCKET_ERRNOS = ("Connection reset", "Broken pipe", "Connection refused", "No such file")
 
 
@@ -49,6 +49,7 @@ class Clients:
     def _launch_loop(self, i):
         rng = random.Random(i)
         # The front on the lane, the front asking the daemon, jiffy-launch.
+        # Some jobs run 300 ms: a restart meets them running (re-attach).
         ways = [{}, {"JIFFY_LANE": "0"}, {"JIFFY_FAST": "0"}]
         k = 0
         while not self.stopping.is_set():
@@ -56,7 +57,7 @@ class Clients:
             k += 1
             n = rng.choice([1, 1, 2])
             code = rng.choice([0, 0, 0, 3]) if n == 1 else 0  # (a rank failing ends its peers, loudly)
-            args = ["-n", n, self.probe, f"out={self.out}", f"tag={tag}", f"sleep={rng.randint(0, 30)}",
+            args = ["-n", n, self.probe, f"out={self.out}", f"tag={tag}", f"sleep={rng.choice([rng.randint(0, 30), 300])}",
                     f"exit={code}"]
             cp = self.jx.run(args, timeout=120, env=ways[k % len(ways)])
             with self.lock:
