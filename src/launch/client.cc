@@ -31,16 +31,34 @@ std::string dirname_of(const std::string& path) {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
+// Waits between polls of the start lock: 1 ms, doubling to 32 ms (a start
+// takes tens of ms; a waiter never sleeps much past its end).
+class StartBackoff {
+ public:
+  void pause() {
+    std::this_thread::sleep_for(std::chrono::microseconds(us_));
+    us_ = std::min(2 * us_, 32000);
+  }
+
+ private:
+  int us_ = 1000;
+};
+
 // Waits for an exclusive flock without hanging forever on a wedged holder.
 Fd lock_exclusive(const DaemonPaths& paths, double timeout_s) {
   const std::string& path = paths.start;
   Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd) throw_errno("open " + paths.shown(path));
   double deadline = now_s() + timeout_s;
+  // Polled, not blocked on (a blocking flock has no timeout), and ever
+  // less often: 32 launchers waking every 2 ms kept the daemon they wait
+  // for from running (its topology discovery binds it to each CPU in turn,
+  // and waits on each for a turn).
+  StartBackoff backoff;
   while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK && errno != EINTR) throw_errno("flock " + paths.shown(path));
     if (now_s() > deadline) throw Error("timed out waiting for another launcher to start the daemon");
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    backoff.pause();
   }
   return fd;
 }
@@ -70,10 +88,11 @@ bool waited_for_starter(const DaemonPaths& paths, double timeout_s) {
   if (!fd) return false;  // nobody ever started one here
   const double deadline = now_s() + timeout_s;
   bool waited = false;
+  StartBackoff backoff;
   while (::flock(fd.get(), LOCK_SH | LOCK_NB) != 0) {
     if ((errno != EWOULDBLOCK && errno != EINTR) || now_s() > deadline) return false;
     waited = true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    backoff.pause();
   }
   return waited;  // closing fd lets the lock go
 }
