@@ -62,8 +62,8 @@ int run_daemon(const std::vector<std::string>& args, const DaemonOptions& opt) {
 // open a moment longer; `jiffy stop`) is asked no more, and a successor,
 // if one is starting, is asked instead (DaemonClient::ask).
 std::optional<proto::Json> ask_status() {
-  return DaemonClient::ask({{"type", proto::type::kStatus}, {"v", proto::kVersion}}, 10000,
-                           /*start_if_missing=*/false);
+  return DaemonClient::ask({{"type", proto::type::kStatus}, {"v", proto::kVersion}},
+                           static_cast<int>(daemon_answer_timeout_s() * 1000), /*start_if_missing=*/false);
 }
 
 int run_status(const StatusCommand& cmd) {

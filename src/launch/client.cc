@@ -99,6 +99,13 @@ bool waited_for_starter(const DaemonPaths& paths, double timeout_s) {
 
 }  // namespace
 
+double daemon_answer_timeout_s() {
+  const char* t = std::getenv("JIFFY_DAEMON_TIMEOUT");
+  char* end = nullptr;
+  double v = t ? std::strtod(t, &end) : 0;
+  return (t && end && *end == '\0' && v > 0 && v < 1e6) ? v : 10.0;
+}
+
 bool daemon_restarting(const Error& e) { return e.sys_errno() == ECONNRESET || e.sys_errno() == EPIPE; }
 
 void RestartBackoff::pause() {

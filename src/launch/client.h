@@ -61,6 +61,11 @@ class DaemonClient {
   proto::FrameDecoder decoder_{proto::kMaxStatusFrame};
 };
 
+// How long a client waits for the daemon's answer: $JIFFY_DAEMON_TIMEOUT
+// seconds, else 10. The daemon answers every request at once, so silence
+// that long means it is hung (or stopped).
+double daemon_answer_timeout_s();
+
 // How long a client keeps trying through a daemon restart: a SIGKILLed
 // daemon's socket still accepts until its last thread is gone, and its
 // successor first waits for that, then starts (hwloc discovery): seconds on

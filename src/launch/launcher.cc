@@ -122,13 +122,6 @@ JobGrant parse_grant(const proto::Json& msg, int ntasks) {
   return g;
 }
 
-double daemon_answer_timeout_s() {
-  const char* t = std::getenv("JIFFY_DAEMON_TIMEOUT");
-  char* end = nullptr;
-  double v = t ? std::strtod(t, &end) : 0;
-  return (t && end && *end == '\0' && v > 0) ? v : 10.0;
-}
-
 // One status line on a terminal while we wait; nothing otherwise.
 class StatusLine {
  public:

@@ -43,11 +43,7 @@ void warn(const std::string& message) {
   std::fprintf(stderr, "jiffy: history: %s\n", message.c_str());
 }
 
-int daemon_timeout_ms() {
-  const char* v = std::getenv("JIFFY_DAEMON_TIMEOUT");
-  double s = v ? std::atof(v) : 0;
-  return s > 0 ? static_cast<int>(s * 1000) : 10000;
-}
+int daemon_timeout_ms() { return static_cast<int>(daemon_answer_timeout_s() * 1000); }
 
 // Whether launchers left records that no daemon has ingested yet (they
 // ran while none did: a refused launch, a daemon killed).
