@@ -19,6 +19,7 @@
 #include "launch/output.h"
 #include "util/runtime_dir.h"
 #include "util/error.h"
+#include "util/sys.h"
 #include "views/top.h"
 
 namespace {
@@ -57,24 +58,12 @@ int run_daemon(const std::vector<std::string>& args, const DaemonOptions& opt) {
 }
 
 // The daemon's status reply; nullopt when no daemon runs. A daemon that
-// dies as we ask (its connection reset: SIGKILL tears a process down with
-// its listening socket open a moment longer) is asked no more, and a
-// successor, if one is starting, is asked instead.
+// dies as we ask (SIGKILL tears a process down with its listening socket
+// open a moment longer; `jiffy stop`) is asked no more, and a successor,
+// if one is starting, is asked instead (DaemonClient::ask).
 std::optional<proto::Json> ask_status() {
-  for (int attempt = 0;; ++attempt) {
-    auto client = DaemonClient::connect_existing();
-    if (!client) return std::nullopt;
-    try {
-      client->send({{"type", proto::type::kStatus}, {"v", proto::kVersion}});
-      auto reply = client->receive(10000);
-      if (!reply) throw Error("the daemon did not answer within 10 s");
-      return reply;
-    } catch (const Error& e) {
-      int err = e.sys_errno();
-      if (attempt >= 5 || (err != ECONNRESET && err != EPIPE)) throw;
-    }
-    ::usleep(20000);
-  }
+  return DaemonClient::ask({{"type", proto::type::kStatus}, {"v", proto::kVersion}},
+                           static_cast<int>(daemon_answer_timeout_s() * 1000), /*start_if_missing=*/false);
 }
 
 int run_status(const StatusCommand& cmd) {
@@ -93,18 +82,29 @@ int run_status(const StatusCommand& cmd) {
   return 0;
 }
 
+// Stops the daemon of this resource set and waits until it has closed its
+// socket, so that "stop" then "start" works. One that dies before it has
+// said "ok" (killed, or stopping already) is gone: a successor that came up
+// meanwhile is stopped in its turn.
 int run_stop() {
-  auto client = DaemonClient::connect_existing();
-  if (!client) return 0;
-  client->send({{"type", proto::type::kStop}, {"v", proto::kVersion}});
-  try {
-    client->receive(10000);
-    // Wait for it to close the socket, so that "stop" then "start" works.
-    while (client->receive(10000)) {
+  const double give_up = now_s() + kRestartWindowS;
+  RestartBackoff backoff;
+  for (;;) {
+    auto client = DaemonClient::connect_existing();
+    if (!client) return 0;
+    bool acknowledged = false;
+    try {
+      client->send({{"type", proto::type::kStop}, {"v", proto::kVersion}});
+      acknowledged = client->receive(10000).has_value();
+      while (client->receive(10000)) {
+      }
+      return 0;  // still open after 10 s: it is stopping all the same
+    } catch (const Error& e) {
+      if (acknowledged || !daemon_restarting(e)) return 0;  // it closed: stopped
+      if (now_s() > give_up) throw;
     }
-  } catch (const Error&) {
+    backoff.pause();
   }
-  return 0;
 }
 
 // `name` in the directory of this executable.

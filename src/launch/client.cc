@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -30,16 +31,34 @@ std::string dirname_of(const std::string& path) {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
+// Waits between polls of the start lock: 1 ms, doubling to 32 ms (a start
+// takes tens of ms; a waiter never sleeps much past its end).
+class StartBackoff {
+ public:
+  void pause() {
+    std::this_thread::sleep_for(std::chrono::microseconds(us_));
+    us_ = std::min(2 * us_, 32000);
+  }
+
+ private:
+  int us_ = 1000;
+};
+
 // Waits for an exclusive flock without hanging forever on a wedged holder.
 Fd lock_exclusive(const DaemonPaths& paths, double timeout_s) {
   const std::string& path = paths.start;
   Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd) throw_errno("open " + paths.shown(path));
   double deadline = now_s() + timeout_s;
+  // Polled, not blocked on (a blocking flock has no timeout), and ever
+  // less often: 32 launchers waking every 2 ms kept the daemon they wait
+  // for from running (its topology discovery binds it to each CPU in turn,
+  // and waits on each for a turn).
+  StartBackoff backoff;
   while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK && errno != EINTR) throw_errno("flock " + paths.shown(path));
     if (now_s() > deadline) throw Error("timed out waiting for another launcher to start the daemon");
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    backoff.pause();
   }
   return fd;
 }
@@ -60,7 +79,39 @@ Fd connect_daemon(const DaemonPaths& paths) {
   return fd;
 }
 
+// Whether a launcher was starting a daemon (it held the start lock) and we
+// waited, up to timeout_s, for it to finish: then the socket is worth
+// another try. A shared lock, held for an instant, never delays a starter
+// by more than its 2 ms poll.
+bool waited_for_starter(const DaemonPaths& paths, double timeout_s) {
+  Fd fd(::open(paths.start.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return false;  // nobody ever started one here
+  const double deadline = now_s() + timeout_s;
+  bool waited = false;
+  StartBackoff backoff;
+  while (::flock(fd.get(), LOCK_SH | LOCK_NB) != 0) {
+    if ((errno != EWOULDBLOCK && errno != EINTR) || now_s() > deadline) return false;
+    waited = true;
+    backoff.pause();
+  }
+  return waited;  // closing fd lets the lock go
+}
+
 }  // namespace
+
+double daemon_answer_timeout_s() {
+  const char* t = std::getenv("JIFFY_DAEMON_TIMEOUT");
+  char* end = nullptr;
+  double v = t ? std::strtod(t, &end) : 0;
+  return (t && end && *end == '\0' && v > 0 && v < 1e6) ? v : 10.0;
+}
+
+bool daemon_restarting(const Error& e) { return e.sys_errno() == ECONNRESET || e.sys_errno() == EPIPE; }
+
+void RestartBackoff::pause() {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms_));
+  ms_ = std::min(2 * ms_, 100);
+}
 
 std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string>& extra_args) {
   std::string exe = daemon_executable();
@@ -164,11 +215,33 @@ DaemonClient DaemonClient::adopt(Fd fd, DaemonPaths paths) {
   return DaemonClient(std::move(fd), std::move(paths));
 }
 
-std::optional<DaemonClient> DaemonClient::connect_existing() {
-  DaemonPaths paths = daemon_paths();
-  Fd fd = connect_daemon(paths);
-  if (!fd) return std::nullopt;
-  return DaemonClient(std::move(fd), std::move(paths));
+std::optional<DaemonClient> DaemonClient::connect_existing() { return connect_existing(daemon_paths()); }
+
+std::optional<DaemonClient> DaemonClient::connect_existing(const DaemonPaths& paths) {
+  const double deadline = now_s() + kStartTimeoutS;
+  for (;;) {
+    if (Fd fd = connect_daemon(paths)) return DaemonClient(std::move(fd), paths);
+    if (!waited_for_starter(paths, deadline - now_s())) return std::nullopt;
+  }
+}
+
+std::optional<proto::Json> DaemonClient::ask(const proto::Json& msg, int timeout_ms, bool start_if_missing) {
+  const DaemonPaths paths = daemon_paths();
+  const double give_up = now_s() + kRestartWindowS;
+  RestartBackoff backoff;
+  for (;;) {
+    std::optional<DaemonClient> client =
+        start_if_missing ? std::optional<DaemonClient>(connect(paths, true)) : connect_existing(paths);
+    if (!client) return std::nullopt;
+    try {
+      client->send(msg);
+      if (auto reply = client->receive(timeout_ms)) return reply;
+      throw Error("the daemon did not answer within " + std::to_string(timeout_ms / 1000) + " s", ETIMEDOUT);
+    } catch (const Error& e) {
+      if (!daemon_restarting(e) || now_s() > give_up) throw;
+    }
+    backoff.pause();
+  }
 }
 
 DaemonClient DaemonClient::connect(bool start_if_missing) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "proto/message.h"
+#include "util/error.h"
 #include "util/fd.h"
 #include "util/runtime_dir.h"
 
@@ -27,8 +28,18 @@ class DaemonClient {
   // The same for a resource set described earlier (a launcher that has
   // since pinned itself to its job's cores must still reach its daemon).
   static DaemonClient connect(const DaemonPaths& paths, bool start_if_missing);
-  // Like connect(false) but returns nullopt when no daemon runs.
+  // Like connect(false) but returns nullopt when no daemon runs. A
+  // launcher starting a daemon at that moment (it holds the start lock) is
+  // waited for: a successor that is coming is not "no daemon".
   static std::optional<DaemonClient> connect_existing();
+  static std::optional<DaemonClient> connect_existing(const DaemonPaths& paths);
+  // One question, one answer, riding through a daemon restart: a daemon
+  // that dies as it is asked (reset, closed, broken pipe) is asked no more,
+  // and its successor (started if start_if_missing) is asked instead, for
+  // up to kRestartWindowS. Returns nullopt when no daemon runs (and none
+  // may be started); throws Error (errno ETIMEDOUT) when the daemon does
+  // not answer within timeout_ms, or Error on any other failure.
+  static std::optional<proto::Json> ask(const proto::Json& msg, int timeout_ms, bool start_if_missing);
   // A connection opened by the front (src/front) before it handed over.
   static DaemonClient adopt(Fd fd, DaemonPaths paths);
 
@@ -48,6 +59,32 @@ class DaemonClient {
   Fd fd_;
   DaemonPaths paths_;
   proto::FrameDecoder decoder_{proto::kMaxStatusFrame};
+};
+
+// How long a client waits for the daemon's answer: $JIFFY_DAEMON_TIMEOUT
+// seconds, else 10. The daemon answers every request at once, so silence
+// that long means it is hung (or stopped).
+double daemon_answer_timeout_s();
+
+// How long a client keeps trying through a daemon restart: a SIGKILLed
+// daemon's socket still accepts until its last thread is gone, and its
+// successor first waits for that, then starts (hwloc discovery): seconds on
+// a loaded machine.
+constexpr double kRestartWindowS = 30;
+
+// Whether a failure on a daemon connection means the daemon is going or its
+// successor is not there yet: the connection reset or closed by the peer
+// (ECONNRESET), a send on a closed one (EPIPE). Such a request is asked
+// again, of the next daemon; nothing about it is for the user to see.
+bool daemon_restarting(const Error& e);
+
+// Sleeps between tries through a restart: 5 ms, doubling to 100 ms.
+class RestartBackoff {
+ public:
+  void pause();
+
+ private:
+  int ms_ = 5;
 };
 
 // The path of the jiffyd executable: $JIFFY_DAEMON, else next to this binary.

@@ -122,13 +122,6 @@ JobGrant parse_grant(const proto::Json& msg, int ntasks) {
   return g;
 }
 
-double daemon_answer_timeout_s() {
-  const char* t = std::getenv("JIFFY_DAEMON_TIMEOUT");
-  char* end = nullptr;
-  double v = t ? std::strtod(t, &end) : 0;
-  return (t && end && *end == '\0' && v > 0) ? v : 10.0;
-}
-
 // One status line on a terminal while we wait; nothing otherwise.
 class StatusLine {
  public:
@@ -167,10 +160,11 @@ class StatusLine {
 // otherwise (refused, interrupted).
 // *ticket learns the job id the daemon gave us, so that after a daemon
 // crash we can ask the next one for our old place in the queue.
-// *refusal learns the daemon's reason when it refuses.
+// *refusal learns the daemon's reason when it refuses; *answered_out whether
+// the daemon said anything (it lived) before the wait ended or failed.
 std::variant<JobGrant, int> wait_for_grant(DaemonClient& client, const LaunchOptions& opt,
                                            int signal_fd, unsigned long long* ticket,
-                                           std::string* refusal) {
+                                           std::string* refusal, bool* answered_out) {
   StatusLine status(opt);
   // The daemon answers every submit at once (grant, queued or error), so
   // silence means it is wedged, not busy.
@@ -203,6 +197,7 @@ std::variant<JobGrant, int> wait_for_grant(DaemonClient& client, const LaunchOpt
     if (n > 0 && p[0].revents) {
       while (auto msg = client.read_available()) {
         answered = true;
+        *answered_out = true;
         const std::string& type = (*msg)["type"].get_ref<const std::string&>();
         if (msg->contains("job") && (*msg)["job"].is_number_unsigned()) {
           *ticket = (*msg)["job"].get<unsigned long long>();
@@ -356,8 +351,6 @@ class DaemonLink {
   std::string tag_;
 };
 
-constexpr int kMaxResubmits = 10;  // daemons that die while we wait
-
 // From "started" to "finished": the job runs, the daemon link re-attaches
 // if the daemon dies meanwhile.
 int supervise(Job& job, DaemonLink& link, int signal_fd, bool announce) {
@@ -459,16 +452,26 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const
   history.set_tag(tag);
   std::variant<JobGrant, int> waited;
   std::string refusal;
-  for (int attempt = 0;; ++attempt) {
+  // A daemon may die many times while we wait (each restart gives a dying
+  // socket that still accepts for a moment): bounded by time, not tries.
+  double give_up = now_s() + kRestartWindowS;
+  RestartBackoff backoff;
+  bool answered = false;
+  for (;;) {
     try {
       client.send(submit_message(opt, ::isatty(2), ticket, tag, history));
-      waited = wait_for_grant(client, opt, signals.get(), &ticket, &refusal);
+      answered = false;
+      waited = wait_for_grant(client, opt, signals.get(), &ticket, &refusal, &answered);
       break;
     } catch (const Error& e) {
       // The daemon went away (crash, restart, idle exit racing our connect):
       // ask the next one, for our old place in the queue.
-      if (e.sys_errno() != ECONNRESET && e.sys_errno() != EPIPE) throw;
-      if (attempt == kMaxResubmits) throw;
+      if (!daemon_restarting(e) || now_s() > give_up) throw;
+      if (answered) {  // that daemon lived: the next restart gets its own window
+        give_up = now_s() + kRestartWindowS;
+        backoff = RestartBackoff();
+      }
+      backoff.pause();
       client = DaemonClient::connect(paths, /*start_if_missing=*/true);
     }
   }

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -42,11 +43,7 @@ void warn(const std::string& message) {
   std::fprintf(stderr, "jiffy: history: %s\n", message.c_str());
 }
 
-int daemon_timeout_ms() {
-  const char* v = std::getenv("JIFFY_DAEMON_TIMEOUT");
-  double s = v ? std::atof(v) : 0;
-  return s > 0 ? static_cast<int>(s * 1000) : 10000;
-}
+int daemon_timeout_ms() { return static_cast<int>(daemon_answer_timeout_s() * 1000); }
 
 // Whether launchers left records that no daemon has ingested yet (they
 // ran while none did: a refused launch, a daemon killed).
@@ -67,22 +64,19 @@ bool journal_waits() {
 // database goes to stderr.
 std::string ask_daemon() {
   try {
-    auto client = DaemonClient::connect_existing();
-    if (!client && journal_waits()) client.emplace(DaemonClient::connect(true));
-    if (!client) return "";
-    client->send({{"type", proto::type::kHistory}, {"v", proto::kVersion}});
-    auto reply = client->receive(daemon_timeout_ms());
-    if (!reply) {
-      warn("the daemon did not answer within " + std::to_string(daemon_timeout_ms() / 1000) +
-           " s; reading the database as it is");
-      return "";
-    }
+    auto reply = DaemonClient::ask({{"type", proto::type::kHistory}, {"v", proto::kVersion}}, daemon_timeout_ms(),
+                                   /*start_if_missing=*/journal_waits());
+    if (!reply) return "";
     if ((*reply)["type"] != proto::type::kHistoryReply) return "";  // a daemon from before the history
     std::string error = reply->value("error", "");
     if (!error.empty()) warn(error);
     return reply->value("db", "");
+  } catch (const Error& e) {
+    // A daemon silent, or gone for good: read what is on disk.
+    if (e.sys_errno() == ETIMEDOUT) warn(std::string(e.what()) + "; reading the database as it is");
+    return "";
   } catch (const std::exception&) {
-    return "";  // a daemon going away, a malformed reply: read what is on disk
+    return "";  // a malformed reply: read what is on disk
   }
 }
 

@@ -45,6 +45,8 @@ constexpr double kGiveUpS = 10;
 // A key refreshes at once, but no sooner than this after the last request
 // (the shortest -d allowed).
 constexpr double kMinKeyRefreshS = 0.1;
+// What a frame says while the daemon restarts (never the socket's errno).
+constexpr const char* kRestarting = "the daemon is restarting; reconnecting";
 
 double wall_s() {
   timespec ts{};
@@ -202,7 +204,7 @@ class StatusPoller {
         // A daemon gone since the last refresh: one more try, anew.
         client_.reset();
         reply_.reset();
-        problem_ = e.what();
+        problem_ = daemon_restarting(e) ? std::string(kRestarting) : e.what();
       }
     }
     return false;
@@ -232,6 +234,13 @@ class StatusPoller {
         return false;  // not for us; the answer is still to come
       }
     } catch (const Error& e) {
+      if (daemon_restarting(e)) {
+        // Gone as it answered (killed, stopped): its successor, if one
+        // comes, is asked at the next refresh; this frame is not drawn.
+        client_.reset();
+        asked_at_ = -1;
+        return false;
+      }
       drop(std::string("lost the daemon: ") + e.what());
     }
     asked_at_ = -1;

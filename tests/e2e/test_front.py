@@ -145,9 +145,12 @@ def test_daemon_death_mid_job_is_survived(jx, tmp_path):
     the daemon dies, and jiffy-launch re-attaches to a new one."""
     jx.run(["-n", 1, "true"])
     old = jx.daemon_pid()
-    flag = tmp_path / "up"
-    p = jx.popen(["-n", 1, "sh", "-c", f"touch {flag}; sleep 1.5"], env={"JIFFY_LANE": "0"})
-    wait_until(flag.exists, 10, what="rank up")
+    flag, release = tmp_path / "up", tmp_path / "release"
+    # The rank runs until the test has seen it re-attached (a fixed
+    # lifetime loses that race on a loaded machine).
+    p = jx.popen(["-n", 1, "sh", "-c", f"touch {flag}; while [ ! -e {release} ]; do sleep 0.02; done"],
+                 env={"JIFFY_LANE": "0"})
+    wait_until(flag.exists, 30, what="rank up")
     os.kill(old, signal.SIGKILL)
     # The front hands over; jiffy-launch re-attaches to a new daemon. Until
     # then a status may meet the dying daemon (reset) or show the job as
@@ -159,9 +162,10 @@ def test_daemon_death_mid_job_is_survived(jx, tmp_path):
         st = json.loads(cp.stdout)
         return [j for j in st.get("running", []) if j.get("pid") == p.pid and j["state"] in ("running", "granted")]
 
-    wait_until(reattached, 10, 0.05, "the job re-attached")
+    wait_until(reattached, 30, 0.05, "the job re-attached")
     assert jx.daemon_pid() not in (None, old)
-    out, err = p.communicate(timeout=20)
+    release.touch()
+    out, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
     assert jx.status()["running"] == []
 

@@ -293,14 +293,18 @@ def test_daemon_death_leaves_lane_jobs_their_cores(jx, probe_bin, tmp_path):
     assert jx.run(["-n", 1, "true"]).returncode == 0
     n = len(jx.status()["resources"]["cores"])
     old = jx.daemon_pid()
-    a = jx.popen(["-n", n, probe_bin, f"out={tmp_path}", "tag=A", "sleep=1500"])
-    wait_until(lambda: len(read_records(tmp_path).get("A", {})) == n, 10, what="A up")
+    # A runs until the test has seen it re-attached (a fixed lifetime loses
+    # that race on a loaded machine).
+    release = tmp_path / "release"
+    a = jx.popen(["-n", n, probe_bin, f"out={tmp_path}", "tag=A", f"await={release}"])
+    wait_until(lambda: len(read_records(tmp_path).get("A", {})) == n, 30, what="A up")
     os.kill(old, signal.SIGKILL)
     b = jx.popen(["-n", 1, probe_bin, f"out={tmp_path}", "tag=B"])
     # A's launcher re-attaches to the new daemon, which shows it once
-    shown = wait_until(lambda: [j for j in jx.status().get("running", []) if j["pid"] == a.pid], 10, 0.05,
+    shown = wait_until(lambda: [j for j in jx.status().get("running", []) if j["pid"] == a.pid], 30, 0.05,
                        "A re-attached")
     assert len(shown) == 1, shown
+    release.touch()
     for p in (a, b):
         _, err = p.communicate(timeout=30)
         assert p.returncode == 0, err

@@ -6,6 +6,8 @@
  *
  *   out=DIR      write a record file DIR/<tag>.<rank> (key=value lines)
  *   tag=NAME     record name prefix (default "job<JIFFY_JOB_ID>")
+ *   await=PATH   wait until the file PATH exists (checked every 5 ms), before
+ *                the sleep: a test holds the rank as long as it needs to
  *   sleep=MS     sleep MS milliseconds (CLOCK_MONOTONIC, EINTR-safe)
  *   exit=CODE    exit with CODE (after the sleep)
  *   segv=1       die of SIGSEGV (after the sleep; no core dump)
@@ -259,6 +261,8 @@ int main(int argc, char** argv) {
     fflush(stderr);
   }
 
+  const char* aw = opt("await");
+  while (aw && access(aw, F_OK) != 0) sleep_ms(5);
   const char* sl = opt("sleep");
   if (sl) sleep_ms(atol(sl));
 
