@@ -725,6 +725,10 @@ def main():
     suite = Path(a.keep).resolve() if a.keep else Path(tempfile.mkdtemp(prefix="jfsuite-", dir="/tmp"))
     suite.mkdir(parents=True, exist_ok=True)
     env = base_env(a)
+    # Open MPI's session directories in a private base, for every configuration alike: concurrent
+    # mpiruns of other users of /tmp/ompi.<host>.<uid> (another suite, a test run) remove it under
+    # each other ("orte_session_dir failed ... File exists")
+    env["OMPI_MCA_orte_tmpdir_base"] = tempfile.mkdtemp(prefix="ompi-", dir=tmp)
     configs, skipped = make_configs(a, jiffy, kinds, env, tmp)
     notes += skipped
     keep = bool(a.keep)
