@@ -85,7 +85,7 @@ void history_write(const struct job* job, int outcome, int exit_code, int signo,
   r.job = job->id;
   r.submit_ns = job->submit_ns;
   r.start_ns = job->start_ns;
-  r.end_ns = realtime_ns();
+  r.end_ns = job->end_ns ? job->end_ns : realtime_ns();
   if (job->start_ns) {
     /* The ranks: every child we reaped (ranks, and what they left). */
     struct rusage ru;

@@ -615,6 +615,7 @@ int job_wait(struct job* job) {
     if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG) != 0) break; /* ECHILD: none */
     if (si.si_pid == 0) kill_descendants(job);
   }
+  job->end_ns = realtime_ns(); /* the record's end, before the cores go back */
   /* Every process of the job is gone: lane slots go back before the
    * daemon hears the job is over, so that it can take them back at once. */
   int waiting = lane_release(&job->lane);

@@ -38,6 +38,7 @@ struct job {
   const char* label;    /* the label */
   long long submit_ns;  /* CLOCK_REALTIME: the front started */
   long long start_ns;   /* CLOCK_REALTIME: the ranks were spawned; 0: not (yet) */
+  long long end_ns;     /* CLOCK_REALTIME: every process of the job gone; 0: not (yet) */
   int laned;            /* the slots came from the lane */
   int oversubscribed;   /* ranks share cores */
   char cores[1536];     /* per rank, ';'-separated (proto/history.h) */

@@ -101,6 +101,7 @@ void LaunchHistory::not_started(std::string reason) {
 void LaunchHistory::ended(const Job::Ending& e) {
   row_.outcome = e.outcome;
   row_.signal = e.signal;
+  row_.end_ns = e.end_ns;
   outcome_set_ = true;
 }
 
@@ -132,7 +133,7 @@ history::Row LaunchHistory::row(int exit_code) const {
   history::Row r = row_;
   if (!outcome_set_) r.outcome = JIFFY_OUTCOME_EXITED;
   r.exit_code = exit_code;
-  r.end_ns = realtime_ns();
+  if (r.end_ns == 0) r.end_ns = realtime_ns();  // not ended (refused, failed): now
   if (r.tag.empty()) r.tag = new_job_tag();  // refused before the job had one
   if (r.start_ns != 0) {
     // The ranks' CPU time and peak memory: every child we reaped, which

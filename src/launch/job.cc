@@ -556,6 +556,9 @@ int Job::wait(int signal_fd, const Watch* watch) {
   int status;
   while (::waitpid(ranks_[0].pid, &status, 0) < 0 && errno == EINTR) {
   }
+  // The job's end for its history record: before "finished" lets the daemon
+  // give its cores to the next job.
+  ended_ns_ = realtime_ns();
   if (timed_out_) return 255;
   if (abort_code_) return *abort_code_;
   if (!exit_code_) warn_if_never_bootstrapped();
@@ -563,10 +566,10 @@ int Job::wait(int signal_fd, const Watch* watch) {
 }
 
 Job::Ending Job::ending() const {
-  if (timed_out_) return {JIFFY_OUTCOME_TIMED_OUT, 0};
-  if (stopped_by_) return {JIFFY_OUTCOME_SIGNALED, stopped_by_};
-  if (!abort_code_ && exit_code_ && failed_signal_) return {JIFFY_OUTCOME_SIGNALED, failed_signal_};
-  return {JIFFY_OUTCOME_EXITED, 0};
+  if (timed_out_) return {JIFFY_OUTCOME_TIMED_OUT, 0, ended_ns_};
+  if (stopped_by_) return {JIFFY_OUTCOME_SIGNALED, stopped_by_, ended_ns_};
+  if (!abort_code_ && exit_code_ && failed_signal_) return {JIFFY_OUTCOME_SIGNALED, failed_signal_, ended_ns_};
+  return {JIFFY_OUTCOME_EXITED, 0, ended_ns_};
 }
 
 }  // namespace jiffy

@@ -15,6 +15,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -91,6 +92,7 @@ class Job {
   struct Ending {
     int outcome = 0;
     int signal = 0;
+    std::int64_t end_ns = 0;  // CLOCK_REALTIME: every process of the job gone; 0: wait() has not returned
   };
   Ending ending() const;
 
@@ -136,6 +138,7 @@ class Job {
   std::optional<int> abort_code_;  // MPI_Abort's code overrides it
   bool terminating_ = false;
   bool timed_out_ = false;
+  std::int64_t ended_ns_ = 0;  // Ending::end_ns
   int interrupts_ = 0;
   int forwarded_signal_ = 0;
   int stopped_by_ = 0;   // the first signal that told the launcher to stop the job
