@@ -12,8 +12,8 @@
 // the head of the queue (a backfilled job outlives the head's shadow time),
 // one that is too long only misses a chance to backfill; a test suite's
 // same test runs about as long each time, and its slow runs (a cold cache,
-// a busy machine) are the ones to plan for. The scheduler's safety factor
-// covers the rest.
+// a busy machine) are the ones to plan for. The scheduler's bound on the
+// head's wait covers the rest (scheduler.cc).
 //
 // At most max_keys keys, the least recently run forgotten first. Memory:
 // about 100 bytes plus the key's strings per key.

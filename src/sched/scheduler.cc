@@ -18,7 +18,8 @@
 // A request wider than the set needs every slot, so at the head it reserves
 // everything; it is granted when the set is idle and then nothing else is.
 //
-// Backfill into the reservation (EASY backfilling, with a safety factor).
+// Backfill into the reservation (EASY backfilling, with a safety factor s,
+// policy.backfill_safety, 1 by default).
 // Every grant records its start (schedule's now) and its request's
 // predicted run time, so each running job has a predicted end, start +
 // predicted_s, or "now" once it is overdue (it may end any moment), or none
@@ -27,25 +28,29 @@
 // running jobs by predicted end); unknown when that walk reaches a job
 // without one. A later request J that does not fit in what the head leaves
 // over, but fits in what is free, starts when it has a prediction p and
-// now + safety * p <= S. The jobs that take what is beyond the head's needs
+// now + s * p <= S. The jobs that take what is beyond the head's needs
 // (spare) are counted as before, so they never hold what the head needs.
 //
-// Why the head's wait stays bounded. Let H become head at t0, and R0 be the
-// jobs running then. Jobs started while H waits are spare ones (together
-// at most what is beyond H's needs) or backfilled ones. Once every R0 job
-// and every backfilled one has ended, H fits. A backfilled J admitted at a
-// with shadow S_a ends by a + actual <= a + safety * p <= S_a whenever its
-// prediction is short by at most `safety` (actual <= safety * p). And S_a
-// is the predicted end of some job running at a that is not overdue: of an
-// R0 job (start + p) or of a backfilled one (<= its own S, by induction).
-// So with safety 2 and predictions at worst half the truth, H starts by
-//   max over R0 of max(actual end, start + p)     (p known),
-// which with predictions at most twice the truth is at most
-//   max over R0 of (start + 2 x actual run time):
-// backfill may cost the head at most its blockers' run time once more, and
-// nothing when predictions are right. (backfill_simulation_test.cc checks
-// this bound after every event.) A prediction off by more than the safety
-// factor delays the head by that job's overrun only.
+// Why the head's wait stays bounded. Let H become head at t0, R0 be the
+// jobs running then, and P the latest predicted end (start + p) among R0's
+// jobs that have a prediction.
+// Jobs started while H waits are spare ones (together at most what is
+// beyond H's needs) or backfilled ones. Once every R0 job and every
+// backfilled one has ended, H fits. So the shadow walk has found enough by
+// the time it has passed every R0 and backfilled job, and every shadow is
+// at most P: a backfilled job's predicted end a + s*p <= S_a is at most P by
+// induction, and an overdue job's "now" is below any shadow that admits
+// one (now + s*p > now). A backfilled J admitted at a >= t0, with its
+// prediction short by at most a factor E (actual <= E * p), ends by
+//   a + E*p <= a + (E/s) * (S_a - a) <= t0 + max(1, E/s) * (P - t0).
+// So H starts by
+//   max(latest actual end of R0, t0 + max(1, E/s) * (P - t0)):
+// with s = 1 and predictions right, by the later of its blockers' actual
+// and predicted ends (backfill costs it nothing); with predictions short by
+// up to 2x, it waits at most twice its predicted wait. s = 2 would make
+// that once (no delay at all), but starts far fewer jobs: a narrow job must
+// then fit twice into the gap. (backfill_simulation_test.cc checks this
+// bound after every event, for s = 1 and s = 2.)
 //
 // Placement takes GPUs first (one NUMA domain if it can, the tightest fit),
 // then slots near them, preferring in turn:

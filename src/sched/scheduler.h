@@ -45,9 +45,11 @@ struct SchedPolicy {
   // blocked head is waiting for (jiffy daemon --backfill=off turns it off).
   bool backfill = true;
   // It may when now + backfill_safety * predicted_s <= the head's shadow
-  // time: with 2, a prediction short by up to 2x still ends before the
-  // head could start.
-  double backfill_safety = 2;
+  // time. 1: exact predictions end before the head could start, and ones
+  // short by up to 2x delay it by at most its predicted wait once more
+  // (scheduler.cc); 2 would never delay it, but on a PETSc-like suite left
+  // a core idle 60% longer (bench/suite_bench.py: wall 1.07x of 1's).
+  double backfill_safety = 1;
 };
 
 class Scheduler {

@@ -524,8 +524,18 @@ TEST(SchedulerBackfill, JobWithoutHistoryIsNotBackfilled) {
   EXPECT_TRUE(t.s.schedule(1).empty());
 }
 
-TEST(SchedulerBackfill, JobThatMightOutlastTheShadowIsNotBackfilled) {
+TEST(SchedulerBackfill, JobPredictedToOutlastTheShadowIsNotBackfilled) {
   TwoCores t(10);
+  t.s.submit(predicted(3, 1, 9.5));  // 1 + 9.5 > 10: it would delay H
+  EXPECT_TRUE(t.s.schedule(1).empty());
+  t.s.submit(predicted(4, 1, 9));  // 1 + 9 == 10: just fits
+  EXPECT_EQ(ids_of(t.s.schedule(1)), Ids{4});
+}
+
+TEST(SchedulerBackfill, SafetyTwoLeavesRoomForA2xError) {
+  SchedPolicy p;
+  p.backfill_safety = 2;
+  TwoCores t(10, p);
   t.s.submit(predicted(3, 1, 4.6));  // 1 + 2 x 4.6 > 10: with a 2x error it would delay H
   EXPECT_TRUE(t.s.schedule(1).empty());
   t.s.submit(predicted(4, 1, 4.5));  // 1 + 2 x 4.5 == 10: just fits
@@ -571,12 +581,12 @@ TEST(SchedulerBackfill, ShadowIsWhenEnoughIsPredictedFree) {
   s.submit(predicted(2, 1, 20));
   EXPECT_EQ(ids_of(s.schedule(0)), (Ids{1, 2}));
   s.submit(job(3, 2));  // needs A's core: shadow 10
-  s.submit(predicted(4, 1, 5));
-  EXPECT_TRUE(s.schedule(1).empty()) << "1 + 2 x 5 > 10";
+  s.submit(predicted(4, 1, 15));
+  EXPECT_TRUE(s.schedule(1).empty()) << "1 + 15 > 10";
   s.cancel(3);
   s.cancel(4);
   s.submit(job(5, 3));  // needs both: shadow 20
-  s.submit(predicted(6, 1, 5));
+  s.submit(predicted(6, 1, 15));
   EXPECT_EQ(ids_of(s.schedule(1)), Ids{6});
 }
 
@@ -612,9 +622,9 @@ TEST(SchedulerBackfill, GpusAreReservedAndLentLikeSlots) {
   EXPECT_EQ(ids_of((s.submit(a), s.schedule(0))), Ids{1});
   s.submit(job(2, 1, 1, 2));  // H: both GPUs, one is A's
   Request long_gpu = job(3, 1, 1, 1);
-  long_gpu.predicted_s = 5;
+  long_gpu.predicted_s = 9.5;  // 1 + 9.5 > 10
   Request short_gpu = job(4, 1, 1, 1);
-  short_gpu.predicted_s = 4;
+  short_gpu.predicted_s = 8;
   s.submit(long_gpu);
   s.submit(short_gpu);
   s.submit(job(5, 1));  // no GPU, no history: spare cores beyond H's one
