@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "launch/rank_defaults.h"
+
 extern char** environ;
 
 void launcher_signals(sigset_t* mask) {
@@ -94,7 +96,7 @@ static void set_rendezvous_var(void* ctx, const char* name, const char* value) {
 static void rank_environment(struct job* job, int r) {
   int count = 0;
   while (environ[count]) ++count;
-  char** env = malloc(((size_t)count + 40) * sizeof *env);
+  char** env = malloc(((size_t)count + 48) * sizeof *env);
   if (!env) _exit(1);
   int n = 0;
   for (int i = 0; i < count; ++i) {
@@ -122,9 +124,11 @@ static void rank_environment(struct job* job, int r) {
   if (job->topology && !getenv("HWLOC_XMLFILE")) { /* Bootstrap::prepare_rank's topology cache */
     env_set(job, env, &n, "HWLOC_XMLFILE", job->topology);
     if (!getenv("HWLOC_THISSYSTEM")) env_set(job, env, &n, "HWLOC_THISSYSTEM", "1");
+    if (!getenv("HWLOC_PLUGINS_PATH")) env_set(job, env, &n, "HWLOC_PLUGINS_PATH", JIFFY_NO_HWLOC_PLUGINS);
   }
   if (job->ucx_shm && job->kind == PROGRAM_MPICH && !getenv("UCX_TLS")) {
-    env_set(job, env, &n, "UCX_TLS", "self,sm"); /* Bootstrap::prepare_rank's */
+    env_set(job, env, &n, "UCX_TLS", JIFFY_UCX_SHM_TLS); /* Bootstrap::prepare_rank's */
+    if (!getenv("UCX_MODULES")) env_set(job, env, &n, "UCX_MODULES", JIFFY_UCX_SHM_MODULES);
   }
   if (job->rendezvous_port) {
     struct env_target t = {job, env, &n};

@@ -14,6 +14,7 @@
 
 #include "launch/client.h"
 #include "launch/environment.h"
+#include "launch/rank_defaults.h"
 #include "pmi/pmix_server.h"
 #include "pmi/simple_engine.h"
 #include "util/error.h"
@@ -246,6 +247,12 @@ int Bootstrap::prepare_rank(int rank, Environment& env) {
     // so is its THISSYSTEM (it may describe another machine).
     env.set("HWLOC_XMLFILE", plan_.topology_file);
     set_default(env, "HWLOC_THISSYSTEM", "1");
+    // Loading XML needs none of hwloc's plugins (the XML already holds the
+    // I/O devices), yet hwloc_topology_init dlopens them all: libxml2 with
+    // ICU and libstdc++, OpenCL, X11 for GL, libpciaccess. An empty plugin
+    // path (the built-in XML reader takes over) saves ~5 ms of each rank's
+    // MPI_Init (bench/README.md).
+    set_default(env, "HWLOC_PLUGINS_PATH", JIFFY_NO_HWLOC_PLUGINS);
   }
   if (plan_.ucx_shm && plan_.pmi1 && plan_.kind == MpiKind::Mpich) {
     // MPICH here is ch4:ucx. On one node UCX needs loopback and shared
@@ -254,7 +261,12 @@ int Bootstrap::prepare_rank(int rank, Environment& env) {
     // MPI_Init: ~4 ms of CPU per job measured (bench/README.md). Not for a
     // job with GPUs (its transfers need UCX's cuda/rocm transports), and a
     // user's UCX_TLS wins.
-    set_default(env, "UCX_TLS", "self,sm");
+    if (!env.get("UCX_TLS")) {
+      env.set("UCX_TLS", JIFFY_UCX_SHM_TLS);
+      // Nor need it load the InfiniBand and RDMA-CM modules (libibverbs,
+      // librdmacm and theirs) that those transports would come from.
+      set_default(env, "UCX_MODULES", JIFFY_UCX_SHM_MODULES);
+    }
   }
   if ((plan_.pmix || rendezvous_) && plan_.single_node_ompi) {
     // One node: shared memory and self only (pml ob1, below), skipping UCX's

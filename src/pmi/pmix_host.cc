@@ -16,6 +16,7 @@
 #include <mutex>
 
 #include "launch/environment.h"
+#include "launch/rank_defaults.h"
 #include "pmi/pmix_server.h"
 #include "util/error.h"
 
@@ -272,7 +273,7 @@ void Host::init_server() {
   // snapshot taken before, so they keep their plugins.
   const char* old_path = std::getenv("HWLOC_PLUGINS_PATH");
   std::string saved = old_path ? old_path : "";
-  ::setenv("HWLOC_PLUGINS_PATH", "/nonexistent-jiffy-no-plugins", 1);
+  ::setenv("HWLOC_PLUGINS_PATH", JIFFY_NO_HWLOC_PLUGINS, 1);
   load_topology();
   InfoList info;
   if (topology_) info.add(PMIX_TOPOLOGY2, &pmix_topology_, PMIX_TOPO);

@@ -506,6 +506,9 @@ def check_topology_file(jx, path):
     assert head.startswith("<?xml") and "<topology" in head, head[:200]
 
 
+# src/launch/rank_defaults.h: HWLOC_PLUGINS_PATH beside the topology cache.
+NO_HWLOC_PLUGINS = "/nonexistent-jiffy-no-hwloc-plugins"
+
 # Both launchers: the front (the daemon runs) and jiffy-launch (JIFFY_FAST=0).
 LAUNCHERS = {"front": {}, "jiffy-launch": {"JIFFY_FAST": "0"}}
 
@@ -520,6 +523,9 @@ def test_topology_cache(mx, how, launcher):
     for e in envs.values():
         assert e.get("HWLOC_THISSYSTEM") == "1", e
         check_topology_file(mx, e["HWLOC_XMLFILE"])
+        # With the XML, hwloc needs no plugin: none is loaded.
+        assert e.get("HWLOC_PLUGINS_PATH") == NO_HWLOC_PLUGINS, e
+        assert not Path(e["HWLOC_PLUGINS_PATH"]).exists()
     assert envs[0]["HWLOC_XMLFILE"] == envs[1]["HWLOC_XMLFILE"]
 
 
@@ -533,7 +539,7 @@ def test_topology_cache(mx, how, launcher):
 def test_topology_cache_opt_out(mx, opts, env, launcher):
     mx.run(["-n", 1, "true"])
     for e in printenv_ranks(mx, opts, {**env, **LAUNCHERS[launcher]}).values():
-        assert "HWLOC_XMLFILE" not in e and "HWLOC_THISSYSTEM" not in e, e
+        assert "HWLOC_XMLFILE" not in e and "HWLOC_THISSYSTEM" not in e and "HWLOC_PLUGINS_PATH" not in e, e
 
 
 def test_topology_cache_option_beats_variable(mx):
@@ -550,9 +556,10 @@ def test_topology_cache_respects_user_value(mx, tmp_path, launcher):
     mine.write_text("<?xml version=\"1.0\"?>\n")
     for e in printenv_ranks(mx, [], {"HWLOC_XMLFILE": str(mine), **LAUNCHERS[launcher]}).values():
         assert e["HWLOC_XMLFILE"] == str(mine)
-        assert "HWLOC_THISSYSTEM" not in e, e
-    for e in printenv_ranks(mx, ["--topology-cache"], {"HWLOC_THISSYSTEM": "0", **LAUNCHERS[launcher]}).values():
-        assert e["HWLOC_THISSYSTEM"] == "0"
+        assert "HWLOC_THISSYSTEM" not in e and "HWLOC_PLUGINS_PATH" not in e, e
+    for e in printenv_ranks(mx, ["--topology-cache"], {"HWLOC_THISSYSTEM": "0", "HWLOC_PLUGINS_PATH": str(tmp_path),
+                                                       **LAUNCHERS[launcher]}).values():
+        assert e["HWLOC_THISSYSTEM"] == "0" and e["HWLOC_PLUGINS_PATH"] == str(tmp_path)
         check_topology_file(mx, e["HWLOC_XMLFILE"])
 
 
@@ -564,7 +571,7 @@ def test_topology_cache_without_xml(mx, launcher):
     path.unlink()
     env = LAUNCHERS[launcher]
     for e in printenv_ranks(mx, [], env).values():
-        assert "HWLOC_XMLFILE" not in e and "HWLOC_THISSYSTEM" not in e, e
+        assert "HWLOC_XMLFILE" not in e and "HWLOC_THISSYSTEM" not in e and "HWLOC_PLUGINS_PATH" not in e, e
     for flavour in FLAVOURS:
         cp = mx.run(["-n", 2, prog("hello", flavour)], env=env, timeout=60)
         assert cp.returncode == 0 and sorted(lines(cp.stdout)) == expected_output("hello", 2), cp.stderr
@@ -698,35 +705,38 @@ def mpi_env(jx, flavour, opts, names, env=None, n=2):
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_mpich_ranks_get_ucx_shared_memory(mx, launcher):
     mx.run(["-n", 1, "true"])
-    for e in mpi_env(mx, "mpich", [], ["UCX_TLS", "HWLOC_XMLFILE"], LAUNCHERS[launcher]).values():
+    for e in mpi_env(mx, "mpich", [], ["UCX_TLS", "UCX_MODULES", "HWLOC_XMLFILE"], LAUNCHERS[launcher]).values():
         assert e["UCX_TLS"] == "self,sm", e
+        assert e["UCX_MODULES"] == "^ib,rdmacm", e  # nor the modules of the transports left out
         check_topology_file(mx, e["HWLOC_XMLFILE"])
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
-@pytest.mark.parametrize("opts,env,want", [
-    (["--no-ucx-shm"], {}, None),
-    ([], {"JIFFY_UCX_SHM": "0"}, None),
-    (["--no-ucx-shm"], {"JIFFY_UCX_SHM": "1"}, None),  # the option beats the variable
-    (["--ucx-shm"], {"JIFFY_UCX_SHM": "0"}, "self,sm"),
-    ([], {"UCX_TLS": "tcp,self"}, "tcp,self"),         # the user's own
+@pytest.mark.parametrize("opts,env,want,modules", [
+    (["--no-ucx-shm"], {}, None, None),
+    ([], {"JIFFY_UCX_SHM": "0"}, None, None),
+    (["--no-ucx-shm"], {"JIFFY_UCX_SHM": "1"}, None, None),  # the option beats the variable
+    (["--ucx-shm"], {"JIFFY_UCX_SHM": "0"}, "self,sm", "^ib,rdmacm"),
+    ([], {"UCX_TLS": "tcp,self"}, "tcp,self", None),         # the user's own: no module left out
+    ([], {"UCX_MODULES": "^cma"}, "self,sm", "^cma"),        # the user's own modules
 ])
-def test_ucx_shared_memory_opt_out(mx, opts, env, want, launcher):
+def test_ucx_shared_memory_opt_out(mx, opts, env, want, modules, launcher):
     mx.run(["-n", 1, "true"])
-    for e in mpi_env(mx, "mpich", opts, ["UCX_TLS"], {**env, **LAUNCHERS[launcher]}).values():
-        assert e["UCX_TLS"] == want, e
+    for e in mpi_env(mx, "mpich", opts, ["UCX_TLS", "UCX_MODULES"], {**env, **LAUNCHERS[launcher]}).values():
+        assert e["UCX_TLS"] == want and e["UCX_MODULES"] == modules, e
 
 
 def test_ucx_shared_memory_only_for_mpich_without_gpus(mx):
-    assert all(e["UCX_TLS"] is None for e in mpi_env(mx, "openmpi", [], ["UCX_TLS"]).values())
+    got = mpi_env(mx, "openmpi", [], ["UCX_TLS", "UCX_MODULES"])
+    assert all(e["UCX_TLS"] is None and e["UCX_MODULES"] is None for e in got.values()), got
     for e in printenv_ranks(mx, []).values():  # a plain program (or a wrapper of anything)
-        assert "UCX_TLS" not in e
+        assert "UCX_TLS" not in e and "UCX_MODULES" not in e
     # A job given GPUs needs UCX's GPU transports.
     gpus = {"JIFFY_GPUS": "2"}
     mx.run(["-n", 1, "true"], env=gpus)
     try:
-        got = mpi_env(mx, "mpich", ["-g", 1], ["UCX_TLS"], gpus)
-        assert all(e["UCX_TLS"] is None for e in got.values()), got
+        got = mpi_env(mx, "mpich", ["-g", 1], ["UCX_TLS", "UCX_MODULES"], gpus)
+        assert all(e["UCX_TLS"] is None and e["UCX_MODULES"] is None for e in got.values()), got
         got = mpi_env(mx, "mpich", [], ["UCX_TLS"], gpus)  # the same set, no GPU asked for
         assert all(e["UCX_TLS"] == "self,sm" for e in got.values()), got
     finally:
@@ -1202,3 +1212,21 @@ def test_wrapped_openmpi_without_jiffy_pmix_fails_clearly(wx, tmp_path):
     assert cp.returncode != 0, cp.stdout
     assert "hello 0 of 1" not in cp.stdout
     assert any("PMIx server" in l for l in jiffy_lines(cp.stderr)), cp.stderr
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_openmpi_finalize_does_not_wait_for_a_delayed_ack(mx, launcher):
+    """Open MPI's MPI_Finalize sends three PMIx messages that get no answer,
+    then the request it waits for, over TCP with Nagle on: unless our PMIx
+    server ACKs at once (src/pmi/quick_ack.cc), that request sits ~40 ms in
+    the rank's send buffer (Linux's delayed ACK), every time. Not a timing
+    test of speed: the fastest of six finalizes must miss the 40 ms floor
+    that the bug puts under every one of them."""
+    best = None
+    for _ in range(3):
+        cp = mx.run(["-n", 2, prog("finalize_time", "openmpi")], env=LAUNCHERS[launcher], timeout=60)
+        assert cp.returncode == 0, cp.stderr
+        got = [int(line.split("=")[1]) for line in lines(cp.stdout)]
+        assert len(got) == 2, cp.stdout
+        best = min([best or got[0]] + got)
+    assert best < 25_000, f"the fastest MPI_Finalize took {best / 1000:.1f} ms"

@@ -1,0 +1,16 @@
+/* Environment defaults that both launchers (the front, in C, and
+ * jiffy-launch's Bootstrap::prepare_rank) give ranks: one spelling for both.
+ * Each is given only where the user set nothing of the kind; why each pays
+ * off is said where it is set (launch/bootstrap.cc). */
+#ifndef JIFFY_LAUNCH_RANK_DEFAULTS_H
+#define JIFFY_LAUNCH_RANK_DEFAULTS_H
+
+/* HWLOC_PLUGINS_PATH where a topology XML is given: no such directory, so
+ * hwloc loads no plugin and reads the XML with its built-in parser. */
+#define JIFFY_NO_HWLOC_PLUGINS "/nonexistent-jiffy-no-hwloc-plugins"
+
+/* UCX_TLS and UCX_MODULES for MPICH (ch4:ucx) ranks of a job without GPUs. */
+#define JIFFY_UCX_SHM_TLS "self,sm"
+#define JIFFY_UCX_SHM_MODULES "^ib,rdmacm"
+
+#endif
