@@ -1230,3 +1230,13 @@ def test_openmpi_finalize_does_not_wait_for_a_delayed_ack(mx, launcher):
         assert len(got) == 2, cp.stdout
         best = min([best or got[0]] + got)
     assert best < 25_000, f"the fastest MPI_Finalize took {best / 1000:.1f} ms"
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+@pytest.mark.parametrize("env,want", [({}, "hash"), ({"PMIX_MCA_gds": "ds21,hash"}, "ds21,hash")])
+def test_openmpi_ranks_use_pmix_hash_store(mx, launcher, env, want):
+    """PMIx's shared-memory store cost each Open MPI rank ~11 ms of waiting
+    in MPI_Init (src/pmi/pmix_host.cc): ranks get the hash store, unless the
+    user chose the stores."""
+    got = mpi_env(mx, "openmpi", [], ["PMIX_GDS_MODULE"], {**env, **LAUNCHERS[launcher]})
+    assert all(e["PMIX_GDS_MODULE"] == want for e in got.values()), got
