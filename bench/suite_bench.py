@@ -56,6 +56,18 @@ What is measured. Every rank appends one line to $SUITE_LOG: its start
               next test. Unbound ranks (the peers', mostly) have no per-core
               gaps: read idle/over for them.
   collisions  pairs of different tests whose bound ranks overlap on one core
+  parts       (jiffy) where each core's time went, from the history's rows
+              (launcher start, ranks spawned, last rank reaped) and the logs:
+              ranks running; free while the next test needs more cores than
+              are free (packing); free while a test that fits waits (launch);
+              held before the ranks run (spawn: fork, exec, loading) or after
+              they end (reap); free with no test submitted (make, shell, diff)
+  bound       (jiffy) the packing bound: the wall a perfect launcher would
+              give with make -j and cores never shared (each test as long as
+              its ranks ran; a discrete-event replay of make and FIFO with
+              EASY backfill on exact run times). wall / bound is what
+              launching, make, the shell and diff cost; bound / floor what
+              make's lookahead and whole-core packing leave idle
 
 Targets (issue 10), for each jiffy configuration: wall <= 1.1x its floor and
 <= 0.8x the peers' wall; median core gap <= 3 ms before plain tests and
@@ -354,6 +366,164 @@ def machine_usage(ranks, ncores):
     return idle, over
 
 
+def packing_bound(tests, ranks, ncores, jobs):
+    """The suite's wall with a perfect launcher: what make -j `jobs` and
+    cores that are never shared allow, nothing else (seconds).
+
+    A discrete-event replay: make starts the recipes in the Makefile's order,
+    `jobs` at a time, and one more as soon as one ends; a recipe costs
+    nothing but its test, which takes as long as its ranks did in the run
+    measured (first rank start to last rank end) and needs `width` cores at
+    once (a test wider than the machine, all of them, alone). Cores go to
+    waiting tests first come first served; the first that does not fit
+    reserves, and a later one may use the reserved cores only if it ends
+    before the reservation's start (EASY backfill with exact run times).
+    jiffy's wall over this bound is what launching costs and what make,
+    the shell and diff cost; wall over the CPU floor also counts what the
+    lookahead of make -j leaves idle."""
+    span = {}
+    for r in ranks:
+        a, b = span.get(r.test, (r.start, r.end))
+        span[r.test] = (min(a, r.start), max(b, r.end))
+    order = [t for t in tests if t.id in span]
+    dur = {t.id: (span[t.id][1] - span[t.id][0]) / 1e9 for t in order}
+    need = {t.id: min(t.width, ncores) for t in order}
+    now, free = 0.0, ncores
+    running = []          # (end, id)
+    queue = []
+    nxt = 0
+    while nxt < len(order) and nxt < jobs:
+        queue.append(order[nxt].id)
+        nxt += 1
+    while queue or running:
+        started = []
+        head_shadow, spare = None, 0
+        for tid in queue:
+            w = need[tid]
+            if head_shadow is None:
+                if w <= free:
+                    started.append(tid)
+                    free -= w
+                    running.append((now + dur[tid], tid))
+                    continue
+                # the head: when enough is free for it, by the running tests' ends
+                got, head_shadow = free, float("inf")
+                for end, rid in sorted(running):
+                    got += need[rid]
+                    if got >= w:
+                        head_shadow = end
+                        break
+                spare = max(0, free - w)
+                continue
+            if w <= free and (w <= spare or now + dur[tid] <= head_shadow):
+                if w <= spare:
+                    spare -= w
+                started.append(tid)
+                free -= w
+                running.append((now + dur[tid], tid))
+        queue = [q for q in queue if q not in started]
+        if not running:
+            break
+        running.sort()
+        end, tid = running.pop(0)
+        now = end
+        free += need[tid]
+        if nxt < len(order):
+            queue.append(order[nxt].id)
+            nxt += 1
+    return now
+
+
+IDLE_PARTS = (
+    ("packing", "free: the next test needs more cores than are free"),
+    ("launch", "free: a test that fits waits (its launcher starting, the daemon, the grant)"),
+    ("spawn", "held: before its ranks run (fork, exec, dynamic loading)"),
+    ("reap", "held: after its ranks ended (exit, reaping, release)"),
+    ("make", "free: no test submitted (make, the shell, diff, the launcher's exec)"),
+)
+
+
+def idle_parts(jobs, ranks, ncores):
+    """Where each core's time went that no rank used, by the history's rows
+    (jiffy configurations): {part: core-seconds} over IDLE_PARTS, plus
+    "busy". jobs: (test id, submit, start, end, cores) in ns, start None for
+    a job that never ran; a test is waiting from submit (its launcher
+    started) to start (its ranks spawned), and holds its cores from start to
+    end (its last rank reaped)."""
+    first = {}
+    last = {}
+    runs = {}
+    for r in ranks:
+        first[r.test] = min(first.get(r.test, r.start), r.start)
+        last[r.test] = max(last.get(r.test, r.end), r.end)
+        runs.setdefault(r.test, []).append((r.start, r.end))
+    need = {}
+    for tid, sub, st, en, cores in jobs:
+        need[tid] = max(1, len(cores))
+    points = sorted({t for _, sub, st, en, _ in jobs for t in (sub, st or sub, en)} |
+                    {t for r in ranks for t in (r.start, r.end)})
+    if len(points) < 2:
+        return {}
+    lo, hi = min(r.start for r in ranks), max(r.end for r in ranks)
+    out = dict.fromkeys([k for k, _ in IDLE_PARTS] + ["busy"], 0.0)
+    for a, b in zip(points, points[1:]):
+        if b <= lo or a >= hi:
+            continue
+        m = (a + b) // 2
+        held = {}
+        waiting = []
+        for tid, sub, st, en, cores in jobs:
+            if st is not None and st <= m < en:
+                for c in cores:
+                    held[c] = tid
+            elif sub <= m < (st if st is not None else en):
+                waiting.append(tid)
+        free = ncores - len(held)
+        for c in range(ncores):
+            tid = held.get(c)
+            if tid is not None:
+                if any(x <= m < y for x, y in runs.get(tid, [])):
+                    part = "busy"
+                elif m < first.get(tid, en):
+                    part = "spawn"
+                elif m >= last.get(tid, 0):
+                    part = "reap"
+                else:
+                    part = "busy"  # between two of its ranks' lives: its own business
+            elif not waiting:
+                part = "make"
+            elif any(need[w] <= free for w in waiting):
+                part = "launch"
+            else:
+                part = "packing"
+            out[part] += (b - a) / 1e9
+    return out
+
+
+def history_jobs(state_dir, since_ns, ids, timeout=30.0):
+    """The history rows of this run's tests: waits for the daemon to have
+    ingested one per test (it writes them behind the launches)."""
+    import sqlite3
+    db = Path(state_dir) / "jiffy" / "history.db"
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = []
+        if db.exists():
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            try:
+                got = con.execute("SELECT command, submit_ns, start_ns, end_ns, cores FROM jobs "
+                                  "WHERE submit_ns >= ?", (since_ns,)).fetchall()
+            finally:
+                con.close()
+            for command, sub, st, en, cores in got:
+                words = command.split()
+                if len(words) > 1 and words[1] in ids:
+                    rows.append((words[1], sub, st, en, [int(c) for c in cores.split(";") if c]))
+        if len({r[0] for r in rows}) >= len(ids) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)
+
+
 def quantile(xs, q):
     if not xs:
         return None
@@ -391,6 +561,8 @@ class RunResult:
     collisions: list
     bound: int
     nranks: int
+    packing: float = 0.0  # s, packing_bound
+    parts: dict = field(default_factory=dict)  # idle_parts (jiffy configurations)
 
 
 def spawn_wait(argv, env, stdout, stderr, timeout):
@@ -445,6 +617,7 @@ class Bench:
         d0 = proc_cpu(dpid) if dpid else None
         argv = [self.make, "-C", str(self.suite), "-j", str(self.a.jobs), "-k", "--no-print-directory",
                 f"OUT=out/{tag}", f"SUITE_LOG={log}"] + [f"{MAKE_VAR[k]}={v}" for k, v in c.mpiexec.items()]
+        since_ns = time.time_ns()
         with open(out / "make.stdout", "wb+") as so, open(out / "make.stderr", "wb+") as se:
             wall, cpu, rc = spawn_wait(argv, c.env, so.fileno(), se.fileno(), self.a.timeout)
         d1 = proc_cpu(dpid) if d0 is not None else None
@@ -460,7 +633,11 @@ class Bench:
             raise BenchError(f"{c.name} rep {rep}: make passed but {len(problems)} test(s) lack rank records:\n  "
                              + "\n  ".join(problems[:10]))
         dcpu = (d1 - d0) if d1 is not None else None
-        return self.analyse(c, rep, wall, cpu + (dcpu or 0), dcpu, ranks)
+        result = self.analyse(c, rep, wall, cpu + (dcpu or 0), dcpu, ranks)
+        if c.jiffy:
+            jobs = history_jobs(c.env["XDG_STATE_HOME"], since_ns, set(self.by_id))
+            result.parts = idle_parts(jobs, ranks, self.ncores)
+        return result
 
     def failures(self, c, rep, out, rc):
         err = (out / "make.stderr").read_text(errors="replace")
@@ -481,8 +658,9 @@ class Bench:
         gaps, collisions, bound = core_gaps(ranks, self.cores)
         idle, over = machine_usage(ranks, self.ncores)
         floor = sum(r.cputime for r in ranks) / 1e9 / self.ncores
+        packing = packing_bound(self.tests, ranks, self.ncores, self.a.jobs)
         return RunResult(rep, wall, tree_cpu, dcpu, floor, idle / 1e9, over / 1e9, gaps, collisions, bound,
-                         len(ranks))
+                         len(ranks), packing)
 
 
 # ---------------------------------------------------------------- report
@@ -513,6 +691,9 @@ def summarize(bench, c):
     s = {
         "wall": median([r.wall for r in rs]), "floor": median([r.floor for r in rs]),
         "ratio": median([r.wall / r.floor for r in rs]), "tree_cpu": median([r.tree_cpu for r in rs]),
+        "packing": median([r.packing for r in rs]),
+        "parts": {k: median([r.parts.get(k, 0.0) for r in rs]) for k in [p for p, _ in IDLE_PARTS] + ["busy"]}
+        if all(r.parts for r in rs) else {},
         "daemon_cpu": median([r.daemon_cpu for r in rs]), "idle": median([r.idle for r in rs]),
         "over": median([r.over for r in rs]), "gaps": median([x["n"] for x in g]),
         "gap_median": median([x["median"] for x in g]), "gap_p90": median([x["p90"] for x in g]),
@@ -563,6 +744,26 @@ def report(bench, a, summaries, elapsed, load0, load1):
               f"{fmt(s['gaps'], '5.0f', '    -')} {fmt(s['gap_median'], '7.2f', '      -')} "
               f"{fmt(s['gap_p90'], '6.1f', '     -')} {fmt(s['gap_total'], '7.2f', '      -')} {s['collisions']:4d}")
     print("(gaps and coll count ranks bound to one core only: the share is `bound`; idle/over count all ranks)")
+    print()
+    print("where each core's time went (core-s, medians; the history's submit/start/end and the ranks' logs: "
+          "idle_parts)")
+    for c in bench.configs:
+        s = summaries[c.name][0]
+        if not c.jiffy or not s["parts"]:
+            continue
+        total = sum(s["parts"].values()) or 1
+        print(f"  {c.name:<14} ranks running {s['parts']['busy']:.2f} ({s['parts']['busy'] / total:.0%})")
+        for k, what in IDLE_PARTS:
+            print(f"  {'':<14} {s['parts'][k]:6.2f} ({s['parts'][k] / total:4.0%})  {what}")
+    print()
+    print(f"packing bound: the wall of the same tests, as long as their ranks ran, with make -j {a.jobs}, cores "
+          f"never shared and launching free (packing_bound)")
+    for c in bench.configs:
+        if not c.jiffy:
+            continue
+        s = summaries[c.name][0]
+        print(f"  {c.name:<14} bound {s['packing']:.2f} s = {s['packing'] / s['floor']:.2f}x floor; wall / bound "
+              f"{s['wall'] / s['packing']:.2f}x (launching, make, shell and diff)")
     print()
     print("median core gap (ms) by the next test's kind and width (p90, count)")
     for c in bench.configs:
@@ -789,6 +990,46 @@ def R(test, start_ms, end_ms, cpus, rank=0, cputime_ms=0):
 
 class AnalysisTest(unittest.TestCase):
     CORES = {0: 0, 1: 1}
+
+    def test_idle_parts_follow_one_core_from_test_to_test(self):
+        # a: submitted 0, spawned 0.5, ranks 1..10, reaped 11; b: submitted 5 (waits:
+        # the core is a's), spawned 11.5, ranks 12..20, reaped 21. Counted from the
+        # first rank's start to the last one's end.
+        ranks = [R("a", 1, 10, [0]), R("b", 12, 20, [0])]
+        jobs = [("a", 0, int(0.5 * MS), 11 * MS, [0]), ("b", 5 * MS, int(11.5 * MS), 21 * MS, [0])]
+        got = {k: round(v * 1e3, 3) for k, v in idle_parts(jobs, ranks, 1).items()}
+        self.assertEqual(got, {"busy": 17, "reap": 1, "launch": 0.5, "spawn": 0.5, "packing": 0, "make": 0})
+
+    def test_idle_parts_name_packing_and_make(self):
+        # two cores: a (1 wide) runs 0..10 on core 0; w (2 wide) waits from 2 and runs 10..20;
+        # nothing is submitted on core 1 before 2
+        ranks = [R("a", 0, 10, [0]), R("w", 10, 20, [0]), R("w", 10, 20, [1], 1)]
+        jobs = [("a", 0, 0, 10 * MS, [0]), ("w", 2 * MS, 10 * MS, 20 * MS, [0, 1])]
+        got = {k: round(v * 1e3, 3) for k, v in idle_parts(jobs, ranks, 2).items()}
+        self.assertEqual(got, {"busy": 30, "make": 2, "packing": 8, "launch": 0, "spawn": 0, "reap": 0})
+
+    def test_packing_bound_fills_both_cores(self):
+        tests = [Test(f"t{i}", "plain", 1, 0, 0, 0) for i in range(4)]
+        ranks = [R(f"t{i}", 0, 10, [0]) for i in range(4)]  # each ran 10 ms
+        self.assertAlmostEqual(packing_bound(tests, ranks, 2, 4), 0.020)
+        self.assertAlmostEqual(packing_bound(tests, ranks, 2, 1), 0.040)  # make -j1: one at a time
+
+    def test_packing_bound_backfills_only_what_ends_before_the_head(self):
+        # a (10 ms) and b (100 ms) start; c needs both cores: reserved from b's end
+        # (100 ms); d (50 ms) fits on a's core before that, e (95 ms) would not
+        t = lambda i, w: Test(i, "plain", w, 0, 0, 0)
+        tests = [t("a", 1), t("b", 1), t("c", 2), t("d", 1), t("e", 1)]
+        ranks = [R("a", 0, 10, [0]), R("b", 0, 100, [1]), R("c", 0, 10, [0]), R("c", 0, 10, [1], 1),
+                 R("d", 0, 50, [0]), R("e", 0, 95, [0])]
+        # d runs 10..60; c 100..110; e after c: 110..205
+        self.assertAlmostEqual(packing_bound(tests, ranks, 2, 5), 0.205)
+
+    def test_packing_bound_runs_a_wide_test_alone(self):
+        t = lambda i, w: Test(i, "plain", w, 0, 0, 0)
+        tests = [t("a", 1), t("w", 3), t("b", 1)]
+        ranks = [R("a", 0, 10, [0]), R("w", 0, 30, [0, 1]), R("b", 0, 5, [1])]
+        # a 0..10 and b 0..5 (b ends before w could start: backfilled); w 10..40
+        self.assertAlmostEqual(packing_bound(tests, ranks, 2, 3), 0.040)
 
     def test_gap_between_tests_on_one_core(self):
         gaps, coll, bound = core_gaps([R("a", 0, 10, [0]), R("b", 13, 20, [0]), R("c", 20, 30, [0])], self.CORES)
