@@ -435,8 +435,9 @@ def packing_bound(tests, ranks, ncores, jobs):
 
 
 IDLE_PARTS = (
-    ("packing", "free: the next test needs more cores than are free"),
-    ("launch", "free: a test that fits waits (its launcher starting, the daemon, the grant)"),
+    ("packing", "free: every waiting test needs more cores than are free"),
+    ("reserved", "free: a test that fits waits behind a wider one (no backfill: too long, or no history)"),
+    ("launch", "free: the oldest waiting test fits (its launcher starting, the daemon, the grant)"),
     ("spawn", "held: before its ranks run (fork, exec, dynamic loading)"),
     ("reap", "held: after its ranks ended (exit, reaping, release)"),
     ("make", "free: no test submitted (make, the shell, diff, the launcher's exec)"),
@@ -477,7 +478,8 @@ def idle_parts(jobs, ranks, ncores):
                 for c in cores:
                     held[c] = tid
             elif sub <= m < (st if st is not None else en):
-                waiting.append(tid)
+                waiting.append((sub, tid))
+        waiting = [tid for _, tid in sorted(waiting)]  # the oldest first
         free = ncores - len(held)
         for c in range(ncores):
             tid = held.get(c)
@@ -492,8 +494,10 @@ def idle_parts(jobs, ranks, ncores):
                     part = "busy"  # between two of its ranks' lives: its own business
             elif not waiting:
                 part = "make"
-            elif any(need[w] <= free for w in waiting):
+            elif need[waiting[0]] <= free:
                 part = "launch"
+            elif any(need[w] <= free for w in waiting):
+                part = "reserved"
             else:
                 part = "packing"
             out[part] += (b - a) / 1e9
@@ -998,7 +1002,8 @@ class AnalysisTest(unittest.TestCase):
         ranks = [R("a", 1, 10, [0]), R("b", 12, 20, [0])]
         jobs = [("a", 0, int(0.5 * MS), 11 * MS, [0]), ("b", 5 * MS, int(11.5 * MS), 21 * MS, [0])]
         got = {k: round(v * 1e3, 3) for k, v in idle_parts(jobs, ranks, 1).items()}
-        self.assertEqual(got, {"busy": 17, "reap": 1, "launch": 0.5, "spawn": 0.5, "packing": 0, "make": 0})
+        self.assertEqual(got, {"busy": 17, "reap": 1, "launch": 0.5, "spawn": 0.5, "packing": 0, "reserved": 0,
+                               "make": 0})
 
     def test_idle_parts_name_packing_and_make(self):
         # two cores: a (1 wide) runs 0..10 on core 0; w (2 wide) waits from 2 and runs 10..20;
@@ -1006,7 +1011,16 @@ class AnalysisTest(unittest.TestCase):
         ranks = [R("a", 0, 10, [0]), R("w", 10, 20, [0]), R("w", 10, 20, [1], 1)]
         jobs = [("a", 0, 0, 10 * MS, [0]), ("w", 2 * MS, 10 * MS, 20 * MS, [0, 1])]
         got = {k: round(v * 1e3, 3) for k, v in idle_parts(jobs, ranks, 2).items()}
-        self.assertEqual(got, {"busy": 30, "make": 2, "packing": 8, "launch": 0, "spawn": 0, "reap": 0})
+        self.assertEqual(got, {"busy": 30, "make": 2, "packing": 8, "reserved": 0, "launch": 0, "spawn": 0,
+                               "reap": 0})
+
+    def test_idle_parts_name_a_reservation(self):
+        # as above, and b (1 wide, submitted at 3) waits behind w until w ends
+        ranks = [R("a", 0, 10, [0]), R("w", 10, 20, [0]), R("w", 10, 20, [1], 1), R("b", 20, 25, [0])]
+        jobs = [("a", 0, 0, 10 * MS, [0]), ("w", 2 * MS, 10 * MS, 20 * MS, [0, 1]),
+                ("b", 3 * MS, 20 * MS, 25 * MS, [0])]
+        got = {k: round(v * 1e3, 3) for k, v in idle_parts(jobs, ranks, 2).items()}
+        self.assertEqual((got["packing"], got["reserved"], got["make"]), (1, 7, 2 + 5))
 
     def test_packing_bound_fills_both_cores(self):
         tests = [Test(f"t{i}", "plain", 1, 0, 0, 0) for i in range(4)]
