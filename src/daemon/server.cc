@@ -403,6 +403,7 @@ void Server::drop(Client& c, const std::string& why) {
 void Server::dispatch(Client& c, const proto::Json& msg) {
   static const std::map<std::string, void (Server::*)(Client&, const proto::Json&)> table = {
       {proto::type::kSubmit, &Server::handle_submit},
+      {proto::type::kPreparing, &Server::handle_preparing},
       {proto::type::kStarted, &Server::handle_started},
       {proto::type::kFinished, &Server::handle_finished},
       {proto::type::kStatus, &Server::handle_status},
@@ -485,6 +486,17 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
   }
 }
 
+// A queued launcher that prepares its job before the grant (jiffy-pmix
+// starts its PMIx server, which needs the job directory) names that
+// directory, so that it goes if the launcher dies still queued. A grant may
+// cross the message: the directory is then the job's until "started".
+void Server::handle_preparing(Client& c, const proto::Json& msg) {
+  if (c.state != JobState::Queued && c.state != JobState::Granted) {
+    throw Error("'preparing' without a queued job");
+  }
+  c.jobdir = proto::get_string(msg, "jobdir", 4096);
+}
+
 void Server::handle_started(Client& c, const proto::Json& msg) {
   if (c.state != JobState::Granted) throw Error("'started' before a grant");
   pid_t pgid = static_cast<pid_t>(proto::get_int(msg, "pgid", 1, 1 << 30));
@@ -503,7 +515,7 @@ void Server::handle_started(Client& c, const proto::Json& msg) {
         ", not led by a child of its launcher");
   }
   c.group.tag = tag;
-  c.jobdir = msg.contains("jobdir") ? proto::get_string(msg, "jobdir", 4096) : "";
+  if (msg.contains("jobdir")) c.jobdir = proto::get_string(msg, "jobdir", 4096);
   c.state = JobState::Running;
   persist();  // a successor must know which group to kill if the launcher dies
 }
@@ -548,6 +560,7 @@ void Server::client_gone(Client& c) {
       }
       sched_.cancel(c.job);
       tags_.release(c.group.tag, c.job);
+      if (is_job_dir(c.jobdir, c.job)) remove_tree(c.jobdir);
       c.state = JobState::Cancelled;
       parked_.erase(std::remove(parked_.begin(), parked_.end(), &c), parked_.end());
     } else if (c.state == JobState::Granted || c.state == JobState::Running) {

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "launch/client.h"
 #include "launch/environment.h"
@@ -146,8 +147,35 @@ BootstrapPlan plan_bootstrap(MpiMode mode, const std::vector<MpiKind>& app_kinds
   return p;
 }
 
+PreparedPmix::PreparedPmix(const BootstrapPlan& plan, unsigned long long job_id, const std::vector<int>& appnum) {
+  dir_ = make_job_dir(job_id);
+  PmixJob job;
+  job.nspace = "jiffy." + std::to_string(job_id) + "." + std::to_string(::getpid());
+  job.size = static_cast<int>(appnum.size());
+  job.appnum = appnum;
+  job.napps = appnum.empty() ? 1 : appnum.back() + 1;
+  for (std::size_t r = 0; r < appnum.size(); ++r) {
+    job.app_rank.push_back(r == 0 || appnum[r] != appnum[r - 1] ? 0 : job.app_rank.back() + 1);
+  }
+  job.dir = dir_;
+  job.uid = ::geteuid();
+  job.gid = ::getegid();
+  job.topology_xml = read_file(plan.topology_file);
+  try {
+    server_ = PmixServer::start(job);
+  } catch (...) {
+    remove_tree(dir_);
+    throw;
+  }
+}
+
+PreparedPmix::~PreparedPmix() {
+  server_.reset();  // deregisters and finalizes before its directory goes
+  if (!dir_.empty()) remove_tree(dir_);
+}
+
 Bootstrap::Bootstrap(BootstrapPlan plan, unsigned long long job_id, std::vector<int> appnum,
-                     Events events)
+                     Events events, std::unique_ptr<PreparedPmix> prepared)
     : plan_(plan), size_(static_cast<int>(appnum.size())), events_(std::move(events)) {
   if (plan_.pmi1) {
     pmi::JobInfo info;
@@ -173,25 +201,9 @@ Bootstrap::Bootstrap(BootstrapPlan plan, unsigned long long job_id, std::vector<
     child_fds_.resize(static_cast<std::size_t>(size_));
   }
   if (plan_.pmix) {
-    dir_ = make_job_dir(job_id);
-    PmixJob job;
-    job.nspace = "jiffy." + std::to_string(job_id) + "." + std::to_string(::getpid());
-    job.size = size_;
-    job.appnum = appnum;
-    job.napps = appnum.empty() ? 1 : appnum.back() + 1;
-    for (std::size_t r = 0; r < appnum.size(); ++r) {
-      job.app_rank.push_back(r == 0 || appnum[r] != appnum[r - 1] ? 0 : job.app_rank.back() + 1);
-    }
-    job.dir = dir_;
-    job.uid = ::geteuid();
-    job.gid = ::getegid();
-    job.topology_xml = read_file(plan_.topology_file);
-    try {
-      pmix_ = PmixServer::start(job);
-    } catch (...) {
-      remove_tree(dir_);
-      throw;
-    }
+    if (!prepared) prepared = std::make_unique<PreparedPmix>(plan_, job_id, appnum);
+    dir_ = std::exchange(prepared->dir_, std::string());
+    pmix_ = std::move(prepared->server_);
     pmix_connected_.assign(static_cast<std::size_t>(size_), 0);
     pmix_finalized_.assign(static_cast<std::size_t>(size_), 0);
   }

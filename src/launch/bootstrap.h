@@ -73,6 +73,28 @@ void rendezvous_environment(Environment& env, int rank, int size, const std::str
 // Decides which servers a job needs. Pure.
 BootstrapPlan plan_bootstrap(MpiMode mode, const std::vector<MpiKind>& app_kinds);
 
+class PmixServer;
+
+// A job's PMIx server and directory, started before the grant: jiffy-pmix
+// does it while its request waits in the queue, so that the grant is
+// followed by the ranks at once (starting libpmix's server took ~5 ms of
+// an idle core's time after each grant). Nothing in it depends on the
+// grant but the job id in names. Bootstrap takes it over; destroyed unused,
+// it finalizes the server and removes the directory. Throws Error.
+class PreparedPmix {
+ public:
+  PreparedPmix(const BootstrapPlan& plan, unsigned long long job_id, const std::vector<int>& appnum);
+  ~PreparedPmix();
+  PreparedPmix(const PreparedPmix&) = delete;
+  PreparedPmix& operator=(const PreparedPmix&) = delete;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  friend class Bootstrap;
+  std::string dir_;
+  std::unique_ptr<PmixServer> server_;
+};
+
 class Bootstrap {
  public:
   struct Events {
@@ -81,9 +103,10 @@ class Bootstrap {
     std::function<void(const std::string& why)> failure;  // the job cannot go on
   };
 
-  // appnum[r]: rank r's executable group. Starts PMIx if the plan says so.
-  // Throws Error.
-  Bootstrap(BootstrapPlan plan, unsigned long long job_id, std::vector<int> appnum, Events events);
+  // appnum[r]: rank r's executable group. Starts PMIx if the plan says so,
+  // or takes over `prepared` (PreparedPmix) when given. Throws Error.
+  Bootstrap(BootstrapPlan plan, unsigned long long job_id, std::vector<int> appnum, Events events,
+            std::unique_ptr<PreparedPmix> prepared = nullptr);
   ~Bootstrap();
 
   // Adds rank r's variables to env and returns the fd the rank must inherit

@@ -1,13 +1,14 @@
 #include "launch/job.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <poll.h>
 #include <signal.h>
-#include <dirent.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -91,6 +92,31 @@ bool job_shares_cpus(const JobGrant& g, Bind bind) {
 }
 
 
+std::vector<int> rank_appnums(const LaunchOptions& opt) {
+  std::vector<int> appnum;
+  for (std::size_t g = 0; g < opt.apps.size(); ++g) {
+    appnum.insert(appnum.end(), static_cast<std::size_t>(opt.apps[g].ntasks), static_cast<int>(g));
+  }
+  return appnum;
+}
+
+namespace {
+
+// Every thread of this process but the caller onto set (best effort: a
+// thread may end meanwhile).
+void bind_other_threads(const cpu_set_t& set) {
+  DIR* d = ::opendir("/proc/self/task");
+  if (!d) return;
+  const pid_t self = static_cast<pid_t>(::syscall(SYS_gettid));
+  while (dirent* e = ::readdir(d)) {
+    const pid_t tid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (tid > 0 && tid != self) ::sched_setaffinity(tid, sizeof set, &set);
+  }
+  ::closedir(d);
+}
+
+}  // namespace
+
 Job::Job(const LaunchOptions& opt, std::vector<std::string> programs, JobGrant grant,
          BootstrapPlan bootstrap, std::string tag)
     : opt_(opt), programs_(std::move(programs)), grant_(std::move(grant)), plan_(bootstrap),
@@ -111,13 +137,14 @@ bool Job::start() {
   if (!devnull) throw_errno("open /dev/null");
   const std::string job_id = std::to_string(grant_.id);
   const bool sharing = job_shares_cpus(grant_, opt_.bind);
-  std::vector<int> appnum;
-  for (std::size_t g = 0; g < opt_.apps.size(); ++g) appnum.insert(appnum.end(), static_cast<std::size_t>(opt_.apps[g].ntasks), static_cast<int>(g));
+  const std::vector<int> appnum = rank_appnums(opt_);
+  const bool prepared = prepared_ != nullptr;
   bootstrap_ = std::make_unique<Bootstrap>(
       plan_, grant_.id, appnum,
       Bootstrap::Events{[this](int r, int c, const std::string& m) { on_abort(r, c, m); },
                         [this](int r, const std::string& why) { on_protocol_error(r, why); },
-                        [this](const std::string& why) { fail(1, why); }});
+                        [this](const std::string& why) { fail(1, why); }},
+      std::move(prepared_));
   // Orphans of the ranks (daemonized helpers included) become ours, so that
   // none outlives the job (kill_descendants).
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -130,6 +157,8 @@ bool Job::start() {
     CPU_ZERO(&set);
     for (int c : grant_.ranks[0].cpus) CPU_SET(c, &set);
     ::sched_setaffinity(0, sizeof set, &set);
+    // A server prepared while queued has its threads already: move them too.
+    if (prepared) bind_other_threads(set);
   }
   Fd rank0_stdin;
   if (::isatty(0)) rank0_stdin = stdin_.open();

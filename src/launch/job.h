@@ -55,6 +55,9 @@ struct JobGrant {
 // ranks: they share CPUs, and get kYieldVar.
 bool job_shares_cpus(const JobGrant& g, Bind bind);
 
+// Each rank's executable group (MPI's appnum), in rank order.
+std::vector<int> rank_appnums(const LaunchOptions& opt);
+
 // Something else the job's loop watches: the daemon connection.
 struct Watch {
   std::function<int()> fd;          // -1: nothing to watch now
@@ -69,6 +72,8 @@ class Job {
       BootstrapPlan bootstrap, std::string tag);
   ~Job();
 
+  // The PMIx server prepared while queued (launch/bootstrap.h), for start().
+  void use_prepared(std::unique_ptr<PreparedPmix> prepared) { prepared_ = std::move(prepared); }
   // Forks and execs every rank. Returns false (after cleaning up, with a
   // message on stderr) when a rank could not be started.
   bool start();
@@ -127,6 +132,7 @@ class Job {
   std::vector<std::string> programs_;
   JobGrant grant_;
   BootstrapPlan plan_;
+  std::unique_ptr<PreparedPmix> prepared_;
   std::unique_ptr<Bootstrap> bootstrap_;
   std::vector<Rank> ranks_;
   Forwarder forwarder_;

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <variant>
 
@@ -162,9 +163,12 @@ class StatusLine {
 // crash we can ask the next one for our old place in the queue.
 // *refusal learns the daemon's reason when it refuses; *answered_out whether
 // the daemon said anything (it lived) before the wait ended or failed.
+// on_queued runs at each "queued" answer, with the job id: what the job can
+// prepare before its grant, it prepares then.
 std::variant<JobGrant, int> wait_for_grant(DaemonClient& client, const LaunchOptions& opt,
                                            int signal_fd, unsigned long long* ticket,
-                                           std::string* refusal, bool* answered_out) {
+                                           std::string* refusal, bool* answered_out,
+                                           const std::function<void(unsigned long long)>& on_queued) {
   StatusLine status(opt);
   // The daemon answers every submit at once (grant, queued or error), so
   // silence means it is wedged, not busy.
@@ -212,7 +216,10 @@ std::variant<JobGrant, int> wait_for_grant(DaemonClient& client, const LaunchOpt
           std::fprintf(stderr, "jiffy: %s\n", refusal->c_str());
           return kExitRefused;
         }
-        if (type == proto::type::kQueued) status.set_position(static_cast<int>(proto::get_int(*msg, "position", -1, 1 << 30)));
+        if (type == proto::type::kQueued) {
+          status.set_position(static_cast<int>(proto::get_int(*msg, "position", -1, 1 << 30)));
+          on_queued(*ticket);
+        }
       }
     }
     status.maybe_show();
@@ -457,11 +464,27 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const
   double give_up = now_s() + kRestartWindowS;
   RestartBackoff backoff;
   bool answered = false;
+  // jiffy-pmix starts the job's PMIx server while the request waits, and
+  // tells the daemon its directory (launch/bootstrap.h, PreparedPmix). A
+  // failure here is left for the grant's path to meet and report.
+  std::unique_ptr<PreparedPmix> prepared;
+  bool told = false;  // this daemon knows its directory
+  auto prepare = [&](unsigned long long job) {
+    if (!plan.pmix || !PmixServer::available() || told) return;
+    try {
+      if (!prepared) prepared = std::make_unique<PreparedPmix>(plan, job, rank_appnums(opt));
+    } catch (const Error&) {
+      return;
+    }
+    client.send({{"type", proto::type::kPreparing}, {"jobdir", prepared->dir()}});
+    told = true;
+  };
   for (;;) {
     try {
+      told = false;
       client.send(submit_message(opt, ::isatty(2), ticket, tag, history));
       answered = false;
-      waited = wait_for_grant(client, opt, signals.get(), &ticket, &refusal, &answered);
+      waited = wait_for_grant(client, opt, signals.get(), &ticket, &refusal, &answered, prepare);
       break;
     } catch (const Error& e) {
       // The daemon went away (crash, restart, idle exit racing our connect):
@@ -492,6 +515,7 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const
     plan.single_node_ompi = plan.single_node_ompi && r.gpus.empty();
   }
   Job job(opt, programs, grant, plan, tag);
+  job.use_prepared(std::move(prepared));
   if (!job.start()) {
     history.not_started("cannot execute " + opt.apps[0].argv[0]);
     return kExitNotFound;

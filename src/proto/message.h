@@ -33,6 +33,7 @@ namespace type {
 inline constexpr const char* kSubmit = "submit";      // client: ask for resources
 inline constexpr const char* kQueued = "queued";      // daemon: not granted yet (position)
 inline constexpr const char* kGrant = "grant";        // daemon: resources, per-rank layout
+inline constexpr const char* kPreparing = "preparing";  // client, queued: my job directory exists (jobdir)
 inline constexpr const char* kStarted = "started";    // client: ranks are running (pgid)
 inline constexpr const char* kFinished = "finished";  // client: job is over (exit code)
 inline constexpr const char* kStatus = "status";      // client: ask for the daemon's state

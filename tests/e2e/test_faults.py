@@ -475,6 +475,42 @@ def test_sigkill_launcher_removes_its_job_dir(jx, rogue_bin, tmp_path):
     assert_all_free(jx)
 
 
+def test_queued_pmix_job_prepares_and_its_dir_goes_with_it(jx, rogue_bin, tmp_path):
+    """A PMIx job that waits in the queue starts its PMIx server then, in its
+    job directory (launch/bootstrap.h, PreparedPmix), and tells the daemon
+    ("preparing"): killed while still queued (SIGKILL: no clean-up of its
+    own), the daemon removes the directory; the queued one it replaces runs
+    as usual, from its prepared server."""
+    _pmix_or_skip()
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {"TMPDIR": str(tmpdir)}
+    assert jx.run(["-n", 1, "true"]).returncode == 0
+    n = ncores_of(jx)
+    blocker = jx.popen(["-n", n, rogue_bin, f"pids={tmp_path}", "tag=A", "sleep=100000"], env=env)
+    wait_rogue(tmp_path, "A", n, "rank")
+    queued = jx.popen(["--mpi=pmix", "-n", 1, rogue_bin, f"pids={tmp_path}", "tag=Q"], env=env)
+    wait_until(lambda: len(_job_dirs(tmpdir)) == 1, 10, what="the queued job's directory")
+    queued.kill()
+    queued.wait()
+    wait_until(lambda: not _job_dirs(tmpdir), 5, what="the killed queued job's directory to be removed")
+    # Queued again, then granted: the prepared server serves the ranks.
+    hello = BUILD / "mpi" / "hello.openmpi"
+    if not os.access(hello, os.X_OK):
+        blocker.kill()
+        blocker.wait()
+        pytest.skip("Open MPI test programs not built")
+    second = jx.popen(["-n", 2, str(hello)], env=env)
+    wait_until(lambda: len(_job_dirs(tmpdir)) == 1, 10, what="the second queued job's directory")
+    blocker.kill()
+    blocker.wait()
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert sorted(out.splitlines()) == [f"hello {r} of 2" for r in range(2)], out
+    wait_until(lambda: not _job_dirs(tmpdir), 5, what="the finished job's directory to be removed")
+    assert_all_free(jx)
+
+
 def test_daemon_and_launcher_both_sigkilled(jx, rogue_bin, probe_bin, tmp_path):
     """The daemon and a launcher die together (SIGKILL): the ranks die with
     their launcher; their children, left in the job's process group, are
