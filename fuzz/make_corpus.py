@@ -43,6 +43,10 @@ def started(pgid=13892, jobdir="", tag=TAG):
     return frame({"jobdir": jobdir, "pgid": pgid, "tag": tag, "type": "started"})
 
 
+def preparing(jobdir="/tmp/jiffy-0-job2-Qx7bLm"):
+    return frame({"jobdir": jobdir, "type": "preparing"})
+
+
 def lane(job=3, first=0, count=1, pid=13889, command="true"):
     """What a front says once its lane job has run 2 ms (src/proto/lane.h)."""
     return frame({"command": command, "count": count, "first": first, "job": job, "pid": pid,
@@ -110,6 +114,8 @@ def daemon_message():
         "stop": STOP,
         "submit_twice": submit(ntasks=1) + submit(ntasks=1),
         "started_before_grant": started(),
+        "preparing_before_submit": preparing(),
+        "submit_preparing_started": submit() + preparing() + started(),
         "finished_then_submit": submit(ntasks=1) + finished(code=3) + submit(ntasks=2),
         "wrong_version": frame({"type": "submit", "v": 2, "ntasks": 1}),
         "unknown_type": frame({"type": "launch", "v": 1}),
@@ -131,6 +137,8 @@ def daemon_server():
         "one_launcher": submit() + started(pgid=CHILD) + finished(),
         "running_then_lost": submit(ntasks=2) + started(pgid=CHILD, jobdir="/tmp/jiffy-0-job1-Qx7bLm"),
         "started_foreign_group": submit(ntasks=1) + started(pgid=1),
+        "queued_preparing_lost": sep.join([submit(ntasks=4) + started(pgid=CHILD),
+                                            submit(ntasks=1, pid=13900) + preparing()]),
         "running_queued_status": sep.join([submit(ntasks=4) + started(pgid=CHILD),
                                             submit(ntasks=8, pid=13900, progress=True),
                                             submit(ntasks=1, cores_per_task=2, gpus_per_task=1, pid=13901),
