@@ -14,6 +14,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
+#include <string>
 
 #include "launch/environment.h"
 #include "launch/rank_defaults.h"
@@ -266,39 +268,54 @@ void Host::load_topology() {
   pmix_topology_.topology = t;
 }
 
+// A variable of this process's environment set for a scope, then put back
+// as it was: libpmix and hwloc read theirs during PMIx_server_init, and the
+// ranks, whose environment may be built later (a server prepared while the
+// job was queued), must not inherit ours.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) saved_ = old;
+    ::setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (saved_) {
+      ::setenv(name_, saved_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> saved_;
+};
+
 void Host::init_server() {
   // The server needs CPUs and caches only. hwloc would otherwise dlopen its
   // I/O plugins (PCI, OpenCL, X11/GL probing every display) in this process:
-  // tens of milliseconds per launch. The ranks' environment is built from a
-  // snapshot taken before, so they keep their plugins.
-  const char* old_path = std::getenv("HWLOC_PLUGINS_PATH");
-  std::string saved = old_path ? old_path : "";
-  ::setenv("HWLOC_PLUGINS_PATH", JIFFY_NO_HWLOC_PLUGINS, 1);
+  // tens of milliseconds per launch.
+  ScopedEnv no_plugins("HWLOC_PLUGINS_PATH", JIFFY_NO_HWLOC_PLUGINS);
   load_topology();
   InfoList info;
   if (topology_) info.add(PMIX_TOPOLOGY2, &pmix_topology_, PMIX_TOPO);
   info.add_string(PMIX_SERVER_TMPDIR, job_.dir);
   info.add_string(PMIX_SYSTEM_TMPDIR, job_.dir);
   info.add_rank(PMIX_SERVER_RANK, 0);
-  if (job_.rendezvous_fd >= 0) {
-    // The ranks were told PMIX_GDS_MODULE=hash: no shared-memory store,
-    // whose file names setup_fork would have had to tell them.
-    ::setenv("PMIX_MCA_gds", "hash", 1);
-  } else if (!std::getenv("PMIX_MCA_gds")) {
-    // Nor for ranks we fork (setup_fork then tells them hash): with the
-    // shared-memory store (ds21) each Open MPI rank's MPI_Init waited
-    // ~11 ms for the server's answer to its connection (24 ms of wall for
-    // 13 of CPU; 13 with hash). What the store saves, one copy of the job's
-    // data for many local ranks, is small for the jobs of one node. A
-    // user's own PMIX_MCA_gds wins.
-    ::setenv("PMIX_MCA_gds", "hash", 1);
-  }
+  // PMIx's hash store, not the shared-memory one (ds21). The rendezvous's
+  // ranks were told PMIX_GDS_MODULE=hash (no store whose file names
+  // setup_fork would have had to tell them). For ranks we fork, setup_fork
+  // then tells them hash: with ds21 each Open MPI rank's MPI_Init waited
+  // ~11 ms for the server's answer to its connection (24 ms of wall for 13
+  // of CPU; 13 with hash). What the store saves, one copy of the job's data
+  // for many local ranks, is small for the jobs of one node. A user's own
+  // PMIX_MCA_gds wins, except behind the rendezvous.
+  const char* user_gds = std::getenv("PMIX_MCA_gds");
+  std::optional<ScopedEnv> hash;
+  if (job_.rendezvous_fd >= 0 || !user_gds) hash.emplace("PMIX_MCA_gds", "hash");
   pmix_status_t rc = PMIx_server_init(&g_module, info.info(), info.size());
-  if (old_path) {
-    ::setenv("HWLOC_PLUGINS_PATH", saved.c_str(), 1);
-  } else {
-    ::unsetenv("HWLOC_PLUGINS_PATH");
-  }
   if (rc != PMIX_SUCCESS) fail("server_init", rc);
 }
 

@@ -1238,5 +1238,7 @@ def test_openmpi_ranks_use_pmix_hash_store(mx, launcher, env, want):
     """PMIx's shared-memory store cost each Open MPI rank ~11 ms of waiting
     in MPI_Init (src/pmi/pmix_host.cc): ranks get the hash store, unless the
     user chose the stores."""
-    got = mpi_env(mx, "openmpi", [], ["PMIX_GDS_MODULE"], {**env, **LAUNCHERS[launcher]})
+    got = mpi_env(mx, "openmpi", [], ["PMIX_GDS_MODULE", "PMIX_MCA_gds"], {**env, **LAUNCHERS[launcher]})
     assert all(e["PMIX_GDS_MODULE"] == want for e in got.values()), got
+    # the server's own setting is not passed on to the ranks
+    assert all(e["PMIX_MCA_gds"] == env.get("PMIX_MCA_gds") for e in got.values()), got
