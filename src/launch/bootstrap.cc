@@ -147,26 +147,24 @@ BootstrapPlan plan_bootstrap(MpiMode mode, const std::vector<MpiKind>& app_kinds
   return p;
 }
 
-PreparedPmix::PreparedPmix(const BootstrapPlan& plan, unsigned long long job_id, const std::vector<int>& appnum) {
-  dir_ = make_job_dir(job_id);
+PreparedPmix::PreparedPmix(const BootstrapPlan& plan, unsigned long long job_id, std::vector<int> appnum)
+    : topology_file_(plan.topology_file), job_id_(job_id), appnum_(std::move(appnum)),
+      dir_(make_job_dir(job_id)) {}
+
+void PreparedPmix::start() {
   PmixJob job;
-  job.nspace = "jiffy." + std::to_string(job_id) + "." + std::to_string(::getpid());
-  job.size = static_cast<int>(appnum.size());
-  job.appnum = appnum;
-  job.napps = appnum.empty() ? 1 : appnum.back() + 1;
-  for (std::size_t r = 0; r < appnum.size(); ++r) {
-    job.app_rank.push_back(r == 0 || appnum[r] != appnum[r - 1] ? 0 : job.app_rank.back() + 1);
+  job.nspace = "jiffy." + std::to_string(job_id_) + "." + std::to_string(::getpid());
+  job.size = static_cast<int>(appnum_.size());
+  job.appnum = appnum_;
+  job.napps = appnum_.empty() ? 1 : appnum_.back() + 1;
+  for (std::size_t r = 0; r < appnum_.size(); ++r) {
+    job.app_rank.push_back(r == 0 || appnum_[r] != appnum_[r - 1] ? 0 : job.app_rank.back() + 1);
   }
   job.dir = dir_;
   job.uid = ::geteuid();
   job.gid = ::getegid();
-  job.topology_xml = read_file(plan.topology_file);
-  try {
-    server_ = PmixServer::start(job);
-  } catch (...) {
-    remove_tree(dir_);
-    throw;
-  }
+  job.topology_xml = read_file(topology_file_);
+  server_ = PmixServer::start(job);
 }
 
 PreparedPmix::~PreparedPmix() {
@@ -202,6 +200,7 @@ Bootstrap::Bootstrap(BootstrapPlan plan, unsigned long long job_id, std::vector<
   }
   if (plan_.pmix) {
     if (!prepared) prepared = std::make_unique<PreparedPmix>(plan_, job_id, appnum);
+    if (!prepared->started()) prepared->start();  // on failure, its destructor cleans up
     dir_ = std::exchange(prepared->dir_, std::string());
     pmix_ = std::move(prepared->server_);
     pmix_connected_.assign(static_cast<std::size_t>(size_), 0);

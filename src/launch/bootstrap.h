@@ -79,18 +79,26 @@ class PmixServer;
 // does it while its request waits in the queue, so that the grant is
 // followed by the ranks at once (starting libpmix's server took ~5 ms of
 // an idle core's time after each grant). Nothing in it depends on the
-// grant but the job id in names. Bootstrap takes it over; destroyed unused,
-// it finalizes the server and removes the directory. Throws Error.
+// grant but the job id in names. Two steps, so that the daemon can learn
+// the directory before the server fills it: the constructor makes the
+// directory, start() the server. Bootstrap takes it over (and starts it if
+// need be); destroyed unused, it finalizes the server and removes the
+// directory. Both throw Error.
 class PreparedPmix {
  public:
-  PreparedPmix(const BootstrapPlan& plan, unsigned long long job_id, const std::vector<int>& appnum);
+  PreparedPmix(const BootstrapPlan& plan, unsigned long long job_id, std::vector<int> appnum);
   ~PreparedPmix();
   PreparedPmix(const PreparedPmix&) = delete;
   PreparedPmix& operator=(const PreparedPmix&) = delete;
   const std::string& dir() const { return dir_; }
+  void start();
+  bool started() const { return server_ != nullptr; }
 
  private:
   friend class Bootstrap;
+  std::string topology_file_;
+  unsigned long long job_id_;
+  std::vector<int> appnum_;
   std::string dir_;
   std::unique_ptr<PmixServer> server_;
 };

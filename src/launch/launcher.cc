@@ -476,8 +476,15 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const
     } catch (const Error&) {
       return;
     }
+    // The daemon learns the directory before the server fills it.
     client.send({{"type", proto::type::kPreparing}, {"jobdir", prepared->dir()}});
     told = true;
+    if (prepared->started()) return;
+    try {
+      prepared->start();
+    } catch (const Error&) {
+      prepared.reset();  // the grant's path tries again, and reports
+    }
   };
   for (;;) {
     try {

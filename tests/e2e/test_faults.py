@@ -490,7 +490,10 @@ def test_queued_pmix_job_prepares_and_its_dir_goes_with_it(jx, rogue_bin, tmp_pa
     blocker = jx.popen(["-n", n, rogue_bin, f"pids={tmp_path}", "tag=A", "sleep=100000"], env=env)
     wait_rogue(tmp_path, "A", n, "rank")
     queued = jx.popen(["--mpi=pmix", "-n", 1, rogue_bin, f"pids={tmp_path}", "tag=Q"], env=env)
-    wait_until(lambda: len(_job_dirs(tmpdir)) == 1, 10, what="the queued job's directory")
+    # The directory is named to the daemon before libpmix's server starts
+    # (its threads): wait for those.
+    wait_until(lambda: len(_job_dirs(tmpdir)) == 1 and len(os.listdir(f"/proc/{queued.pid}/task")) > 1, 30,
+               what="the queued job's PMIx server")
     queued.kill()
     queued.wait()
     wait_until(lambda: not _job_dirs(tmpdir), 5, what="the killed queued job's directory to be removed")
@@ -501,7 +504,8 @@ def test_queued_pmix_job_prepares_and_its_dir_goes_with_it(jx, rogue_bin, tmp_pa
         blocker.wait()
         pytest.skip("Open MPI test programs not built")
     second = jx.popen(["-n", 2, str(hello)], env=env)
-    wait_until(lambda: len(_job_dirs(tmpdir)) == 1, 10, what="the second queued job's directory")
+    wait_until(lambda: len(_job_dirs(tmpdir)) == 1 and len(os.listdir(f"/proc/{second.pid}/task")) > 1, 30,
+               what="the second queued job's PMIx server")
     blocker.kill()
     blocker.wait()
     out, err = second.communicate(timeout=60)
