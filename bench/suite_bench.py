@@ -486,7 +486,7 @@ def idle_parts(jobs, ranks, ncores):
             if tid is not None:
                 if any(x <= m < y for x, y in runs.get(tid, [])):
                     part = "busy"
-                elif m < first.get(tid, en):
+                elif tid not in first or m < first[tid]:  # no rank record: it never got going
                     part = "spawn"
                 elif m >= last.get(tid, 0):
                     part = "reap"
