@@ -486,15 +486,17 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
   }
 }
 
-// A queued launcher that prepares its job before the grant (jiffy-pmix
-// starts its PMIx server, which needs the job directory) names that
-// directory, so that it goes if the launcher dies still queued. A grant may
-// cross the message: the directory is then the job's until "started".
+// A launcher names its job directory as soon as it makes it, so that the
+// directory goes if the launcher dies: while queued (jiffy-pmix starts its
+// PMIx server before the grant; a grant may cross the message), or while
+// running (the PMIx helper of a rendezvous, started by the first Open MPI
+// rank behind a wrapper).
 void Server::handle_preparing(Client& c, const proto::Json& msg) {
-  if (c.state != JobState::Queued && c.state != JobState::Granted) {
-    throw Error("'preparing' without a queued job");
+  if (c.state != JobState::Queued && c.state != JobState::Granted && c.state != JobState::Running) {
+    throw Error("'preparing' without a job");
   }
   c.jobdir = proto::get_string(msg, "jobdir", 4096);
+  if (c.state == JobState::Running) persist();  // a successor must know it too
 }
 
 void Server::handle_started(Client& c, const proto::Json& msg) {
@@ -1071,6 +1073,7 @@ proto::Json Server::status_json() const {
               {"state", to_string(c->state)}};
     j["cwd"] = c->cwd;
     j["label"] = c->label;
+    j["jobdir"] = c->jobdir;  // "" until its launcher names one
     j["submit"] = static_cast<double>(c->submit_ns) / 1e9;
     j["predicted_s"] = c->request.predicted_s < 0 ? Json(nullptr) : Json(c->request.predicted_s);
     if (c->state != JobState::Queued) j["backfilled"] = c->grant.backfilled;

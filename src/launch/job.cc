@@ -547,6 +547,7 @@ void Job::drain_output(int signal_fd) {
 int Job::wait(int signal_fd, const Watch* watch) {
   if (opt_.timeout_s > 0 && deadline_ == 0) deadline_ = now_s() + opt_.timeout_s;  // else adopt()'s
   reap();  // ranks may have exited before we got here
+  std::string dir = job_dir();
   while (live_ranks() > 0) {
     std::vector<pollfd> p{{signal_fd, POLLIN, 0}};
     forwarder_.add_poll_fds(p);
@@ -559,6 +560,7 @@ int Job::wait(int signal_fd, const Watch* watch) {
     int n = ::poll(p.data(), p.size(), poll_timeout_ms(0));
     if (n < 0 && errno != EINTR) throw_errno("poll");
     if (n > 0) bootstrap_->handle(p, nboot);
+    if (watch && watch->job_dir && job_dir() != dir) watch->job_dir(dir = job_dir());
     if (n > 0 && p.size() > nwatch && p[nwatch].revents) watch->on_ready();
     if (n > 0 && p[0].revents) {
       signalfd_siginfo si;

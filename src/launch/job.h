@@ -62,6 +62,9 @@ std::vector<int> rank_appnums(const LaunchOptions& opt);
 struct Watch {
   std::function<int()> fd;          // -1: nothing to watch now
   std::function<void()> on_ready;
+  // The job made its directory after it started (the PMIx helper of a
+  // rendezvous, launch/bootstrap.h): whoever must remove it if we die is told.
+  std::function<void(const std::string& dir)> job_dir;
 };
 
 class Job {

@@ -293,6 +293,7 @@ class DaemonLink {
     job_dir_ = std::move(job_dir);
     tag_ = std::move(tag);
   }
+  void set_job_dir(std::string job_dir) { job_dir_ = std::move(job_dir); }
 
   void send(const proto::Json& msg) {
     if (!client_) return;
@@ -368,7 +369,10 @@ int supervise(Job& job, DaemonLink& link, int signal_fd, bool announce) {
                {"jobdir", job.job_dir()},
                {"tag", job.tag()}});
   }
-  Watch watch{[&] { return link.fd(); }, [&] { link.on_ready(); }};
+  Watch watch{[&] { return link.fd(); }, [&] { link.on_ready(); }, [&](const std::string& dir) {
+                 link.set_job_dir(dir);
+                 link.send({{"type", proto::type::kPreparing}, {"jobdir", dir}});
+               }};
   int code = job.wait(signal_fd, &watch);
   link.send({{"type", proto::type::kFinished}, {"code", code}});
   return code;

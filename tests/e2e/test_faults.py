@@ -515,6 +515,67 @@ def test_queued_pmix_job_prepares_and_its_dir_goes_with_it(jx, rogue_bin, tmp_pa
     assert_all_free(jx)
 
 
+def test_queued_pmix_job_dir_goes_after_a_daemon_restart(jx, rogue_bin, tmp_path):
+    """A double fault: the daemon dies (SIGKILL) while a prepared PMIx job
+    is queued, then the launcher too. The launcher asks the successor for its
+    old place under its old job id (the id its directory is named by) and
+    names the directory again, so the successor removes it."""
+    _pmix_or_skip()
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {"TMPDIR": str(tmpdir)}
+    assert jx.run(["-n", 1, "true"]).returncode == 0
+    n = ncores_of(jx)
+    blocker = jx.popen(["-n", n, rogue_bin, f"pids={tmp_path}", "tag=A", "sleep=100000"], env=env)
+    wait_rogue(tmp_path, "A", n, "rank")
+    queued = jx.popen(["--mpi=pmix", "-n", 1, rogue_bin, f"pids={tmp_path}", "tag=Q"], env=env)
+
+    def prepared_row(daemon_not=None):
+        st = jx.status()
+        if not st.get("daemon") or st["daemon"]["pid"] == daemon_not:
+            return None
+        rows = [j for j in st.get("queued", []) if j.get("pid") == queued.pid and j.get("jobdir")]
+        return rows[0] if rows else None
+    first = wait_until(prepared_row, 30, what="the queued job's directory named to the daemon")
+    assert len(_job_dirs(tmpdir)) == 1
+    dpid = jx.daemon_pid()
+    os.kill(dpid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(dpid), 5, what="the daemon to die")
+    again = wait_until(lambda: prepared_row(daemon_not=dpid), 30,
+                       what="the successor to know the queued job and its directory")
+    assert again["job"] == first["job"], (first, again)
+    queued.kill()
+    queued.wait()
+    wait_until(lambda: not _job_dirs(tmpdir), 5, what="the killed queued job's directory to be removed")
+    blocker.kill()
+    blocker.wait()
+    assert_all_free(jx)
+
+
+def test_rendezvous_job_dir_goes_with_a_killed_launcher(jx, tmp_path):
+    """An Open MPI rank behind a wrapper gets its PMIx server (and the job
+    directory it lives in) only when it connects, after "started": the
+    launcher names that directory then ("preparing"), so that the daemon
+    removes it when the launcher dies by SIGKILL."""
+    _pmix_or_skip()
+    prog = BUILD / "mpi" / "allreduce_loop.openmpi"
+    if not os.access(prog, os.X_OK):
+        pytest.skip("Open MPI test programs not built")
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    a = jx.popen(["-n", 1, "env", str(prog), "2000000000"], env={"TMPDIR": str(tmpdir)})
+
+    def named():
+        rows = [j for j in jx.status().get("running", []) if j.get("pid") == a.pid and j.get("jobdir")]
+        return rows[0]["jobdir"] if rows else None
+    dir = wait_until(named, 60, what="the launcher to name its rendezvous job directory")
+    assert _job_dirs(tmpdir) == [os.path.basename(dir)], (dir, _job_dirs(tmpdir))
+    a.kill()
+    a.wait()
+    wait_until(lambda: not _job_dirs(tmpdir), 10, what="the killed job's directory to be removed")
+    assert_all_free(jx)
+
+
 def test_daemon_and_launcher_both_sigkilled(jx, rogue_bin, probe_bin, tmp_path):
     """The daemon and a launcher die together (SIGKILL): the ranks die with
     their launcher; their children, left in the job's process group, are
