@@ -81,6 +81,26 @@ class Host final : public PmixServer {
     // them all now (setup_fork's variables are not theirs).
     if (job_.rendezvous_fd >= 0) {
       for (int r = 0; r < job_.size; ++r) register_client(r);
+      return;
+    }
+    // Every rank's registration and setup_fork need nothing from the grant:
+    // done here, they happen while a queued job waits (PreparedPmix), not
+    // between the grant and the ranks' fork.
+    fork_env_.resize(static_cast<std::size_t>(job_.size));
+    for (int r = 0; r < job_.size; ++r) {
+      register_client(r);
+      pmix_proc_t proc;
+      PMIX_PROC_LOAD(&proc, job_.nspace.c_str(), static_cast<pmix_rank_t>(r));
+      char** added = nullptr;
+      pmix_status_t rc = PMIx_server_setup_fork(&proc, &added);
+      if (rc != PMIX_SUCCESS) fail("setup_fork", rc);
+      for (char** p = added; p && *p; ++p) {
+        if (const char* eq = std::strchr(*p, '=')) {
+          fork_env_[static_cast<std::size_t>(r)].emplace_back(std::string(*p, static_cast<std::size_t>(eq - *p)), eq + 1);
+        }
+        std::free(*p);
+      }
+      std::free(added);
     }
   }
 
@@ -100,17 +120,7 @@ class Host final : public PmixServer {
   }
 
   void prepare_rank(int rank, Environment& env) override {
-    register_client(rank);
-    pmix_proc_t proc;
-    PMIX_PROC_LOAD(&proc, job_.nspace.c_str(), static_cast<pmix_rank_t>(rank));
-    char** added = nullptr;
-    pmix_status_t rc = PMIx_server_setup_fork(&proc, &added);
-    if (rc != PMIX_SUCCESS) fail("setup_fork", rc);
-    for (char** p = added; p && *p; ++p) {
-      if (const char* eq = std::strchr(*p, '=')) env.set(std::string(*p, static_cast<std::size_t>(eq - *p)), eq + 1);
-      std::free(*p);
-    }
-    std::free(added);
+    for (const auto& [name, value] : fork_env_.at(static_cast<std::size_t>(rank))) env.set(name, value);
   }
 
   int event_fd() const override { return event_fd_; }
@@ -184,6 +194,8 @@ class Host final : public PmixServer {
   std::mutex mutex_;
   std::vector<PmixEvent> events_;
   bool taken_over_ = false;
+  // Per rank: the variables setup_fork gave it (its registration done).
+  std::vector<std::vector<std::pair<std::string, std::string>>> fork_env_;
 };
 
 // --- libpmix callbacks (progress thread) ------------------------------------

@@ -59,12 +59,13 @@ class PmixServer {
  public:
   // Whether this executable can host PMIx.
   static bool available();
-  // Initialises libpmix for this process and registers the job. Throws Error.
+  // Initialises libpmix for this process and registers the job and its
+  // ranks (each rank's setup_fork is done then too). Throws Error.
   static std::unique_ptr<PmixServer> start(const PmixJob& job);
 
   virtual ~PmixServer() = default;
-  // Registers rank r as a client and adds what it needs to its environment
-  // (PMIX_* from setup_fork). Call before forking it.
+  // Adds what rank r needs to its environment (PMIX_* from setup_fork, done
+  // by start()). Call before forking it.
   virtual void prepare_rank(int rank, Environment& env) = 0;
   // Readable when events are waiting.
   virtual int event_fd() const = 0;
