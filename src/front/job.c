@@ -312,6 +312,19 @@ static int* spawn_order(const struct job* job) {
   return order;
 }
 
+/* The rank, in spawn order, that is the last to be the first on its CPUs. */
+static int last_first_on_cpu(const struct job* job, const int* order) {
+  char seen[CPU_SETSIZE] = {0};
+  int last = order[0];
+  for (int i = 0; i < job->n; ++i) {
+    int first = 0;
+    while (first < CPU_SETSIZE - 1 && !CPU_ISSET(first, &job->ranks[order[i]].cpus)) ++first;
+    if (!seen[first]) last = order[i];
+    seen[first] = 1;
+  }
+  return last;
+}
+
 static void reap_all_ranks(struct job* job) {
   for (int r = 0; r < job->n; ++r) {
     if (job->ranks[r].pid > 0) {
@@ -324,12 +337,15 @@ static void reap_all_ranks(struct job* job) {
 int job_start(struct job* job, const char* program, char** argv) {
   /* Orphans of the ranks become ours (kill_descendants). */
   prctl(PR_SET_CHILD_SUBREAPER, 1);
-  /* Run where rank 0 runs (see Job::start). */
-  if (job->ranks[0].bound) sched_setaffinity(0, sizeof job->ranks[0].cpus, &job->ranks[0].cpus);
+  int* order = spawn_order(job);
+  /* Run on the job's CPUs that get their first rank last (see Job::start):
+   * a child starts where its parent runs, and would wait there for the
+   * time slice of a rank already loading before it could move on. */
+  const struct rank* from = &job->ranks[last_first_on_cpu(job, order)];
+  if (from->bound) sched_setaffinity(0, sizeof from->cpus, &from->cpus);
   static char stack[64 * 1024] __attribute__((aligned(64)));
   const pid_t self = getpid();
   int failed = -1, err = 0;
-  int* order = spawn_order(job);
   for (int i = 0; i < job->n; ++i) {
     const int r = order[i];
     struct rank* rk = &job->ranks[r];

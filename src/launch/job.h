@@ -55,6 +55,13 @@ struct JobGrant {
 // ranks: they share CPUs, and get kYieldVar.
 bool job_shares_cpus(const JobGrant& g, Bind bind);
 
+// The order to start ranks in: rank 0 (it leads the process group), then
+// the first rank of every other CPU set, then the rest.
+std::vector<int> spawn_order(const JobGrant& grant);
+// The rank, in that order, that is the last to be the first on its CPUs:
+// the launcher spawns from its CPUs (Job::start, and src/front/job.c).
+int last_first_on_cpu(const JobGrant& grant, const std::vector<int>& order);
+
 // Each rank's executable group (MPI's appnum), in rank order.
 std::vector<int> rank_appnums(const LaunchOptions& opt);
 
