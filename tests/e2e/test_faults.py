@@ -475,12 +475,9 @@ def test_sigkill_launcher_removes_its_job_dir(jx, rogue_bin, tmp_path):
     assert_all_free(jx)
 
 
-def test_queued_pmix_job_prepares_and_its_dir_goes_with_it(jx, rogue_bin, tmp_path):
-    """A PMIx job that waits in the queue starts its PMIx server then, in its
-    job directory (launch/bootstrap.h, PreparedPmix), and tells the daemon
-    ("preparing"): killed while still queued (SIGKILL: no clean-up of its
-    own), the daemon removes the directory; the queued one it replaces runs
-    as usual, from its prepared server."""
+def _queued_behind_a_full_machine(jx, rogue_bin, tmp_path):
+    """A PMIx job queued behind one that holds every core, both with their
+    own TMPDIR: (that TMPDIR, its env, the blocker, the queued launcher)."""
     _pmix_or_skip()
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
@@ -490,6 +487,16 @@ def test_queued_pmix_job_prepares_and_its_dir_goes_with_it(jx, rogue_bin, tmp_pa
     blocker = jx.popen(["-n", n, rogue_bin, f"pids={tmp_path}", "tag=A", "sleep=100000"], env=env)
     wait_rogue(tmp_path, "A", n, "rank")
     queued = jx.popen(["--mpi=pmix", "-n", 1, rogue_bin, f"pids={tmp_path}", "tag=Q"], env=env)
+    return tmpdir, env, blocker, queued
+
+
+def test_queued_pmix_job_prepares_and_its_dir_goes_with_it(jx, rogue_bin, tmp_path):
+    """A PMIx job that waits in the queue starts its PMIx server then, in its
+    job directory (launch/bootstrap.h, PreparedPmix), and tells the daemon
+    ("preparing"): killed while still queued (SIGKILL: no clean-up of its
+    own), the daemon removes the directory; the queued one it replaces runs
+    as usual, from its prepared server."""
+    tmpdir, env, blocker, queued = _queued_behind_a_full_machine(jx, rogue_bin, tmp_path)
     # The directory is named to the daemon before libpmix's server starts
     # (its threads): wait for those.
     wait_until(lambda: len(_job_dirs(tmpdir)) == 1 and len(os.listdir(f"/proc/{queued.pid}/task")) > 1, 30,
@@ -520,15 +527,7 @@ def test_queued_pmix_job_dir_goes_after_a_daemon_restart(jx, rogue_bin, tmp_path
     is queued, then the launcher too. The launcher asks the successor for its
     old place under its old job id (the id its directory is named by) and
     names the directory again, so the successor removes it."""
-    _pmix_or_skip()
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    env = {"TMPDIR": str(tmpdir)}
-    assert jx.run(["-n", 1, "true"]).returncode == 0
-    n = ncores_of(jx)
-    blocker = jx.popen(["-n", n, rogue_bin, f"pids={tmp_path}", "tag=A", "sleep=100000"], env=env)
-    wait_rogue(tmp_path, "A", n, "rank")
-    queued = jx.popen(["--mpi=pmix", "-n", 1, rogue_bin, f"pids={tmp_path}", "tag=Q"], env=env)
+    tmpdir, env, blocker, queued = _queued_behind_a_full_machine(jx, rogue_bin, tmp_path)
 
     def prepared_row(daemon_not=None):
         st = jx.status()
