@@ -83,6 +83,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       engine->on_disconnect(rank);  // already reported: the caller keeps the first cause
     }
   };
+  // Half the shapes take spawn requests (answered at once, ok or not by
+  // the request's size), the other half leave them refused.
+  if (shape & 32) {
+    cb.spawn = [&](int rank, jiffy::pmi::SpawnRequest req) {
+      FUZZ_CHECK(rank >= 0 && rank < n);
+      FUZZ_CHECK(!req.apps.empty());
+      FUZZ_CHECK(req.total_procs() >= 1 && req.total_procs() <= jiffy::pmi::SimpleEngine::kMaxSpawnProcs);
+      for (const auto& app : req.apps) FUZZ_CHECK(app.nprocs >= 1 && !app.execname.empty());
+      engine->spawn_done(rank, req.total_procs() % 2 == 0, "odd count");
+    };
+  }
   jiffy::pmi::SimpleEngine e(info, cb);
   engine = &e;
 

@@ -12,6 +12,7 @@
 // times the oversubscription factor, and a job runs about four barriers.
 #include "pmi/simple_engine.h"
 
+#include <algorithm>
 #include <charconv>
 #include <optional>
 #include <utility>
@@ -63,7 +64,68 @@ std::string quote(std::string_view s) {
   return out;
 }
 
+// The value of the first item named key in a spawn block.
+const std::string* find_item(const KeyValues& block, std::string_view key) {
+  for (const auto& [k, v] : block) {
+    if (k == key) return &v;
+  }
+  return nullptr;
+}
+
+// count pairs name_key_<i> / name_val_<i>, i from 0, after name_num
+// (simple_pmi.c writes preput and info so). Returns "" or why not.
+std::string read_pairs(const KeyValues& block, const std::string& name, KeyValues* out) {
+  const std::string* num = find_item(block, name + "_num");
+  if (!num) return "";
+  std::optional<int> n = parse_int(*num);
+  if (!n || *n < 0 || *n > 1024) return "bad_" + name + "_num";
+  for (int i = 0; i < *n; ++i) {
+    const std::string* key = find_item(block, name + "_key_" + std::to_string(i));
+    const std::string* val = find_item(block, name + "_val_" + std::to_string(i));
+    if (!key || !val) return "missing_" + name + "_" + std::to_string(i);
+    out->emplace_back(*key, *val);
+  }
+  return "";
+}
+
+// One block of a spawn request as an app (and the request's preput pairs).
+// Returns "" or why the block makes no request, as one word for the reply.
+std::string read_spawn_block(const KeyValues& block, SpawnApp* app, KeyValues* preput) {
+  const std::string* nprocs = find_item(block, "nprocs");
+  std::optional<int> n = nprocs ? parse_int(*nprocs) : std::nullopt;
+  if (!n || *n < 1 || *n > SimpleEngine::kMaxSpawnProcs) return "bad_nprocs";
+  app->nprocs = *n;
+  const std::string* exe = find_item(block, "execname");
+  if (!exe || exe->empty()) return "missing_execname";
+  app->execname = *exe;
+  const std::string* argcnt = find_item(block, "argcnt");
+  std::optional<int> nargs = argcnt ? parse_int(*argcnt) : std::optional<int>(0);
+  if (!nargs || *nargs < 0 || *nargs > 4096) return "bad_argcnt";
+  for (int i = 1; i <= *nargs; ++i) {  // arg1..argN (1-based, unlike the pairs)
+    const std::string* arg = find_item(block, "arg" + std::to_string(i));
+    if (!arg) return "missing_arg" + std::to_string(i);
+    app->args.push_back(*arg);
+  }
+  if (std::string why = read_pairs(block, "info", &app->info); !why.empty()) return why;
+  KeyValues pairs;
+  if (std::string why = read_pairs(block, "preput", &pairs); !why.empty()) return why;
+  for (const auto& [key, val] : pairs) {
+    if (key.empty() || key.size() > static_cast<std::size_t>(SimpleEngine::kKeylenMax) ||
+        val.size() > static_cast<std::size_t>(SimpleEngine::kVallenMax)) {
+      return "bad_preput_key";
+    }
+  }
+  if (preput->empty()) *preput = std::move(pairs);  // every block repeats them
+  return "";
+}
+
 }  // namespace
+
+int SpawnRequest::total_procs() const {
+  long long n = 0;
+  for (const SpawnApp& a : apps) n += a.nprocs;
+  return static_cast<int>(std::min<long long>(n, 1LL << 30));
+}
 
 // One request line as key=value tokens, each split at its first '=' (MPICH
 // puts values like "segments=3"). Views point into the caller's line.
@@ -124,6 +186,14 @@ SimpleEngine::SimpleEngine(JobInfo info, Callbacks cb)
   }
   if (!cb_.send || !cb_.abort || !cb_.finalized || !cb_.protocol_error) {
     throw Error("PMI engine needs all four callbacks");
+  }
+  for (const auto& [key, val] : info_.preput) {
+    if (key.empty() || key.size() > static_cast<std::size_t>(kKeylenMax) ||
+        val.size() > static_cast<std::size_t>(kVallenMax) || key == kProcessMappingKey ||
+        key == kDeadProcessesKey) {
+      throw Error("PMI preput key " + quote(key) + " is not one a rank could put");
+    }
+    kvs_.insert_or_assign(key, val);
   }
   ranks_.resize(static_cast<std::size_t>(info_.size));
 }
@@ -199,6 +269,7 @@ bool SimpleEngine::on_disconnect(int rank) {
   r.partial.clear();
   r.in_barrier = false;
   r.in_spawn_block = false;
+  r.awaiting_spawn = false;
   // Hydra semantics: a rank that spoke PMI must finalize before it goes.
   if (r.initialized && !r.finalized) {
     job_failed_ = true;
@@ -246,6 +317,8 @@ void SimpleEngine::dispatch(int rank, const Request& req) {
   const Rank& r = rank_at(rank);
   if (command->lock_step && r.in_barrier) {
     fail_protocol(rank, "PMI request " + quote(name) + " while waiting in a barrier");
+  } else if (command->lock_step && r.awaiting_spawn) {
+    fail_protocol(rank, "PMI request " + quote(name) + " while waiting for its spawn");
   } else if (command->lock_step && r.finalized) {
     fail_protocol(rank, "PMI request " + quote(name) + " after finalize");
   } else if (command->needs_init && !r.initialized) {
@@ -266,6 +339,7 @@ void SimpleEngine::fail_protocol(int rank, const std::string& why) {
   r.partial.clear();
   r.in_barrier = false;
   r.in_spawn_block = false;
+  r.awaiting_spawn = false;
   job_failed_ = true;
   cb_.protocol_error(rank, why);
 }
@@ -435,21 +509,19 @@ void SimpleEngine::on_lookup_name(int rank, const Request&) {
 void SimpleEngine::on_spawn(int rank, const Request& req) {
   Rank& r = rank_at(rank);
   r.in_spawn_block = true;
+  r.block.clear();
   r.totspawns = parse_int(req.get("totspawns").value_or("")).value_or(-1);
   r.spawnssofar = parse_int(req.get("spawnssofar").value_or("")).value_or(-1);
 }
 
 // One item of a spawn block: "key=value to the end of the line" (arguments
-// may hold spaces and '='), or "endcmd". Only the block counts are kept.
+// may hold spaces and '=', kept as they are), or "endcmd".
 void SimpleEngine::handle_spawn_line(int rank, std::string_view line) {
   Rank& r = rank_at(rank);
   std::string_view item = trim(line);
   if (item == "endcmd") {
     r.in_spawn_block = false;
-    // MPICH sends one block per app, numbered spawnssofar = 1..totspawns, and
-    // reads a single reply after the last; without the counts, answer each.
-    bool last = r.totspawns < 0 || r.spawnssofar < 0 || r.spawnssofar >= r.totspawns;
-    if (last) reply(rank, "cmd=spawn_result rc=-1 msg=spawn_not_supported\n");
+    end_spawn_block(rank);
     return;
   }
   std::size_t eq = item.find('=');
@@ -458,9 +530,55 @@ void SimpleEngine::handle_spawn_line(int rank, std::string_view line) {
     return;
   }
   std::string_view key = item.substr(0, eq);
-  std::string_view value = trim(item.substr(eq + 1));
-  if (key == "totspawns") r.totspawns = parse_int(value).value_or(-1);
-  if (key == "spawnssofar") r.spawnssofar = parse_int(value).value_or(-1);
+  std::string_view value = line.substr(line.find('=') + 1);
+  if (!value.empty() && value.back() == '\r') value.remove_suffix(1);
+  if (r.block.size() >= 16384) {
+    fail_protocol(rank, "PMI spawn block of more than 16384 items");
+    return;
+  }
+  r.block.emplace_back(std::string(key), std::string(value));
+  if (key == "totspawns") r.totspawns = parse_int(trim(value)).value_or(-1);
+  if (key == "spawnssofar") r.spawnssofar = parse_int(trim(value)).value_or(-1);
+}
+
+// MPICH sends one block per app, numbered spawnssofar = 1..totspawns, and
+// reads a single reply after the last; without the counts, each block is a
+// request of its own.
+void SimpleEngine::end_spawn_block(int rank) {
+  Rank& r = rank_at(rank);
+  if (r.spawn_error.empty()) {
+    SpawnApp app;
+    r.spawn_error = read_spawn_block(r.block, &app, &r.spawn.preput);
+    if (r.spawn_error.empty()) r.spawn.apps.push_back(std::move(app));
+    if (r.spawn_error.empty() && r.spawn.total_procs() > kMaxSpawnProcs) r.spawn_error = "too_many_processes";
+  }
+  r.block.clear();
+  bool last = r.totspawns < 0 || r.spawnssofar < 0 || r.spawnssofar >= r.totspawns;
+  if (!last) return;
+  SpawnRequest request = std::exchange(r.spawn, {});
+  std::string why = std::exchange(r.spawn_error, {});
+  if (!cb_.spawn) why = "spawn_not_supported";
+  if (!why.empty()) {
+    reply(rank, "cmd=spawn_result rc=-1 msg=" + why + "\n");
+    return;
+  }
+  r.awaiting_spawn = true;
+  cb_.spawn(rank, std::move(request));
+}
+
+void SimpleEngine::spawn_done(int rank, bool ok, const std::string& why) {
+  Rank& r = rank_at(rank);
+  if (!r.awaiting_spawn || r.closed) return;
+  r.awaiting_spawn = false;
+  if (ok) {
+    reply(rank, "cmd=spawn_result rc=0\n");
+    return;
+  }
+  std::string word = why.empty() ? "spawn_failed" : why;
+  for (char& c : word) {
+    if (c <= 0x20 || c == 0x7f) c = '_';
+  }
+  reply(rank, "cmd=spawn_result rc=-1 msg=" + word + "\n");
 }
 
 }  // namespace jiffy::pmi

@@ -17,10 +17,15 @@
 //    a table; unknown commands, tokens without '=', empty lines and lines
 //    without cmd are protocol errors (RFC 13: close the fd, fail the job).
 //  - "mcmd=spawn" starts a multi-line block (one item per line, values run to
-//    the end of the line) that ends at "endcmd". Spawn is not supported: the
-//    block is answered with "cmd=spawn_result rc=-1" once, after the block
-//    whose spawnssofar equals totspawns (MPICH reads one reply for all of its
-//    blocks), or after every block when those counts are absent.
+//    the end of the line) that ends at "endcmd"; MPI_Comm_spawn_multiple
+//    sends one block per app, and reads one reply after the block whose
+//    spawnssofar equals totspawns (after every block when those counts are
+//    absent). The blocks become one SpawnRequest for Callbacks::spawn, and
+//    the rank waits (lock-step) until the caller answers with spawn_done().
+//    Without that callback, or for blocks that do not make a request, the
+//    reply is "cmd=spawn_result rc=-1" at once: the parent's spawn fails
+//    cleanly (non-zero errcodes could leave it waiting; see
+//    docs/spawn-research.md).
 //  - barrier_in replies are deferred. A barrier completes, and every waiting
 //    rank gets "cmd=barrier_out rc=0", when each rank of the job is waiting in
 //    it, has finalized, or has disconnected cleanly (never spoke PMI, or had
@@ -61,15 +66,36 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace jiffy::pmi {
+
+using KeyValues = std::vector<std::pair<std::string, std::string>>;
 
 struct JobInfo {
   int size = 0;             // number of ranks, >= 1
   std::string kvsname;      // 1..kKvsnameMax bytes, no whitespace
   std::vector<int> appnum;  // per rank: index of its ':'-separated executable group
   int universe_size = 0;    // usually size; Hydra may send -1 (infinite)
+  // In the KVS from the start: a spawned world's preput pairs (its
+  // parent's port name, which the children read with get).
+  KeyValues preput;
+};
+
+// One app of a spawn request (one block of the wire protocol).
+struct SpawnApp {
+  int nprocs = 0;
+  std::string execname;
+  std::vector<std::string> args;
+  KeyValues info;  // MPI_Info of the app: wdir, path, host, ...
+};
+
+// What a rank asked MPI_Comm_spawn(_multiple) for.
+struct SpawnRequest {
+  std::vector<SpawnApp> apps;
+  KeyValues preput;  // for the children's KVS
+  int total_procs() const;
 };
 
 class SimpleEngine {
@@ -85,7 +111,13 @@ class SimpleEngine {
     // rank broke the protocol; why is one human-readable line. The caller
     // should close that rank's fd and fail the job. Reported once per rank.
     std::function<void(int rank, const std::string& why)> protocol_error;
+    // Optional: rank asked for a spawn; answer with spawn_done(rank, ...).
+    // Unset: every spawn is refused.
+    std::function<void(int rank, SpawnRequest request)> spawn;
   };
+
+  // Most processes one spawn request may ask for (all apps together).
+  static constexpr int kMaxSpawnProcs = 1 << 16;
 
   // Size limits advertised by get_maxes and enforced on put/get.
   // Hydra and Slurm advertise 256/64/1024 (Flux 64/64/1024). The MPICH 4.0.2
@@ -124,6 +156,11 @@ class SimpleEngine {
   // Throws jiffy::Error if rank is not in [0, size).
   bool on_disconnect(int rank);
 
+  // Answers rank's pending spawn: rc=0 when its children were started, else
+  // rc=-1 with why (one word on the wire: blanks become '_'). Ignored when
+  // rank waits for no spawn (it went away meanwhile).
+  void spawn_done(int rank, bool ok, const std::string& why = "");
+
   // Whether rank's init was answered with rc=0 (stays true after finalize).
   bool initialized(int rank) const;
   // Whether rank's finalize was answered.
@@ -149,10 +186,14 @@ class SimpleEngine {
     bool finalized = false;
     bool in_barrier = false;
     bool in_spawn_block = false;
+    bool awaiting_spawn = false;  // its request went to Callbacks::spawn
     bool closed = false;  // input ignored: protocol error, abort or disconnect
     // Of the spawn block being read; -1 until seen and valid.
     int totspawns = -1;
     int spawnssofar = -1;
+    KeyValues block;         // the items of the block being read
+    SpawnRequest spawn;      // the apps of the blocks read so far
+    std::string spawn_error;  // why those blocks make no request ("" when they do)
   };
 
   static const Command* find_command(std::string_view name);
@@ -161,6 +202,7 @@ class SimpleEngine {
   const Rank& rank_at(int rank) const;
   void handle_line(int rank, std::string_view line);
   void handle_spawn_line(int rank, std::string_view line);
+  void end_spawn_block(int rank);
   void dispatch(int rank, const Request& req);
   void reply(int rank, std::string_view line);
   void fail_protocol(int rank, const std::string& why);

@@ -21,7 +21,7 @@ constexpr char kKvs[] = "kvs_42_0";
 
 JobInfo job(int size, std::vector<int> appnum = {}) {
   if (appnum.empty()) appnum.assign(static_cast<std::size_t>(size), 0);
-  return JobInfo{size, kKvs, std::move(appnum), size};
+  return JobInfo{size, kKvs, std::move(appnum), size, {}};
 }
 
 class SimpleEngineTest : public ::testing::Test {
@@ -150,7 +150,7 @@ TEST_F(SimpleEngineTest, FallbackNodemapWithoutProcessMappingWorks) {
 }
 
 TEST_F(SimpleEngineTest, UniverseSizeComesFromJobInfo) {
-  start(JobInfo{2, kKvs, {0, 0}, -1});
+  start(JobInfo{2, kKvs, {0, 0}, -1, {}});
   init(0);
   EXPECT_EQ(ask(0, "cmd=get_universe_size"), "cmd=universe_size rc=0 size=-1\n");
 }
@@ -677,20 +677,132 @@ TEST_F(SimpleEngineTest, SpawnBeforeInitIsProtocolError) {
   expect_protocol_error(0);
 }
 
+// With a spawn callback: the blocks become one request, answered later.
+class SpawnTest : public SimpleEngineTest {
+ protected:
+  void start_spawning(JobInfo info) {
+    replies_.assign(static_cast<std::size_t>(info.size), {});
+    SimpleEngine::Callbacks cb;
+    cb.send = [this](int rank, std::string_view line) {
+      replies_[static_cast<std::size_t>(rank)].emplace_back(line);
+    };
+    cb.abort = [](int, int) {};
+    cb.finalized = [](int) {};
+    cb.protocol_error = [this](int rank, const std::string& why) { errors_.emplace_back(rank, why); };
+    cb.spawn = [this](int rank, SpawnRequest r) { requests_.emplace_back(rank, std::move(r)); };
+    engine_ = std::make_unique<SimpleEngine>(std::move(info), std::move(cb));
+  }
+  std::vector<std::pair<int, SpawnRequest>> requests_;
+};
+
+TEST_F(SpawnTest, OneBlockIsOneRequestAnsweredWhenTheCallerSaysSo) {
+  start_spawning(job(1));
+  init(0);
+  feed(0, spawn_block(1, 1));
+  EXPECT_EQ(take(0), "");
+  ASSERT_EQ(requests_.size(), 1u);
+  const SpawnRequest& r = requests_[0].second;
+  ASSERT_EQ(r.apps.size(), 1u);
+  EXPECT_EQ(r.apps[0].nprocs, 2);
+  EXPECT_EQ(r.apps[0].execname, "./worker");
+  EXPECT_EQ(r.apps[0].args, (std::vector<std::string>{"--mode=fast", "two words"}));
+  EXPECT_EQ(r.preput, (KeyValues{{"PARENT_ROOT_PORT_NAME", "tag#0$description#x$"}}));
+  EXPECT_EQ(r.total_procs(), 2);
+  // Lock-step: nothing else until the answer.
+  engine_->spawn_done(0, true);
+  EXPECT_EQ(take(0), "cmd=spawn_result rc=0\n");
+  EXPECT_EQ(ask(0, "cmd=get_appnum"), "cmd=appnum rc=0 appnum=0\n");
+  EXPECT_TRUE(errors_.empty());
+}
+
+TEST_F(SpawnTest, MultipleBlocksAreOneRequestWithInfo) {
+  start_spawning(job(1));
+  init(0);
+  feed(0, "mcmd=spawn\nnprocs=1\nexecname=a\ntotspawns=2\nspawnssofar=1\nargcnt=0\npreput_num=0\n"
+          "info_num=1\ninfo_key_0=wdir\ninfo_val_0=/tmp/x y\nendcmd\n");
+  EXPECT_TRUE(requests_.empty());
+  feed(0, "mcmd=spawn\nnprocs=3\nexecname=b\ntotspawns=2\nspawnssofar=2\nargcnt=1\narg1= spaced \n"
+          "preput_num=0\ninfo_num=0\nendcmd\n");
+  ASSERT_EQ(requests_.size(), 1u);
+  const SpawnRequest& r = requests_[0].second;
+  ASSERT_EQ(r.apps.size(), 2u);
+  EXPECT_EQ(r.apps[0].info, (KeyValues{{"wdir", "/tmp/x y"}}));
+  EXPECT_EQ(r.apps[1].args, (std::vector<std::string>{" spaced "}));
+  EXPECT_EQ(r.total_procs(), 4);
+  engine_->spawn_done(0, false, "no such program");
+  EXPECT_EQ(take(0), "cmd=spawn_result rc=-1 msg=no_such_program\n");
+}
+
+TEST_F(SpawnTest, IncompleteBlocksAreRefusedWithoutTheCallback) {
+  start_spawning(job(1));
+  init(0);
+  EXPECT_EQ(ask(0, "mcmd=spawn\nnprocs=0\nexecname=a\nendcmd"), "cmd=spawn_result rc=-1 msg=bad_nprocs\n");
+  EXPECT_EQ(ask(0, "mcmd=spawn\nnprocs=1\nendcmd"), "cmd=spawn_result rc=-1 msg=missing_execname\n");
+  EXPECT_EQ(ask(0, "mcmd=spawn\nnprocs=1\nexecname=a\nargcnt=2\narg1=x\nendcmd"),
+            "cmd=spawn_result rc=-1 msg=missing_arg2\n");
+  EXPECT_EQ(ask(0, "mcmd=spawn\nnprocs=1\nexecname=a\npreput_num=1\npreput_key_0=k\nendcmd"),
+            "cmd=spawn_result rc=-1 msg=missing_preput_0\n");
+  EXPECT_EQ(ask(0, "mcmd=spawn\nnprocs=70000\nexecname=a\nendcmd"), "cmd=spawn_result rc=-1 msg=bad_nprocs\n");
+  // A bad first block fails the whole multi-app request, answered once.
+  feed(0, "mcmd=spawn\nnprocs=x\nexecname=a\ntotspawns=2\nspawnssofar=1\nendcmd\n");
+  EXPECT_EQ(take(0), "");
+  feed(0, "mcmd=spawn\nnprocs=1\nexecname=b\ntotspawns=2\nspawnssofar=2\nendcmd\n");
+  EXPECT_EQ(take(0), "cmd=spawn_result rc=-1 msg=bad_nprocs\n");
+  EXPECT_TRUE(requests_.empty());
+  EXPECT_TRUE(errors_.empty());
+}
+
+TEST_F(SpawnTest, RequestWhileWaitingForTheSpawnIsProtocolError) {
+  start_spawning(job(1));
+  init(0);
+  feed(0, spawn_block(1, 1));
+  feed(0, "cmd=get_appnum\n");
+  expect_protocol_error(0);
+  engine_->spawn_done(0, true);  // the rank is gone: nothing is sent
+  EXPECT_EQ(take(0), "");
+}
+
+TEST_F(SpawnTest, AnswerAfterDisconnectIsDropped) {
+  start_spawning(job(1));
+  init(0);
+  feed(0, spawn_block(1, 1));
+  engine_->on_disconnect(0);
+  engine_->spawn_done(0, true);
+  EXPECT_EQ(take(0), "");
+}
+
+TEST_F(SimpleEngineTest, PreputPairsAreInTheKvsFromTheStart) {
+  JobInfo info = job(2);
+  info.preput = {{"PARENT_ROOT_PORT_NAME", "port#1"}};
+  start(std::move(info));
+  init(1);
+  EXPECT_EQ(get(1, "PARENT_ROOT_PORT_NAME"), "cmd=get_result rc=0 value=port#1\n");
+  SimpleEngine::Callbacks cb;
+  cb.send = [](int, std::string_view) {};
+  cb.abort = [](int, int) {};
+  cb.finalized = [](int) {};
+  cb.protocol_error = [](int, const std::string&) {};
+  JobInfo bad = job(1);
+  bad.preput = {{"PMI_process_mapping", "x"}};
+  EXPECT_THROW(SimpleEngine(bad, cb), Error);
+  bad.preput = {{"", "x"}};
+  EXPECT_THROW(SimpleEngine(bad, cb), Error);
+}
+
 TEST_F(SimpleEngineTest, BadJobInfoIsRejected) {
   SimpleEngine::Callbacks cb;
   cb.send = [](int, std::string_view) {};
   cb.abort = [](int, int) {};
   cb.finalized = [](int) {};
   cb.protocol_error = [](int, const std::string&) {};
-  EXPECT_THROW(SimpleEngine(JobInfo{0, kKvs, {}, 0}, cb), Error);
-  EXPECT_THROW(SimpleEngine(JobInfo{2, kKvs, {0}, 2}, cb), Error);
-  EXPECT_THROW(SimpleEngine(JobInfo{1, "", {0}, 1}, cb), Error);
-  EXPECT_THROW(SimpleEngine(JobInfo{1, "a b", {0}, 1}, cb), Error);
-  EXPECT_THROW(SimpleEngine(JobInfo{1, std::string(257, 'k'), {0}, 1}, cb), Error);
-  EXPECT_NO_THROW(SimpleEngine(JobInfo{1, std::string(256, 'k'), {0}, 1}, cb));
+  EXPECT_THROW(SimpleEngine(JobInfo{0, kKvs, {}, 0, {}}, cb), Error);
+  EXPECT_THROW(SimpleEngine(JobInfo{2, kKvs, {0}, 2, {}}, cb), Error);
+  EXPECT_THROW(SimpleEngine(JobInfo{1, "", {0}, 1, {}}, cb), Error);
+  EXPECT_THROW(SimpleEngine(JobInfo{1, "a b", {0}, 1, {}}, cb), Error);
+  EXPECT_THROW(SimpleEngine(JobInfo{1, std::string(257, 'k'), {0}, 1, {}}, cb), Error);
+  EXPECT_NO_THROW(SimpleEngine(JobInfo{1, std::string(256, 'k'), {0}, 1, {}}, cb));
   cb.finalized = nullptr;
-  EXPECT_THROW(SimpleEngine(JobInfo{1, kKvs, {0}, 1}, cb), Error);
+  EXPECT_THROW(SimpleEngine(JobInfo{1, kKvs, {0}, 1, {}}, cb), Error);
 }
 
 TEST_F(SimpleEngineTest, RankOutOfRangeThrows) {
