@@ -127,7 +127,8 @@ MPI wire-up:
                          shared memory only; also JIFFY_UCX_SHM=0)
   --no-single-node-ompi  Open MPI ranks may use UCX (the default,
                          --single-node-ompi, for jobs without GPUs: pml
-                         ob1, btl self,vader, shared memory only; also
+                         ob1, btl self,vader,tcp: shared memory, TCP on
+                         loopback between spawned worlds; also
                          JIFFY_SINGLE_NODE_OMPI=0)
 
 Hosts: jiffy runs jobs on this machine only. -hosts/-host/--host/-H LIST

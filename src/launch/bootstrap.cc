@@ -156,10 +156,6 @@ void PreparedPmix::start() {
   job.nspace = "jiffy." + std::to_string(job_id_) + "." + std::to_string(::getpid());
   job.size = static_cast<int>(appnum_.size());
   job.appnum = appnum_;
-  job.napps = appnum_.empty() ? 1 : appnum_.back() + 1;
-  for (std::size_t r = 0; r < appnum_.size(); ++r) {
-    job.app_rank.push_back(r == 0 || appnum_[r] != appnum_[r - 1] ? 0 : job.app_rank.back() + 1);
-  }
   job.dir = dir_;
   job.uid = ::geteuid();
   job.gid = ::getegid();
@@ -203,8 +199,8 @@ Bootstrap::Bootstrap(BootstrapPlan plan, unsigned long long job_id, std::vector<
     if (!prepared->started()) prepared->start();  // on failure, its destructor cleans up
     dir_ = std::exchange(prepared->dir_, std::string());
     pmix_ = std::move(prepared->server_);
-    pmix_connected_.assign(static_cast<std::size_t>(size_), 0);
-    pmix_finalized_.assign(static_cast<std::size_t>(size_), 0);
+    pmix_connected_.assign(1, std::vector<char>(static_cast<std::size_t>(size_), 0));
+    pmix_finalized_ = pmix_connected_;
   }
   if (plan_.rendezvous && !plan_.pmix) {
     job_id_ = job_id;
@@ -222,8 +218,8 @@ Bootstrap::Bootstrap(BootstrapPlan plan, unsigned long long job_id, std::vector<
       }
     }
     if (rendezvous_) port_ = port_of(rendezvous_.get());
-    pmix_connected_.assign(static_cast<std::size_t>(size_), 0);
-    pmix_finalized_.assign(static_cast<std::size_t>(size_), 0);
+    pmix_connected_.assign(1, std::vector<char>(static_cast<std::size_t>(size_), 0));
+    pmix_finalized_ = pmix_connected_;
   }
 }
 
@@ -279,12 +275,20 @@ int Bootstrap::prepare_rank(int rank, Environment& env) {
       set_default(env, "UCX_MODULES", JIFFY_UCX_SHM_MODULES);
     }
   }
-  if ((plan_.pmix || rendezvous_) && plan_.single_node_ompi) {
+  if (rendezvous_ && plan_.single_node_ompi) {
     // One node: shared memory and self only (pml ob1, below), skipping UCX's
     // start-up (a 2-rank hello: 0.38x mpirun's wall without, 0.34x with).
     // Not for a job with GPUs (UCX's GPU-aware transports), and a user's
-    // own choice of pml or btl wins.
+    // own choice of pml or btl wins. (Behind the rendezvous no rank can
+    // spawn: its server is a helper with no launcher loop.)
     set_default(env, "OMPI_MCA_btl", "self,vader");
+  }
+  if (plan_.pmix && plan_.single_node_ompi) {
+    // The same, plus TCP on loopback for MPI_Comm_spawn: vader connects a
+    // job's own ranks only, and the parents need the transport to their
+    // children from their own MPI_Init (prepare_world_rank).
+    set_default(env, "OMPI_MCA_btl", JIFFY_OMPI_SINGLE_NODE_BTL);
+    set_default(env, "OMPI_MCA_btl_tcp_if_include", JIFFY_OMPI_TCP_IF);
   }
   if (rendezvous_) {
     if (plan_.single_node_ompi) set_default(env, "OMPI_MCA_pml", "ob1");
@@ -292,20 +296,49 @@ int Bootstrap::prepare_rank(int rank, Environment& env) {
   }
   if (plan_.pmix) {
     pmix_->prepare_rank(rank, env);
-    // Open MPI 4.1 takes a direct launch for a singleton unless schizo/orte
-    // is out of the way (pmi.md B7).
-    set_default(env, "OMPI_MCA_schizo", "^orte");
-    // Concurrent jobs must never share Open MPI's shared-memory files.
-    set_default(env, "OMPI_MCA_btl_vader_backing_directory", dir_);
-    set_default(env, "OMPI_MCA_orte_tmpdir_base", dir_);
-    // The cm PML drives NIC-offloaded matching (PSM, PSM2, OFI MTLs). A
-    // single-node job never needs it, yet probing those MTLs costs ~200 ms
-    // of MPI_Init on a machine without such a NIC (measured: a 2-rank hello
-    // takes 300 ms with it, 100 ms without). UCX and ob1 stay available.
-    set_default(env, "OMPI_MCA_pml", plan_.single_node_ompi ? "ob1" : "^cm");
-    ompi_rank_environment(env, r, n);
+    pmix_rank_environment(rank, size_, env);
   }
   return inherit;
+}
+
+void Bootstrap::pmix_rank_environment(int rank, int size, Environment& env) const {
+  // Open MPI 4.1 takes a direct launch for a singleton unless schizo/orte
+  // is out of the way (pmi.md B7).
+  set_default(env, "OMPI_MCA_schizo", "^orte");
+  // Concurrent jobs must never share Open MPI's shared-memory files.
+  set_default(env, "OMPI_MCA_btl_vader_backing_directory", dir_);
+  set_default(env, "OMPI_MCA_orte_tmpdir_base", dir_);
+  // The cm PML drives NIC-offloaded matching (PSM, PSM2, OFI MTLs). A
+  // single-node job never needs it, yet probing those MTLs costs ~200 ms
+  // of MPI_Init on a machine without such a NIC (measured: a 2-rank hello
+  // takes 300 ms with it, 100 ms without). UCX and ob1 stay available.
+  set_default(env, "OMPI_MCA_pml", plan_.single_node_ompi ? "ob1" : "^cm");
+  ompi_rank_environment(env, std::to_string(rank), std::to_string(size));
+}
+
+int Bootstrap::add_world(int spawn_id, const std::vector<int>& appnum) {
+  if (!pmix_) throw Error("spawning needs the job's PMIx server");
+  const int world = static_cast<int>(pmix_connected_.size());
+  pmix_->add_world(world, appnum, spawn_id);
+  pmix_connected_.emplace_back(appnum.size(), 0);
+  pmix_finalized_.emplace_back(appnum.size(), 0);
+  return world;
+}
+
+void Bootstrap::prepare_world_rank(int world, int rank, Environment& env) {
+  const std::size_t w = static_cast<std::size_t>(world);
+  // (Open MPI copies the parent's OMPI_MCA_* into the children's app
+  // environment: btl as prepare_rank set it.)
+  pmix_->prepare_world_rank(world, rank, env);
+  pmix_rank_environment(rank, static_cast<int>(pmix_connected_.at(w).size()), env);
+}
+
+void Bootstrap::spawn_answer(int spawn_id, bool ok, int world) {
+  if (pmix_) pmix_->spawn_done(spawn_id, ok, world);
+}
+
+void Bootstrap::world_rank_lost(const std::string& port) {
+  if (pmix_ && !port.empty()) pmix_->abandon_port(port);
 }
 
 void Bootstrap::adopt_channel(int rank, int fd) {
@@ -379,12 +412,24 @@ void Bootstrap::take_pmix_events() {
 }
 
 void Bootstrap::apply(const PmixEvent& e) {
-  if (e.rank < 0 || e.rank >= size_) return;
+  if (e.world < 0 || static_cast<std::size_t>(e.world) >= pmix_connected_.size()) return;
+  std::vector<char>& connected = pmix_connected_[static_cast<std::size_t>(e.world)];
+  if (e.rank < 0 || static_cast<std::size_t>(e.rank) >= connected.size()) return;
   std::size_t r = static_cast<std::size_t>(e.rank);
   switch (e.kind) {
-    case PmixEvent::Kind::Connected: pmix_connected_[r] = 1; break;
-    case PmixEvent::Kind::Finalized: pmix_finalized_[r] = 1; break;
-    case PmixEvent::Kind::Abort: events_.abort(e.rank, e.status, e.message); break;
+    case PmixEvent::Kind::Connected: connected[r] = 1; break;
+    case PmixEvent::Kind::Finalized: pmix_finalized_[static_cast<std::size_t>(e.world)][r] = 1; break;
+    case PmixEvent::Kind::Abort:
+      // (A spawned world's abort ends the job too: one job, one fate.)
+      events_.abort(e.rank, e.status, e.message);
+      break;
+    case PmixEvent::Kind::Spawn:
+      if (events_.spawn) {
+        events_.spawn(SpawnAsk{e.spawn_id, e.world, e.rank, e.apps});
+      } else {
+        spawn_answer(e.spawn_id, false);
+      }
+      break;
   }
 }
 
@@ -458,15 +503,16 @@ void Bootstrap::read_helper() {
   }
 }
 
-bool Bootstrap::unfinalized(int rank) const {
-  std::size_t r = static_cast<std::size_t>(rank);
-  if (engine_ && engine_->initialized(rank) && !engine_->finalized(rank)) return true;
-  return !pmix_connected_.empty() && pmix_connected_[r] && !pmix_finalized_[r];
+bool Bootstrap::unfinalized(int rank, int world) const {
+  std::size_t r = static_cast<std::size_t>(rank), w = static_cast<std::size_t>(world);
+  if (world == 0 && engine_ && engine_->initialized(rank) && !engine_->finalized(rank)) return true;
+  return w < pmix_connected_.size() && pmix_connected_[w][r] && !pmix_finalized_[w][r];
 }
 
-bool Bootstrap::contacted(int rank) const {
-  std::size_t r = static_cast<std::size_t>(rank);
-  return (engine_ && engine_->ever_connected(rank)) || (!pmix_connected_.empty() && pmix_connected_[r]);
+bool Bootstrap::contacted(int rank, int world) const {
+  std::size_t r = static_cast<std::size_t>(rank), w = static_cast<std::size_t>(world);
+  return (world == 0 && engine_ && engine_->ever_connected(rank)) ||
+         (w < pmix_connected_.size() && pmix_connected_[w][r]);
 }
 
 }  // namespace jiffy

@@ -37,13 +37,12 @@
 
 #include "launch/mpi_detect.h"
 #include "launch/options.h"
+#include "pmi/pmix_server.h"
 #include "util/fd.h"
 
 namespace jiffy {
 
 class Environment;
-class PmixServer;
-struct PmixEvent;
 namespace pmi {
 class SimpleEngine;
 }
@@ -73,7 +72,15 @@ void rendezvous_environment(Environment& env, int rank, int size, const std::str
 // Decides which servers a job needs. Pure.
 BootstrapPlan plan_bootstrap(MpiMode mode, const std::vector<MpiKind>& app_kinds);
 
-class PmixServer;
+// A rank asked for more ranks (MPI_Comm_spawn), to be started as a new
+// world of the job: Bootstrap::Events::spawn. Answered with
+// Bootstrap::spawn_answer(id, ...), after add_world for a started one.
+struct SpawnAsk {
+  int id = 0;
+  int world = 0;  // the asker's
+  int rank = 0;
+  std::vector<PmixSpawnApp> apps;
+};
 
 // A job's PMIx server and directory, started before the grant: jiffy-pmix
 // does it while its request waits in the queue, so that the grant is
@@ -109,6 +116,7 @@ class Bootstrap {
     std::function<void(int rank, int code, const std::string& message)> abort;
     std::function<void(int rank, const std::string& why)> protocol_error;
     std::function<void(const std::string& why)> failure;  // the job cannot go on
+    std::function<void(SpawnAsk ask)> spawn;  // unset: spawns fail
   };
 
   // appnum[r]: rank r's executable group. Starts PMIx if the plan says so,
@@ -134,10 +142,21 @@ class Bootstrap {
   // finalize that preceded an exit is seen first).
   void drain();
 
+  // Spawned worlds (SpawnAsk). add_world registers world number
+  // (1, 2, ...) whose rank r runs app appnum[r], and returns its number;
+  // prepare_world_rank gives one of its ranks its variables (no fd to
+  // inherit: PMIx); spawn_answer tells the asker. Throw Error.
+  int add_world(int spawn_id, const std::vector<int>& appnum);
+  void prepare_world_rank(int world, int rank, Environment& env);
+  void spawn_answer(int spawn_id, bool ok, int world = 0);
+  // A spawned rank left before it ever connected: its parent, waiting to
+  // connect to its world through `port`, would wait forever.
+  void world_rank_lost(const std::string& port);
+
   // The rank got through MPI_Init (either protocol) but not MPI_Finalize.
-  bool unfinalized(int rank) const;
+  bool unfinalized(int rank, int world = 0) const;
   // The rank spoke to either server at all.
-  bool contacted(int rank) const;
+  bool contacted(int rank, int world = 0) const;
   const BootstrapPlan& plan() const { return plan_; }
   // The job's private directory ("" when none): the daemon removes it if we
   // are killed before we can.
@@ -149,6 +168,8 @@ class Bootstrap {
   void apply(const PmixEvent& e);
   void start_helper();
   void read_helper();
+  // Open MPI's variables for rank r of n in a world served by pmix_.
+  void pmix_rank_environment(int rank, int size, Environment& env) const;
 
   BootstrapPlan plan_;
   int size_;
@@ -158,8 +179,9 @@ class Bootstrap {
   std::vector<Fd> pmi_fds_;    // launcher's ends
   std::vector<Fd> child_fds_;  // ranks' ends until spawned
   std::unique_ptr<PmixServer> pmix_;
-  std::vector<char> pmix_connected_;
-  std::vector<char> pmix_finalized_;
+  // Per world (0: the job's own ranks), per rank.
+  std::vector<std::vector<char>> pmix_connected_;
+  std::vector<std::vector<char>> pmix_finalized_;
   std::vector<int> polled_;  // ranks behind the PMI entries of the last add_poll_fds
   // The rendezvous: its socket until a rank connects, then the helper's
   // event socket and what came of it.

@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "launch/environment.h"
+#include "launch/sub_request.h"
 #include "proto/history.h"
 #include "util/error.h"
 #include "util/sys.h"
@@ -156,7 +157,8 @@ bool Job::start() {
       plan_, grant_.id, appnum,
       Bootstrap::Events{[this](int r, int c, const std::string& m) { on_abort(r, c, m); },
                         [this](int r, const std::string& why) { on_protocol_error(r, why); },
-                        [this](const std::string& why) { fail(1, why); }},
+                        [this](const std::string& why) { fail(1, why); },
+                        [this](SpawnAsk ask) { on_spawn(std::move(ask)); }},
       std::move(prepared_));
   // Orphans of the ranks (daemonized helpers included) become ours, so that
   // none outlives the job (kill_descendants).
@@ -221,7 +223,7 @@ bool Job::start() {
     Spawned s = spawn_rank(spec);
     bootstrap_->rank_spawned(rank);
     if (rank == 0) pgid_ = s.pid;
-    ranks_[static_cast<std::size_t>(rank)] = Rank{s.pid, static_cast<int>(g), false, 0};
+    ranks_[static_cast<std::size_t>(rank)] = Rank{s.pid, static_cast<int>(g), false, 0, 0, rank, {}};
     spawned[static_cast<std::size_t>(rank)] = s;
     // --tag-output byte for byte as mpirun ("[1,0]<stdout>:x", 1 being
     // mpirun's job number): scripts parse it.
@@ -240,7 +242,7 @@ bool Job::start() {
     if (int err = spawned[r].exec_errno) {
       if (ok) {
         std::fprintf(stderr, "jiffy: cannot execute %s: %s\n",
-                     opt_.apps[static_cast<std::size_t>(ranks_[r].group)].argv[0].c_str(),
+                     rank_program(r).c_str(),
                      std::strerror(err));
       }
       ok = false;
@@ -267,14 +269,186 @@ void Job::adopt(const Handoff& h) {
       plan_, grant_.id, std::vector<int>(h.ranks.size(), 0),
       Bootstrap::Events{[this](int r, int c, const std::string& m) { on_abort(r, c, m); },
                         [this](int r, const std::string& why) { on_protocol_error(r, why); },
-                        [this](const std::string& why) { fail(1, why); }});
+                        [this](const std::string& why) { fail(1, why); },
+                        {}});
   for (std::size_t r = 0; r < h.ranks.size(); ++r) {
     bootstrap_->adopt_channel(static_cast<int>(r), h.ranks[r].pmi_fd);
-    ranks_.push_back(Rank{h.ranks[r].pid, 0, h.ranks[r].done, 0});
+    ranks_.push_back(Rank{h.ranks[r].pid, 0, h.ranks[r].done, 0, 0, static_cast<int>(r), {}});
   }
   // The timeout counts from the ranks' start, which was the front's.
   if (h.deadline_ns > 0) deadline_ = static_cast<double>(h.deadline_ns) * 1e-9;
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+}
+
+std::string Job::rank_name(std::size_t i) const {
+  const Rank& r = ranks_[i];
+  if (r.world == 0) return "rank " + std::to_string(i);
+  return "spawned rank " + std::to_string(r.wrank) + " of world " + std::to_string(r.world);
+}
+
+const std::string& Job::rank_program(std::size_t i) const {
+  const Rank& r = ranks_[i];
+  return r.world == 0 ? opt_.apps[static_cast<std::size_t>(r.group)].argv[0] : r.program;
+}
+
+// MPI_Comm_spawn: the programs are found as the launcher finds its own
+// (PATH, the working directory: a missing one fails the spawn, as exit 127
+// would), then the daemon is asked for their cores; the answer comes in the
+// loop (poll_worlds).
+void Job::on_spawn(SpawnAsk ask) {
+  auto w = std::make_unique<World>();
+  w->ask = std::move(ask);
+  World& world = *w;
+  worlds_.push_back(std::move(w));
+  if (terminating_) return spawn_failed(world, "");
+  if (!ask_cores_) return spawn_failed(world, "this launch cannot spawn ranks");
+  int total = 0;
+  for (const PmixSpawnApp& app : world.ask.apps) {
+    std::string path_var = "/usr/bin:/bin";
+    if (const char* p = std::getenv("PATH")) path_var = p;
+    for (const auto& [name, value] : app.env) {
+      if (name == "PATH") path_var = value;
+    }
+    std::optional<std::string> wdir = app.wdir.empty() ? opt_.wdir : std::optional<std::string>(app.wdir);
+    try {
+      world.programs.push_back(resolve_program(app.command, path_var, wdir));
+    } catch (const Error& e) {
+      return spawn_failed(world, e.what());
+    }
+    total += app.nprocs;
+  }
+  try {
+    world.cores = ask_cores_(total);
+  } catch (const Error& e) {
+    return spawn_failed(world, std::string("cannot ask the daemon for cores: ") + e.what());
+  }
+}
+
+// The spawn call fails in the asking rank (MPI_ERR_SPAWN); the job goes on,
+// as the MPI decides.
+void Job::spawn_failed(World& w, const std::string& why) {
+  if (!why.empty()) {
+    std::fprintf(stderr, "jiffy: MPI_Comm_spawn from rank %d%s failed: %s\n", w.ask.rank,
+                 w.ask.world ? (" of spawned world " + std::to_string(w.ask.world)).c_str() : "", why.c_str());
+  }
+  if (w.cores) w.cores->finished(1);
+  w.cores.reset();
+  bootstrap_->spawn_answer(w.ask.id, false);
+}
+
+void Job::start_world(World& w) {
+  const JobGrant& grant = w.cores->grant();
+  std::vector<int> appnum;
+  for (std::size_t a = 0; a < w.ask.apps.size(); ++a) {
+    appnum.insert(appnum.end(), static_cast<std::size_t>(w.ask.apps[a].nprocs), static_cast<int>(a));
+  }
+  try {
+    w.number = bootstrap_->add_world(w.ask.id, appnum);
+  } catch (const Error& e) {
+    return spawn_failed(w, e.what());
+  }
+  const int size = static_cast<int>(appnum.size());
+  Environment caller = group_environment(opt_, 0, Environment::inherited());
+  Fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (!devnull) throw_errno("open /dev/null");
+  w.first = ranks_.size();
+  w.size = appnum.size();
+  int failed_errno = 0;
+  std::string failed_program;
+  for (int r = 0; r < size; ++r) {
+    const std::size_t a = static_cast<std::size_t>(appnum[static_cast<std::size_t>(r)]);
+    const PmixSpawnApp& app = w.ask.apps[a];
+    const RankGrant& rg = grant.ranks[static_cast<std::size_t>(r)];
+    Environment env = caller;
+    for (const auto& [name, value] : app.env) env.set(name, value);
+    env.set("JIFFY_JOB_ID", std::to_string(grant_.id));
+    env.set("JIFFY_WORLD", std::to_string(w.number));
+    env.set("JIFFY_RANK", std::to_string(r));
+    env.set("JIFFY_SIZE", std::to_string(size));
+    env.set("JIFFY_APPNUM", std::to_string(a));
+    env.set("JIFFY_CORES", join(rg.cores));
+    env.set("JIFFY_JOB_TAG", tag_);
+    if (!rg.gpus.empty()) {
+      std::string gpus = join(rg.gpus);
+      for (const char* var : {"CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"}) env.set(var, gpus);
+    }
+    bootstrap_->prepare_world_rank(w.number, r, env);
+    const int index = static_cast<int>(ranks_.size());
+    RankOutput out = open_rank_output(opt_, index, static_cast<int>(a), files_);
+    RankSpawn spec;
+    spec.path = w.programs[a];
+    spec.argv = app.argv;
+    spec.envp = env.envp();
+    spec.cpus = opt_.bind == Bind::None ? std::vector<int>{} : rg.cpus;
+    spec.wdir = app.wdir.empty() ? opt_.wdir : std::optional<std::string>(app.wdir);
+    spec.stdin_fd = devnull.get();
+    if (out.out_file) spec.stdout_fd = out.out_file.get();
+    if (out.err_file) spec.stderr_fd = out.err_file.get();
+    spec.pgid = pgid_;
+    Spawned s = spawn_rank(spec);
+    ranks_.push_back(Rank{s.pid, 0, false, 0, w.number, r, app.command});
+    if (s.exec_errno && !failed_errno) {
+      failed_errno = s.exec_errno;
+      failed_program = app.command;
+    }
+    // Labelled as mpirun labels a spawned job's ranks ([job,rank], the
+    // job being 1 + the world) or as [world.rank].
+    auto prefix = [&](const char* stream) {
+      switch (opt_.label) {
+        case Label::Tag: return "[" + std::to_string(1 + w.number) + "," + std::to_string(r) + "]<std" + stream + ">:";
+        case Label::Pattern: return expand_pattern(opt_.prepend_pattern, index, static_cast<int>(a));
+        default: return "[" + std::to_string(w.number) + "." + std::to_string(r) + "] ";
+      }
+    };
+    if (out.out_read) forwarder_.add(std::move(out.out_read), 1, prefix("out"));
+    if (out.err_read) forwarder_.add(std::move(out.err_read), 2, prefix("err"));
+  }
+  if (failed_errno) {
+    for (std::size_t i = w.first; i < ranks_.size(); ++i) {
+      ::kill(ranks_[i].pid, SIGKILL);
+      while (::waitpid(ranks_[i].pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
+      ranks_[i].done = true;
+    }
+    return spawn_failed(w, "cannot execute " + failed_program + ": " + std::strerror(failed_errno));
+  }
+  bootstrap_->spawn_answer(w.ask.id, true, w.number);
+}
+
+void Job::poll_worlds(const std::vector<pollfd>& fds, std::size_t first) {
+  for (std::size_t i = 0; i < polled_worlds_.size(); ++i) {
+    if (!fds[first + i].revents) continue;
+    World& w = *polled_worlds_[i];
+    if (!w.cores) continue;
+    const bool waiting = w.cores->state() == SubRequest::State::Waiting;
+    SubRequest::State st = w.cores->on_ready();
+    if (!waiting) continue;
+    if (st == SubRequest::State::Refused) {
+      spawn_failed(w, w.cores->why());
+    } else if (st == SubRequest::State::Granted) {
+      if (terminating_) {
+        spawn_failed(w, "");
+      } else {
+        start_world(w);
+      }
+    }
+  }
+}
+
+// A world whose ranks are all gone gives its cores back at once.
+void Job::release_worlds() {
+  for (auto& w : worlds_) {
+    if (!w->cores || w->cores->state() != SubRequest::State::Granted || w->number == 0) continue;
+    bool done = true;
+    int code = 0;
+    for (std::size_t i = w->first; i < w->first + w->size; ++i) {
+      done = done && ranks_[i].done;
+      if (ranks_[i].code && !code) code = ranks_[i].code;
+    }
+    if (!done) continue;
+    w->cores->finished(code);
+    w->cores.reset();
+  }
 }
 
 std::size_t Job::live_ranks() const {
@@ -301,13 +475,25 @@ void Job::record_exit(std::size_t i, int code, bool signalled, int signo) {
   // libpmix answers a finalize on its own thread: the rank may have
   // finalized and exited since we last looked, so look again first.
   if (r.code == 0 && !terminating_ && bootstrap_) bootstrap_->drain();
-  if (r.code == 0 && !terminating_ && bootstrap_ && bootstrap_->unfinalized(static_cast<int>(i))) {
+  if (r.code == 0 && !terminating_ && bootstrap_ && bootstrap_->unfinalized(r.wrank, r.world)) {
     // As hydra does: leaving between MPI_Init and MPI_Finalize is a failure,
     // whatever the exit code says.
     r.code = 1;
-    fail(1, "rank " + std::to_string(i) + " (" + opt_.apps[static_cast<std::size_t>(r.group)].argv[0] +
-                ", pid " + std::to_string(r.pid) + ") exited without calling MPI_Finalize");
+    fail(1, rank_name(i) + " (" + rank_program(i) + ", pid " + std::to_string(r.pid) +
+                ") exited without calling MPI_Finalize");
     return;
+  }
+  // A spawned rank that never connected leaves its parent waiting in
+  // MPI_Comm_spawn's connect for it: that wait fails instead of hanging.
+  if (r.world > 0 && bootstrap_ && !bootstrap_->contacted(r.wrank, r.world)) {
+    for (const auto& w : worlds_) {
+      if (w->number != r.world) continue;
+      for (const PmixSpawnApp& app : w->ask.apps) {
+        for (const auto& [name, value] : app.env) {
+          if (name == "OMPI_PARENT_PORT") bootstrap_->world_rank_lost(value);
+        }
+      }
+    }
   }
   if (r.code == 0 || exit_code_) return;
   exit_code_ = r.code;
@@ -322,9 +508,8 @@ void Job::record_exit(std::size_t i, int code, bool signalled, int signo) {
     std::string tail = others ? "; terminating the other " + std::to_string(others) + " rank" +
                                     (others == 1 ? "" : "s")
                               : "";
-    std::fprintf(stderr, "jiffy: rank %zu (%s, pid %d) %s%s\n", i,
-                 opt_.apps[static_cast<std::size_t>(r.group)].argv[0].c_str(), r.pid, how.c_str(),
-                 tail.c_str());
+    std::fprintf(stderr, "jiffy: %s (%s, pid %d) %s%s\n", rank_name(i).c_str(), rank_program(i).c_str(),
+                 r.pid, how.c_str(), tail.c_str());
   }
   if (others) terminate();
 }
@@ -369,7 +554,7 @@ void Job::warn_if_never_bootstrapped() const {
   MpiKind k = bootstrap_->plan().kind;
   if (k != MpiKind::Mpich && k != MpiKind::OpenMpi) return;
   for (std::size_t i = 0; i < ranks_.size(); ++i) {
-    if (bootstrap_->contacted(static_cast<int>(i))) return;
+    if (ranks_[i].world == 0 && bootstrap_->contacted(static_cast<int>(i))) return;
   }
   std::fprintf(stderr,
                "jiffy: warning: none of the %zu ranks of %s contacted jiffy's PMI-1 or PMIx "
@@ -573,11 +758,19 @@ int Job::wait(int signal_fd, const Watch* watch) {
     if (stdin_.active()) p.push_back(pollfd{stdin_.fd(), stdin_.events(), 0});
     const std::size_t nboot = p.size();
     bootstrap_->add_poll_fds(p);
+    const std::size_t nworlds = p.size();
+    polled_worlds_.clear();
+    for (auto& w : worlds_) {
+      if (!w->cores || w->cores->fd() < 0) continue;
+      p.push_back(pollfd{w->cores->fd(), POLLIN, 0});
+      polled_worlds_.push_back(w.get());
+    }
     const std::size_t nwatch = p.size();
     if (watch && watch->fd() >= 0) p.push_back(pollfd{watch->fd(), POLLIN, 0});
     int n = ::poll(p.data(), p.size(), poll_timeout_ms(0));
     if (n < 0 && errno != EINTR) throw_errno("poll");
     if (n > 0) bootstrap_->handle(p, nboot);
+    if (n > 0) poll_worlds(p, nworlds);
     if (watch && watch->job_dir && job_dir() != dir) watch->job_dir(dir = job_dir());
     if (n > 0 && p.size() > nwatch && p[nwatch].revents) watch->on_ready();
     if (n > 0 && p[0].revents) {
@@ -595,6 +788,7 @@ int Job::wait(int signal_fd, const Watch* watch) {
       kill_at_ = 0;
       kill_group(SIGKILL);
     }
+    release_worlds();
   }
   // Nothing of the job may outlive it: kill what the ranks left behind in
   // their group (rank 0's zombie still pins the group id), then reap rank 0.

@@ -74,6 +74,12 @@ struct Watch {
   std::function<void(const std::string& dir)> job_dir;
 };
 
+class SubRequest;
+
+// What a spawn asks of the daemon: cores for ntasks more ranks (a
+// SubRequest, launch/sub_request.h). Throws Error.
+using CoreAsker = std::function<std::unique_ptr<SubRequest>(int ntasks)>;
+
 class Job {
  public:
   // programs[g]: the resolved executable of app group g.
@@ -84,6 +90,8 @@ class Job {
 
   // The PMIx server prepared while queued (launch/bootstrap.h), for start().
   void use_prepared(std::unique_ptr<PreparedPmix> prepared) { prepared_ = std::move(prepared); }
+  // How MPI_Comm_spawn gets cores; unset, every spawn fails.
+  void allow_spawn(CoreAsker ask) { ask_cores_ = std::move(ask); }
   // Forks and execs every rank. Returns false (after cleaning up, with a
   // message on stderr) when a rank could not be started.
   bool start();
@@ -114,11 +122,31 @@ class Job {
  private:
   struct Rank {
     pid_t pid = -1;
-    int group = 0;
+    int group = 0;  // its app (the job's own ranks)
     bool done = false;
     int code = 0;  // exit code, or 128+signal
+    int world = 0;  // 0: the job's own; n: spawned world n (its rank: wrank)
+    int wrank = 0;
+    std::string program;  // spawned ranks: as the spawn named it
+  };
+  // The ranks one MPI_Comm_spawn asked for: first their cores, then
+  // ranks_[first, first + size) as world `number` of the bootstrap.
+  struct World {
+    SpawnAsk ask;
+    std::vector<std::string> programs;  // per app, resolved
+    std::unique_ptr<SubRequest> cores;
+    int number = 0;  // 0 until started
+    std::size_t first = 0;
+    std::size_t size = 0;
   };
 
+  void on_spawn(SpawnAsk ask);
+  void spawn_failed(World& w, const std::string& why);
+  void start_world(World& w);
+  void poll_worlds(const std::vector<pollfd>& fds, std::size_t first);
+  void release_worlds();
+  std::string rank_name(std::size_t i) const;
+  const std::string& rank_program(std::size_t i) const;
   void handle_signal(int signo);
   void on_abort(int rank, int code, const std::string& message);
   void on_protocol_error(int rank, const std::string& why);
@@ -143,6 +171,9 @@ class Job {
   JobGrant grant_;
   BootstrapPlan plan_;
   std::unique_ptr<PreparedPmix> prepared_;
+  CoreAsker ask_cores_;
+  std::vector<std::unique_ptr<World>> worlds_;  // spawned
+  std::vector<World*> polled_worlds_;  // behind the entries poll_worlds reads
   std::unique_ptr<Bootstrap> bootstrap_;
   std::vector<Rank> ranks_;
   Forwarder forwarder_;

@@ -20,6 +20,7 @@
 #include "launch/client.h"
 #include "launch/history_journal.h"
 #include "launch/job.h"
+#include "launch/sub_request.h"
 #include "pmi/pmix_server.h"
 #include "proto/message.h"
 #include "util/error.h"
@@ -99,28 +100,6 @@ proto::Json submit_message(const LaunchOptions& opt, bool progress, unsigned lon
           {"command", command_summary(opt)},
           {"progress", progress},
           {"tag", tag}};
-}
-
-JobGrant parse_grant(const proto::Json& msg, int ntasks) {
-  JobGrant g;
-  g.id = static_cast<unsigned long long>(proto::get_int(msg, "job", 1, INT64_MAX));
-  g.exclusive = proto::get_bool(msg, "exclusive", false);
-  const proto::Json& ranks = msg.at("ranks");
-  if (!ranks.is_array() || ranks.size() != static_cast<std::size_t>(ntasks)) {
-    throw Error("malformed grant from the daemon: wrong number of ranks");
-  }
-  for (const proto::Json& pair : msg.at("slots")) {
-    g.slots.emplace_back(pair.at(0).get<int>(), pair.at(1).get<int>());
-  }
-  g.gpu_ids = proto::get_int_list(msg, "gpu_ids", 1 << 20, 0, 1 << 20);
-  for (const proto::Json& r : ranks) {
-    RankGrant rg;
-    rg.cores = proto::get_int_list(r, "cores", 1 << 16, 0, 1 << 20);
-    rg.cpus = proto::get_int_list(r, "cpus", 1 << 16, 0, CPU_SETSIZE - 1);
-    for (const proto::Json& name : r.at("gpus")) rg.gpus.push_back(name.get<std::string>());
-    g.ranks.push_back(std::move(rg));
-  }
-  return g;
 }
 
 // One status line on a terminal while we wait; nothing otherwise.
@@ -527,6 +506,19 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const
   }
   Job job(opt, programs, grant, plan, tag);
   job.use_prepared(std::move(prepared));
+  // MPI_Comm_spawn's ranks get cores of their own, asked as part of this
+  // job (launch/sub_request.h).
+  job.allow_spawn([&](int ntasks) {
+    SubRequest::Ask ask;
+    ask.parent = grant.id;
+    ask.ntasks = ntasks;
+    ask.cores_per_task = opt.cores_per_task;
+    ask.gpus_per_task = opt.gpus_per_task;
+    ask.bind = bind_name(opt.bind);
+    ask.command = "(spawned by job " + std::to_string(grant.id) + ")";
+    ask.cwd = history.cwd();
+    return SubRequest::send(paths, ask);
+  });
   if (!job.start()) {
     history.not_started("cannot execute " + opt.apps[0].argv[0]);
     return kExitNotFound;

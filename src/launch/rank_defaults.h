@@ -13,4 +13,10 @@
 #define JIFFY_UCX_SHM_TLS "self,sm"
 #define JIFFY_UCX_SHM_MODULES "^ib,rdmacm"
 
+/* OMPI_MCA_btl and OMPI_MCA_btl_tcp_if_include for the spawned worlds of
+ * a single-node Open MPI job: vader connects a job's own ranks only, so
+ * the worlds of an MPI_Comm_spawn reach each other over TCP on loopback. */
+#define JIFFY_OMPI_SINGLE_NODE_BTL "self,vader,tcp"
+#define JIFFY_OMPI_TCP_IF "lo"
+
 #endif

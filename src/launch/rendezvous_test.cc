@@ -47,13 +47,13 @@ TEST(Rendezvous, EventLines) {
   EXPECT_EQ(e.rank, 3);
   ASSERT_TRUE(parse_pmix_event("f 0", &e));
   EXPECT_EQ(e.kind, PmixEvent::Kind::Finalized);
-  PmixEvent a{PmixEvent::Kind::Abort, 2, -7, "bad\nthing here"};
+  PmixEvent a = pmix_event(PmixEvent::Kind::Abort, 2, -7, "bad\nthing here");
   ASSERT_TRUE(parse_pmix_event(format_pmix_event(a), &e));
   EXPECT_EQ(e.kind, PmixEvent::Kind::Abort);
   EXPECT_EQ(e.rank, 2);
   EXPECT_EQ(e.status, -7);
   EXPECT_EQ(e.message, "bad thing here");
-  EXPECT_EQ(format_pmix_event({PmixEvent::Kind::Finalized, 5, 0, {}}), "f 5");
+  EXPECT_EQ(format_pmix_event(pmix_event(PmixEvent::Kind::Finalized, 5)), "f 5");
   for (const char* bad : {"", "c", "c x", "x 1", "c 1 2", "a 1", "a 1 z", "c -1"}) {
     EXPECT_FALSE(parse_pmix_event(bad, &e)) << bad;
   }

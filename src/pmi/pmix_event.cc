@@ -16,6 +16,7 @@ std::string format_pmix_event(const PmixEvent& e) {
       }
       return "a " + std::to_string(e.rank) + " " + std::to_string(e.status) + " " + m;
     }
+    case PmixEvent::Kind::Spawn: break;  // a helper's server refuses spawns
   }
   return {};
 }

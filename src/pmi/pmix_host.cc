@@ -13,12 +13,14 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
 
 #include "launch/environment.h"
 #include "launch/rank_defaults.h"
+#include "pmi/pmix_names.h"
 #include "pmi/pmix_server.h"
 #include "util/error.h"
 
@@ -69,6 +71,24 @@ class InfoList {
   pmix_data_array_t array_{};
 };
 
+// The ranks of one namespace: the job's own (world 0), or those one
+// MPI_Comm_spawn started (world n).
+struct World {
+  std::string nspace;
+  std::vector<int> appnum;  // per rank
+  std::optional<pmix_proc_t> parent;  // who spawned it
+  // Per rank: the variables setup_fork gave it (its registration done).
+  std::vector<std::vector<std::pair<std::string, std::string>>> fork_env;
+};
+
+std::vector<int> app_ranks(const std::vector<int>& appnum) {
+  std::vector<int> r;
+  for (std::size_t i = 0; i < appnum.size(); ++i) {
+    r.push_back(i == 0 || appnum[i] != appnum[i - 1] ? 0 : r.back() + 1);
+  }
+  return r;
+}
+
 class Host final : public PmixServer {
  public:
   explicit Host(const PmixJob& job) : job_(job) {
@@ -76,27 +96,53 @@ class Host final : public PmixServer {
     if (event_fd_ < 0) throw_errno("eventfd");
     g_host = this;
     init_server();
-    register_nspace();
+    World w;
+    w.nspace = job_.nspace;
+    w.appnum = job_.appnum;
+    worlds_.push_back(std::move(w));
+    register_nspace(worlds_[0]);
     // The ranks run already, with the rendezvous's environment: register
     // them all now (setup_fork's variables are not theirs).
     if (job_.rendezvous_fd >= 0) {
-      for (int r = 0; r < job_.size; ++r) register_client(r);
+      for (int r = 0; r < job_.size; ++r) register_client(worlds_[0].nspace, r);
       return;
     }
     // Every rank's registration and setup_fork need nothing from the grant:
     // done here, they happen while a queued job waits (PreparedPmix), not
     // between the grant and the ranks' fork.
-    fork_env_.resize(static_cast<std::size_t>(job_.size));
-    for (int r = 0; r < job_.size; ++r) {
-      register_client(r);
+    prepare_clients(worlds_[0]);
+  }
+
+  ~Host() override {
+    names_.fail_all();
+    fail_spawns();
+    for (const World& w : worlds_) PMIx_server_deregister_nspace(w.nspace.c_str(), nullptr, nullptr);
+    PMIx_server_finalize();
+    if (topology_) hwloc_topology_destroy(topology_);
+    g_host = nullptr;
+    ::close(event_fd_);
+  }
+
+  void register_client(const std::string& nspace, int rank) {
+    pmix_proc_t proc;
+    PMIX_PROC_LOAD(&proc, nspace.c_str(), static_cast<pmix_rank_t>(rank));
+    pmix_status_t rc = PMIx_server_register_client(&proc, job_.uid, job_.gid, nullptr, nullptr, nullptr);
+    if (rc != PMIX_SUCCESS && rc != PMIX_OPERATION_SUCCEEDED) fail("register_client", rc);
+  }
+
+  // Registers every rank of w and keeps what setup_fork gives each.
+  void prepare_clients(World& w) {
+    w.fork_env.resize(w.appnum.size());
+    for (std::size_t r = 0; r < w.appnum.size(); ++r) {
+      register_client(w.nspace, static_cast<int>(r));
       pmix_proc_t proc;
-      PMIX_PROC_LOAD(&proc, job_.nspace.c_str(), static_cast<pmix_rank_t>(r));
+      PMIX_PROC_LOAD(&proc, w.nspace.c_str(), static_cast<pmix_rank_t>(r));
       char** added = nullptr;
       pmix_status_t rc = PMIx_server_setup_fork(&proc, &added);
       if (rc != PMIX_SUCCESS) fail("setup_fork", rc);
       for (char** p = added; p && *p; ++p) {
         if (const char* eq = std::strchr(*p, '=')) {
-          fork_env_[static_cast<std::size_t>(r)].emplace_back(std::string(*p, static_cast<std::size_t>(eq - *p)), eq + 1);
+          w.fork_env[r].emplace_back(std::string(*p, static_cast<std::size_t>(eq - *p)), eq + 1);
         }
         std::free(*p);
       }
@@ -104,24 +150,93 @@ class Host final : public PmixServer {
     }
   }
 
-  ~Host() override {
-    PMIx_server_deregister_nspace(job_.nspace.c_str(), nullptr, nullptr);
-    PMIx_server_finalize();
-    if (topology_) hwloc_topology_destroy(topology_);
-    g_host = nullptr;
-    ::close(event_fd_);
+  void prepare_rank(int rank, Environment& env) override { prepare_world_rank(0, rank, env); }
+
+  void prepare_world_rank(int world, int rank, Environment& env) override {
+    for (const auto& [name, value] : worlds_.at(static_cast<std::size_t>(world)).fork_env.at(static_cast<std::size_t>(rank))) {
+      env.set(name, value);
+    }
   }
 
-  void register_client(int rank) {
-    pmix_proc_t proc;
-    PMIX_PROC_LOAD(&proc, job_.nspace.c_str(), static_cast<pmix_rank_t>(rank));
-    pmix_status_t rc = PMIx_server_register_client(&proc, job_.uid, job_.gid, nullptr, nullptr, nullptr);
-    if (rc != PMIX_SUCCESS && rc != PMIX_OPERATION_SUCCEEDED) fail("register_client", rc);
+  void add_world(int world, const std::vector<int>& appnum, int spawn_id) override {
+    if (world != static_cast<int>(worlds_.size())) throw Error("PMIx: worlds are added in order");
+    World w;
+    w.nspace = job_.nspace + ".spawn" + std::to_string(world);
+    w.appnum = appnum;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = spawns_.find(spawn_id);
+      if (it != spawns_.end()) w.parent = it->second.parent;
+    }
+    register_nspace(w);
+    {
+      // The progress thread looks worlds up by namespace (world_of).
+      std::lock_guard<std::mutex> lock(mutex_);
+      worlds_.push_back(std::move(w));
+    }
+    prepare_clients(worlds_.back());
   }
 
-  void prepare_rank(int rank, Environment& env) override {
-    for (const auto& [name, value] : fork_env_.at(static_cast<std::size_t>(rank))) env.set(name, value);
+  void spawn_done(int spawn_id, bool ok, int world) override {
+    PendingSpawn p;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = spawns_.find(spawn_id);
+      if (it == spawns_.end()) return;
+      p = it->second;
+      spawns_.erase(it);
+    }
+    if (!ok) {
+      p.cbfunc(PMIX_ERR_JOB_FAILED_TO_LAUNCH, nullptr, p.cbdata);
+      return;
+    }
+    pmix_nspace_t ns;
+    PMIX_LOAD_NSPACE(ns, worlds_.at(static_cast<std::size_t>(world)).nspace.c_str());
+    p.cbfunc(PMIX_SUCCESS, ns, p.cbdata);
   }
+
+  void abandon_port(const std::string& port) override { names_.abandon(port); }
+
+  // Called on libpmix's thread: the request is copied, the launcher's loop
+  // does the work (getting cores, starting the ranks) and answers through
+  // spawn_done. Registering a namespace from inside this upcall would
+  // deadlock libpmix's progress thread.
+  pmix_status_t spawn(const pmix_proc_t* proc, const pmix_app_t apps[], size_t napps,
+                      pmix_spawn_cbfunc_t cbfunc, void* cbdata) {
+    int world = proc ? world_of(proc->nspace) : -1;
+    // A helper's (rendezvous) server has no launcher loop to start ranks.
+    if (world < 0 || job_.event_sink >= 0 || napps == 0 || !cbfunc) return PMIX_ERR_NOT_SUPPORTED;
+    PmixEvent e = pmix_event(PmixEvent::Kind::Spawn, static_cast<int>(proc->rank));
+    e.world = world;
+    for (size_t i = 0; i < napps; ++i) {
+      PmixSpawnApp a;
+      a.command = apps[i].cmd ? apps[i].cmd : "";
+      for (char** v = apps[i].argv; v && *v; ++v) a.argv.emplace_back(*v);
+      if (a.argv.empty()) a.argv.push_back(a.command);
+      for (char** v = apps[i].env; v && *v; ++v) {
+        if (const char* eq = std::strchr(*v, '=')) a.env.emplace_back(std::string(*v, static_cast<std::size_t>(eq - *v)), eq + 1);
+      }
+      a.nprocs = apps[i].maxprocs;
+      a.wdir = apps[i].cwd ? apps[i].cwd : "";
+      for (size_t k = 0; k < apps[i].ninfo; ++k) {
+        const pmix_info_t& in = apps[i].info[k];
+        if (std::strncmp(in.key, PMIX_WDIR, PMIX_MAX_KEYLEN) == 0 && in.value.type == PMIX_STRING && in.value.data.string) {
+          a.wdir = in.value.data.string;
+        }
+      }
+      if (a.command.empty() || a.nprocs < 1) return PMIX_ERR_BAD_PARAM;
+      e.apps.push_back(std::move(a));
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      e.spawn_id = ++last_spawn_;
+      spawns_[e.spawn_id] = PendingSpawn{*proc, cbfunc, cbdata};
+    }
+    post(std::move(e));
+    return PMIX_SUCCESS;
+  }
+
+  PmixNames& names() { return names_; }
 
   int event_fd() const override { return event_fd_; }
 
@@ -179,11 +294,33 @@ class Host final : public PmixServer {
     (void)!::write(event_fd_, &one, sizeof one);
   }
 
-  bool ours(const pmix_proc_t* proc) const { return proc && job_.nspace == proc->nspace; }
+  // The world a namespace is, or -1 when it is none of ours.
+  int world_of(const char* nspace) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (std::size_t w = 0; w < worlds_.size(); ++w) {
+      if (std::strncmp(worlds_[w].nspace.c_str(), nspace, PMIX_MAX_NSLEN) == 0) return static_cast<int>(w);
+    }
+    return -1;
+  }
 
  private:
+  struct PendingSpawn {
+    pmix_proc_t parent{};
+    pmix_spawn_cbfunc_t cbfunc = nullptr;
+    void* cbdata = nullptr;
+  };
+
   void init_server();
-  void register_nspace();
+  void register_nspace(const World& w);
+  // Spawns still waiting for an answer fail (the server is going).
+  void fail_spawns() {
+    std::map<int, PendingSpawn> left;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      left.swap(spawns_);
+    }
+    for (auto& [id, p] : left) p.cbfunc(PMIX_ERR_JOB_FAILED_TO_LAUNCH, nullptr, p.cbdata);
+  }
 
   void load_topology();
 
@@ -191,26 +328,33 @@ class Host final : public PmixServer {
   hwloc_topology_t topology_ = nullptr;  // from job_.topology_xml; we own it
   pmix_topology_t pmix_topology_{};
   int event_fd_ = -1;
-  std::mutex mutex_;
+  std::mutex mutex_;  // events_, spawns_, and worlds_ as the progress thread reads them
   std::vector<PmixEvent> events_;
   bool taken_over_ = false;
-  // Per rank: the variables setup_fork gave it (its registration done).
-  std::vector<std::vector<std::pair<std::string, std::string>>> fork_env_;
+  std::vector<World> worlds_;  // grows on the launcher's thread only
+  std::map<int, PendingSpawn> spawns_;
+  int last_spawn_ = 0;
+  PmixNames names_;
 };
 
 // --- libpmix callbacks (progress thread) ------------------------------------
 
+// An event about proc, for the world it belongs to (none: not ours).
+void post_about(const pmix_proc_t* proc, PmixEvent e) {
+  if (!g_host || !proc) return;
+  e.world = g_host->world_of(proc->nspace);
+  if (e.world < 0) return;
+  e.rank = static_cast<int>(proc->rank);
+  g_host->post(std::move(e));
+}
+
 pmix_status_t on_connected(const pmix_proc_t* proc, void*, pmix_op_cbfunc_t, void*) {
-  if (g_host && g_host->ours(proc)) {
-    g_host->post({PmixEvent::Kind::Connected, static_cast<int>(proc->rank), 0, {}});
-  }
+  post_about(proc, pmix_event(PmixEvent::Kind::Connected, -1));
   return PMIX_OPERATION_SUCCEEDED;
 }
 
 pmix_status_t on_finalized(const pmix_proc_t* proc, void*, pmix_op_cbfunc_t cbfunc, void* cbdata) {
-  if (g_host && g_host->ours(proc)) {
-    g_host->post({PmixEvent::Kind::Finalized, static_cast<int>(proc->rank), 0, {}});
-  }
+  post_about(proc, pmix_event(PmixEvent::Kind::Finalized, -1));
   // Having implemented this callback we must complete it, or the rank
   // hangs in MPI_Finalize.
   if (cbfunc) cbfunc(PMIX_SUCCESS, cbdata);
@@ -219,9 +363,7 @@ pmix_status_t on_finalized(const pmix_proc_t* proc, void*, pmix_op_cbfunc_t cbfu
 
 pmix_status_t on_abort(const pmix_proc_t* proc, void*, int status, const char msg[], pmix_proc_t[],
                        size_t, pmix_op_cbfunc_t cbfunc, void* cbdata) {
-  if (g_host && g_host->ours(proc)) {
-    g_host->post({PmixEvent::Kind::Abort, static_cast<int>(proc->rank), status, msg ? msg : ""});
-  }
+  post_about(proc, pmix_event(PmixEvent::Kind::Abort, -1, status, msg ? msg : ""));
   // Release the caller; the launcher kills the job from its own loop.
   if (cbfunc) cbfunc(PMIX_SUCCESS, cbdata);
   return PMIX_SUCCESS;
@@ -250,6 +392,29 @@ pmix_status_t on_direct_modex(const pmix_proc_t*, const pmix_info_t[], size_t, p
   return PMIX_ERR_NOT_SUPPORTED;  // every peer is local: nothing to fetch
 }
 
+pmix_status_t on_spawn(const pmix_proc_t* proc, const pmix_info_t[], size_t, const pmix_app_t apps[],
+                       size_t napps, pmix_spawn_cbfunc_t cbfunc, void* cbdata) {
+  return g_host ? g_host->spawn(proc, apps, napps, cbfunc, cbdata) : PMIX_ERR_NOT_SUPPORTED;
+}
+
+pmix_status_t on_publish(const pmix_proc_t* proc, const pmix_info_t info[], size_t ninfo, pmix_op_cbfunc_t,
+                         void*) {
+  return g_host ? g_host->names().publish(proc, info, ninfo) : PMIX_ERR_NOT_SUPPORTED;
+}
+
+pmix_status_t on_lookup(const pmix_proc_t* proc, char** keys, const pmix_info_t info[], size_t ninfo,
+                        pmix_lookup_cbfunc_t cbfunc, void* cbdata) {
+  return g_host ? g_host->names().lookup(proc, keys, info, ninfo, cbfunc, cbdata) : PMIX_ERR_NOT_SUPPORTED;
+}
+
+pmix_status_t on_unpublish(const pmix_proc_t*, char** keys, const pmix_info_t[], size_t, pmix_op_cbfunc_t,
+                           void*) {
+  return g_host ? g_host->names().unpublish(keys) : PMIX_ERR_NOT_SUPPORTED;
+}
+
+// Connect and disconnect are left to libpmix: between worlds of one server
+// it completes them itself (every proc local and known), and never calls
+// the host (docs/spawn-research.md 2.3).
 pmix_server_module_t g_module = [] {
   pmix_server_module_t m;
   std::memset(&m, 0, sizeof m);
@@ -258,6 +423,10 @@ pmix_server_module_t g_module = [] {
   m.abort = on_abort;
   m.fence_nb = on_fence;
   m.direct_modex = on_direct_modex;
+  m.spawn = on_spawn;
+  m.publish = on_publish;
+  m.lookup = on_lookup;
+  m.unpublish = on_unpublish;
   return m;
 }();
 
@@ -337,19 +506,21 @@ std::string rank_list(int size) {
   return s;
 }
 
-void Host::register_nspace() {
-  const uint32_t n = static_cast<uint32_t>(job_.size);
+void Host::register_nspace(const World& w) {
+  const int size = static_cast<int>(w.appnum.size());
+  const uint32_t n = static_cast<uint32_t>(size);
+  const std::vector<int> app_rank = app_ranks(w.appnum);
   char host[256] = "localhost";
   ::gethostname(host, sizeof host - 1);
   char* node_map = nullptr;
   char* proc_map = nullptr;
-  std::string ranks = rank_list(job_.size);
+  std::string ranks = rank_list(size);
   if (PMIx_generate_regex(host, &node_map) != PMIX_SUCCESS ||
       PMIx_generate_ppn(ranks.c_str(), &proc_map) != PMIX_SUCCESS) {
     throw Error("PMIx: cannot generate the node and process maps");
   }
   InfoList info;
-  info.add_string(PMIX_JOBID, job_.nspace);
+  info.add_string(PMIX_JOBID, w.nspace);
   for (const char* key : {PMIX_UNIV_SIZE, PMIX_JOB_SIZE, PMIX_LOCAL_SIZE, PMIX_MAX_PROCS}) {
     info.add_u32(key, n);  // JOB_SIZE == nlocalprocs keeps libpmix's local-only fence path
   }
@@ -359,29 +530,30 @@ void Host::register_nspace() {
   info.add_string(PMIX_PROC_MAP, proc_map);
   std::free(node_map);
   std::free(proc_map);
-  info.add_u32(PMIX_JOB_NUM_APPS, static_cast<uint32_t>(job_.napps));
+  info.add_u32(PMIX_JOB_NUM_APPS, static_cast<uint32_t>(w.appnum.empty() ? 1 : w.appnum.back() + 1));
   info.add_string(PMIX_TMPDIR, job_.dir);
   info.add_string(PMIX_NSDIR, job_.dir);
   info.add_bool(PMIX_TDIR_RMCLEAN, true);  // we remove the job directory ourselves
-  info.add_bool(PMIX_SPAWNED, false);
+  info.add_bool(PMIX_SPAWNED, w.parent.has_value());
   if (topology_) info.add_string(PMIX_HWLOC_XML_V2, job_.topology_xml);
   // No PMIX_PERSONALITY "ompi": its setup_fork wants app data we do not
   // register (pmdl_ompi NOT-FOUND); Bootstrap sets OMPI_COMM_WORLD_* itself.
   std::vector<std::unique_ptr<InfoList>> per_rank;
-  for (int r = 0; r < job_.size; ++r) {
+  for (int r = 0; r < size; ++r) {
     auto p = std::make_unique<InfoList>();
     p->add_rank(PMIX_RANK, static_cast<pmix_rank_t>(r));  // must come first
     p->add_u32(PMIX_NODEID, 0);
     p->add_u16(PMIX_LOCAL_RANK, static_cast<uint16_t>(r));
     p->add_u16(PMIX_NODE_RANK, static_cast<uint16_t>(r));
-    p->add_u32(PMIX_APPNUM, static_cast<uint32_t>(job_.appnum[static_cast<std::size_t>(r)]));
-    p->add_rank(PMIX_APP_RANK, static_cast<pmix_rank_t>(job_.app_rank[static_cast<std::size_t>(r)]));
+    p->add_u32(PMIX_APPNUM, static_cast<uint32_t>(w.appnum[static_cast<std::size_t>(r)]));
+    p->add_rank(PMIX_APP_RANK, static_cast<pmix_rank_t>(app_rank[static_cast<std::size_t>(r)]));
     p->add_rank(PMIX_GLOBAL_RANK, static_cast<pmix_rank_t>(r));
     p->add_string(PMIX_HOSTNAME, host);
+    if (w.parent) p->add(PMIX_PARENT_ID, &*w.parent, PMIX_PROC);
     info.add(PMIX_PROC_INFO_ARRAY, p->array(), PMIX_DATA_ARRAY);
     per_rank.push_back(std::move(p));
   }
-  pmix_status_t rc = PMIx_server_register_nspace(job_.nspace.c_str(), job_.size, info.info(),
+  pmix_status_t rc = PMIx_server_register_nspace(w.nspace.c_str(), size, info.info(),
                                                  info.size(), nullptr, nullptr);
   if (rc != PMIX_SUCCESS && rc != PMIX_OPERATION_SUCCEEDED) fail("register_nspace", rc);
 }
@@ -419,10 +591,6 @@ int PmixServer::host_main(const std::vector<std::string>& args) {
     from = end + 1;
   }
   job.size = static_cast<int>(job.appnum.size());
-  job.napps = job.appnum.back() + 1;
-  for (std::size_t r = 0; r < job.appnum.size(); ++r) {
-    job.app_rank.push_back(r == 0 || job.appnum[r] != job.appnum[r - 1] ? 0 : job.app_rank.back() + 1);
-  }
   job.uid = ::geteuid();
   job.gid = ::getegid();
   std::unique_ptr<PmixServer> server = start(job);

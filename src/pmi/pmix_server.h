@@ -25,9 +25,7 @@ class Environment;
 struct PmixJob {
   std::string nspace;
   int size = 1;
-  std::vector<int> appnum;    // per rank
-  std::vector<int> app_rank;  // rank within its app, per rank
-  int napps = 1;
+  std::vector<int> appnum;    // per rank: its app (MPI_APPNUM)
   std::string dir;  // the job's private directory (PMIx and Open MPI session files)
   uid_t uid = 0;
   gid_t gid = 0;
@@ -47,13 +45,36 @@ struct PmixJob {
   int event_sink = -1;
 };
 
+// One program of an MPI_Comm_spawn (a pmix_app_t, copied).
+struct PmixSpawnApp {
+  std::string command;            // as the parent named it (cmd)
+  std::vector<std::string> argv;  // argv[0] included
+  int nprocs = 1;
+  std::vector<std::pair<std::string, std::string>> env;  // the MPI's (OMPI_PARENT_PORT, OMPI_MCA_*)
+  std::string wdir;  // PMIX_WDIR, else the parent's cwd
+};
+
 struct PmixEvent {
-  enum class Kind { Connected, Finalized, Abort };
-  Kind kind;
+  enum class Kind { Connected, Finalized, Abort, Spawn };
+  Kind kind = Kind::Connected;
   int rank = -1;
   int status = 0;       // Abort: the code the rank passed
   std::string message;  // Abort: its message
+  int world = 0;        // 0: the job's own ranks; n: the n-th spawned world (add_world)
+  // Spawn: what a rank of `world` asks for; answered by spawn_done(spawn_id, ...).
+  int spawn_id = 0;
+  std::vector<PmixSpawnApp> apps;
 };
+
+// An event of kind k about rank (world 0).
+inline PmixEvent pmix_event(PmixEvent::Kind k, int rank, int status = 0, std::string message = {}) {
+  PmixEvent e;
+  e.kind = k;
+  e.rank = rank;
+  e.status = status;
+  e.message = std::move(message);
+  return e;
+}
 
 class PmixServer {
  public:
@@ -72,6 +93,19 @@ class PmixServer {
   virtual std::vector<PmixEvent> take_events() = 0;
   // With a rendezvous: makes libpmix accept on it. Once, after start().
   virtual void accept_ready() {}
+
+  // MPI_Comm_spawn (the spawn event): the launcher got the cores and
+  // registers the new world, number `world` (1, 2, ...), whose rank r runs
+  // app appnum[r]; its ranks are then prepared with prepare_world_rank and
+  // started, and the asker answered with spawn_done. Throws Error.
+  virtual void add_world(int world, const std::vector<int>& appnum, int spawn_id) = 0;
+  virtual void prepare_world_rank(int world, int rank, Environment& env) = 0;
+  // Answers spawn request spawn_id: started (world's ranks run) or failed.
+  virtual void spawn_done(int spawn_id, bool ok, int world) = 0;
+  // A spawned world's rank left before it connected: its parent, waiting
+  // to connect to the world through `port` (OMPI_PARENT_PORT), would wait
+  // for it forever; that wait fails instead.
+  virtual void abandon_port(const std::string& port) = 0;
 
   // `jiffy-pmix --jiffy-pmix-host ...`: the PMIx server of one rendezvous
   // job, in a helper process the launcher starts when a rank first

@@ -743,15 +743,21 @@ def test_ucx_shared_memory_only_for_mpich_without_gpus(mx):
         mx.run(["stop"], env=gpus)
 
 
+# Shared memory within a world, TCP on loopback between the worlds of an
+# MPI_Comm_spawn (vader reaches its own job's ranks only).
+OMPI_BTL = "self,vader,tcp"
+
+
 @pytest.mark.parametrize("how", ["default", "option", "env"])
 def test_single_node_ompi(mx, how):
     opts, env = {"default": ([], None), "option": (["--single-node-ompi"], {"JIFFY_SINGLE_NODE_OMPI": "0"}),
                  "env": ([], {"JIFFY_SINGLE_NODE_OMPI": "1"})}[how]
     for e in printenv_ranks(mx, ["--mpi=pmix"] + opts, env).values():
         assert e.get("OMPI_MCA_pml") == "ob1", e.get("OMPI_MCA_pml")
-        assert e.get("OMPI_MCA_btl") == "self,vader", e.get("OMPI_MCA_btl")
+        assert e.get("OMPI_MCA_btl") == OMPI_BTL, e.get("OMPI_MCA_btl")
+        assert e.get("OMPI_MCA_btl_tcp_if_include") == "lo", e.get("OMPI_MCA_btl_tcp_if_include")
     for e in mpi_env(mx, "openmpi", opts, ["OMPI_MCA_pml", "OMPI_MCA_btl"], env).values():
-        assert e == {"OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "self,vader"}, e
+        assert e == {"OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": OMPI_BTL}, e
 
 
 @pytest.mark.parametrize("opts,env", [
@@ -774,7 +780,7 @@ def test_single_node_ompi_not_for_gpu_jobs(mx):
         got = mpi_env(mx, "openmpi", ["-g", 1], ["OMPI_MCA_btl"], gpus)
         assert all(e["OMPI_MCA_btl"] is None for e in got.values()), got
         got = mpi_env(mx, "openmpi", [], ["OMPI_MCA_btl"], gpus)  # the same set, no GPU asked for
-        assert all(e["OMPI_MCA_btl"] == "self,vader" for e in got.values()), got
+        assert all(e["OMPI_MCA_btl"] == OMPI_BTL for e in got.values()), got
     finally:
         mx.run(["stop"], env=gpus)
 
@@ -821,7 +827,7 @@ def test_speedups_reach_real_openmpi_ranks(mx):
     job = StuckJob(mx, "openmpi", opts=["--single-node-ompi"])  # the topology cache is the default
     try:
         for e in job.env:
-            assert e.get("OMPI_MCA_pml") == "ob1" and e.get("OMPI_MCA_btl") == "self,vader", e
+            assert e.get("OMPI_MCA_pml") == "ob1" and e.get("OMPI_MCA_btl") == OMPI_BTL, e
             assert e.get("HWLOC_THISSYSTEM") == "1"
             check_topology_file(mx, e["HWLOC_XMLFILE"])
     finally:
