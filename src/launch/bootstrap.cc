@@ -171,28 +171,15 @@ PreparedPmix::~PreparedPmix() {
 Bootstrap::Bootstrap(BootstrapPlan plan, unsigned long long job_id, std::vector<int> appnum,
                      Events events, std::unique_ptr<PreparedPmix> prepared)
     : plan_(plan), size_(static_cast<int>(appnum.size())), events_(std::move(events)) {
+  kvs_prefix_ = "jiffy_" + std::to_string(job_id) + "_" + std::to_string(::getpid());
+  pmi1_.resize(1);
   if (plan_.pmi1) {
     pmi::JobInfo info;
     info.size = size_;
-    info.kvsname = "jiffy_" + std::to_string(job_id) + "_" + std::to_string(::getpid());
+    info.kvsname = kvs_prefix_;
     info.appnum = appnum;
     info.universe_size = size_;
-    pmi::SimpleEngine::Callbacks cb;
-    cb.send = [this](int rank, std::string_view reply) {
-      try {
-        write_all(pmi_fds_[static_cast<std::size_t>(rank)].get(), reply, "PMI reply");
-      } catch (const Error&) {
-        // The rank is gone; its exit is reported through SIGCHLD.
-      }
-    };
-    cb.abort = [this](int rank, int code) { events_.abort(rank, code, ""); };
-    cb.finalized = [](int) {};
-    cb.protocol_error = [this](int rank, const std::string& why) {
-      events_.protocol_error(rank, why);
-    };
-    engine_ = std::make_unique<pmi::SimpleEngine>(std::move(info), std::move(cb));
-    pmi_fds_.resize(static_cast<std::size_t>(size_));
-    child_fds_.resize(static_cast<std::size_t>(size_));
+    pmi1_[0] = make_pmi1_world(0, std::move(info));
   }
   if (plan_.pmix) {
     if (!prepared) prepared = std::make_unique<PreparedPmix>(plan_, job_id, appnum);
@@ -223,28 +210,107 @@ Bootstrap::Bootstrap(BootstrapPlan plan, unsigned long long job_id, std::vector<
   }
 }
 
+Bootstrap::Pmi1World Bootstrap::make_pmi1_world(int world, pmi::JobInfo info) {
+  Pmi1World w;
+  const auto n = static_cast<std::size_t>(info.size);
+  pmi::SimpleEngine::Callbacks cb;
+  cb.send = [this, world](int rank, std::string_view reply) {
+    try {
+      write_all(pmi1_[static_cast<std::size_t>(world)].fds[static_cast<std::size_t>(rank)].get(), reply, "PMI reply");
+    } catch (const Error&) {
+      // The rank is gone; its exit is reported through SIGCHLD.
+    }
+  };
+  cb.abort = [this](int rank, int code) { events_.abort(rank, code, ""); };
+  cb.finalized = [](int) {};
+  cb.protocol_error = [this](int rank, const std::string& why) { events_.protocol_error(rank, why); };
+  if (events_.spawn) {
+    cb.spawn = [this, world](int rank, pmi::SpawnRequest request) { on_pmi1_spawn(world, rank, std::move(request)); };
+  }
+  w.engine = std::make_unique<pmi::SimpleEngine>(std::move(info), std::move(cb));
+  w.fds.resize(n);
+  w.child_fds.resize(n);
+  return w;
+}
+
+const pmi::SimpleEngine* Bootstrap::engine(int world) const {
+  const auto w = static_cast<std::size_t>(world);
+  return w < pmi1_.size() ? pmi1_[w].engine.get() : nullptr;
+}
+
+// A PMI-1 spawn, in the launcher's terms: the "path" info is where the
+// program is (hydra's meaning), "wdir" where it runs; "host", "hosts" and
+// "hostfile" can only name this machine, and other keys mean nothing here.
+void Bootstrap::on_pmi1_spawn(int world, int rank, pmi::SpawnRequest request) {
+  SpawnAsk ask;
+  ask.world = world;
+  ask.rank = rank;
+  for (const pmi::SpawnApp& a : request.apps) {
+    PmixSpawnApp app;
+    app.command = a.execname;
+    app.nprocs = a.nprocs;
+    for (const auto& [key, value] : a.info) {
+      if (key == "wdir") app.wdir = value;
+      if (key == "path" && !value.empty() && a.execname.find('/') == std::string::npos) {
+        app.command = value + "/" + a.execname;
+      }
+    }
+    app.argv.push_back(a.execname);
+    app.argv.insert(app.argv.end(), a.args.begin(), a.args.end());
+    ask.apps.push_back(std::move(app));
+  }
+  ask.id = ++last_spawn_;
+  spawns_[ask.id] = PendingSpawn{true, world, rank, 0, std::move(request.preput)};
+  events_.spawn(std::move(ask));
+}
+
 Bootstrap::~Bootstrap() {
   pmix_.reset();  // deregisters and finalizes before its directory goes
   if (!dir_.empty()) remove_tree(dir_);
 }
 
 int Bootstrap::prepare_rank(int rank, Environment& env) {
-  const std::string r = std::to_string(rank);
-  const std::string n = std::to_string(size_);
-  int inherit = -1;
-  if (plan_.pmi1) {
-    int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw_errno("socketpair");
-    pmi_fds_[static_cast<std::size_t>(rank)].reset(sv[0]);
-    child_fds_[static_cast<std::size_t>(rank)].reset(sv[1]);
-    inherit = sv[1];
-    env.set("PMI_FD", std::to_string(sv[1]));
-    env.set("PMI_RANK", r);
-    env.set("PMI_SIZE", n);
-    // What hydra gives its ranks, and what tools read to learn the layout.
-    env.set("MPI_LOCALNRANKS", n);
-    env.set("MPI_LOCALRANKID", r);
+  int inherit = plan_.pmi1 ? open_pmi1_channel(0, rank, env) : -1;
+  rank_defaults(env);
+  if (plan_.pmix && plan_.single_node_ompi) {
+    // As behind the rendezvous (rank_defaults), plus TCP on loopback for
+    // MPI_Comm_spawn: vader connects a job's own ranks only, and the
+    // parents need the transport to their children from their own
+    // MPI_Init (prepare_world_rank).
+    set_default(env, "OMPI_MCA_btl", JIFFY_OMPI_SINGLE_NODE_BTL);
+    set_default(env, "OMPI_MCA_btl_tcp_if_include", JIFFY_OMPI_TCP_IF);
   }
+  if (rendezvous_) {
+    if (plan_.single_node_ompi) set_default(env, "OMPI_MCA_pml", "ob1");
+    rendezvous_environment(env, rank, size_, rendezvous_namespace(plan_.tag), port_);
+  }
+  if (plan_.pmix) {
+    pmix_->prepare_rank(rank, env);
+    pmix_rank_environment(rank, size_, env);
+  }
+  return inherit;
+}
+
+int Bootstrap::open_pmi1_channel(int world, int rank, Environment& env) {
+  Pmi1World& w = pmi1_.at(static_cast<std::size_t>(world));
+  const std::string r = std::to_string(rank);
+  const std::string n = std::to_string(w.fds.size());
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw_errno("socketpair");
+  w.fds[static_cast<std::size_t>(rank)].reset(sv[0]);
+  w.child_fds[static_cast<std::size_t>(rank)].reset(sv[1]);
+  env.set("PMI_FD", std::to_string(sv[1]));
+  env.set("PMI_RANK", r);
+  env.set("PMI_SIZE", n);
+  // What hydra gives its ranks, and what tools read to learn the layout.
+  env.set("MPI_LOCALNRANKS", n);
+  env.set("MPI_LOCALRANKID", r);
+  return sv[1];
+}
+
+// What every rank of an MPI job gets, whichever server: the topology cache,
+// MPICH's UCX on one node, Open MPI's single-node transports.
+void Bootstrap::rank_defaults(Environment& env) const {
   if (plan_.topology_cache && !plan_.topology_file.empty() && (plan_.pmi1 || plan_.pmix || plan_.rendezvous) &&
       !env.get("HWLOC_XMLFILE")) {
     // hwloc in the rank (MPICH, Open MPI, any hwloc user) loads the daemon's
@@ -283,22 +349,6 @@ int Bootstrap::prepare_rank(int rank, Environment& env) {
     // spawn: its server is a helper with no launcher loop.)
     set_default(env, "OMPI_MCA_btl", "self,vader");
   }
-  if (plan_.pmix && plan_.single_node_ompi) {
-    // The same, plus TCP on loopback for MPI_Comm_spawn: vader connects a
-    // job's own ranks only, and the parents need the transport to their
-    // children from their own MPI_Init (prepare_world_rank).
-    set_default(env, "OMPI_MCA_btl", JIFFY_OMPI_SINGLE_NODE_BTL);
-    set_default(env, "OMPI_MCA_btl_tcp_if_include", JIFFY_OMPI_TCP_IF);
-  }
-  if (rendezvous_) {
-    if (plan_.single_node_ompi) set_default(env, "OMPI_MCA_pml", "ob1");
-    rendezvous_environment(env, rank, size_, rendezvous_namespace(plan_.tag), port_);
-  }
-  if (plan_.pmix) {
-    pmix_->prepare_rank(rank, env);
-    pmix_rank_environment(rank, size_, env);
-  }
-  return inherit;
 }
 
 void Bootstrap::pmix_rank_environment(int rank, int size, Environment& env) const {
@@ -317,24 +367,57 @@ void Bootstrap::pmix_rank_environment(int rank, int size, Environment& env) cons
 }
 
 int Bootstrap::add_world(int spawn_id, const std::vector<int>& appnum) {
-  if (!pmix_) throw Error("spawning needs the job's PMIx server");
-  const int world = static_cast<int>(pmix_connected_.size());
-  pmix_->add_world(world, appnum, spawn_id);
-  pmix_connected_.emplace_back(appnum.size(), 0);
-  pmix_finalized_.emplace_back(appnum.size(), 0);
+  auto it = spawns_.find(spawn_id);
+  if (it == spawns_.end()) throw Error("no such spawn request");
+  const int world = worlds_;
+  const auto w = static_cast<std::size_t>(world);
+  pmi1_.resize(w + 1);
+  pmix_connected_.resize(w + 1);
+  pmix_finalized_.resize(w + 1);
+  if (it->second.pmi1) {
+    pmi::JobInfo info;
+    info.size = static_cast<int>(appnum.size());
+    info.kvsname = kvs_prefix_ + "_" + std::to_string(world);
+    info.appnum = appnum;
+    info.universe_size = info.size;
+    info.preput = it->second.preput;
+    pmi1_[w] = make_pmi1_world(world, std::move(info));
+  } else {
+    if (!pmix_) throw Error("spawning needs the job's PMIx server");
+    pmix_->add_world(world, appnum, it->second.host_id);
+    pmix_connected_[w].assign(appnum.size(), 0);
+    pmix_finalized_[w].assign(appnum.size(), 0);
+  }
+  ++worlds_;
   return world;
 }
 
-void Bootstrap::prepare_world_rank(int world, int rank, Environment& env) {
+int Bootstrap::prepare_world_rank(int world, int rank, Environment& env) {
   const std::size_t w = static_cast<std::size_t>(world);
+  if (engine(world)) {
+    int fd = open_pmi1_channel(world, rank, env);
+    env.set("PMI_SPAWNED", "1");  // as hydra tells a spawned world
+    rank_defaults(env);
+    return fd;
+  }
   // (Open MPI copies the parent's OMPI_MCA_* into the children's app
   // environment: btl as prepare_rank set it.)
   pmix_->prepare_world_rank(world, rank, env);
   pmix_rank_environment(rank, static_cast<int>(pmix_connected_.at(w).size()), env);
+  return -1;
 }
 
-void Bootstrap::spawn_answer(int spawn_id, bool ok, int world) {
-  if (pmix_) pmix_->spawn_done(spawn_id, ok, world);
+void Bootstrap::spawn_answer(int spawn_id, bool ok, int world, const std::string& why) {
+  auto it = spawns_.find(spawn_id);
+  if (it == spawns_.end()) return;
+  PendingSpawn p = std::move(it->second);
+  spawns_.erase(it);
+  if (!p.pmi1) {
+    if (pmix_) pmix_->spawn_done(p.host_id, ok, world);
+    return;
+  }
+  auto& asker = pmi1_.at(static_cast<std::size_t>(p.world));
+  if (asker.engine) asker.engine->spawn_done(p.rank, ok, why);
 }
 
 void Bootstrap::world_rank_lost(const std::string& port) {
@@ -344,23 +427,25 @@ void Bootstrap::world_rank_lost(const std::string& port) {
 void Bootstrap::adopt_channel(int rank, int fd) {
   if (!plan_.pmi1) throw Error("a handed-over job needs the PMI-1 server");
   if (fd < 0) {
-    engine_->on_disconnect(rank);
+    pmi1_[0].engine->on_disconnect(rank);
     return;
   }
   ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-  pmi_fds_[static_cast<std::size_t>(rank)].reset(fd);
+  pmi1_[0].fds[static_cast<std::size_t>(rank)].reset(fd);
 }
 
-void Bootstrap::rank_spawned(int rank) {
-  if (plan_.pmi1) child_fds_[static_cast<std::size_t>(rank)].reset();
+void Bootstrap::rank_spawned(int rank, int world) {
+  if (engine(world)) pmi1_[static_cast<std::size_t>(world)].child_fds[static_cast<std::size_t>(rank)].reset();
 }
 
 void Bootstrap::add_poll_fds(std::vector<pollfd>& fds) {
   polled_.clear();
-  for (int r = 0; r < static_cast<int>(pmi_fds_.size()); ++r) {
-    if (!pmi_fds_[static_cast<std::size_t>(r)]) continue;
-    fds.push_back(pollfd{pmi_fds_[static_cast<std::size_t>(r)].get(), POLLIN, 0});
-    polled_.push_back(r);
+  for (std::size_t w = 0; w < pmi1_.size(); ++w) {
+    for (std::size_t r = 0; r < pmi1_[w].fds.size(); ++r) {
+      if (!pmi1_[w].fds[r]) continue;
+      fds.push_back(pollfd{pmi1_[w].fds[r].get(), POLLIN, 0});
+      polled_.emplace_back(static_cast<int>(w), static_cast<int>(r));
+    }
   }
   if (pmix_) fds.push_back(pollfd{pmix_->event_fd(), POLLIN, 0});
   rendezvous_polled_ = rendezvous_ && !helper_;
@@ -371,7 +456,7 @@ void Bootstrap::add_poll_fds(std::vector<pollfd>& fds) {
 
 void Bootstrap::handle(const std::vector<pollfd>& fds, std::size_t first) {
   for (std::size_t i = 0; i < polled_.size(); ++i) {
-    if (fds[first + i].revents) read_pmi(polled_[i]);
+    if (fds[first + i].revents) read_pmi(polled_[i].first, polled_[i].second);
   }
   std::size_t at = first + polled_.size();
   if (pmix_ && fds[at++].revents) take_pmix_events();
@@ -383,28 +468,31 @@ void Bootstrap::handle(const std::vector<pollfd>& fds, std::size_t first) {
 void Bootstrap::drain() {
   if (pmix_) take_pmix_events();
   if (helper_) read_helper();
-  for (int r = 0; r < static_cast<int>(pmi_fds_.size()); ++r) {
-    if (!pmi_fds_[static_cast<std::size_t>(r)]) continue;
-    pollfd p{pmi_fds_[static_cast<std::size_t>(r)].get(), POLLIN, 0};
-    if (::poll(&p, 1, 0) > 0) read_pmi(r);
+  for (std::size_t w = 0; w < pmi1_.size(); ++w) {
+    for (std::size_t r = 0; r < pmi1_[w].fds.size(); ++r) {
+      if (!pmi1_[w].fds[r]) continue;
+      pollfd p{pmi1_[w].fds[r].get(), POLLIN, 0};
+      if (::poll(&p, 1, 0) > 0) read_pmi(static_cast<int>(w), static_cast<int>(r));
+    }
   }
 }
 
-void Bootstrap::read_pmi(int rank) {
-  Fd& fd = pmi_fds_[static_cast<std::size_t>(rank)];
+void Bootstrap::read_pmi(int world, int rank) {
+  Pmi1World& w = pmi1_[static_cast<std::size_t>(world)];
+  Fd& fd = w.fds[static_cast<std::size_t>(rank)];
   char buf[8192];
   ssize_t n;
   do {
     n = ::read(fd.get(), buf, sizeof buf);
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
-    engine_->on_data(rank, std::string_view(buf, static_cast<std::size_t>(n)));
+    w.engine->on_data(rank, std::string_view(buf, static_cast<std::size_t>(n)));
     return;
   }
   // EOF: the rank exited or closed the fd. A disconnect between init and
   // finalize is judged when the rank's exit is reaped (unfinalized()).
   fd.reset();
-  engine_->on_disconnect(rank);
+  w.engine->on_disconnect(rank);
 }
 
 void Bootstrap::take_pmix_events() {
@@ -423,13 +511,16 @@ void Bootstrap::apply(const PmixEvent& e) {
       // (A spawned world's abort ends the job too: one job, one fate.)
       events_.abort(e.rank, e.status, e.message);
       break;
-    case PmixEvent::Kind::Spawn:
+    case PmixEvent::Kind::Spawn: {
+      const int id = ++last_spawn_;
+      spawns_[id] = PendingSpawn{false, e.world, e.rank, e.spawn_id, {}};
       if (events_.spawn) {
-        events_.spawn(SpawnAsk{e.spawn_id, e.world, e.rank, e.apps});
+        events_.spawn(SpawnAsk{id, e.world, e.rank, e.apps});
       } else {
-        spawn_answer(e.spawn_id, false);
+        spawn_answer(id, false);
       }
       break;
+    }
   }
 }
 
@@ -505,14 +596,15 @@ void Bootstrap::read_helper() {
 
 bool Bootstrap::unfinalized(int rank, int world) const {
   std::size_t r = static_cast<std::size_t>(rank), w = static_cast<std::size_t>(world);
-  if (world == 0 && engine_ && engine_->initialized(rank) && !engine_->finalized(rank)) return true;
-  return w < pmix_connected_.size() && pmix_connected_[w][r] && !pmix_finalized_[w][r];
+  if (const pmi::SimpleEngine* e = engine(world); e && e->initialized(rank) && !e->finalized(rank)) return true;
+  return w < pmix_connected_.size() && r < pmix_connected_[w].size() && pmix_connected_[w][r] && !pmix_finalized_[w][r];
 }
 
 bool Bootstrap::contacted(int rank, int world) const {
   std::size_t r = static_cast<std::size_t>(rank), w = static_cast<std::size_t>(world);
-  return (world == 0 && engine_ && engine_->ever_connected(rank)) ||
-         (w < pmix_connected_.size() && pmix_connected_[w][r]);
+  const pmi::SimpleEngine* e = engine(world);
+  return (e && e->ever_connected(rank)) ||
+         (w < pmix_connected_.size() && r < pmix_connected_[w].size() && pmix_connected_[w][r]);
 }
 
 }  // namespace jiffy

@@ -31,6 +31,7 @@
 #include <poll.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,14 +39,12 @@
 #include "launch/mpi_detect.h"
 #include "launch/options.h"
 #include "pmi/pmix_server.h"
+#include "pmi/simple_engine.h"
 #include "util/fd.h"
 
 namespace jiffy {
 
 class Environment;
-namespace pmi {
-class SimpleEngine;
-}
 
 struct BootstrapPlan {
   bool pmi1 = true;
@@ -75,6 +74,8 @@ BootstrapPlan plan_bootstrap(MpiMode mode, const std::vector<MpiKind>& app_kinds
 // A rank asked for more ranks (MPI_Comm_spawn), to be started as a new
 // world of the job: Bootstrap::Events::spawn. Answered with
 // Bootstrap::spawn_answer(id, ...), after add_world for a started one.
+// PMI-1 asks come in the same terms (execname and its "path" info as the
+// command, "wdir" as wdir; no env).
 struct SpawnAsk {
   int id = 0;
   int world = 0;  // the asker's
@@ -129,7 +130,7 @@ class Bootstrap {
   // (-1 when none).
   int prepare_rank(int rank, Environment& env);
   // Closes the launcher's copy of rank r's inherited fd.
-  void rank_spawned(int rank);
+  void rank_spawned(int rank, int world = 0);
   // Takes over rank r's PMI-1 channel from the front (fd -1: the rank had
   // already hung up). For a rank started by someone else in this process.
   void adopt_channel(int rank, int fd);
@@ -142,13 +143,14 @@ class Bootstrap {
   // finalize that preceded an exit is seen first).
   void drain();
 
-  // Spawned worlds (SpawnAsk). add_world registers world number
-  // (1, 2, ...) whose rank r runs app appnum[r], and returns its number;
-  // prepare_world_rank gives one of its ranks its variables (no fd to
-  // inherit: PMIx); spawn_answer tells the asker. Throw Error.
+  // Spawned worlds (SpawnAsk), served by the asker's server. add_world
+  // registers the world of ask spawn_id, whose rank r runs app appnum[r],
+  // and returns its number (1, 2, ...); prepare_world_rank gives one of its
+  // ranks its variables and returns the fd it must inherit (-1: none);
+  // spawn_answer tells the asker (why: for the PMI-1 reply). Throw Error.
   int add_world(int spawn_id, const std::vector<int>& appnum);
-  void prepare_world_rank(int world, int rank, Environment& env);
-  void spawn_answer(int spawn_id, bool ok, int world = 0);
+  int prepare_world_rank(int world, int rank, Environment& env);
+  void spawn_answer(int spawn_id, bool ok, int world = 0, const std::string& why = "");
   // A spawned rank left before it ever connected: its parent, waiting to
   // connect to its world through `port`, would wait forever.
   void world_rank_lost(const std::string& port);
@@ -163,7 +165,27 @@ class Bootstrap {
   const std::string& job_dir() const { return dir_; }
 
  private:
-  void read_pmi(int rank);
+  // One world's PMI-1 server: its engine and the ranks' channels.
+  struct Pmi1World {
+    std::unique_ptr<pmi::SimpleEngine> engine;
+    std::vector<Fd> fds;        // launcher's ends
+    std::vector<Fd> child_fds;  // ranks' ends until spawned
+  };
+  // A spawn asked and not answered yet.
+  struct PendingSpawn {
+    bool pmi1 = false;
+    int world = 0;  // the asker's
+    int rank = 0;
+    int host_id = 0;  // PMIx: the server's id of it
+    pmi::KeyValues preput;  // PMI-1: for the children's KVS
+  };
+
+  Pmi1World make_pmi1_world(int world, pmi::JobInfo info);
+  void on_pmi1_spawn(int world, int rank, pmi::SpawnRequest request);
+  int open_pmi1_channel(int world, int rank, Environment& env);
+  void rank_defaults(Environment& env) const;
+  const pmi::SimpleEngine* engine(int world) const;
+  void read_pmi(int world, int rank);
   void take_pmix_events();
   void apply(const PmixEvent& e);
   void start_helper();
@@ -175,14 +197,16 @@ class Bootstrap {
   int size_;
   Events events_;
   std::string dir_;  // per-job directory (PMIx, Open MPI session and shm files)
-  std::unique_ptr<pmi::SimpleEngine> engine_;
-  std::vector<Fd> pmi_fds_;    // launcher's ends
-  std::vector<Fd> child_fds_;  // ranks' ends until spawned
+  std::vector<Pmi1World> pmi1_;  // per world (index 0: the job's); no engine: not PMI-1's
+  std::map<int, PendingSpawn> spawns_;
+  int last_spawn_ = 0;
+  int worlds_ = 1;  // the job's own and the spawned
+  std::string kvs_prefix_;
   std::unique_ptr<PmixServer> pmix_;
   // Per world (0: the job's own ranks), per rank.
   std::vector<std::vector<char>> pmix_connected_;
   std::vector<std::vector<char>> pmix_finalized_;
-  std::vector<int> polled_;  // ranks behind the PMI entries of the last add_poll_fds
+  std::vector<std::pair<int, int>> polled_;  // (world, rank) behind the PMI entries of the last add_poll_fds
   // The rendezvous: its socket until a rank connects, then the helper's
   // event socket and what came of it.
   unsigned long long job_id_ = 0;

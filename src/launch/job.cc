@@ -270,7 +270,7 @@ void Job::adopt(const Handoff& h) {
       Bootstrap::Events{[this](int r, int c, const std::string& m) { on_abort(r, c, m); },
                         [this](int r, const std::string& why) { on_protocol_error(r, why); },
                         [this](const std::string& why) { fail(1, why); },
-                        {}});
+                        [this](SpawnAsk ask) { on_spawn(std::move(ask)); }});
   for (std::size_t r = 0; r < h.ranks.size(); ++r) {
     bootstrap_->adopt_channel(static_cast<int>(r), h.ranks[r].pmi_fd);
     ranks_.push_back(Rank{h.ranks[r].pid, 0, h.ranks[r].done, 0, 0, static_cast<int>(r), {}});
@@ -333,7 +333,7 @@ void Job::spawn_failed(World& w, const std::string& why) {
   }
   if (w.cores) w.cores->finished(1);
   w.cores.reset();
-  bootstrap_->spawn_answer(w.ask.id, false);
+  bootstrap_->spawn_answer(w.ask.id, false, 0, why);
 }
 
 void Job::start_world(World& w) {
@@ -372,7 +372,7 @@ void Job::start_world(World& w) {
       std::string gpus = join(rg.gpus);
       for (const char* var : {"CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"}) env.set(var, gpus);
     }
-    bootstrap_->prepare_world_rank(w.number, r, env);
+    const int inherit_fd = bootstrap_->prepare_world_rank(w.number, r, env);
     const int index = static_cast<int>(ranks_.size());
     RankOutput out = open_rank_output(opt_, index, static_cast<int>(a), files_);
     RankSpawn spec;
@@ -385,7 +385,9 @@ void Job::start_world(World& w) {
     if (out.out_file) spec.stdout_fd = out.out_file.get();
     if (out.err_file) spec.stderr_fd = out.err_file.get();
     spec.pgid = pgid_;
+    spec.inherit_fd = inherit_fd;
     Spawned s = spawn_rank(spec);
+    bootstrap_->rank_spawned(r, w.number);
     ranks_.push_back(Rank{s.pid, 0, false, 0, w.number, r, app.command});
     if (s.exec_errno && !failed_errno) {
       failed_errno = s.exec_errno;

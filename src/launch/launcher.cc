@@ -338,6 +338,23 @@ class DaemonLink {
   std::string tag_;
 };
 
+// MPI_Comm_spawn's ranks get cores of their own, asked as part of the job
+// (launch/sub_request.h).
+void allow_spawn(Job& job, const DaemonPaths& paths, const LaunchOptions& opt, unsigned long long id,
+                 const std::string& cwd) {
+  job.allow_spawn([&paths, &opt, id, cwd](int ntasks) {
+    SubRequest::Ask ask;
+    ask.parent = id;
+    ask.ntasks = ntasks;
+    ask.cores_per_task = opt.cores_per_task;
+    ask.gpus_per_task = opt.gpus_per_task;
+    ask.bind = bind_name(opt.bind);
+    ask.command = "(spawned by job " + std::to_string(id) + ")";
+    ask.cwd = cwd;
+    return SubRequest::send(paths, ask);
+  });
+}
+
 // From "started" to "finished": the job runs, the daemon link re-attaches
 // if the daemon dies meanwhile.
 int supervise(Job& job, DaemonLink& link, int signal_fd, bool announce) {
@@ -390,6 +407,7 @@ int continue_handed_over(const LaunchOptions& opt, const Handoff& h, LaunchHisto
   history.granted(grant);
   Job job(opt, {program}, grant, plan, h.tag);
   job.adopt(h);
+  allow_spawn(job, paths, opt, grant.id, history.cwd());
   DaemonLink link(paths, DaemonClient::adopt(Fd(h.daemon_fd), paths), opt, grant);
   int code = supervise(job, link, signals.get(), /*announce=*/false);
   history.ended(job.ending());
@@ -506,19 +524,7 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const
   }
   Job job(opt, programs, grant, plan, tag);
   job.use_prepared(std::move(prepared));
-  // MPI_Comm_spawn's ranks get cores of their own, asked as part of this
-  // job (launch/sub_request.h).
-  job.allow_spawn([&](int ntasks) {
-    SubRequest::Ask ask;
-    ask.parent = grant.id;
-    ask.ntasks = ntasks;
-    ask.cores_per_task = opt.cores_per_task;
-    ask.gpus_per_task = opt.gpus_per_task;
-    ask.bind = bind_name(opt.bind);
-    ask.command = "(spawned by job " + std::to_string(grant.id) + ")";
-    ask.cwd = history.cwd();
-    return SubRequest::send(paths, ask);
-  });
+  allow_spawn(job, paths, opt, grant.id, history.cwd());
   if (!job.start()) {
     history.not_started("cannot execute " + opt.apps[0].argv[0]);
     return kExitNotFound;

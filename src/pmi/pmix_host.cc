@@ -96,11 +96,10 @@ class Host final : public PmixServer {
     if (event_fd_ < 0) throw_errno("eventfd");
     g_host = this;
     init_server();
-    World w;
+    World& w = worlds_[0];
     w.nspace = job_.nspace;
     w.appnum = job_.appnum;
-    worlds_.push_back(std::move(w));
-    register_nspace(worlds_[0]);
+    register_nspace(w);
     // The ranks run already, with the rendezvous's environment: register
     // them all now (setup_fork's variables are not theirs).
     if (job_.rendezvous_fd >= 0) {
@@ -116,7 +115,7 @@ class Host final : public PmixServer {
   ~Host() override {
     names_.fail_all();
     fail_spawns();
-    for (const World& w : worlds_) PMIx_server_deregister_nspace(w.nspace.c_str(), nullptr, nullptr);
+    for (const auto& [n, w] : worlds_) PMIx_server_deregister_nspace(w.nspace.c_str(), nullptr, nullptr);
     PMIx_server_finalize();
     if (topology_) hwloc_topology_destroy(topology_);
     g_host = nullptr;
@@ -153,13 +152,13 @@ class Host final : public PmixServer {
   void prepare_rank(int rank, Environment& env) override { prepare_world_rank(0, rank, env); }
 
   void prepare_world_rank(int world, int rank, Environment& env) override {
-    for (const auto& [name, value] : worlds_.at(static_cast<std::size_t>(world)).fork_env.at(static_cast<std::size_t>(rank))) {
+    for (const auto& [name, value] : worlds_.at(world).fork_env.at(static_cast<std::size_t>(rank))) {
       env.set(name, value);
     }
   }
 
   void add_world(int world, const std::vector<int>& appnum, int spawn_id) override {
-    if (world != static_cast<int>(worlds_.size())) throw Error("PMIx: worlds are added in order");
+    if (world <= 0 || worlds_.count(world)) throw Error("PMIx: world " + std::to_string(world) + " exists");
     World w;
     w.nspace = job_.nspace + ".spawn" + std::to_string(world);
     w.appnum = appnum;
@@ -169,12 +168,13 @@ class Host final : public PmixServer {
       if (it != spawns_.end()) w.parent = it->second.parent;
     }
     register_nspace(w);
+    World* added;
     {
       // The progress thread looks worlds up by namespace (world_of).
       std::lock_guard<std::mutex> lock(mutex_);
-      worlds_.push_back(std::move(w));
+      added = &(worlds_[world] = std::move(w));
     }
-    prepare_clients(worlds_.back());
+    prepare_clients(*added);
   }
 
   void spawn_done(int spawn_id, bool ok, int world) override {
@@ -191,7 +191,7 @@ class Host final : public PmixServer {
       return;
     }
     pmix_nspace_t ns;
-    PMIX_LOAD_NSPACE(ns, worlds_.at(static_cast<std::size_t>(world)).nspace.c_str());
+    PMIX_LOAD_NSPACE(ns, worlds_.at(world).nspace.c_str());
     p.cbfunc(PMIX_SUCCESS, ns, p.cbdata);
   }
 
@@ -297,8 +297,8 @@ class Host final : public PmixServer {
   // The world a namespace is, or -1 when it is none of ours.
   int world_of(const char* nspace) {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (std::size_t w = 0; w < worlds_.size(); ++w) {
-      if (std::strncmp(worlds_[w].nspace.c_str(), nspace, PMIX_MAX_NSLEN) == 0) return static_cast<int>(w);
+    for (const auto& [n, w] : worlds_) {
+      if (std::strncmp(w.nspace.c_str(), nspace, PMIX_MAX_NSLEN) == 0) return n;
     }
     return -1;
   }
@@ -331,7 +331,7 @@ class Host final : public PmixServer {
   std::mutex mutex_;  // events_, spawns_, and worlds_ as the progress thread reads them
   std::vector<PmixEvent> events_;
   bool taken_over_ = false;
-  std::vector<World> worlds_;  // grows on the launcher's thread only
+  std::map<int, World> worlds_;  // by number; grows on the launcher's thread only
   std::map<int, PendingSpawn> spawns_;
   int last_spawn_ = 0;
   PmixNames names_;
