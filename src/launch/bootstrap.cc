@@ -221,9 +221,9 @@ Bootstrap::Pmi1World Bootstrap::make_pmi1_world(int world, pmi::JobInfo info) {
       // The rank is gone; its exit is reported through SIGCHLD.
     }
   };
-  cb.abort = [this](int rank, int code) { events_.abort(rank, code, ""); };
+  cb.abort = [this, world](int rank, int code) { events_.abort(world, rank, code, ""); };
   cb.finalized = [](int) {};
-  cb.protocol_error = [this](int rank, const std::string& why) { events_.protocol_error(rank, why); };
+  cb.protocol_error = [this, world](int rank, const std::string& why) { events_.protocol_error(world, rank, why); };
   if (events_.spawn) {
     cb.spawn = [this, world](int rank, pmi::SpawnRequest request) { on_pmi1_spawn(world, rank, std::move(request)); };
   }
@@ -507,9 +507,8 @@ void Bootstrap::apply(const PmixEvent& e) {
   switch (e.kind) {
     case PmixEvent::Kind::Connected: connected[r] = 1; break;
     case PmixEvent::Kind::Finalized: pmix_finalized_[static_cast<std::size_t>(e.world)][r] = 1; break;
-    case PmixEvent::Kind::Abort:
-      // (A spawned world's abort ends the job too: one job, one fate.)
-      events_.abort(e.rank, e.status, e.message);
+    case PmixEvent::Kind::Abort:  // a spawned world's too: one job, one fate
+      events_.abort(e.world, e.rank, e.status, e.message);
       break;
     case PmixEvent::Kind::Spawn: {
       const int id = ++last_spawn_;

@@ -114,8 +114,9 @@ class PreparedPmix {
 class Bootstrap {
  public:
   struct Events {
-    std::function<void(int rank, int code, const std::string& message)> abort;
-    std::function<void(int rank, const std::string& why)> protocol_error;
+    // world: 0 for the job's own ranks, else the spawned world's number.
+    std::function<void(int world, int rank, int code, const std::string& message)> abort;
+    std::function<void(int world, int rank, const std::string& why)> protocol_error;
     std::function<void(const std::string& why)> failure;  // the job cannot go on
     std::function<void(SpawnAsk ask)> spawn;  // unset: spawns fail
   };

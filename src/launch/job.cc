@@ -155,8 +155,8 @@ bool Job::start() {
   const bool prepared = prepared_ != nullptr;
   bootstrap_ = std::make_unique<Bootstrap>(
       plan_, grant_.id, appnum,
-      Bootstrap::Events{[this](int r, int c, const std::string& m) { on_abort(r, c, m); },
-                        [this](int r, const std::string& why) { on_protocol_error(r, why); },
+      Bootstrap::Events{[this](int w, int r, int c, const std::string& m) { on_abort(w, r, c, m); },
+                        [this](int w, int r, const std::string& why) { on_protocol_error(w, r, why); },
                         [this](const std::string& why) { fail(1, why); },
                         [this](SpawnAsk ask) { on_spawn(std::move(ask)); }},
       std::move(prepared_));
@@ -267,8 +267,8 @@ void Job::adopt(const Handoff& h) {
   pgid_ = h.pgid;
   bootstrap_ = std::make_unique<Bootstrap>(
       plan_, grant_.id, std::vector<int>(h.ranks.size(), 0),
-      Bootstrap::Events{[this](int r, int c, const std::string& m) { on_abort(r, c, m); },
-                        [this](int r, const std::string& why) { on_protocol_error(r, why); },
+      Bootstrap::Events{[this](int w, int r, int c, const std::string& m) { on_abort(w, r, c, m); },
+                        [this](int w, int r, const std::string& why) { on_protocol_error(w, r, why); },
                         [this](const std::string& why) { fail(1, why); },
                         [this](SpawnAsk ask) { on_spawn(std::move(ask)); }});
   for (std::size_t r = 0; r < h.ranks.size(); ++r) {
@@ -280,11 +280,12 @@ void Job::adopt(const Handoff& h) {
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
 }
 
-std::string Job::rank_name(std::size_t i) const {
-  const Rank& r = ranks_[i];
-  if (r.world == 0) return "rank " + std::to_string(i);
-  return "spawned rank " + std::to_string(r.wrank) + " of world " + std::to_string(r.world);
+std::string Job::world_rank_name(int world, int rank) {
+  if (world == 0) return "rank " + std::to_string(rank);
+  return "spawned rank " + std::to_string(rank) + " of world " + std::to_string(world);
 }
+
+std::string Job::rank_name(std::size_t i) const { return world_rank_name(ranks_[i].world, ranks_[i].wrank); }
 
 const std::string& Job::rank_program(std::size_t i) const {
   const Rank& r = ranks_[i];
@@ -533,13 +534,13 @@ void Job::fail(int code, const std::string& message, bool culprit_alive) {
   terminate();
 }
 
-void Job::on_abort(int rank, int code, const std::string& message) {
+void Job::on_abort(int world, int rank, int code, const std::string& message) {
   if (abort_code_) return;
   // The code as a process would exit with it; a non-zero code never reads as success.
   int c = code & 255;
   if (code != 0 && c == 0) c = 1;
   abort_code_ = c;
-  std::string m = "rank " + std::to_string(rank) + " called MPI_Abort with code " + std::to_string(code);
+  std::string m = world_rank_name(world, rank) + " called MPI_Abort with code " + std::to_string(code);
   if (!message.empty() && message != "N/A") m += " (" + message + ")";
   // Every rank, the aborting one included (it waits for us), must go.
   exit_code_.reset();
@@ -547,8 +548,8 @@ void Job::on_abort(int rank, int code, const std::string& message) {
   terminating_ = true;
 }
 
-void Job::on_protocol_error(int rank, const std::string& why) {
-  fail(1, "rank " + std::to_string(rank) + " broke the PMI protocol: " + why, /*culprit_alive=*/true);
+void Job::on_protocol_error(int world, int rank, const std::string& why) {
+  fail(1, world_rank_name(world, rank) + " broke the PMI protocol: " + why, /*culprit_alive=*/true);
 }
 
 void Job::warn_if_never_bootstrapped() const {

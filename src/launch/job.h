@@ -145,11 +145,12 @@ class Job {
   void start_world(World& w);
   void poll_worlds(const std::vector<pollfd>& fds, std::size_t first);
   void release_worlds();
+  static std::string world_rank_name(int world, int rank);
   std::string rank_name(std::size_t i) const;
   const std::string& rank_program(std::size_t i) const;
   void handle_signal(int signo);
-  void on_abort(int rank, int code, const std::string& message);
-  void on_protocol_error(int rank, const std::string& why);
+  void on_abort(int world, int rank, int code, const std::string& message);
+  void on_protocol_error(int world, int rank, const std::string& why);
   // culprit_alive: the failing rank has not exited (abort, protocol error).
   void fail(int code, const std::string& message, bool culprit_alive = false);
   void warn_if_never_bootstrapped() const;
