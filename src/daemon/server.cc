@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdio>
 
+#include "daemon/families.h"
 #include "daemon/job_state.h"
 #include "proto/lane.h"
 #include "daemon/server_internal.h"
@@ -438,6 +439,7 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
   c.command = proto::get_string(msg, "command", kMaxCommandLen);
   c.wants_progress = proto::get_bool(msg, "progress", false);
   if (msg.contains("tag")) c.group.tag = proto::get_tag(msg);
+  if (msg.contains("parent")) adopt_parent(c, msg, r);
   c.cwd = msg.contains("cwd") ? proto::get_string(msg, "cwd", kMaxCwdLen) : "";
   c.label = msg.contains("label") ? proto::get_string(msg, "label", kMaxLabelLen) : "";
   r.predicted_s = run_times_.predict(c.cwd, c.command, r.ntasks);
@@ -456,7 +458,7 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
                       !lost_.count(arrival);
   lane_verify(false);  // no id from a counter someone overwrote
   r.id = arrival_free ? arrival : lane_.new_job_id();
-  claim_tag(c.group.tag, r.id);
+  if (!c.parent) claim_tag(c.group.tag, r.id);  // a spawn's is its parent's
   try {
     if (arrival_free) {
       sched_.submit_in_order(r);
@@ -484,6 +486,34 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
     c.last_position = pos;
     send(c, {{"type", proto::type::kQueued}, {"job", c.job}, {"position", pos}});
   }
+}
+
+// A spawn's cores (daemon/families.h): the parent must be a running job of
+// this very launcher; the sub-job shares its process group and tag (killed
+// with it if the launcher dies), never oversubscribes, and is refused at
+// once when it could never be granted beside what the family holds.
+void Server::adopt_parent(Client& c, const proto::Json& msg, Request& r) {
+  const JobId parent = static_cast<JobId>(proto::get_int(msg, "parent", 1, kMaxJobId));
+  if (msg.contains("tag")) throw Error("a spawn's submit carries no tag (it shares its parent's)");
+  auto it = jobs_.find(parent);
+  const Client* p = it == jobs_.end() ? nullptr : it->second;
+  if (!p || p->parent || p->peer_pid != c.peer_pid ||
+      (p->state != JobState::Granted && p->state != JobState::Running)) {
+    throw Error("spawn: job " + std::to_string(parent) + " is not a running job of this launcher");
+  }
+  c.parent = parent;
+  c.group = p->group;
+  r.allow_oversubscribe = false;
+  FamilyUse held;
+  for (const auto& [id, j] : jobs_) {
+    if (id != parent && j->parent != parent) continue;
+    const bool holds = j->state == JobState::Granted || j->state == JobState::Running;
+    held.slots += holds ? static_cast<int>(j->grant.slots.size()) : j->request.slots();
+    held.gpus += holds ? static_cast<int>(j->grant.gpus.size()) : j->request.gpus();
+  }
+  std::string why = spawn_refusal(r, parent, held, sched_.resources().total_slots(),
+                                  static_cast<int>(sched_.resources().gpus.size()));
+  if (!why.empty()) throw Error(why);
 }
 
 // A launcher names its job directory as soon as it makes it, so that the
@@ -557,7 +587,7 @@ void Server::client_gone(Client& c) {
   if (c.job != 0) {
     if (c.state == JobState::Queued) {
       // (A front handing over lives on, asks again, and reports the launch.)
-      if (!launcher_lives_on(c)) {
+      if (!launcher_lives_on(c) && !c.parent) {  // (a spawn is part of its parent's launch)
         record(history_row(c, JIFFY_OUTCOME_CANCELLED, "launcher went away while queued"));
       }
       sched_.cancel(c.job);
@@ -650,6 +680,9 @@ void Server::schedule_pass() {
     c.granted_at = now_s();
     c.start_ns = realtime_ns();
     c.grant = g;
+    // A spawn's ranks join its parent's group: the parent may have named
+    // it ("started") since the spawn asked.
+    if (auto p = jobs_.find(c.parent); c.parent && p != jobs_.end()) c.group = p->second->group;
     granted.push_back(&c);
   }
   // On disk before the launchers hear of it: a successor must never grant
@@ -1074,6 +1107,7 @@ proto::Json Server::status_json() const {
     j["cwd"] = c->cwd;
     j["label"] = c->label;
     j["jobdir"] = c->jobdir;  // "" until its launcher names one
+    j["parent"] = c->parent;  // a spawn's cores: the job that asked; 0 otherwise
     j["submit"] = static_cast<double>(c->submit_ns) / 1e9;
     j["predicted_s"] = c->request.predicted_s < 0 ? Json(nullptr) : Json(c->request.predicted_s);
     if (c->state != JobState::Queued) j["backfilled"] = c->grant.backfilled;

@@ -73,6 +73,7 @@ class Server {
   void on_writable(Client& c);
   void dispatch(Client& c, const proto::Json& msg);
   void handle_submit(Client& c, const proto::Json& msg);
+  void adopt_parent(Client& c, const proto::Json& msg, Request& r);
   void handle_preparing(Client& c, const proto::Json& msg);
   void handle_started(Client& c, const proto::Json& msg);
   void handle_finished(Client& c, const proto::Json& msg);

@@ -75,6 +75,9 @@ struct Server::Client {
   std::vector<std::vector<int>> rank_cores;          // per rank, the daemon's core numbers
   std::vector<std::vector<std::string>> rank_gpus;   // per rank, GPU names
   bool oversubscribed = false;      // ranks share cores
+  // A spawn's cores (daemon/families.h): the job whose launcher asked. It
+  // shares that job's process group and tag, and owns no tag of its own.
+  JobId parent = 0;
 };
 
 }  // namespace jiffy

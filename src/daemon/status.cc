@@ -1,6 +1,7 @@
 #include "daemon/status.h"
 
 #include <cstdio>
+#include <set>
 
 #include "util/sys.h"
 
@@ -65,11 +66,24 @@ std::string render_status(const proto::Json& r) {
            "\n";
   }
   out += "running " + std::to_string(r["running"].size()) + "\n";
-  for (const auto& j : r["running"]) {
-    out += "  job " + std::to_string(j["job"].get<unsigned long long>()) + "  -n " +
+  // A spawn's cores (a row with a parent) right under the job that asked.
+  auto parent_of = [](const proto::Json& j) {
+    return j.contains("parent") && j["parent"].is_number_unsigned() ? j["parent"].get<unsigned long long>() : 0ULL;
+  };
+  std::set<unsigned long long> running_ids;
+  for (const auto& j : r["running"]) running_ids.insert(j["job"].get<unsigned long long>());
+  auto row = [&](const proto::Json& j, const char* indent) {
+    out += std::string(indent) + "job " + std::to_string(j["job"].get<unsigned long long>()) + "  -n " +
            std::to_string(j["ntasks"].get<int>()) + "  cores " + ids(j["cores"]) + "  gpus " +
            ids(j["gpus"]) + "  " + fmt("%.1f s", j["age_s"].get<double>()) + "  pid " +
            std::to_string(j["pid"].get<int>()) + "  " + j["command"].get<std::string>() + "\n";
+  };
+  for (const auto& j : r["running"]) {
+    if (running_ids.count(parent_of(j))) continue;  // shown under its parent
+    row(j, "  ");
+    for (const auto& k : r["running"]) {
+      if (parent_of(k) == j["job"].get<unsigned long long>()) row(k, "    spawned: ");
+    }
   }
   out += "queued  " + std::to_string(r["queued"].size()) + "\n";
   for (const auto& j : r["queued"]) {
