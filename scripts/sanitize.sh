@@ -7,7 +7,8 @@
 #   -fno-sanitize-recover, jiffy linked dynamically) and runs the unit tests
 #   and the whole end-to-end suite against it.
 # tsan: builds build-tsan/ (-DJIFFY_TSAN=ON) and runs the Open MPI end-to-end
-#   tests (tests/e2e/test_mpi.py -k openmpi): jiffy-pmix is the only
+#   tests (tests/e2e/test_mpi.py -k openmpi) and the spawn tests
+#   (tests/e2e/test_spawn.py: spawn and lookup upcalls): jiffy-pmix is the only
 #   multi-threaded part (libpmix's progress thread calls the callbacks in
 #   src/pmi/pmix_host.cc).
 #
@@ -165,7 +166,7 @@ if [[ $what == tsan || $what == all ]]; then
   # tsan_triage judges the reports.
   export TSAN_OPTIONS="halt_on_error=0:exitcode=0:second_deadlock_stack=1:log_path=$logs/tsan"
   echo "sanitize: TSan Open MPI end-to-end tests"
-  JIFFY_BUILD_DIR=$build timed /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e/test_mpi.py -k openmpi "$@" || status=1
+  JIFFY_BUILD_DIR=$build timed /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e/test_mpi.py tests/e2e/test_spawn.py -k "openmpi or spawn" "$@" || status=1
   tsan_triage "$logs" || status=1
   unset TSAN_OPTIONS
 fi

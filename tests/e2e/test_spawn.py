@@ -148,17 +148,21 @@ def read_worker_pids(p, n):
     return pids
 
 
+def kill_and_settle(jx, p):
+    """SIGKILLs launcher p; waits until the daemon has every core back and
+    the job's directory is gone (both once nothing of the family runs)."""
+    p.kill()
+    p.wait(timeout=10)
+    wait_until(lambda: not json.loads(jx.run(["status", "--json"]).stdout)["running"], 15,
+               what="every core back")
+    wait_until(lambda: not job_dirs(jx.tmpdir), 15, what="the job directory to go")
+
+
 def test_a_killed_launcher_leaves_no_spawned_rank(big):
     p = big.popen(["-n", 1, spawn_prog(), "hold", 60, 2], stdout=subprocess.PIPE, text=True)
     pids = read_worker_pids(p, 2)
-    p.kill()
-    p.wait(timeout=10)
-    wait_until(lambda: not any(pid_alive(x) for x in pids), 15, what="the spawned ranks to die")
-    # The daemon gives the cores back, and removes the job's directory, once
-    # nothing of the family runs.
-    wait_until(lambda: not json.loads(big.run(["status", "--json"]).stdout)["running"], 15,
-               what="every core back")
-    wait_until(lambda: not job_dirs(big.tmpdir), 15, what="the job directory to go")
+    kill_and_settle(big, p)
+    assert not any(pid_alive(x) for x in pids)
 
 
 def test_the_timeout_covers_spawned_ranks(big):
@@ -183,11 +187,7 @@ def test_status_shows_the_spawned_ranks_under_their_job(big):
         at = next(i for i, l in enumerate(text) if l.startswith(f"  job {parents[0]['job']} "))
         assert text[at + 1].startswith(f"    spawned: job {subs[0]['job']} "), text
     finally:
-        p.kill()
-        p.wait(timeout=10)
-    # The spawn's cores come back with the job's.
-    wait_until(lambda: not json.loads(big.run(["status", "--json"]).stdout)["running"], 15,
-               what="every core back")
+        kill_and_settle(big, p)  # the spawn's cores come back with the job's
 
 
 def have_mpi4py():
@@ -241,3 +241,17 @@ def test_pmi1_nested_spawn(big):
     out = lines(cp.stdout)
     assert "spawn rc 0" in out and "nested spawn rc 0" in out, out
     assert sum(l.startswith("child rank 0 size 1") for l in out) == 2, out
+
+
+def test_spawned_ranks_get_gpus_like_the_job(mx):
+    mx.start_daemon(cores=8, gpus=4)
+    p = mx.popen(["-g", 1, "-n", 1, spawn_prog(), "hold", 60, 2], stdout=subprocess.PIPE, text=True)
+    try:
+        read_worker_pids(p, 2)
+        st = json.loads(mx.run(["status", "--json"]).stdout)
+        (parent,) = [j for j in st["running"] if not j["parent"]]
+        (sub,) = [j for j in st["running"] if j["parent"]]
+        assert len(parent["gpus"]) == 1 and len(sub["gpus"]) == 2, st["running"]
+        assert not set(parent["gpus"]) & set(sub["gpus"])
+    finally:
+        kill_and_settle(mx, p)
