@@ -21,6 +21,10 @@ void Server::recover() {
   StoredState st = state_file_.load();
   lane_.raise_next_job(st.next_job);
   predecessor_next_job_ = lane_.peek_next_job();
+  // Launches first: a spawn's tag is its parent's, so the parent's claim
+  // must be known before the spawn is checked against it.
+  std::stable_partition(st.jobs.begin(), st.jobs.end(),
+                        [](const StoredJob& j) { return j.parent == 0; });
   for (StoredJob& job : st.jobs) {
     lane_.raise_next_job(job.grant.id + 1);
     try {
@@ -29,11 +33,12 @@ void Server::recover() {
       log(std::string("state file: ") + e.what());
       continue;
     }
-    if (tags_.owner(job.group.tag) != 0) {  // two jobs, one tag: it proves neither
+    const JobId owner = tags_.owner(job.group.tag);
+    if (owner != 0 && owner != job.parent) {  // two jobs, one tag: it proves neither
       log("state file: job " + std::to_string(job.grant.id) + " names another job's tag; ignoring it");
       job.group.tag.clear();
     }
-    tags_.claim(job.group.tag, job.grant.id);
+    if (!job.parent) tags_.claim(job.group.tag, job.grant.id);  // a spawn's is its parent's
     if (process_alive(job.pid, job.pid_start)) {
       detached_[job.grant.id] = job;
     } else {
@@ -79,7 +84,11 @@ void Server::check_detached() {
 // requests are queued in their original order and scheduling resumes.
 void Server::maybe_end_recovery() {
   double now = now_s();
-  if (!recovering_ || now < recovery_hold_until_ || (!detached_.empty() && now < recovery_deadline_)) {
+  // (A spawn's cores need not come back for the queue to move: they stay
+  // held, detached, and launchers do not re-attach them today.)
+  const bool awaited = std::any_of(detached_.begin(), detached_.end(),
+                                   [](const auto& kv) { return kv.second.parent == 0; });
+  if (!recovering_ || now < recovery_hold_until_ || (awaited && now < recovery_deadline_)) {
     return;
   }
   recovering_ = false;
@@ -118,6 +127,9 @@ void Server::handle_reattach(Client& c, const proto::Json& msg) {
   int ntasks = static_cast<int>(proto::get_int(msg, "ntasks", 0, 1 << 20));
   std::string command = proto::get_string(msg, "command", kMaxCommandLen);
   std::string jobdir = msg.contains("jobdir") ? proto::get_string(msg, "jobdir", 4096) : "";
+  // A spawn's cores (daemon/families.h) re-attach naming their parent.
+  const JobId parent =
+      msg.contains("parent") ? static_cast<JobId>(proto::get_int(msg, "parent", 1, kMaxJobId)) : 0;
 
   StoredJob job;
   std::vector<int> lane_units;  // a job that took its slots from our predecessor's lane
@@ -132,6 +144,11 @@ void Server::handle_reattach(Client& c, const proto::Json& msg) {
     }
     if (!was.group.tag.empty() && !tag.empty() && tag != was.group.tag)
       throw Error("job " + std::to_string(id) + " carries another tag than the ledger says");
+    if (was.parent != parent) {
+      const std::string is =
+          was.parent ? " is a spawn of job " + std::to_string(was.parent) : std::string(" is no spawn");
+      throw Error("job " + std::to_string(id) + is + ", the ledger says");
+    }
     job = was;
   } else {
     lane_units = lane_held(claimed, c.peer_pid);
@@ -141,7 +158,7 @@ void Server::handle_reattach(Client& c, const proto::Json& msg) {
     // else holds the resources. Refusing it would leave a running job's
     // cores to be granted again.
     bool missed = lane_units.empty() && recovering_ && config_.unclean_start && id < predecessor_next_job_;
-    if (lane_units.empty() && !missed) {
+    if (parent != 0 || (lane_units.empty() && !missed)) {  // (a spawn is never on the lane)
       throw Error("job " + std::to_string(id) +
                   " was not granted by this daemon's predecessor (nothing to re-attach)");
     }
@@ -150,11 +167,13 @@ void Server::handle_reattach(Client& c, const proto::Json& msg) {
     job.pid_start = c.peer_start;
   }
   if (job.group.tag.empty()) job.group.tag = tag;
-  if (!tag_free_for(job.group.tag, id)) throw Error("the tag is another job's");
+  // A spawn's tag is its family's: its parent's (or no one's, once the
+  // parent is gone), never a third job's; it claims none.
+  if (!tag_free_for(job.group.tag, parent ? parent : id)) throw Error("the tag is another job's");
 
   if (it == detached_.end() && lane_units.empty()) sched_.adopt(job.grant);  // throws on a conflict
   if (it != detached_.end()) detached_.erase(it);
-  tags_.claim(job.group.tag, id);
+  if (!parent) tags_.claim(job.group.tag, id);
   if (std::optional<JobGroup> g = job_group_of_child(pgid, c.peer_pid)) {
     g->tag = job.group.tag;
     job.group = *g;
@@ -182,6 +201,7 @@ void Server::attach(Client& c, const StoredJob& job) {
   c.command = job.command;
   c.jobdir = job.jobdir;
   c.pid = job.pid;
+  c.parent = job.parent;
   c.submitted_at = c.granted_at = now_s();
   jobs_[c.job] = &c;
   persist();

@@ -511,6 +511,11 @@ void Server::adopt_parent(Client& c, const proto::Json& msg, Request& r) {
     held.slots += holds ? static_cast<int>(j->grant.slots.size()) : j->request.slots();
     held.gpus += holds ? static_cast<int>(j->grant.gpus.size()) : j->request.gpus();
   }
+  for (const auto& [id, job] : detached_) {  // a spawn granted before a crash, not re-attached
+    if (job.parent != parent) continue;
+    held.slots += static_cast<int>(job.grant.slots.size());
+    held.gpus += static_cast<int>(job.grant.gpus.size());
+  }
   std::string why = spawn_refusal(r, parent, held, sched_.resources().total_slots(),
                                   static_cast<int>(sched_.resources().gpus.size()));
   if (!why.empty()) throw Error(why);
@@ -533,6 +538,7 @@ void Server::handle_started(Client& c, const proto::Json& msg) {
   if (c.state != JobState::Granted) throw Error("'started' before a grant");
   pid_t pgid = static_cast<pid_t>(proto::get_int(msg, "pgid", 1, 1 << 30));
   std::string tag = msg.contains("tag") ? proto::get_tag(msg) : c.group.tag;
+  if (c.parent && tag != c.group.tag) throw Error("a spawn's ranks carry their parent's tag");
   if (tag != c.group.tag) {  // another job's tag would get that job killed with ours
     claim_tag(tag, c.job);
     tags_.release(c.group.tag, c.job);
@@ -603,6 +609,9 @@ void Server::client_gone(Client& c) {
         unclaim(c, false);
         next_lane_check_ = 0;
       }
+      // A spawn kills by its family's tag, never by one another job took
+      // since (its parent may have finished and let the tag go).
+      if (c.parent && !tag_free_for(c.group.tag, c.parent)) c.group.tag.clear();
       lose(stored(c), c.lane, history_row(c, JIFFY_OUTCOME_LOST, "launcher vanished (killed?)"));
     }
     jobs_.erase(c.job);
@@ -633,7 +642,7 @@ void Server::lose(const StoredJob& job, bool lane, std::optional<history::Row> r
 // if it is one a launcher of ours made (never a path a message merely names).
 void Server::finish_lost(const StoredJob& job, history::Row row) {
   row.end_ns = realtime_ns();  // the group is empty (or given up on)
-  record(std::move(row));
+  if (!job.parent) record(std::move(row));  // a spawn's is its launch's record
   sched_.release(job.grant.id);
   tags_.release(job.group.tag, job.grant.id);
   if (is_job_dir(job.jobdir, job.grant.id)) remove_tree(job.jobdir);
@@ -1020,7 +1029,8 @@ void Server::handle_lane(Client& c, const proto::Json& msg) {
 }
 
 StoredJob Server::stored(const Client& c) const {
-  return StoredJob{c.grant, c.peer_pid, c.peer_start, c.group, c.request.ntasks, c.command, c.jobdir};
+  return StoredJob{c.grant, c.peer_pid, c.peer_start, c.group,
+                   c.request.ntasks, c.command, c.jobdir, c.parent};
 }
 
 // The ledger holds the daemon's own grants; lane jobs are in the locks.
@@ -1142,6 +1152,7 @@ proto::Json Server::status_json() const {
     j["submit"] = start;
     j["start"] = start;
     j["lane"] = lane;
+    if (!j.contains("parent")) j["parent"] = 0;
     return j;
   };
   const double unix_now = static_cast<double>(realtime_ns()) / 1e9;
@@ -1152,7 +1163,8 @@ proto::Json Server::status_json() const {
     return known(Json{{"job", job.grant.id}, {"ntasks", job.ntasks}, {"slots", job.grant.slots.size()},
                       {"pid", job.pid}, {"command", job.command}, {"state", state}, {"cores", held},
                       {"gpus", job.grant.gpus}, {"exclusive", job.grant.exclusive}, {"age_s", 0.0},
-                      {"waited_s", 0.0}, {"gpus_requested", job.grant.gpus.size()}},
+                      {"waited_s", 0.0}, {"gpus_requested", job.grant.gpus.size()},
+                      {"parent", job.parent}},
                  {}, 0.0, false);
   };
   for (const auto& [id, job] : on_lane) {

@@ -39,7 +39,8 @@ std::string encode_state(const StoredState& s) {
                     {"tag", j.group.tag},
                     {"ntasks", j.ntasks},
                     {"command", j.command},
-                    {"jobdir", j.jobdir}});
+                    {"jobdir", j.jobdir},
+                    {"parent", j.parent}});
   }
   // The trailing newline marks a complete record: a file cut short by a
   // crash mid-write is rejected, not half-trusted.
@@ -84,6 +85,10 @@ static StoredState decode_state_unchecked(std::string_view text) {
     sj.ntasks = static_cast<int>(proto::get_int(job, "ntasks", 0, kMaxIndex));
     sj.command = proto::get_string(job, "command", 4096);
     sj.jobdir = job.contains("jobdir") ? proto::get_string(job, "jobdir", 4096) : "";
+    // (Absent from the files of daemons older than spawns: a launch.)
+    sj.parent =
+        job.contains("parent") ? static_cast<JobId>(proto::get_int(job, "parent", 0, kMaxJobId)) : 0;
+    if (sj.parent == sj.grant.id) throw Error("state file: a job is its own parent");
     s.jobs.push_back(std::move(sj));
   }
   return s;

@@ -33,6 +33,9 @@ struct StoredJob {
   int ntasks = 0;
   std::string command;
   std::string jobdir;  // the launcher's per-job directory, removed once the job is lost
+  // A spawn's cores (daemon/families.h): the job whose launcher asked, 0
+  // for a launch. Such a job shares its parent's group and owns no tag.
+  JobId parent = 0;
 };
 
 struct StoredState {

@@ -45,6 +45,23 @@ TEST(StateFileDecode, RefusesOutOfRangeIdsSlotsAndTags) {
   EXPECT_THROW(decode_state(record("8", "7", "[[1,0]]", "0123456789ABCDEF")), Error);
 }
 
+// A spawn's cores name their parent job; a file from before spawns has no
+// "parent" (a launch), and one out of range is refused like any id.
+TEST(StateFileDecode, KeepsASpawnsParent) {
+  EXPECT_EQ(decode_state(record("8", "7", "[[1,0]]", "")).jobs[0].parent, 0u);
+  StoredState s = decode_state(record("8", "7", "[[1,0]]", ""));
+  s.jobs[0].parent = 5;
+  EXPECT_EQ(decode_state(encode_state(s)).jobs[0].parent, 5u);
+  auto with_parent = [](const std::string& parent) {
+    std::string r = record("8", "7", "[[1,0]]", "");
+    return r.insert(r.find(R"("ntasks")"), R"("parent":)" + parent + ",");
+  };
+  EXPECT_EQ(decode_state(with_parent("3")).jobs[0].parent, 3u);
+  EXPECT_THROW(decode_state(with_parent(std::to_string(kMaxJobId + 1))), Error);
+  EXPECT_THROW(decode_state(with_parent("-1")), Error);
+  EXPECT_THROW(decode_state(with_parent("7")), Error);  // its own parent
+}
+
 class StateFileTest : public ::testing::Test {
  protected:
   void SetUp() override {

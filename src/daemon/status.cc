@@ -93,7 +93,8 @@ std::string render_status(const proto::Json& r) {
            std::to_string(j["slots"].get<int>()) + "  gpus " +
            std::to_string(j["gpus_requested"].get<int>()) + "  waiting " +
            fmt("%.1f s", j["age_s"].get<double>()) + "  pid " +
-           std::to_string(j["pid"].get<int>()) + "  " + j["command"].get<std::string>() + "\n";
+           std::to_string(j["pid"].get<int>()) + "  " + j["command"].get<std::string>() +
+           (parent_of(j) ? "  (spawn of job " + std::to_string(parent_of(j)) + ")" : "") + "\n";
   }
   return out;
 }

@@ -154,6 +154,7 @@ struct Running {
   std::optional<double> run_s;
   std::string state;
   std::string what;
+  std::uint64_t parent = 0;  // a spawn's cores: the job they are for
   char key = ' ';  // its letter in the grid
 };
 
@@ -162,6 +163,7 @@ struct Queued {
   std::optional<std::uint64_t> position, ntasks, gpus;
   std::optional<double> wait_s;
   std::string what;
+  std::uint64_t parent = 0;
 };
 
 struct Finished {
@@ -231,6 +233,7 @@ Status read_status(const Json& r, double now) {
     }
     job.state = text(j, "state");
     job.what = what_of(j);
+    job.parent = count(j, "parent").value_or(0);
     s.running.push_back(std::move(job));
   }
   std::stable_sort(s.running.begin(), s.running.end(),
@@ -250,6 +253,7 @@ Status read_status(const Json& r, double now) {
       }
     }
     q.what = what_of(j);
+    q.parent = count(j, "parent").value_or(0);
     s.queued.push_back(std::move(q));
   }
   if (const Json* recent = field(r, "recent"); recent != nullptr && recent->is_array()) {
@@ -502,6 +506,7 @@ Section running_section(const Status& s, bool keys) {
   std::vector<std::vector<std::string>> rows;
   for (const Running& r : s.running) {
     std::string what = r.what;
+    if (r.parent) what = "[spawn of " + job_text(r.parent) + "] " + what;
     if (!r.state.empty() && r.state != "running") what = "[" + r.state + "] " + what;
     rows.push_back({keys ? std::string(1, r.key) : "", job_text(r.id),
                     r.ntasks ? "-n " + std::to_string(*r.ntasks) : "",
@@ -521,7 +526,8 @@ Section queued_section(const Status& s) {
     rows.push_back({q.position ? "#" + std::to_string(*q.position) : "", job_text(q.id),
                     q.ntasks ? "-n " + std::to_string(*q.ntasks) : "",
                     q.gpus && *q.gpus > 0 ? "gpus " + std::to_string(*q.gpus) : "",
-                    q.wait_s ? "waiting " + format_duration(*q.wait_s) : "", q.what});
+                    q.wait_s ? "waiting " + format_duration(*q.wait_s) : "",
+                    q.parent ? "[spawn of " + job_text(q.parent) + "] " + q.what : q.what});
   }
   for (std::string& l : table(rows)) sec.items.push_back("  " + l);
   return sec;

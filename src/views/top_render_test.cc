@@ -172,6 +172,22 @@ TEST(TopRender, QueueShowsEachRequestsWait) {
   EXPECT_TRUE(has_line(lines, "#2  job 10  -n 1          waiting 12s   c")) << joined(lines);
 }
 
+// A spawn's cores (docs/protocol.md, "Spawned ranks") say whose they are.
+TEST(TopRender, ASpawnsCoresNameTheirJob) {
+  Json r = reply_with({7, 8});
+  r["running"].push_back(running_job(7, {0}, 1.0, "parent"));
+  Json spawn = running_job(8, {1}, 0.5, "worker");
+  spawn["parent"] = 7;
+  r["running"].push_back(spawn);
+  r["running"][0]["parent"] = 0;
+  r["queued"].push_back({{"job", 9}, {"ntasks", 1}, {"position", 0}, {"wait_s", 1.0}, {"command", "w2"},
+                         {"parent", 7}});
+  std::vector<std::string> lines = render(r);
+  EXPECT_TRUE(has_line(lines, "job 8  -n 1  cores 1  0.5s  [spawn of job 7] worker")) << joined(lines);
+  EXPECT_TRUE(has_line(lines, "job 7  -n 1  cores 0  1.0s  parent")) << joined(lines);
+  EXPECT_TRUE(has_line(lines, "[spawn of job 7] w2")) << joined(lines);
+}
+
 TEST(TopRender, RecentAndTotalsWhenTheDaemonSendsThem) {
   Json r = reply_with({0});
   r["recent"] = Json::array();

@@ -9,6 +9,7 @@ so that spawns fit; those that read affinities run on the real machine.
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import pid_alive, wait_until
+from conftest import core_cpu_map, pid_alive, procs_with_marker, wait_until
 from test_mpi import job_dirs, lines, mx, prog  # noqa: F401  (mx is a fixture)
 
 HERE = Path(__file__).resolve().parent
@@ -116,7 +117,42 @@ def test_a_spawn_that_can_never_fit_fails_at_once(mx):
     assert time.monotonic() - t < 30
 
 
+def test_spawns_in_turn_on_a_full_machine_reuse_the_last_workers_core(mx):
+    # The real machine (2 cores): the parent holds one, each worker the
+    # other. A spawn made right after the last worker disconnected must wait
+    # for that worker's core (its world is ending), not fail as "never fits".
+    cp = mx.run(["-n", 1, spawn_prog(), "loop", 3], timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert "spawned 3 in turn ok" in lines(cp.stdout)
+    assert len(workers(cp.stdout)) == 3
+
+
+def test_spawns_in_turn_with_room(big):
+    cp = big.run(["-n", 1, spawn_prog(), "loop", 5], timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert "spawned 5 in turn ok" in lines(cp.stdout)
+
+
+def test_spawned_ranks_get_the_jobs_cores_per_rank(big):
+    p = big.popen(["-c", 2, "-n", 1, spawn_prog(), "hold", 60, 2], stdout=subprocess.PIPE, text=True)
+    try:
+        read_pids(p, 2)
+        st = json.loads(big.run(["status", "--json"]).stdout)
+        (sub,) = [j for j in st["running"] if j["parent"]]
+        assert len(sub["cores"]) == 4, st["running"]
+    finally:
+        kill_and_settle(big, p)
+
+
+def spawned_workers_running(jx):
+    """Live processes of this test that are spawn.c workers."""
+    return [p for p in procs_with_marker(jx.marker) if re.search(r"spawn\.openmpi worker", p[2])]
+
+
 def test_a_spawn_waits_for_a_full_machine_then_runs_on_a_free_core(mx):
+    # The real machine (2 cores here): a sleeper holds one core, the parent
+    # the other; the spawn's core queues until the sleeper ends, and the
+    # worker then runs on the sleeper's core, never on the parent's.
     holder = mx.popen(["-n", 1, "sleep", "60"])
     mx.wait_running(holder.pid)
     parent = mx.popen(["-n", 1, spawn_prog(), "parent", 1])
@@ -125,8 +161,12 @@ def test_a_spawn_waits_for_a_full_machine_then_runs_on_a_free_core(mx):
         st = json.loads(mx.run(["status", "--json"]).stdout)
         return any(j.get("parent") for j in st["queued"])
     wait_until(spawn_queued, 30, what="the spawn's cores to queue behind the sleeper")
-    holder_cores = {c for j in json.loads(mx.run(["status", "--json"]).stdout)["running"]
-                    if "sleep" in j["command"] for c in j["cores"]}
+    st = json.loads(mx.run(["status", "--json"]).stdout)
+    cmap = core_cpu_map(st)
+    holder_cpus = set().union(*(cmap[c] for j in st["running"] if "sleep" in j["command"] for c in j["cores"]))
+    assert holder_cpus, st["running"]
+    assert not spawned_workers_running(mx), "a worker started while the machine was full"
+    assert parent.poll() is None, "the parent gave up instead of waiting"
     holder.send_signal(signal.SIGTERM)
     holder.wait(timeout=30)
     out, err = parent.communicate(timeout=60)
@@ -134,7 +174,8 @@ def test_a_spawn_waits_for_a_full_machine_then_runs_on_a_free_core(mx):
     assert "spawned 1 ok" in lines(out)
     cpus = cpus_of(out)
     assert len(cpus) == 2 and not set.intersection(*cpus.values()), cpus
-    assert holder_cores, "the sleeper held a core"
+    (w,) = workers(out)
+    assert cpus[w[3]] == holder_cpus, (cpus, holder_cpus)  # the core the sleeper gave back
 
 
 def read_worker_pids(p, n):
@@ -146,6 +187,27 @@ def read_worker_pids(p, n):
         if m:
             pids.append(int(m.group(1)))
     return pids
+
+
+def read_pids(p, n):
+    """(parent rank 0's pid, [pids of n workers]) from a `hold` run's stdout."""
+    parent, pids = None, []
+    while parent is None or len(pids) < n:
+        line = p.stdout.readline()
+        assert line, "the job ended before its workers started"
+        m = re.match(r"^(parent 0|worker) pid (\d+)", line.strip())
+        if m and m.group(1) == "parent 0":
+            parent = int(m.group(2))
+        elif m and line.startswith("worker pid"):
+            pids.append(int(m.group(2)))
+    return parent, pids
+
+
+def settled(jx):
+    """Waits until the daemon has every core back and no job directory is left."""
+    wait_until(lambda: not json.loads(jx.run(["status", "--json"]).stdout)["running"], 15,
+               what="every core back")
+    wait_until(lambda: not job_dirs(jx.tmpdir), 15, what="the job directory to go")
 
 
 def kill_and_settle(jx, p):
@@ -163,6 +225,75 @@ def test_a_killed_launcher_leaves_no_spawned_rank(big):
     pids = read_worker_pids(p, 2)
     kill_and_settle(big, p)
     assert not any(pid_alive(x) for x in pids)
+
+
+def test_a_killed_parent_rank_takes_its_workers(big):
+    p = big.popen(["-n", 1, spawn_prog(), "hold", 60, 2], stdout=subprocess.PIPE, text=True)
+    parent, pids = read_pids(p, 2)
+    os.kill(parent, signal.SIGKILL)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 137, err
+    assert "rank 0" in err and "killed by signal 9" in err and "terminating the other 2 ranks" in err, err
+    wait_until(lambda: not any(pid_alive(x) for x in pids), 15, what="the spawned ranks to die")
+    settled(big)
+
+
+def test_a_killed_worker_fails_the_job(big):
+    p = big.popen(["-n", 1, spawn_prog(), "hold", 60, 2], stdout=subprocess.PIPE, text=True)
+    parent, pids = read_pids(p, 2)
+    os.kill(pids[0], signal.SIGKILL)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 137, err
+    assert re.search(r"spawned rank \d of world 1 .*pid %d\) was killed by signal 9" % pids[0], err), err
+    wait_until(lambda: not any(pid_alive(x) for x in [parent] + pids), 15, what="the job's ranks to die")
+    settled(big)
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signals_to_the_launcher_reach_spawned_ranks(big, sig, code):
+    p = big.popen(["-n", 1, spawn_prog(), "hold", 60, 2], stdout=subprocess.PIPE, text=True)
+    parent, pids = read_pids(p, 2)
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == code, err
+    wait_until(lambda: not any(pid_alive(x) for x in [parent] + pids), 15, what="every rank to die")
+    settled(big)
+
+
+def test_a_worker_calling_mpi_abort_ends_the_job_with_its_code(big):
+    cp = big.run(["-n", 1, spawn_prog(), "abort", 5], timeout=60)
+    assert cp.returncode == 5, cp.stderr
+    assert "jiffy: spawned rank 0 of world 1 called MPI_Abort with code 5" in cp.stderr, cp.stderr
+
+
+def test_a_worker_leaving_without_finalize_fails_the_job(big):
+    cp = big.run(["-n", 1, spawn_prog(), "nofinalize"], timeout=60)
+    assert cp.returncode != 0, cp.stdout + cp.stderr
+    assert "spawned rank 0 of world 1" in cp.stderr and "exited without calling MPI_Finalize" in cp.stderr, \
+        cp.stderr
+
+
+def test_a_spawned_program_that_never_connects_fails_the_spawn(big):
+    # /bin/true exits 0 without contacting the PMIx server: mpirun leaves
+    # the parent in the connect (600 s); jiffy fails the spawn.
+    t = time.monotonic()
+    cp = big.run(["-n", 1, spawn_prog(), "nonmpi", "/bin/true"], timeout=60)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert any(l.startswith("spawn failed: class ") for l in lines(cp.stdout)), cp.stdout
+    assert time.monotonic() - t < 30
+
+
+def test_spawned_output_is_labelled_as_a_world_of_its_own(big):
+    cp = big.run(["-l", "-n", 1, spawn_prog(), "parent", 2], timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    out = lines(cp.stdout)
+    assert any(l.startswith("[0] parent 0 pid") for l in out), out
+    assert {l.split()[0] for l in out if " worker " in l and " cpus " in l} == {"[1.0]", "[1.1]"}, out
+    cp = big.run(["--tag-output", "-n", 1, spawn_prog(), "parent", 1], timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    out = lines(cp.stdout)
+    assert any(l.startswith("[1,0]<stdout>:parent 0 pid") for l in out), out  # as mpirun labels them
+    assert any(l.startswith("[2,0]<stdout>:worker 0 pid") for l in out), out
 
 
 def test_the_timeout_covers_spawned_ranks(big):
@@ -208,6 +339,13 @@ def test_debian_mpich_cannot_spawn_and_does_not_hang(mx):
     cp = mx.run(["-n", 1, prog("spawn", "mpich"), "parent", 1], timeout=60)
     assert cp.returncode != 0
     assert "spawned 1 ok" not in cp.stdout
+    assert "Error in spawn call" in cp.stderr, cp.stderr
+    hydra = shutil.which("mpiexec.hydra")
+    if hydra:  # the same failure, the same exit code, under hydra
+        peer = subprocess.run([hydra, "-n", "1", prog("spawn", "mpich"), "parent", "1"], env=mx.env,
+                              capture_output=True, text=True, timeout=60)
+        assert peer.returncode == cp.returncode, (peer.returncode, cp.returncode)
+        assert "Error in spawn call" in peer.stderr, peer.stderr
 
 
 # --- PMI-1 (a scripted MPICH rank) -------------------------------------------

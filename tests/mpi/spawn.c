@@ -10,6 +10,13 @@
  *                     prints "spawn failed: class C", exit 3 if one started
  *   spawn hold S N    N workers print "worker pid P" and sleep S s, then reply
  *   spawn fail C      1 worker exits with code C after MPI_Finalize
+ *   spawn loop K      spawns 1 worker K times in a row (each after the last
+ *                     one disconnected); prints "spawned K in turn ok"
+ *   spawn abort C     1 worker calls MPI_Abort(its world, C)
+ *   spawn nofinalize  1 worker replies, then exits 0 without MPI_Finalize
+ *   spawn nonmpi P    spawns program P (default /bin/true), which never
+ *                     connects (MPI_ERRORS_RETURN); prints "spawn failed:
+ *                     class C", exit 3 if it succeeded
  *
  * Every process prints "<who> pid P cpus LIST" (its affinity), so a test can
  * check that no two processes of any job share a CPU. A worker sends back
@@ -69,6 +76,7 @@ static int worker(MPI_Comm parent, const char* mode, char** argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_APPNUM, &appnum, &flag);
   whoami("worker", rank);
+  if (strcmp(mode, "worker-abort") == 0) MPI_Abort(MPI_COMM_WORLD, atoi(argv[2]));
   if (strcmp(mode, "worker-hold") == 0) {
     printf("worker pid %d\n", (int)getpid());
     fflush(stdout);
@@ -82,6 +90,7 @@ static int worker(MPI_Comm parent, const char* mode, char** argv) {
   int r[4] = {rank, size, flag ? *appnum : -1, (int)getpid()};
   MPI_Send(r, 4, MPI_INT, 0, 0, parent);
   MPI_Comm_disconnect(&parent);
+  if (strcmp(mode, "worker-nofinalize") == 0) _exit(0);
   MPI_Finalize();
   if (strcmp(mode, "worker-fail") == 0) return atoi(argv[2]);
   return 0;
@@ -118,10 +127,11 @@ int main(int argc, char** argv) {
     if (rank == 0) collect(inter, workers);
     MPI_Comm_disconnect(&inter);
     if (rank == 0) printf("spawned %d ok\n", workers);
-  } else if (strcmp(mode, "fail") == 0) {
-    char path[4096];
+  } else if (strcmp(mode, "fail") == 0 || strcmp(mode, "abort") == 0 || strcmp(mode, "nofinalize") == 0) {
+    char path[4096], worker_mode[32];
     self_path(path, sizeof path);
-    char* args[] = {"worker-fail", argv[2], NULL};
+    snprintf(worker_mode, sizeof worker_mode, "worker-%s", mode);
+    char* args[] = {worker_mode, argc > 2 ? argv[2] : "0", NULL};
     MPI_Comm inter;
     MPI_Comm_spawn(path, args, 1, MPI_INFO_NULL, 0, MPI_COMM_WORLD, &inter, MPI_ERRCODES_IGNORE);
     if (rank == 0) collect(inter, 1);
@@ -149,6 +159,26 @@ int main(int argc, char** argv) {
     if (rank == 0) collect(inter, 3);
     MPI_Comm_disconnect(&inter);
     if (rank == 0) printf("multiple ok\n");
+  } else if (strcmp(mode, "loop") == 0) {
+    for (int i = 0; i < n; ++i) {
+      MPI_Comm inter = spawn_self(1, "worker", MPI_COMM_WORLD);
+      if (rank == 0) collect(inter, 1);
+      MPI_Comm_disconnect(&inter);
+    }
+    if (rank == 0) printf("spawned %d in turn ok\n", n);
+  } else if (strcmp(mode, "nonmpi") == 0) {
+    MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+    char* prog = argc > 2 ? argv[2] : "/bin/true";
+    MPI_Comm inter;
+    int rc = MPI_Comm_spawn(prog, MPI_ARGV_NULL, 1, MPI_INFO_NULL, 0, MPI_COMM_SELF, &inter, MPI_ERRCODES_IGNORE);
+    if (rc == MPI_SUCCESS) {
+      printf("spawn of %s succeeded\n", prog);
+      MPI_Finalize();
+      return 3;
+    }
+    int cls;
+    MPI_Error_class(rc, &cls);
+    printf("spawn failed: class %d\n", cls);
   } else if (strcmp(mode, "missing") == 0) {
     MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
     const char* names[] = {"/nonexistent/program", "no-such-program-on-path"};
