@@ -9,7 +9,7 @@ std::string plural(int n, const char* what) { return std::to_string(n) + " " + w
 }  // namespace
 
 std::string spawn_refusal(const Request& r, JobId parent, FamilyUse held, int total_slots, int total_gpus) {
-  const std::string who = "job " + std::to_string(parent) + " and its spawned ranks hold ";
+  const std::string who = "job " + std::to_string(parent) + " and the ranks waiting for this spawn hold ";
   const std::string what = "spawn of " + plural(r.ntasks, "rank") + " needs ";
   if (static_cast<long long>(held.slots) + r.slots() > total_slots) {
     return what + plural(r.slots(), "more core slot") + "; " + who + std::to_string(held.slots) + " of the " +

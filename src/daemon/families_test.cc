@@ -20,7 +20,7 @@ TEST(Families, ASpawnThatFitsBesideTheFamilyMayWait) {
 
 TEST(Families, ASpawnThatCanNeverFitIsRefusedWithTheFigures) {
   EXPECT_EQ(spawn_refusal(spawn(3), 12, {2, 0}, 4, 0),
-            "spawn of 3 ranks needs 3 more core slots; job 12 and its spawned ranks hold 2 of the 4 slots "
+            "spawn of 3 ranks needs 3 more core slots; job 12 and the ranks waiting for this spawn hold 2 of the 4 slots "
             "(the spawning ranks wait holding theirs)");
   EXPECT_NE(spawn_refusal(spawn(1, 2), 12, {3, 0}, 4, 0), "");  // -c 2
   // An oversubscribed parent holds the whole machine.
@@ -29,7 +29,7 @@ TEST(Families, ASpawnThatCanNeverFitIsRefusedWithTheFigures) {
 
 TEST(Families, GpusCountToo) {
   EXPECT_EQ(spawn_refusal(spawn(1, 1, 1), 5, {1, 2}, 8, 2),
-            "spawn of 1 rank needs 1 more GPU; job 5 and its spawned ranks hold 2 of the 2 GPUs "
+            "spawn of 1 rank needs 1 more GPU; job 5 and the ranks waiting for this spawn hold 2 of the 2 GPUs "
             "(the spawning ranks wait holding theirs)");
 }
 

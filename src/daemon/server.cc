@@ -504,17 +504,27 @@ void Server::adopt_parent(Client& c, const proto::Json& msg, Request& r) {
   c.parent = parent;
   c.group = p->group;
   r.allow_oversubscribe = false;
-  FamilyUse held;
-  for (const auto& [id, j] : jobs_) {
-    if (id != parent && j->parent != parent) continue;
-    const bool holds = j->state == JobState::Granted || j->state == JobState::Running;
-    held.slots += holds ? static_cast<int>(j->grant.slots.size()) : j->request.slots();
-    held.gpus += holds ? static_cast<int>(j->grant.gpus.size()) : j->request.gpus();
-  }
-  for (const auto& [id, job] : detached_) {  // a spawn granted before a crash, not re-attached
-    if (job.parent != parent) continue;
-    held.slots += static_cast<int>(job.grant.slots.size());
-    held.gpus += static_cast<int>(job.grant.gpus.size());
+  // What stays held however long this spawn waits: the job's own cores and
+  // those of the spawned world that asks, and of the worlds that spawned
+  // it in turn (each waits for the next). Other spawned worlds may end
+  // meanwhile (a world whose ranks finished, siblings), so they do not count.
+  if (msg.contains("asker")) c.asker = static_cast<JobId>(proto::get_int(msg, "asker", 0, kMaxJobId));
+  FamilyUse held{static_cast<int>(p->grant.slots.size()), static_cast<int>(p->grant.gpus.size())};
+  JobId a = c.asker;
+  for (int depth = 0; a != 0 && depth < 1024; ++depth) {
+    auto j = jobs_.find(a);
+    auto d = detached_.find(a);
+    if (j != jobs_.end() && j->second->parent == parent && j->second->state != JobState::Queued) {
+      held.slots += static_cast<int>(j->second->grant.slots.size());
+      held.gpus += static_cast<int>(j->second->grant.gpus.size());
+      a = j->second->asker;
+    } else if (d != detached_.end() && d->second.parent == parent) {  // granted before a crash
+      held.slots += static_cast<int>(d->second.grant.slots.size());
+      held.gpus += static_cast<int>(d->second.grant.gpus.size());
+      a = 0;
+    } else {
+      throw Error("spawn: job " + std::to_string(a) + " is no running spawn of job " + std::to_string(parent));
+    }
   }
   std::string why = spawn_refusal(r, parent, held, sched_.resources().total_slots(),
                                   static_cast<int>(sched_.resources().gpus.size()));

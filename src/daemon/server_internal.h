@@ -78,6 +78,7 @@ struct Server::Client {
   // A spawn's cores (daemon/families.h): the job whose launcher asked. It
   // shares that job's process group and tag, and owns no tag of its own.
   JobId parent = 0;
+  JobId asker = 0;  // the spawn whose ranks asked for this one (0: the job's own)
 };
 
 }  // namespace jiffy

@@ -318,8 +318,12 @@ void Job::on_spawn(SpawnAsk ask) {
     }
     total += app.nprocs;
   }
+  unsigned long long asker = 0;  // the asking world's own spawn, by its job id
+  for (const auto& other : worlds_) {
+    if (other->number == world.ask.world && other->number != 0 && other->cores) asker = other->cores->grant().id;
+  }
   try {
-    world.cores = ask_cores_(total);
+    world.cores = ask_cores_(total, asker);
   } catch (const Error& e) {
     return spawn_failed(world, std::string("cannot ask the daemon for cores: ") + e.what());
   }
@@ -493,7 +497,10 @@ void Job::record_exit(std::size_t i, int code, bool signalled, int signo) {
       if (w->number != r.world) continue;
       for (const PmixSpawnApp& app : w->ask.apps) {
         for (const auto& [name, value] : app.env) {
-          if (name == "OMPI_PARENT_PORT") bootstrap_->world_rank_lost(value);
+          if (name != "OMPI_PARENT_PORT") continue;
+          std::fprintf(stderr, "jiffy: %s (%s, pid %d) exited before it connected to its parent; the parent's "
+                       "MPI_Comm_spawn fails\n", rank_name(i).c_str(), rank_program(i).c_str(), r.pid);
+          bootstrap_->world_rank_lost(value);
         }
       }
     }

@@ -77,8 +77,9 @@ struct Watch {
 class SubRequest;
 
 // What a spawn asks of the daemon: cores for ntasks more ranks (a
-// SubRequest, launch/sub_request.h). Throws Error.
-using CoreAsker = std::function<std::unique_ptr<SubRequest>(int ntasks)>;
+// SubRequest, launch/sub_request.h), for ranks of the spawn granted as job
+// `asker` (0: the job's own). Throws Error.
+using CoreAsker = std::function<std::unique_ptr<SubRequest>(int ntasks, unsigned long long asker)>;
 
 class Job {
  public:

@@ -342,9 +342,10 @@ class DaemonLink {
 // (launch/sub_request.h).
 void allow_spawn(Job& job, const DaemonPaths& paths, const LaunchOptions& opt, unsigned long long id,
                  const std::string& cwd) {
-  job.allow_spawn([&paths, &opt, id, cwd](int ntasks) {
+  job.allow_spawn([&paths, &opt, id, cwd](int ntasks, unsigned long long asker) {
     SubRequest::Ask ask;
     ask.parent = id;
+    ask.asker = asker;
     ask.ntasks = ntasks;
     ask.cores_per_task = opt.cores_per_task;
     ask.gpus_per_task = opt.gpus_per_task;

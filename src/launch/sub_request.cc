@@ -35,6 +35,7 @@ std::unique_ptr<SubRequest> SubRequest::send(const DaemonPaths& paths, const Ask
   client.send({{"type", proto::type::kSubmit},
                {"v", proto::kVersion},
                {"parent", ask.parent},
+               {"asker", ask.asker},
                {"ntasks", ask.ntasks},
                {"cores_per_task", ask.cores_per_task},
                {"gpus_per_task", ask.gpus_per_task},

@@ -25,6 +25,9 @@ class SubRequest {
  public:
   struct Ask {
     unsigned long long parent = 0;
+    // The spawn whose ranks ask (0: the job's own): its cores, and those of
+    // the worlds that spawned it, stay held while this one waits.
+    unsigned long long asker = 0;
     int ntasks = 1;
     int cores_per_task = 1;
     int gpus_per_task = 0;

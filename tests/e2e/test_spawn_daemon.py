@@ -168,17 +168,18 @@ def test_a_spawn_that_could_never_fit_is_refused_at_once(jx, fake_daemon):
     parent, g = granted(jx, submit(ntasks=2, tag=new_tag()))
     s, first = ask(jx, submit(ntasks=3, parent=g["job"]))
     why = refused(s, first, "a spawn of 3 beside 2 on 4 cores")
-    assert why.startswith(f"spawn of 3 ranks needs 3 more core slots; job {g['job']} and its spawned "
-                          "ranks hold 2 of the 4 slots"), why
-    # the family's other spawns count, granted or waiting
+    assert why.startswith(f"spawn of 3 ranks needs 3 more core slots; job {g['job']} and the ranks "
+                          "waiting for this spawn hold 2 of the 4 slots"), why
+    # a spawn asked by spawned ranks: their cores stay held too
     spawn, sg = granted(jx, submit(ntasks=1, parent=g["job"]))
-    s, first = ask(jx, submit(ntasks=2, parent=g["job"]))
-    assert "hold 3 of the 4 slots" in refused(s, first, "a second spawn")
+    s, first = ask(jx, submit(ntasks=2, parent=g["job"], asker=sg["job"]))
+    assert "hold 3 of the 4 slots" in refused(s, first, "a nested spawn")
+    s, first = ask(jx, submit(ntasks=1, parent=g["job"], asker=g["job"]))
+    assert "is no running spawn of job" in refused(s, first, "an asker that is no spawn")
+    # a sibling spawn may end while another waits: it does not count
     other, og = granted(jx, submit(ntasks=1))  # the machine is full now
-    waiting, q = ask(jx, submit(ntasks=1, parent=g["job"]))
+    waiting, q = ask(jx, submit(ntasks=2, parent=g["job"]))
     assert q["type"] == "queued", q
-    s, first = ask(jx, submit(ntasks=1, parent=g["job"]))
-    assert "hold 4 of the 4 slots" in refused(s, first, "a spawn beside a waiting one")
     # never oversubscribed, whatever it asks
     waiting.close()
     s, first = ask(jx, submit(ntasks=9, oversubscribe=True, parent=g["job"]))
