@@ -240,7 +240,8 @@ const pmi::SimpleEngine* Bootstrap::engine(int world) const {
 
 // A PMI-1 spawn, in the launcher's terms: the "path" info is where the
 // program is (hydra's meaning), "wdir" where it runs; "host", "hosts" and
-// "hostfile" can only name this machine, and other keys mean nothing here.
+// "hostfile" can only name this machine (Job checks), and other keys mean
+// nothing here (hydra ignores them too).
 void Bootstrap::on_pmi1_spawn(int world, int rank, pmi::SpawnRequest request) {
   SpawnAsk ask;
   ask.world = world;
@@ -251,6 +252,8 @@ void Bootstrap::on_pmi1_spawn(int world, int rank, pmi::SpawnRequest request) {
     app.nprocs = a.nprocs;
     for (const auto& [key, value] : a.info) {
       if (key == "wdir") app.wdir = value;
+      if (key == "host" || key == "hosts") app.hosts.push_back(value);
+      if (key == "hostfile") app.hostfile = value;
       if (key == "path" && !value.empty() && a.execname.find('/') == std::string::npos) {
         app.command = value + "/" + a.execname;
       }

@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "launch/environment.h"
+#include "launch/hosts.h"
 #include "launch/sub_request.h"
 #include "proto/history.h"
 #include "util/error.h"
@@ -312,6 +313,16 @@ void Job::on_spawn(SpawnAsk ask) {
     }
     std::optional<std::string> wdir = app.wdir.empty() ? opt_.wdir : std::optional<std::string>(app.wdir);
     try {
+      // Hosts it names must be this machine, as on jiffy's command line.
+      LaunchOptions where;
+      for (const std::string& list : app.hosts) {
+        for (std::size_t from = 0, comma; from <= list.size(); from = comma + 1) {
+          comma = std::min(list.find(',', from), list.size());
+          if (comma > from) where.hosts.push_back(list.substr(from, comma - from));
+        }
+      }
+      where.hostfile = app.hostfile;
+      check_hosts(where);
       world.programs.push_back(resolve_program(app.command, path_var, wdir));
     } catch (const Error& e) {
       return spawn_failed(world, e.what());

@@ -220,9 +220,10 @@ class Host final : public PmixServer {
       a.wdir = apps[i].cwd ? apps[i].cwd : "";
       for (size_t k = 0; k < apps[i].ninfo; ++k) {
         const pmix_info_t& in = apps[i].info[k];
-        if (std::strncmp(in.key, PMIX_WDIR, PMIX_MAX_KEYLEN) == 0 && in.value.type == PMIX_STRING && in.value.data.string) {
-          a.wdir = in.value.data.string;
-        }
+        if (in.value.type != PMIX_STRING || !in.value.data.string) continue;
+        if (std::strncmp(in.key, PMIX_WDIR, PMIX_MAX_KEYLEN) == 0) a.wdir = in.value.data.string;
+        if (std::strncmp(in.key, PMIX_HOST, PMIX_MAX_KEYLEN) == 0) a.hosts.emplace_back(in.value.data.string);
+        if (std::strncmp(in.key, PMIX_HOSTFILE, PMIX_MAX_KEYLEN) == 0) a.hostfile = in.value.data.string;
       }
       if (a.command.empty() || a.nprocs < 1) return PMIX_ERR_BAD_PARAM;
       e.apps.push_back(std::move(a));

@@ -52,6 +52,10 @@ struct PmixSpawnApp {
   int nprocs = 1;
   std::vector<std::pair<std::string, std::string>> env;  // the MPI's (OMPI_PARENT_PORT, OMPI_MCA_*)
   std::string wdir;  // PMIX_WDIR, else the parent's cwd
+  // Where it asked to run (PMIX_HOST, PMIX_HOSTFILE; PMI-1's host, hosts,
+  // hostfile infos): jiffy runs jobs on this machine only.
+  std::vector<std::string> hosts;
+  std::string hostfile;
 };
 
 struct PmixEvent {

@@ -10,6 +10,7 @@ from their own KVS, their working directory and arguments.
   pmi1_spawn_client.py parent     spawns 2 apps (1 + 1 procs; app 1 with wdir=/tmp)
   pmi1_spawn_client.py missing    spawns a program that is not there
   pmi1_spawn_client.py nest       spawns 1 child that spawns 1 grandchild
+  pmi1_spawn_client.py hosts      spawns on another host (refused), then on localhost
 """
 import os
 import socket
@@ -66,6 +67,12 @@ def main():
     elif mode == "missing":
         r = (pmi.send(block(0, 1, "/nonexistent/program", [], [])), pmi.reply())[1]
         print("spawn rc", r["rc"], "msg", r.get("msg"), flush=True)
+    elif mode == "hosts":
+        pmi.send(block(0, 1, sys.executable, [me, "child"], [("host", "elsewhere.invalid")]))
+        r = pmi.reply()
+        print("elsewhere rc", r["rc"], "msg", r.get("msg"), flush=True)
+        pmi.send(block(0, 1, sys.executable, [me, "child"], [("host", "localhost")]))
+        print("localhost rc", pmi.reply()["rc"], flush=True)
     elif mode == "nest":
         pmi.send(block(0, 1, sys.executable, [me, "grandchild-maker"], []))
         print("spawn rc", pmi.reply()["rc"], flush=True)

@@ -393,3 +393,12 @@ def test_spawned_ranks_get_gpus_like_the_job(mx):
         assert not set(parent["gpus"]) & set(sub["gpus"])
     finally:
         kill_and_settle(mx, p)
+
+
+def test_pmi1_spawn_on_another_host_is_refused_and_on_this_one_runs(big):
+    cp = pmi1(big, "hosts")
+    assert cp.returncode == 0, cp.stderr
+    out = lines(cp.stdout)
+    assert any(l.startswith("elsewhere rc -1 msg ") and "elsewhere.invalid" in l for l in out), out
+    assert "localhost rc 0" in out, out
+    assert "'elsewhere.invalid' is another" in cp.stderr, cp.stderr
