@@ -25,6 +25,7 @@ small machine), stopped at the end. Standard library only.
 """
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -62,10 +63,20 @@ def main():
     daemon = subprocess.Popen([JIFFY, "daemon", "--cores", "8", "--foreground", "--idle-timeout", "0"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            if subprocess.run([JIFFY, "status"], env=env, capture_output=True).returncode == 0:
-                break
+        # `jiffy status` exits 0 with no daemon too: wait until ours answers,
+        # or the first launch would start a daemon of the machine's own cores
+        for _ in range(200):
+            if daemon.poll() is not None:
+                sys.exit(f"spawn_bench: jiffy daemon --cores 8 exited with {daemon.returncode}")
+            st = subprocess.run([JIFFY, "status", "--json"], env=env, capture_output=True, text=True)
+            try:
+                if (json.loads(st.stdout).get("daemon") or {}).get("pid") == daemon.pid:
+                    break
+            except (ValueError, AttributeError):
+                pass
             time.sleep(0.05)
+        else:
+            sys.exit("spawn_bench: jiffy daemon --cores 8 did not answer jiffy status")
         spawn_o, spawn_m = str(MPI / "spawn.openmpi"), str(MPI / "spawn.mpich")
         hello_o = str(MPI / "hello.openmpi")
         client = str(REPO / "tests/e2e/pmi1_spawn_client.py")
@@ -82,6 +93,7 @@ def main():
         }
         walls = {k: [] for k in cmds}
         failed = {k: 0 for k in cmds}
+        why = {}  # the last failure's last stderr line, per command
         for rnd in range(args.reps + 1):  # round 0 warms up, unmeasured
             order = list(cmds)
             random.shuffle(order)
@@ -95,13 +107,15 @@ def main():
                     walls[k].append(wall)
                 else:
                     failed[k] += 1
+                    err = [l for l in cp.stderr.splitlines() if l.strip()]
+                    why[k] = f"exit {cp.returncode}" + (f": {err[-1].strip()[:150]}" if err else "")
         med = {k: statistics.median(v) * 1000 for k, v in walls.items() if v}
         print(f"spawn_bench: {args.reps} rounds, median wall (ms)")
         for k in cmds:
             if k in med:
                 print(f"  {k:40s} {med[k]:8.1f}" + (f"   ({failed[k]} failed)" if failed[k] else ""))
             else:
-                print(f"  {k:40s}   failed every time")
+                print(f"  {k:40s}   failed every time ({why.get(k, '?')})")
         if "jiffy ompi spawn" in med and "mpirun ompi spawn" in med:
             print(f"Open MPI spawn: jiffy {med['jiffy ompi spawn'] / med['mpirun ompi spawn']:.2f}x mpirun")
         if "jiffy ompi hello -n 2" in med and "jiffy ompi hello -n 2 (btl self,vader)" in med:

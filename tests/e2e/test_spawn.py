@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import core_cpu_map, pid_alive, procs_with_marker, wait_until
-from test_mpi import job_dirs, lines, mx, prog  # noqa: F401  (mx is a fixture)
+from test_mpi import MPI_DIR, job_dirs, lines, mx, prog  # noqa: F401  (mx is a fixture)
 
 HERE = Path(__file__).resolve().parent
 PMI1_CLIENT = str(HERE / "pmi1_spawn_client.py")
@@ -402,3 +402,49 @@ def test_pmi1_spawn_on_another_host_is_refused_and_on_this_one_runs(big):
     assert any(l.startswith("elsewhere rc -1 msg ") and "elsewhere.invalid" in l for l in out), out
     assert "localhost rc 0" in out, out
     assert "'elsewhere.invalid' is another" in cp.stderr, cp.stderr
+
+
+# Spawned programs are found as the launcher finds its own (PATH, the
+# working directory, the wdir info); one that cannot run fails the spawn.
+PROGS = MPI_DIR
+
+
+def test_a_spawned_program_is_found_in_path(big, tmp_path):
+    big.env["PATH"] = f"{PROGS}:{big.env['PATH']}"
+    cp = big.run(["-n", 1, str(PROGS / "spawn.openmpi"), "prog", "spawn_other.openmpi", 2], timeout=60,
+                 cwd=tmp_path)
+    assert cp.returncode == 0, cp.stderr
+    assert "spawned 2 ok" in lines(cp.stdout)
+    assert sorted(w[:3] for w in workers(cp.stdout)) == [(0, 2, 0), (1, 2, 0)]
+
+
+def test_a_relative_spawned_program_is_found_in_the_working_directory(big):
+    cp = big.run(["-n", 1, "./spawn.openmpi", "prog", "./spawn_other.openmpi", 1], timeout=60, cwd=PROGS)
+    assert cp.returncode == 0, cp.stderr
+    assert "spawned 1 ok" in lines(cp.stdout)
+    # the same from elsewhere, with the job's -wdir
+    cp = big.run(["-wdir", str(PROGS), "-n", 1, "./spawn.openmpi", "prog", "./spawn_other.openmpi", 1],
+                 timeout=60, cwd="/")
+    assert cp.returncode == 0, cp.stderr
+    assert "spawned 1 ok" in lines(cp.stdout)
+
+
+def test_the_wdir_info_names_where_a_relative_program_is(big):
+    cp = big.run(["-n", 1, str(PROGS / "spawn.openmpi"), "prog", "./spawn_other.openmpi", 1, str(PROGS)],
+                 timeout=60, cwd="/")
+    assert cp.returncode == 0, cp.stderr
+    assert "spawned 1 ok" in lines(cp.stdout)
+
+
+def test_a_bare_name_is_not_looked_up_in_the_working_directory(big):
+    # As jiffy (and hydra) find their own programs; mpirun would find it.
+    cp = big.run(["-n", 1, "./spawn.openmpi", "prog", "spawn_other.openmpi", 1], timeout=60, cwd=PROGS)
+    assert cp.returncode == 50, cp.stderr  # MPI_ERR_SPAWN, fatal: the parent aborts with the class
+    assert "MPI_Comm_spawn from rank 0 failed: spawn_other.openmpi: command not found" in cp.stderr
+
+
+def test_a_spawned_program_that_cannot_be_executed_fails_the_spawn(big, tmp_path):
+    (tmp_path / "noexec").write_text("not a program\n")
+    cp = big.run(["-n", 1, str(PROGS / "spawn.openmpi"), "prog", "./noexec", 1], timeout=60, cwd=tmp_path)
+    assert cp.returncode == 50, cp.stderr
+    assert "MPI_Comm_spawn from rank 0 failed: ./noexec: permission denied" in cp.stderr

@@ -18,6 +18,11 @@
  *                     connects (MPI_ERRORS_RETURN); prints "spawn failed:
  *                     class C", exit 3 if it succeeded
  *
+ *   spawn prog P N [W] spawns N workers of program P exactly as given (a bare
+ *                     name is looked up in PATH, a relative one in the
+ *                     working directory; W: the "wdir" info); rank 0 prints
+ *                     one line per worker, then "spawned N ok"
+ *
  * Every process prints "<who> pid P cpus LIST" (its affinity), so a test can
  * check that no two processes of any job share a CPU. A worker sends back
  * (world rank, world size, appnum, pid). */
@@ -159,6 +164,20 @@ int main(int argc, char** argv) {
     if (rank == 0) collect(inter, 3);
     MPI_Comm_disconnect(&inter);
     if (rank == 0) printf("multiple ok\n");
+  } else if (strcmp(mode, "prog") == 0) {
+    int workers = argc > 3 ? atoi(argv[3]) : 1;
+    char* args[] = {"worker", NULL};
+    MPI_Info info = MPI_INFO_NULL;
+    if (argc > 4) {
+      MPI_Info_create(&info);
+      MPI_Info_set(info, "wdir", argv[4]);
+    }
+    MPI_Comm inter;
+    MPI_Comm_spawn(argv[2], args, workers, info, 0, MPI_COMM_WORLD, &inter, MPI_ERRCODES_IGNORE);
+    if (info != MPI_INFO_NULL) MPI_Info_free(&info);
+    if (rank == 0) collect(inter, workers);
+    MPI_Comm_disconnect(&inter);
+    if (rank == 0) printf("spawned %d ok\n", workers);
   } else if (strcmp(mode, "loop") == 0) {
     for (int i = 0; i < n; ++i) {
       MPI_Comm inter = spawn_self(1, "worker", MPI_COMM_WORLD);
