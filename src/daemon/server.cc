@@ -619,9 +619,6 @@ void Server::client_gone(Client& c) {
         unclaim(c, false);
         next_lane_check_ = 0;
       }
-      // A spawn kills by its family's tag, never by one another job took
-      // since (its parent may have finished and let the tag go).
-      if (c.parent && !tag_free_for(c.group.tag, c.parent)) c.group.tag.clear();
       lose(stored(c), c.lane, history_row(c, JIFFY_OUTCOME_LOST, "launcher vanished (killed?)"));
     }
     jobs_.erase(c.job);
@@ -636,7 +633,9 @@ void Server::client_gone(Client& c) {
 
 // A job whose launcher is gone: its ranks must not outlive it, and its
 // resources come back only once its process group is empty.
-void Server::lose(const StoredJob& job, bool lane, std::optional<history::Row> row) {
+void Server::lose(const StoredJob& lost, bool lane, std::optional<history::Row> row) {
+  StoredJob job = lost;
+  forget_taken_family_tag(job);
   if (!row) row = history_row(job);
   kill_job_group(job.group);  // also helpers that left the group (by their tag)
   if (job_group_alive(job.group)) {
@@ -646,6 +645,13 @@ void Server::lose(const StoredJob& job, bool lane, std::optional<history::Row> r
   } else {
     finish_lost(job, std::move(*row));
   }
+}
+
+// A spawn kills by its family's tag, never by one another job took since:
+// the tag is its parent's, which may have ended and let it go (a spawn
+// left detached after a crash outlives its parent's re-attached launch).
+void Server::forget_taken_family_tag(StoredJob& job) const {
+  if (job.parent && !tag_free_for(job.group.tag, job.parent)) job.group.tag.clear();
 }
 
 // The launcher could not clean up after itself: its job directory goes too,
@@ -663,6 +669,7 @@ void Server::reap_lost_jobs() {
   double now = now_s();
   bool freed = false;
   for (auto it = lost_.begin(); it != lost_.end();) {
+    forget_taken_family_tag(it->second.job);  // (its parent may end meanwhile)
     const JobGroup& g = it->second.job.group;
     if (job_group_alive(g) && now < it->second.give_up_at) {
       kill_job_group(g);

@@ -113,6 +113,7 @@ class Server {
   void maybe_end_recovery();
   void lose(const StoredJob& job, bool lane = false, std::optional<history::Row> row = std::nullopt);
   void finish_lost(const StoredJob& job, history::Row row);
+  void forget_taken_family_tag(StoredJob& job) const;
   void persist();
   void heal();
   void pause_accepting();

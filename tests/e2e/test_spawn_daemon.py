@@ -17,7 +17,7 @@ import sqlite3
 import subprocess
 import sys
 
-from conftest import pid_alive, wait_until
+from conftest import pid_alive, process_gone, wait_until
 from test_security import connect, frame, read_frame
 
 
@@ -79,12 +79,28 @@ def finish(s):
     s.close()
 
 
-def ranks(jx, tag):
-    """The ranks of a job: a process group led by our child, carrying tag."""
+def carries(pid, tag):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"JIFFY_JOB_TAG={tag}".encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def tagged(jx, tag):
+    """A process in a session of its own carrying tag, once its environment
+    shows it: Popen returns (vfork) before exec has set it up, and a kill by
+    the tag meanwhile would miss it."""
     p = subprocess.Popen(["sleep", "300"], env=dict(jx.env, JIFFY_JOB_TAG=tag), start_new_session=True,
                          stdin=subprocess.DEVNULL)
     jx.popens.append(p)
+    wait_until(lambda: carries(p.pid, tag), 10, 0.01, "the process's environment")
     return p
+
+
+def ranks(jx, tag):
+    """The ranks of a job: a process group led by our child, carrying tag."""
+    return tagged(jx, tag)
 
 
 def started(s, pgid, tag):
@@ -239,9 +255,7 @@ def test_a_spawn_whose_launcher_hangs_up_takes_the_family_down(jx, fake_daemon):
     started(parent, p.pid, tag)
     wait_until(lambda: row(jx, g["job"])["state"] == "running", 10, 0.05, "the parent running")
     spawn, sg = granted(jx, submit(ntasks=2, parent=g["job"]))
-    stray = subprocess.Popen(["sleep", "300"], env=dict(jx.env, JIFFY_JOB_TAG=tag), start_new_session=True,
-                             stdin=subprocess.DEVNULL)  # a spawned rank that left the group
-    jx.popens.append(stray)
+    stray = tagged(jx, tag)  # a spawned rank that left the group
     spawn.close()  # no "finished"
     try:
         wait_until(lambda: p.poll() is not None and stray.poll() is not None, 10, 0.05,
@@ -305,3 +319,103 @@ def test_a_spawn_re_attaches_after_a_daemon_crash(jx, fake_daemon):
     finish(pa)
     p.kill()
     p.wait()
+
+
+# A launcher in a process of its own, driven over its stdin: one JSON
+# command a line, one JSON answer a line.
+REMOTE_LAUNCHER = r"""
+import json, os, socket, struct, subprocess, sys
+def frame(o):
+    b = json.dumps(o).encode(); return struct.pack('>I', len(b)) + b
+def read(s):
+    h = b''
+    while len(h) < 4:
+        c = s.recv(4 - len(h))
+        if not c: return 'eof'
+        h += c
+    n = struct.unpack('>I', h)[0]; b = b''
+    while len(b) < n: b += s.recv(n - len(b))
+    return json.loads(b)
+conns = {}
+for line in sys.stdin:
+    cmd = json.loads(line)
+    op, out = cmd['op'], None
+    if op == 'ask':  # a new connection named cmd['name']: its first answer
+        s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(cmd['sock'])
+        msg = dict(cmd['msg'], pid=os.getpid()) if cmd['msg']['type'] == 'submit' else cmd['msg']
+        s.sendall(frame(msg)); conns[cmd['name']] = s; out = read(s)
+    elif op == 'send':
+        conns[cmd['name']].sendall(frame(cmd['msg']))
+    elif op == 'close':
+        conns.pop(cmd['name']).close()
+    elif op == 'ranks':  # a process group led by our child, carrying the tag
+        p = subprocess.Popen(['sleep', '300'], env=dict(os.environ, JIFFY_JOB_TAG=cmd['tag']),
+                             start_new_session=True, stdin=subprocess.DEVNULL)
+        out = p.pid
+    print(json.dumps(out), flush=True)
+"""
+
+
+class RemoteLauncher:
+    def __init__(self, jx):
+        self.jx = jx
+        self.p = subprocess.Popen([sys.executable, "-c", REMOTE_LAUNCHER], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, env=jx.env)
+        jx.popens.append(self.p)
+
+    def do(self, **cmd):
+        self.p.stdin.write(json.dumps(cmd) + "\n")
+        self.p.stdin.flush()
+        return json.loads(self.p.stdout.readline())
+
+    def ask(self, name, msg):
+        return self.do(op="ask", name=name, sock=the_socket(self.jx), msg=msg)
+
+
+def test_a_spawn_never_re_attached_is_held_until_its_launcher_dies(jx, fake_daemon):
+    """After a crash, a spawn whose launcher lives but does not re-attach
+    (jiffy's launcher does not) keeps its cores until that launcher dies;
+    then its family's group is killed and they come back. Its tag is its
+    parent's: once the parent has finished and another job took that tag,
+    the spawn's end kills by the group alone, never the other job's
+    processes."""
+    d = fake_daemon(cores=4)
+    tag = new_tag()
+    launcher = RemoteLauncher(jx)
+    g = launcher.ask("parent", submit(ntasks=1, tag=tag))
+    assert g["type"] == "grant", g
+    pgid = launcher.do(op="ranks", tag=tag)
+    wait_until(lambda: carries(pgid, tag), 10, 0.01, "the family's ranks' environment")
+    launcher.do(op="send", name="parent", msg={"type": "started", "pgid": pgid, "jobdir": "", "tag": tag})
+    wait_until(lambda: row(jx, g["job"])["state"] == "running", 10, 0.05, "the parent running")
+    sg = launcher.ask("spawn", submit(ntasks=2, parent=g["job"]))
+    assert sg["type"] == "grant", sg
+    d.kill()
+    d.wait(timeout=10)
+    fake_daemon(cores=4)
+    ok = launcher.ask("parent2", {"type": "reattach", "v": 1, "job": g["job"], "pgid": pgid, "ntasks": 1,
+                                  "command": "spawn-daemon", "slots": g["slots"], "gpu_ids": [],
+                                  "exclusive": False, "jobdir": "", "tag": tag})
+    assert ok["type"] == "ok", ok
+    assert row(jx, sg["job"])["state"] == "detached"
+    # the launch ends (its ranks outlive it here: a spawned world still runs)
+    launcher.do(op="send", name="parent2", msg={"type": "finished", "code": 0})
+    wait_until(lambda: row(jx, g["job"]) is None, 10, 0.05, "the parent released")
+    assert row(jx, sg["job"])["state"] == "detached", "a spawn's cores stay held while its launcher lives"
+    # another job takes the tag the family's launch let go
+    other, og = ask(jx, submit(ntasks=1, tag=tag))
+    if og["type"] == "queued":  # while the recovery lasts
+        og = read_frame(other)
+    assert og["type"] == "grant", og
+    theirs = ranks(jx, tag)
+    started(other, theirs.pid, tag)
+    wait_until(lambda: row(jx, og["job"])["state"] == "running", 10, 0.05, "the other job running")
+    launcher.p.kill()
+    launcher.p.wait()
+    wait_until(lambda: row(jx, sg["job"]) is None, 10, 0.05, "the spawn released once its launcher died")
+    wait_until(lambda: process_gone(pgid), 10, 0.05, "the family's group killed")
+    assert theirs.poll() is None, "the spawn's end killed another job's processes by the tag it took"
+    assert not any(h == sg["job"] for h in holders(jx))
+    finish(other)
+    theirs.kill()
+    theirs.wait()
