@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "launch/slurm.h"
 #include "util/error.h"
 
 namespace jiffy {
@@ -235,7 +236,10 @@ struct LaunchState {
   bool ucx_shm_given = false;         // --ucx-shm or --no-ucx-shm
   bool single_node_given = false;     // --single-node-ompi or --no-single-node-ompi
   int npernode = 0;            // -N, -npernode (processes on this, the only node)
+  int ppn = 0;                 // -ppn (hydra's processes per node)
   bool ntasks_given = false;   // -n in any group
+  std::optional<Backend> backend;  // --backend=local|slurm
+  bool backend_given = false;
 
   AppSpec& group() { return opts.apps.back(); }
   // -x, -wdir, --mca: the job's settings in the first group, the group's own
@@ -248,6 +252,22 @@ void set_ntasks(LaunchState& s) {
   s.ntasks_given = true;
 }
 void set_npernode(LaunchState& s) { s.npernode = s.args.positive(); }
+// -ppn: hydra's processes per node (checked; the same as -N under Slurm).
+void set_ppn(LaunchState& s) { s.ppn = s.args.positive(); }
+void set_backend(LaunchState& s) {
+  const std::string v = s.args.value();
+  if (v == "local") {
+    s.backend = Backend::Local;
+  } else if (v == "slurm") {
+    s.backend = Backend::Slurm;
+  } else if (v != "auto") {
+    throw Error(s.args.option() + ": expected local, slurm or auto, got '" + v + "'");
+  }
+  s.backend_given = v != "auto";
+}
+// Placement options whose meaning is this machine's: noted for the slurm
+// backend, which refuses them by name.
+void note_local_only(LaunchState& s) { s.opts.local_only.push_back(s.args.option()); }
 void set_cores_per_task(LaunchState& s) { s.opts.cores_per_task = s.args.positive(); }
 void set_gpus_per_task(LaunchState& s) { s.opts.gpus_per_task = s.args.non_negative(); }
 void set_gpus_per_job(LaunchState& s) { s.opts.gpus_per_job = s.args.non_negative(); }
@@ -316,6 +336,9 @@ void set_map_by(LaunchState& s) {
   } else if (!is_level(parts[0])) {
     throw bad();
   }
+  // A core or slot per rank is what srun does too; anything else places
+  // ranks by this machine's shape.
+  if (parts[0] != "slot" && parts[0] != "core" && parts[0] != "hwthread") note_local_only(s);
   for (size_t i = next; i < parts.size(); ++i) {
     const std::string& q = parts[i];
     if (q.starts_with("pe=")) {
@@ -442,6 +465,7 @@ void check_rank_by(LaunchState& s) {
     throw Error(s.args.option() + ": unsupported ranking '" + text +
                 "' (expected slot, core, hwthread, socket, numa or node)");
   }
+  if (parts[0] != "slot" && parts[0] != "core" && parts[0] != "hwthread") note_local_only(s);
 }
 // --use-hwthread-cpus: a hardware thread is a CPU to bind to.
 void set_hwthread_cpus(LaunchState& s) { s.opts.bind = Bind::HwThread; }
@@ -575,7 +599,8 @@ constexpr Option<LaunchState> kLaunchOptions[] = {
     {"no-single-node-ompi", set_no_single_node_ompi, Scope::kGlobal},
     {"ucx-shm", set_ucx_shm, Scope::kGlobal},
     {"no-ucx-shm", set_no_ucx_shm, Scope::kGlobal},
-    // Hosts: this machine only (checked by the launcher).
+    {"backend", set_backend, Scope::kGlobal},
+    // Hosts: this machine only (checked by the launcher), or Slurm's nodes.
     {"hosts", add_hosts},
     {"host", add_hosts},
     {"H", add_hosts},
@@ -583,7 +608,7 @@ constexpr Option<LaunchState> kLaunchOptions[] = {
     {"machinefile", set_hostfile, Scope::kGlobal},
     {"hostfile", set_hostfile, Scope::kGlobal},
     // Compatibility: accepted, no effect on one node.
-    {"ppn", ignore_count, Scope::kGlobal},
+    {"ppn", set_ppn, Scope::kGlobal},
     {"launcher", ignore_value, Scope::kGlobal},
     {"bootstrap", ignore_value, Scope::kGlobal},
     {"iface", ignore_value, Scope::kGlobal},
@@ -649,6 +674,33 @@ void apply_speedup_env(LaunchState& s, EnvLookup env) {
   if (single && !s.single_node_given) s.opts.single_node_ompi = *single;
 }
 
+// The backend: --backend, else JIFFY_BACKEND, else Slurm inside an
+// allocation of several nodes (SLURM_JOB_NUM_NODES, or SLURM_NNODES, above
+// 1) but not inside one of its steps: a jiffy run by srun is a task on its
+// node. One node stays local (its cpuset is the allocation's).
+void resolve_backend(LaunchState& s, EnvLookup env) {
+  auto get = [&](const char* name) -> std::string {
+    std::optional<std::string> v = env ? env(name) : std::nullopt;
+    return v ? *v : "";
+  };
+  if (!s.backend_given) {
+    const std::string v = get("JIFFY_BACKEND");
+    if (v == "local") {
+      s.backend = Backend::Local;
+    } else if (v == "slurm") {
+      s.backend = Backend::Slurm;
+    } else if (!v.empty() && v != "auto") {
+      throw Error("JIFFY_BACKEND: expected local, slurm or auto, got '" + v + "'");
+    } else {
+      s.backend = in_slurm_allocation_of_nodes(get("SLURM_JOB_ID"), get("SLURM_JOB_NUM_NODES"),
+                                               get("SLURM_NNODES"), get("SLURM_STEP_ID"))
+                      ? Backend::Slurm
+                      : Backend::Local;
+    }
+  }
+  s.opts.backend = s.backend.value_or(Backend::Local);
+}
+
 Command parse_launch(const std::vector<std::string>& argv, EnvLookup env) {
   Args args(argv, 1);
   LaunchState s{args, {}};
@@ -672,7 +724,11 @@ Command parse_launch(const std::vector<std::string>& argv, EnvLookup env) {
     throw Error(std::string(s.first_group ? "no program to run " : "no program after ':' ") +
                 std::string(kUsageHint));
   }
-  if (s.npernode > 0) {  // processes per node, and this is the only node
+  resolve_backend(s, env);
+  s.opts.ntasks_given = s.ntasks_given;
+  if (s.opts.backend == Backend::Slurm) {
+    s.opts.ntasks_per_node = s.npernode > 0 ? s.npernode : s.ppn;
+  } else if (s.npernode > 0) {  // processes per node, and this is the only node
     if (!s.ntasks_given && s.opts.apps.size() == 1) {
       s.group().ntasks = s.npernode;
     } else if (s.opts.total_tasks() != s.npernode) {

@@ -1,5 +1,6 @@
 #include "launch/hosts.h"
 #include "launch/launcher.h"
+#include "launch/slurm_step.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -71,6 +72,8 @@ const char* bind_name(Bind b) {
   return "core";
 }
 
+}  // namespace
+
 // What `jiffy status` shows for the job: the command line, cut short.
 std::string command_summary(const LaunchOptions& opt) {
   constexpr std::size_t kMax = 200;
@@ -82,6 +85,8 @@ std::string command_summary(const LaunchOptions& opt) {
   }
   return s;
 }
+
+namespace {
 
 proto::Json submit_message(const LaunchOptions& opt, bool progress, unsigned long long arrival,
                            const std::string& tag, const LaunchHistory& history) {
@@ -420,7 +425,7 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const
            LaunchHistory& history) {
   if (handoff && handoff->running) return continue_handed_over(opt, *handoff, history);
   ensure_std_fds();
-  check_hosts(opt);
+  if (opt.backend == Backend::Local) check_hosts(opt);  // Slurm's: its nodes
   // Resolve every program before asking for resources: a typo costs nothing.
   std::vector<std::string> programs;
   const char* path = std::getenv("PATH");
@@ -447,6 +452,7 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const
       return kExitNotFound;
     }
   }
+  if (opt.backend == Backend::Slurm) return run_slurm_step(opt, programs, history);
   BootstrapPlan plan = bootstrap_plan(opt, programs, argv);
   Fd signals = block_signals();
   // Named once: the launcher later narrows its own affinity to its job's.

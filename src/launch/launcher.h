@@ -18,6 +18,9 @@ namespace jiffy {
 // front passed on (launch/handoff.h), or null. submit_ns: when the launcher
 // started (CLOCK_REALTIME ns, launch/history_journal.h). Appends the
 // launch's one history record, whichever way it ends.
+// What `jiffy status` shows for a launch: its command line, cut short.
+std::string command_summary(const LaunchOptions& opt);
+
 int run_launch(const LaunchOptions& opt, const std::vector<std::string>& argv,
                const Handoff* handoff, std::int64_t submit_ns);
 

@@ -44,6 +44,10 @@ enum class Label {
 
 enum class MpiMode { Auto, Pmi1, Pmix, None };
 
+// Where the ranks run: on this machine under jiffy's daemon, or handed to
+// Slurm as a job step (launch/slurm.h, docs/slurm.md).
+enum class Backend { Local, Slurm };
+
 struct LaunchOptions {
   std::vector<AppSpec> apps;  // at least one
   int cores_per_task = 1;     // -c, --cpus-per-task, --cpus-per-proc
@@ -78,6 +82,18 @@ struct LaunchOptions {
   // parsing reads no files).
   std::vector<std::string> hosts;
   std::string hostfile;
+  // --backend, JIFFY_BACKEND, else Slurm inside an allocation of several
+  // nodes (cli/parse.cc, resolve_backend).
+  Backend backend = Backend::Local;
+  // Slurm only: -N/-npernode/-ppn (processes per node) and whether -n was
+  // given (without it, srun runs that many on every node). On one node -N is
+  // folded into -n by the parser.
+  int ntasks_per_node = 0;
+  bool ntasks_given = false;
+  // Options given that mean something on this machine only and have no srun
+  // translation (-map-by, -rank-by), as spelled: the slurm backend refuses
+  // them by name rather than drop them.
+  std::vector<std::string> local_only;
 
   int total_tasks() const {
     int n = 0;

@@ -43,6 +43,8 @@ inline constexpr const char* kReattach = "reattach";  // client: my job runs, a 
 inline constexpr const char* kLane = "lane";  // client: I took lane slots myself (proto/lane.h)
 inline constexpr const char* kHistory = "history";  // client: ingest the history journal now
 inline constexpr const char* kHistoryReply = "history_reply";  // daemon: {db, error, pending}
+inline constexpr const char* kForward = "forward";  // client: my launch runs elsewhere (Slurm): list it
+inline constexpr const char* kStep = "step";  // client, forwarded: my Slurm step's id (JOBID.STEPID)
 inline constexpr const char* kOk = "ok";
 inline constexpr const char* kError = "error";  // daemon: request refused (message)
 }  // namespace type

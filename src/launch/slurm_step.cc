@@ -1,0 +1,278 @@
+#include "launch/slurm_step.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+
+#include "launch/environment.h"
+#include "launch/history_journal.h"
+#include "launch/launcher.h"
+#include "launch/mpi_detect.h"
+#include "launch/slurm.h"
+#include "launch/slurm_link.h"
+#include "launch/spawn.h"
+#include "util/error.h"
+#include "util/process.h"
+#include "util/sys.h"
+
+namespace jiffy {
+namespace {
+
+constexpr const char* kStepFdVar = "JIFFY_SLURM_STEP_FD";
+constexpr int kExitTimedOut = 255;
+
+std::string self_exe() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) throw_errno("readlink /proc/self/exe");
+  return std::string(buf, static_cast<std::size_t>(n));
+}
+
+std::string find_srun() {
+  if (const char* s = std::getenv("JIFFY_SRUN"); s && *s) return s;
+  const char* path = std::getenv("PATH");
+  try {
+    return resolve_program("srun", path ? path : "/usr/bin:/bin", std::nullopt);
+  } catch (const Error&) {
+    throw Error("the slurm backend needs srun, and none is on PATH");
+  }
+}
+
+// The --multi-prog file, removed when the launch ends.
+class MultiProgFile {
+ public:
+  MultiProgFile() = default;
+  MultiProgFile(const MultiProgFile&) = delete;
+  MultiProgFile& operator=(const MultiProgFile&) = delete;
+  ~MultiProgFile() {
+    if (!path_.empty()) ::unlink(path_.c_str());
+  }
+  // Makes an empty file; write() fills it.
+  const std::string& create() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/jiffy-multi-prog-XXXXXX";
+    int fd = ::mkstemp(templ.data());
+    if (fd < 0) throw_errno("mkstemp " + templ);
+    ::close(fd);
+    path_ = templ;
+    return path_;
+  }
+  void write(const std::string& text) {
+    int fd = ::open(path_.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+    if (fd < 0) throw_errno("open " + path_);
+    bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    ::close(fd);
+    if (!ok) throw Error("cannot write " + path_);
+  }
+
+ private:
+  std::string path_;
+};
+
+// What the loop has seen of the step and the user's signals.
+struct StepState {
+  pid_t srun = -1;
+  bool shares_group = false;  // srun in our process group (a terminal)
+  int interrupts = 0;         // SIGINTs received
+  int ending_signal = 0;      // the signal that makes our exit 128+signal
+  bool timed_out = false;
+  bool cancelled = false;
+  std::string step;           // "JOBID.STEPID" once the prolog told us
+  std::string step_report;    // the prolog's bytes so far
+};
+
+// scancel of the step, or SIGKILL of srun before the step has an id (srun
+// then has nothing to wait for: no step exists yet, or its ranks go with
+// srun's connection).
+void cancel_step(StepState& s) {
+  if (s.cancelled) return;
+  s.cancelled = true;
+  if (!s.step.empty()) run_scancel(s.step, /*wait=*/false);
+  // srun reports the cancelled step and exits; if it hangs, it goes too.
+  ::kill(s.srun, s.step.empty() ? SIGKILL : SIGTERM);
+}
+
+void on_signal(StepState& s, const signalfd_siginfo& si) {
+  const int sig = static_cast<int>(si.ssi_signo);
+  if (sig == SIGCHLD) return;
+  // From the terminal (SI_KERNEL), a shared group's srun has it already.
+  const bool srun_has_it = s.shares_group && si.ssi_code == SI_KERNEL;
+  if (sig == SIGINT) {
+    ++s.interrupts;
+    s.ending_signal = SIGINT;
+    if (s.interrupts >= 2) {
+      cancel_step(s);
+      return;
+    }
+  } else if (sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) {
+    s.ending_signal = sig;
+  }
+  if (!srun_has_it) ::kill(s.srun, sig);
+}
+
+void read_step_report(StepState& s, int fd, SlurmLink& link) {
+  char buf[256];
+  ssize_t n = ::read(fd, buf, sizeof buf);
+  if (n <= 0) return;
+  s.step_report.append(buf, static_cast<std::size_t>(n));
+  std::size_t nl = s.step_report.find('\n');
+  if (nl == std::string::npos || !s.step.empty()) return;
+  s.step = s.step_report.substr(0, nl);
+  link.step_started(s.step);
+}
+
+// Waits for srun, forwarding signals, reading the step's id, keeping the
+// deadline. Returns srun's wait status.
+int supervise(StepState& s, int signal_fd, int report_fd, double deadline, const LaunchOptions& opt,
+              SlurmLink& link) {
+  for (;;) {
+    int status = 0;
+    pid_t r = ::waitpid(s.srun, &status, WNOHANG);
+    if (r == s.srun) return status;
+    if (r < 0 && errno != EINTR) throw_errno("waitpid srun");
+    int timeout_ms = -1;
+    if (deadline > 0 && !s.timed_out) {
+      double left = deadline - now_s();
+      if (left <= 0) {
+        s.timed_out = true;
+        std::fprintf(stderr, "jiffy: APPLICATION TIMED OUT after %g s (step %s, %s); killing it\n",
+                     opt.timeout_s, s.step.empty() ? "not started" : s.step.c_str(),
+                     opt.apps[0].argv[0].c_str());
+        cancel_step(s);
+        continue;
+      }
+      timeout_ms = static_cast<int>(left * 1000) + 1;
+    }
+    pollfd fds[3] = {{signal_fd, POLLIN, 0}, {report_fd, POLLIN, 0}, {link.fd(), POLLIN, 0}};
+    int n = ::poll(fds, link.fd() >= 0 ? 3 : 2, timeout_ms);
+    if (n < 0 && errno != EINTR) throw_errno("poll");
+    if (n <= 0) continue;
+    if (fds[0].revents & POLLIN) {
+      signalfd_siginfo si;
+      while (::read(signal_fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) on_signal(s, si);
+    }
+    if (fds[1].revents & (POLLIN | POLLHUP)) read_step_report(s, report_fd, link);
+    if (link.fd() >= 0 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR))) link.on_readable();
+  }
+}
+
+int exit_code(const StepState& s, int status) {
+  if (s.timed_out) return kExitTimedOut;
+  if (s.ending_signal) return 128 + s.ending_signal;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+}  // namespace
+
+bool run_as_slurm_prolog() {
+  const char* fd_text = std::getenv(kStepFdVar);
+  const char* context = std::getenv("SLURM_SCRIPT_CONTEXT");
+  if (!fd_text || !context || std::strcmp(context, "prolog_srun") != 0) return false;
+  const char* job = std::getenv("SLURM_JOB_ID");
+  const char* step = std::getenv("SLURM_STEP_ID");
+  int fd = std::atoi(fd_text);
+  if (job && step && fd > 2) {
+    std::string line = std::string(job) + "." + step + "\n";
+    ssize_t ignored = ::write(fd, line.data(), line.size());
+    (void)ignored;
+  }
+  return true;
+}
+
+int run_slurm_step(const LaunchOptions& opt, const std::vector<std::string>& programs,
+                   LaunchHistory& history) {
+  SrunInputs in;
+  in.srun = find_srun();
+  in.programs = programs;
+  for (const std::string& p : programs) in.kinds.push_back(detect_mpi(p));
+  const std::string tag = new_job_tag();
+  history.set_tag(tag);
+  in.step_name = "jiffy-" + tag.substr(0, 16);
+  in.prolog = self_exe();
+  MultiProgFile multi_prog;
+  if (opt.apps.size() > 1) in.multi_prog_path = multi_prog.create();
+  SrunCommand cmd;
+  try {
+    cmd = srun_command(opt, in);
+  } catch (const Error& e) {
+    history.refused(e.what());
+    throw;
+  }
+  if (!cmd.multi_prog.empty()) multi_prog.write(cmd.multi_prog);
+  if (opt.verbose) {
+    std::string line;
+    for (const std::string& w : cmd.argv) line += (line.empty() ? "" : " ") + w;
+    std::fprintf(stderr, "jiffy: slurm backend: %s\n", line.c_str());
+    if (!cmd.multi_prog.empty()) std::fprintf(stderr, "jiffy: --multi-prog:\n%s", cmd.multi_prog.c_str());
+  }
+
+  // The prolog's pipe: its write end goes to srun (and on to the prolog).
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) != 0) throw_errno("pipe2");
+  Fd report_read(pipefd[0]), report_write(pipefd[1]);
+  ::fcntl(report_write.get(), F_SETFL, 0);  // the prolog's write blocks, never fails
+
+  const Environment caller = Environment::inherited();
+  Environment env = caller;
+  env.apply(cmd.env, caller);
+  env.set(kStepFdVar, std::to_string(report_write.get()));
+  std::vector<char*> envp = env.envp();
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&mask, sig);
+  if (::sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) throw_errno("sigprocmask");
+  Fd signals(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!signals) throw_errno("signalfd");
+  ::signal(SIGPIPE, SIG_IGN);
+
+  SlurmLink link(command_summary(opt), history.cwd(), history.label(), opt.total_tasks(), tag);
+  StepState s;
+  // On a terminal srun must be in the foreground group to read it.
+  s.shares_group = ::isatty(0) && ::tcgetpgrp(0) == ::getpgrp();
+  RankSpawn spec;
+  spec.path = in.srun;
+  spec.argv = cmd.argv;
+  spec.envp = envp;
+  spec.pgid = s.shares_group ? ::getpgrp() : 0;
+  spec.inherit_fd = report_write.get();
+  if (cmd.stderr_to_stdout) spec.stderr_fd = 1;
+  const double deadline = opt.timeout_s > 0 ? now_s() + opt.timeout_s : 0;
+  Spawned srun = spawn_rank(spec);
+  report_write.reset();
+  if (srun.exec_errno != 0) {
+    ::waitpid(srun.pid, nullptr, 0);
+    std::string why = in.srun + ": " + std::strerror(srun.exec_errno);
+    history.not_started(why);
+    std::fprintf(stderr, "jiffy: cannot execute %s\n", why.c_str());
+    return 127;
+  }
+  s.srun = srun.pid;
+  history.started();
+  int status = supervise(s, signals.get(), report_read.get(), deadline, opt, link);
+  // A last report that came with srun's end.
+  read_step_report(s, report_read.get(), link);
+  const int code = exit_code(s, status);
+  Job::Ending ending;
+  ending.end_ns = realtime_ns();
+  ending.outcome = s.timed_out                                     ? JIFFY_OUTCOME_TIMED_OUT
+                   : s.ending_signal || code > 128                  ? JIFFY_OUTCOME_SIGNALED
+                                                                    : JIFFY_OUTCOME_EXITED;
+  ending.signal = s.ending_signal ? s.ending_signal : code > 128 && code < 128 + 65 ? code - 128 : 0;
+  history.ended(ending);
+  link.finished(code);
+  return code;
+}
+
+}  // namespace jiffy
