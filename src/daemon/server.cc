@@ -412,7 +412,9 @@ void Server::dispatch(Client& c, const proto::Json& msg) {
       {proto::type::kReattach, &Server::handle_reattach},
       {proto::type::kLane, &Server::handle_lane},
       {proto::type::kHistory, &Server::handle_history},
+      {proto::type::kForward, &Server::handle_forward},
   };
+  if (forwarded_.has(c.fd.get())) return forwarded_.on_message(c.fd.get(), msg);
   const std::string& type = msg["type"].get_ref<const std::string&>();
   auto it = table.find(type);
   if (it == table.end()) throw Error("unknown message type '" + type.substr(0, 64) + "'");
@@ -536,6 +538,19 @@ void Server::adopt_parent(Client& c, const proto::Json& msg, Request& r) {
 // PMIx server before the grant; a grant may cross the message), or while
 // running (the PMIx helper of a rendezvous, started by the first Open MPI
 // rank behind a wrapper).
+// A launch that runs as a Slurm step: listed until its connection closes
+// (daemon/forwarded.h). Its id comes from the jobs' counter, so that status
+// and the history never show two launches under one number.
+void Server::handle_forward(Client& c, const proto::Json& msg) {
+  int v = static_cast<int>(proto::get_int(msg, "v", 0, 1 << 20));
+  if (v != proto::kVersion) throw Error("protocol version " + std::to_string(v) + " not supported");
+  if (c.job != 0) throw Error("forward on a connection that submitted");
+  lane_verify(false);
+  JobId id = lane_.new_job_id();
+  forwarded_.add(c.fd.get(), id, msg, now_s());
+  send(c, {{"type", proto::type::kOk}, {"job", id}});
+}
+
 void Server::handle_preparing(Client& c, const proto::Json& msg) {
   if (c.state != JobState::Queued && c.state != JobState::Granted && c.state != JobState::Running) {
     throw Error("'preparing' without a job");
@@ -600,6 +615,12 @@ void Server::handle_stop(Client& c, const proto::Json&) {
 
 void Server::client_gone(Client& c) {
   int fd = c.fd.get();
+  // A forwarded launch's launcher that vanished took its srun along, but
+  // not the step: Slurm would notice late.
+  if (std::vector<std::string> scancel = forwarded_.gone(fd); !scancel.empty()) {
+    log("cancelling Slurm step " + scancel.back() + " of a launcher that vanished");
+    if (!spawn_detached(scancel)) log("cannot run " + scancel.front() + ": not on PATH");
+  }
   if (c.job != 0) {
     if (c.state == JobState::Queued) {
       // (A front handing over lives on, asks again, and reports the launch.)
@@ -1226,6 +1247,7 @@ proto::Json Server::status_json() const {
           {"resources", {{"cores", std::move(cores)}, {"gpus", std::move(gpus)}}},
           {"running", std::move(running)},
           {"queued", std::move(queued)},
+          {"forwarded", forwarded_.status(now)},
           {"recent", config_.history ? config_.history->recent_json() : Json::array()},
           {"totals", config_.history ? config_.history->totals_json()
                                      : Json{{"since", unix_now - (now - started_at_)}, {"jobs", 0}, {"failed", 0},

@@ -17,6 +17,7 @@
 
 #include "core/resources.h"
 #include "daemon/history_writer.h"
+#include "daemon/forwarded.h"
 #include "daemon/lane.h"
 #include "daemon/rendezvous.h"
 #include "daemon/run_times.h"
@@ -125,6 +126,7 @@ class Server {
   void watch(Client& c, bool writable);
   void drop(Client& c, const std::string& why);
   void client_gone(Client& c);
+  void handle_forward(Client& c, const proto::Json& msg);
   void reap_lost_jobs();
   void schedule_pass();
   void send_positions();
@@ -162,6 +164,8 @@ class Server {
   // job a connected launcher said it runs there.
   Lane lane_;
   std::vector<JobId> claim_;
+  // Launches forwarded to Slurm: listed, never scheduled (daemon/forwarded.h).
+  Forwarded forwarded_;
   bool lane_retry_ = false;  // a slot wanted back is still held: try again soon
   double next_lane_check_ = 0;
   std::map<JobId, double> lane_orphans_;  // lane jobs whose launcher died: last killed at

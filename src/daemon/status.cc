@@ -96,6 +96,18 @@ std::string render_status(const proto::Json& r) {
            std::to_string(j["pid"].get<int>()) + "  " + j["command"].get<std::string>() +
            (parent_of(j) ? "  (spawn of job " + std::to_string(parent_of(j)) + ")" : "") + "\n";
   }
+  // Launches run as Slurm steps (launch/slurm_step.h): no cores here.
+  if (r.contains("forwarded") && !r["forwarded"].empty()) {
+    out += "forwarded " + std::to_string(r["forwarded"].size()) + "\n";
+    for (const auto& j : r["forwarded"]) {
+      const std::string step = j["step"].get<std::string>();
+      out += "  job " + std::to_string(j["job"].get<unsigned long long>()) + "  -n " +
+             std::to_string(j["ntasks"].get<int>()) + "  " + j["backend"].get<std::string>() +
+             " step " + (step.empty() ? std::string("(starting)") : step) + "  " +
+             fmt("%.1f s", j["age_s"].get<double>()) + "  pid " + std::to_string(j["pid"].get<int>()) +
+             "  " + j["command"].get<std::string>() + "\n";
+    }
+  }
   return out;
 }
 

@@ -303,11 +303,37 @@ static char* wait_for_grant(struct job* job, int fd, int signal_fd, const char* 
   }
 }
 
+/* Whether the launch runs here: the slurm backend is jiffy-launch's. Mirrors
+ * cli/parse.cc's resolve_backend and launch/slurm.cc's
+ * in_slurm_allocation_of_nodes (test_slurm.py keeps them equal): JIFFY_BACKEND
+ * local, or unset/auto outside an allocation of several nodes or inside one
+ * of its task steps. A bad value is jiffy-launch's to explain. */
+static int backend_is_local(void) {
+  const char* b = getenv("JIFFY_BACKEND");
+  if (b && *b && strcmp(b, "auto") != 0) return strcmp(b, "local") == 0;
+  const char* job = getenv("SLURM_JOB_ID");
+  if (!job || !*job) return 1;
+  const char* step = getenv("SLURM_STEP_ID");
+  if (step && *step && strcmp(step, "4294967291") != 0 && strcmp(step, "4294967292") != 0 &&
+      strcmp(step, "batch") != 0 && strcmp(step, "extern") != 0)
+    return 1;
+  const char* nodes = getenv("SLURM_JOB_NUM_NODES");
+  if (!nodes || !*nodes) nodes = getenv("SLURM_NNODES");
+  if (!nodes || !*nodes || strlen(nodes) > 9) return 1;
+  long n = 0;
+  for (const char* p = nodes; *p; ++p) {
+    if (*p < '0' || *p > '9') return 1;
+    n = n * 10 + (*p - '0');
+  }
+  return n <= 1;
+}
+
 int main(int argc, char** argv) {
   g_submit_ns = realtime_ns();
   g_argv = argv;
   int ntasks = 0, prog = 0;
   long long timeout = 0;
+  if (!backend_is_local()) hand_over(NULL);
   if (!fast_path_applies(argc, argv, &ntasks, &prog, &timeout)) hand_over(NULL);
   /* A missing program is reported before anything is asked for, and a
    * program that needs PMIx is jiffy-launch's from the start. */

@@ -1,43 +1,38 @@
 #include "launch/slurm_link.h"
 
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <cstdio>
+#include <cstdlib>
 
 #include "util/error.h"
-
-extern char** environ;
+#include "util/process.h"
 
 namespace jiffy {
 
-void run_scancel(const std::string& step, bool wait) {
-  std::string prog = "scancel";
-  std::string quiet = "--quiet";
-  std::string target = step;
-  char* argv[] = {prog.data(), quiet.data(), target.data(), nullptr};
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-  pid_t pid = -1;
-  int rc = posix_spawnp(&pid, "scancel", nullptr, &attr, argv, environ);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    std::fprintf(stderr, "jiffy: cannot run scancel %s: %s\n", step.c_str(), std::strerror(rc));
-    return;
+void run_scancel(const std::string& step) {
+  if (!spawn_detached({"scancel", "--quiet", step})) {
+    std::fprintf(stderr, "jiffy: cannot run scancel %s (not on PATH?)\n", step.c_str());
   }
-  if (wait) ::waitpid(pid, nullptr, 0);
+}
+
+void signal_step(const std::string& step, int sig) {
+  const std::string name = sig == SIGTERM ? "TERM" : sig == SIGHUP ? "HUP" : sig == SIGQUIT ? "QUIT"
+                           : std::to_string(sig);
+  if (!spawn_detached({"scancel", "--quiet", "--signal=" + name, step})) {
+    std::fprintf(stderr, "jiffy: cannot run scancel %s (not on PATH?)\n", step.c_str());
+  }
 }
 
 SlurmLink::SlurmLink(const std::string& command, const std::string& cwd, const std::string& label,
                      int ntasks, const std::string& tag) {
   try {
     client_ = DaemonClient::connect(/*start_if_missing=*/true);
+    const char* conf = std::getenv("SLURM_CONF");
     send({{"type", proto::type::kForward},
+          {"slurm_conf", conf ? conf : ""},
           {"v", proto::kVersion},
           {"backend", "slurm"},
           {"pid", ::getpid()},

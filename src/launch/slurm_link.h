@@ -11,9 +11,11 @@
 
 namespace jiffy {
 
-// scancel of a step ("JOBID.STEPID"); wait: until scancel exits. Never
-// throws (a failure is left to srun's own end to show).
-void run_scancel(const std::string& step, bool wait);
+// scancel of a step ("JOBID.STEPID"), not waited for. Never throws (a
+// failure is said on stderr and left to srun's own end to show).
+void run_scancel(const std::string& step);
+// scancel --signal: sig to every rank of the step, which goes on.
+void signal_step(const std::string& step, int sig);
 
 class SlurmLink {
  public:

@@ -96,7 +96,7 @@ struct StepState {
 void cancel_step(StepState& s) {
   if (s.cancelled) return;
   s.cancelled = true;
-  if (!s.step.empty()) run_scancel(s.step, /*wait=*/false);
+  if (!s.step.empty()) run_scancel(s.step);
   // srun reports the cancelled step and exits; if it hangs, it goes too.
   ::kill(s.srun, s.step.empty() ? SIGKILL : SIGTERM);
 }
@@ -115,7 +115,14 @@ void on_signal(StepState& s, const signalfd_siginfo& si) {
     }
   } else if (sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) {
     s.ending_signal = sig;
+    // srun takes these as "terminate the step" (SIGKILL soon after): the
+    // ranks get the signal itself from scancel, as mpiexec forwards it.
+    if (!s.step.empty() && !srun_has_it) {
+      signal_step(s.step, sig);
+      return;
+    }
   }
+  // SIGINT (--disable-status), SIGUSR1, SIGUSR2: srun forwards them.
   if (!srun_has_it) ::kill(s.srun, sig);
 }
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/random.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -183,6 +184,49 @@ void kill_job_group(const JobGroup& g) {
       if (pid != ::getpid() && environ_has(pid, entry)) ::kill(pid, SIGKILL);
     });
   }
+}
+
+bool spawn_detached(const std::vector<std::string>& argv) {
+  if (argv.empty()) return false;
+  // Everything the children use is made here: after fork, only syscalls.
+  std::string path;
+  if (argv[0].find('/') != std::string::npos) {
+    path = argv[0];
+  } else {
+    const char* dirs = std::getenv("PATH");
+    std::string list = dirs ? dirs : "/usr/bin:/bin";
+    std::size_t start = 0;
+    while (path.empty() && start <= list.size()) {
+      std::size_t end = list.find(':', start);
+      if (end == std::string::npos) end = list.size();
+      std::string candidate = (end > start ? list.substr(start, end - start) : ".") + "/" + argv[0];
+      if (::access(candidate.c_str(), X_OK) == 0) path = candidate;
+      start = end + 1;
+    }
+  }
+  if (path.empty()) return false;
+  std::vector<std::string> args = argv;
+  std::vector<char*> cargv;
+  for (std::string& a : args) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  char** envp = ::environ;
+  sigset_t none;
+  sigemptyset(&none);
+  pid_t child = ::fork();
+  if (child < 0) return false;
+  if (child == 0) {
+    if (::fork() == 0) {
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      int null = ::open("/dev/null", O_RDWR);
+      if (null >= 0) ::dup2(null, 0);
+      ::execve(path.c_str(), cargv.data(), envp);
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  return true;
 }
 
 }  // namespace jiffy

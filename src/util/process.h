@@ -7,6 +7,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 #include <string_view>
 
 namespace jiffy {
@@ -66,5 +67,11 @@ bool job_group_alive(const JobGroup& g);
 // recorded is not killed by its number: nothing proves that its members
 // are the job's (the number may be reused); they are found by the tag.
 void kill_job_group(const JobGroup& g);
+
+// Runs argv[0] (looked up in PATH) with argv, detached: nobody's child to
+// reap (a double fork), signal mask cleared, stdin /dev/null. Returns false
+// when it cannot be found or started. Safe in a threaded process (nothing
+// but fork, execve and _exit between the forks).
+bool spawn_detached(const std::vector<std::string>& argv);
 
 }  // namespace jiffy

@@ -2,7 +2,8 @@
  *
  * Usage: probe [KEY=VALUE ...]
  * A key may carry a suffix "@R" to apply to rank R only (rank from
- * JIFFY_RANK); a rank-specific setting wins over the plain one.
+ * JIFFY_RANK, or SLURM_PROCID in a Slurm step); a rank-specific setting wins
+ * over the plain one. In a Slurm step the record also holds step=JOB.STEP.
  *
  *   out=DIR      write a record file DIR/<tag>.<rank> (key=value lines)
  *   tag=NAME     record name prefix (default "job<JIFFY_JOB_ID>")
@@ -24,7 +25,7 @@
  *                careless or hostile rank), after the start record
  *
  * The record always holds: pid, ppid, pgid, job, rank, size, cores
- * (JIFFY_CORES), cpus (sched_getaffinity, "0,1,5"), cwd, start_ns; and at
+ * (JIFFY_CORES), cpus (sched_getaffinity, "0,1,5"), cwd, host, start_ns; and at
  * the end end_ns (also written from the signal handler).
  */
 #define _GNU_SOURCE
@@ -136,9 +137,13 @@ int main(int argc, char** argv) {
   g_argc = argc;
   g_argv = argv;
   const char* r = getenv("JIFFY_RANK");
+  /* A Slurm step's task (jiffy's slurm backend): Slurm's names. */
+  if (!r || !*r) r = getenv("SLURM_PROCID");
   if (r && *r) g_rank_str = r;
   const char* job = getenv("JIFFY_JOB_ID");
+  if (!job || !*job) job = getenv("SLURM_STEP_ID") ? getenv("SLURM_JOB_ID") : NULL;
   const char* size = getenv("JIFFY_SIZE");
+  if (!size || !*size) size = getenv("SLURM_NTASKS");
   const char* cores = getenv("JIFFY_CORES");
 
   const char* trap = opt("trap");
@@ -196,6 +201,10 @@ int main(int argc, char** argv) {
   n += snprintf(buf + n, sizeof buf - n, "\n");
   char cwd[4096];
   if (getcwd(cwd, sizeof cwd)) n += snprintf(buf + n, sizeof buf - n, "cwd=%s\n", cwd);
+  char host[256];
+  if (gethostname(host, sizeof host) == 0) n += snprintf(buf + n, sizeof buf - n, "host=%s\n", host);
+  const char* step = getenv("SLURM_STEP_ID");
+  if (step) n += snprintf(buf + n, sizeof buf - n, "step=%s.%s\n", getenv("SLURM_JOB_ID"), step);
   n += snprintf(buf + n, sizeof buf - n, "start_ns=%lld\n", start);
   const char* envs = opt("env");
   if (envs) {
