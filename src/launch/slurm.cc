@@ -1,6 +1,7 @@
 #include "launch/slurm.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "launch/hosts.h"
 #include "util/error.h"
@@ -111,6 +112,38 @@ std::string srun_pattern(std::string_view option, std::string_view pattern) {
   return out;
 }
 
+int srun_failure_code(std::string_view line) {
+  constexpr std::string_view kPrefix = "srun: error: ";
+  if (!line.starts_with(kPrefix)) return -1;
+  line.remove_prefix(kPrefix.size());
+  std::size_t node_end = line.find(": task");
+  if (node_end == std::string_view::npos || line.substr(0, node_end).find(' ') != std::string_view::npos) {
+    return -1;
+  }
+  line.remove_prefix(node_end + 2);
+  std::size_t what = line.find(": ");
+  if (what == std::string_view::npos) return -1;
+  std::string_view tasks = line.substr(0, what);
+  if (!tasks.starts_with("task ") && !tasks.starts_with("tasks ")) return -1;
+  line.remove_prefix(what + 2);
+  constexpr std::string_view kExited = "Exited with exit code ";
+  if (line.starts_with(kExited)) {
+    line.remove_prefix(kExited.size());
+    int code = 0;
+    if (line.empty() || line.size() > 3) return -1;
+    for (char c : line) {
+      if (c < '0' || c > '9') return -1;
+      code = code * 10 + (c - '0');
+    }
+    return code <= 255 ? code : -1;
+  }
+  for (int sig = 1; sig < 65; ++sig) {
+    const char* name = ::strsignal(sig);
+    if (name && line == name) return 128 + sig;
+  }
+  return -1;
+}
+
 std::string multi_prog_word(std::string_view word) {
   if (word.find_first_of("'\n%") != std::string_view::npos) {
     untranslatable("a ':' group whose arguments hold a quote, a newline or '%'",
@@ -143,6 +176,8 @@ SrunCommand srun_command(const LaunchOptions& opt, const SrunInputs& in) {
   a.push_back(std::string("--cpu-bind=") + cpu_bind(opt.bind));
   // A step takes only what it asks for, so concurrent launches share nothing.
   a.push_back("--exact");
+  // As mpiexec: one rank failing ends the others.
+  a.push_back("--kill-on-bad-exit=1");
   a.push_back("--mpi=" + cmd.mpi);
   // mpiexec's stdin goes to rank 0 only.
   a.push_back("--input=0");

@@ -54,6 +54,15 @@ SrunCommand srun_command(const LaunchOptions& opt, const SrunInputs& in);
 // Throws Error for what srun cannot say (%g: the ':' group).
 std::string srun_pattern(std::string_view option, std::string_view pattern);
 
+// srun's report of a failed task, "srun: error: NODE: task(s) LIST: WHAT"
+// where WHAT is "Exited with exit code N" or a signal's description
+// (strsignal: "Segmentation fault", "Killed"): the task's code as mpiexec
+// gives it (N, or 128+signal), or -1 when line is no such report. srun
+// exits with the highest code of all tasks (the ranks it terminated after
+// the first failure say 143), so the first report is what mpiexec's "exit
+// code of the first failing rank" means.
+int srun_failure_code(std::string_view line);
+
 // One word of a --multi-prog line, quoted when it must be. Throws Error for
 // words srun's parser cannot carry (a newline, both quote characters).
 std::string multi_prog_word(std::string_view word);

@@ -88,7 +88,39 @@ struct StepState {
   bool cancelled = false;
   std::string step;           // "JOBID.STEPID" once the prolog told us
   std::string step_report;    // the prolog's bytes so far
+  int first_failure = -1;     // the first failed task's code, from srun's report
+  std::string err_line;       // srun's stderr: the line being read
 };
+
+// srun's stderr (its own lines and the ranks'), relayed to ours as it
+// comes, for srun's reports of failed tasks (srun_failure_code).
+// Returns false at its end.
+bool relay_stderr(StepState& s, int from, int to) {
+  char buf[65536];
+  ssize_t n = ::read(from, buf, sizeof buf);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+  if (n <= 0) return false;
+  for (ssize_t off = 0; off < n;) {
+    ssize_t w = ::write(to, buf + off, static_cast<std::size_t>(n - off));
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EAGAIN) {
+      pollfd p{to, POLLOUT, 0};
+      ::poll(&p, 1, 100);
+      continue;
+    }
+    if (w <= 0) break;  // our stderr is gone: keep reading, as srun would
+    off += w;
+  }
+  for (ssize_t i = 0; i < n; ++i) {
+    if (buf[i] != '\n') {
+      if (s.err_line.size() < 512) s.err_line += buf[i];
+      continue;
+    }
+    if (s.first_failure < 0) s.first_failure = srun_failure_code(s.err_line);
+    s.err_line.clear();
+  }
+  return true;
+}
 
 // scancel of the step, or SIGKILL of srun before the step has an id (srun
 // then has nothing to wait for: no step exists yet, or its ranks go with
@@ -139,13 +171,25 @@ void read_step_report(StepState& s, int fd, SlurmLink& link) {
 
 // Waits for srun, forwarding signals, reading the step's id, keeping the
 // deadline. Returns srun's wait status.
-int supervise(StepState& s, int signal_fd, int report_fd, double deadline, const LaunchOptions& opt,
-              SlurmLink& link) {
+int supervise(StepState& s, int signal_fd, int report_fd, Fd& err_fd, int err_to, double deadline,
+              const LaunchOptions& opt, SlurmLink& link) {
+  int status = 0;
+  bool reaped = false;
   for (;;) {
-    int status = 0;
-    pid_t r = ::waitpid(s.srun, &status, WNOHANG);
-    if (r == s.srun) return status;
-    if (r < 0 && errno != EINTR) throw_errno("waitpid srun");
+    if (!reaped) {
+      pid_t r = ::waitpid(s.srun, &status, WNOHANG);
+      if (r < 0 && errno != EINTR) throw_errno("waitpid srun");
+      reaped = r == s.srun;
+    }
+    // Done once srun is gone and its stderr has ended (a rank's child may
+    // hold it: then srun's end is the end).
+    if (reaped) {
+      while (err_fd && relay_stderr(s, err_fd.get(), err_to)) {
+        pollfd p{err_fd.get(), POLLIN, 0};
+        if (::poll(&p, 1, 0) <= 0) break;
+      }
+      return status;
+    }
     int timeout_ms = -1;
     if (deadline > 0 && !s.timed_out) {
       double left = deadline - now_s();
@@ -159,8 +203,9 @@ int supervise(StepState& s, int signal_fd, int report_fd, double deadline, const
       }
       timeout_ms = static_cast<int>(left * 1000) + 1;
     }
-    pollfd fds[3] = {{signal_fd, POLLIN, 0}, {report_fd, POLLIN, 0}, {link.fd(), POLLIN, 0}};
-    int n = ::poll(fds, link.fd() >= 0 ? 3 : 2, timeout_ms);
+    pollfd fds[4] = {{signal_fd, POLLIN, 0}, {report_fd, POLLIN, 0}, {err_fd.get(), POLLIN, 0},
+                     {link.fd(), POLLIN, 0}};
+    int n = ::poll(fds, link.fd() >= 0 ? 4 : 3, timeout_ms);
     if (n < 0 && errno != EINTR) throw_errno("poll");
     if (n <= 0) continue;
     if (fds[0].revents & POLLIN) {
@@ -168,13 +213,17 @@ int supervise(StepState& s, int signal_fd, int report_fd, double deadline, const
       while (::read(signal_fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) on_signal(s, si);
     }
     if (fds[1].revents & (POLLIN | POLLHUP)) read_step_report(s, report_fd, link);
-    if (link.fd() >= 0 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR))) link.on_readable();
+    if ((fds[2].revents & (POLLIN | POLLHUP | POLLERR)) && !relay_stderr(s, err_fd.get(), err_to)) {
+      err_fd.reset();  // poll skips a negative fd
+    }
+    if (link.fd() >= 0 && (fds[3].revents & (POLLIN | POLLHUP | POLLERR))) link.on_readable();
   }
 }
 
 int exit_code(const StepState& s, int status) {
   if (s.timed_out) return kExitTimedOut;
   if (s.ending_signal) return 128 + s.ending_signal;
+  if (s.first_failure > 0) return s.first_failure;
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return 1;
@@ -254,10 +303,16 @@ int run_slurm_step(const LaunchOptions& opt, const std::vector<std::string>& pro
   spec.envp = envp;
   spec.pgid = s.shares_group ? ::getpgrp() : 0;
   spec.inherit_fd = report_write.get();
-  if (cmd.stderr_to_stdout) spec.stderr_fd = 1;
+  int err_pipe[2];
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) throw_errno("pipe2");
+  Fd err_read(err_pipe[0]), err_write(err_pipe[1]);
+  ::fcntl(err_read.get(), F_SETFL, O_NONBLOCK);
+  spec.stderr_fd = err_write.get();
+  const int err_to = cmd.stderr_to_stdout ? 1 : 2;
   const double deadline = opt.timeout_s > 0 ? now_s() + opt.timeout_s : 0;
   Spawned srun = spawn_rank(spec);
   report_write.reset();
+  err_write.reset();
   if (srun.exec_errno != 0) {
     ::waitpid(srun.pid, nullptr, 0);
     std::string why = in.srun + ": " + std::strerror(srun.exec_errno);
@@ -267,7 +322,7 @@ int run_slurm_step(const LaunchOptions& opt, const std::vector<std::string>& pro
   }
   s.srun = srun.pid;
   history.started();
-  int status = supervise(s, signals.get(), report_read.get(), deadline, opt, link);
+  int status = supervise(s, signals.get(), report_read.get(), err_read, err_to, deadline, opt, link);
   // A last report that came with srun's end.
   read_step_report(s, report_read.get(), link);
   const int code = exit_code(s, status);

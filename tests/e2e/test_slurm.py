@@ -162,9 +162,18 @@ def test_mpi_abort_code(sx, flavour):
     assert "MPI_Abort" in cp.stderr or flavour == "openmpi", cp.stderr
 
 
-def test_rank_killed_by_a_signal(sx):
-    cp = salloc(sx, 2, ["jiffy", "-n", 2, PROBE, "segv@0=1", "sleep@1=30000"])
+def test_rank_killed_by_a_signal_ends_the_others(sx):
+    t0 = time.monotonic()
+    cp = salloc(sx, 2, ["jiffy", "-n", 2, PROBE, "segv@0=1", "sleep@1=600000"])
     assert cp.returncode == 128 + signal.SIGSEGV, (cp.returncode, cp.stderr)
+    assert time.monotonic() - t0 < 60
+
+
+def test_failing_rank_ends_the_others(sx):
+    t0 = time.monotonic()
+    cp = salloc(sx, 2, ["jiffy", "-n", 2, PROBE, "exit@0=5", "sleep@1=600000"])
+    assert cp.returncode == 5, (cp.returncode, cp.stderr)
+    assert time.monotonic() - t0 < 60
 
 
 def test_timeout_cancels_the_step(sx, tmp_path):
