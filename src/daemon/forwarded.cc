@@ -51,6 +51,7 @@ void Forwarded::on_message(int client, const proto::Json& msg) {
     std::string step = proto::get_string(msg, "step", 64);
     if (!is_slurm_step_id(step)) throw Error("step: not a Slurm step id: '" + step + "'");
     l.step = std::move(step);
+    if (msg.contains("nodes")) l.nodes = proto::get_string(msg, "nodes", kMaxText);
   } else if (type == proto::type::kFinished) {
     l.finished = true;
   } else {
@@ -82,6 +83,7 @@ proto::Json Forwarded::status(double now) const {
                     {"cwd", l.cwd},
                     {"label", l.label},
                     {"step", l.step},
+                    {"nodes", l.nodes},
                     {"age_s", now - l.since}});
   }
   return rows;

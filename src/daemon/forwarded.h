@@ -26,6 +26,7 @@ class Forwarded {
     int ntasks = 0;
     std::string backend, command, cwd, label, tag;
     std::string step;  // "JOBID.STEPID" once known
+    std::string nodes;  // the step's nodes (a Slurm hostlist) once known
     std::string slurm_conf;  // the launcher's SLURM_CONF, for scancel ("" default)
     double since = 0;  // steady clock, seconds
     bool finished = false;

@@ -103,7 +103,11 @@ std::string render_status(const proto::Json& r) {
       const std::string step = j["step"].get<std::string>();
       out += "  job " + std::to_string(j["job"].get<unsigned long long>()) + "  -n " +
              std::to_string(j["ntasks"].get<int>()) + "  " + j["backend"].get<std::string>() +
-             " step " + (step.empty() ? std::string("(starting)") : step) + "  " +
+             " step " + (step.empty() ? std::string("(starting)") : step) +
+             (j.contains("nodes") && !j["nodes"].get<std::string>().empty()
+                  ? " on " + j["nodes"].get<std::string>()
+                  : std::string()) +
+             "  " +
              fmt("%.1f s", j["age_s"].get<double>()) + "  pid " + std::to_string(j["pid"].get<int>()) +
              "  " + j["command"].get<std::string>() + "\n";
     }

@@ -56,8 +56,8 @@ void SlurmLink::send(const proto::Json& msg) {
   }
 }
 
-void SlurmLink::step_started(const std::string& step) {
-  send({{"type", proto::type::kStep}, {"step", step}});
+void SlurmLink::step_started(const std::string& step, const std::string& nodes) {
+  send({{"type", proto::type::kStep}, {"step", step}, {"nodes", nodes}});
 }
 
 void SlurmLink::on_readable() {

@@ -22,8 +22,8 @@ class SlurmLink {
   // Says "forward" to the daemon of this machine (starting it if needed).
   SlurmLink(const std::string& command, const std::string& cwd, const std::string& label, int ntasks,
             const std::string& tag);
-  // The prolog told us the step's id.
-  void step_started(const std::string& step);
+  // The prolog told us the step's id; later squeue its nodes.
+  void step_started(const std::string& step, const std::string& nodes = "");
   // The daemon's connection (-1 when there is none): poll it, then call
   // on_readable, which reads what came (nothing is expected) or notices
   // the hang-up (a daemon restart forgets the launch; status loses it).

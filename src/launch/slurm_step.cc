@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <optional>
 
@@ -78,6 +79,76 @@ class MultiProgFile {
   std::string path_;
 };
 
+// The step's nodes, asked of squeue once the step has run kNodesAfterS
+// (a shorter step is over before anyone could look at it; its history row
+// has no nodes): off the launch's path, in a child whose output the loop
+// reads.
+class NodesQuery {
+ public:
+  static constexpr double kNodesAfterS = 0.1;
+  // The time to start the query at, once the step is known; 0: not yet.
+  void step_known(double now) {
+    if (start_at_ == 0) start_at_ = now + kNodesAfterS;
+  }
+  double start_at() const { return started_ ? 0 : start_at_; }
+  void start(const std::string& step) {
+    started_ = true;
+    const char* path = std::getenv("PATH");
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return;
+    Fd read_end(p[0]), write_end(p[1]);
+    RankSpawn spec;
+    try {
+      spec.path = resolve_program("squeue", path ? path : "/usr/bin:/bin", std::nullopt);
+    } catch (const Error&) {
+      return;
+    }
+    spec.argv = {"squeue", "-h", "-s", "--steps=" + step, "-o", "%N"};
+    std::vector<std::string> entries = Environment::inherited().entries();
+    std::vector<char*> envp;
+    for (std::string& e : entries) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    spec.envp = envp;
+    spec.stdin_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    spec.stdout_fd = write_end.get();
+    spec.stderr_fd = write_end.get();
+    Spawned child = spawn_rank(spec);
+    ::close(spec.stdin_fd);
+    if (child.exec_errno != 0) {
+      ::waitpid(child.pid, nullptr, 0);
+      return;
+    }
+    pid_ = child.pid;
+    out_ = std::move(read_end);
+  }
+  int fd() const { return out_ ? out_.get() : -1; }
+  // Reads squeue's answer; returns the nodes once it has ended ("" when
+  // the step was gone or squeue failed).
+  std::optional<std::string> read() {
+    char buf[1024];
+    ssize_t n = ::read(out_.get(), buf, sizeof buf);
+    if (n > 0) {
+      if (text_.size() < 4096) text_.append(buf, static_cast<std::size_t>(n));
+      return std::nullopt;
+    }
+    if (n < 0 && errno == EINTR) return std::nullopt;
+    out_.reset();
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    std::string nodes = text_.substr(0, text_.find('\n'));
+    bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 && !nodes.empty() &&
+              nodes.find(' ') == std::string::npos;
+    return ok ? nodes : std::string();
+  }
+
+ private:
+  double start_at_ = 0;
+  bool started_ = false;
+  pid_t pid_ = -1;
+  Fd out_;
+  std::string text_;
+};
+
 // What the loop has seen of the step and the user's signals.
 struct StepState {
   pid_t srun = -1;
@@ -87,6 +158,8 @@ struct StepState {
   bool timed_out = false;
   bool cancelled = false;
   std::string step;           // "JOBID.STEPID" once the prolog told us
+  std::string nodes;          // its nodes, once squeue said (NodesQuery)
+  NodesQuery nodes_query;
   std::string step_report;    // the prolog's bytes so far
   int first_failure = -1;     // the first failed task's code, from srun's report
   std::string err_line;       // srun's stderr: the line being read
@@ -167,6 +240,7 @@ void read_step_report(StepState& s, int fd, SlurmLink& link) {
   if (nl == std::string::npos || !s.step.empty()) return;
   s.step = s.step_report.substr(0, nl);
   link.step_started(s.step);
+  s.nodes_query.step_known(now_s());
 }
 
 // Waits for srun, forwarding signals, reading the step's id, keeping the
@@ -191,6 +265,13 @@ int supervise(StepState& s, int signal_fd, int report_fd, Fd& err_fd, int err_to
       return status;
     }
     int timeout_ms = -1;
+    if (double at = s.nodes_query.start_at(); at > 0) {
+      if (now_s() >= at) {
+        s.nodes_query.start(s.step);
+      } else {
+        timeout_ms = static_cast<int>((at - now_s()) * 1000) + 1;
+      }
+    }
     if (deadline > 0 && !s.timed_out) {
       double left = deadline - now_s();
       if (left <= 0) {
@@ -201,11 +282,12 @@ int supervise(StepState& s, int signal_fd, int report_fd, Fd& err_fd, int err_to
         cancel_step(s);
         continue;
       }
-      timeout_ms = static_cast<int>(left * 1000) + 1;
+      int ms = static_cast<int>(left * 1000) + 1;
+      timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
     }
-    pollfd fds[4] = {{signal_fd, POLLIN, 0}, {report_fd, POLLIN, 0}, {err_fd.get(), POLLIN, 0},
-                     {link.fd(), POLLIN, 0}};
-    int n = ::poll(fds, link.fd() >= 0 ? 4 : 3, timeout_ms);
+    pollfd fds[5] = {{signal_fd, POLLIN, 0}, {report_fd, POLLIN, 0}, {err_fd.get(), POLLIN, 0},
+                     {s.nodes_query.fd(), POLLIN, 0}, {link.fd(), POLLIN, 0}};
+    int n = ::poll(fds, 5, timeout_ms);
     if (n < 0 && errno != EINTR) throw_errno("poll");
     if (n <= 0) continue;
     if (fds[0].revents & POLLIN) {
@@ -216,7 +298,13 @@ int supervise(StepState& s, int signal_fd, int report_fd, Fd& err_fd, int err_to
     if ((fds[2].revents & (POLLIN | POLLHUP | POLLERR)) && !relay_stderr(s, err_fd.get(), err_to)) {
       err_fd.reset();  // poll skips a negative fd
     }
-    if (link.fd() >= 0 && (fds[3].revents & (POLLIN | POLLHUP | POLLERR))) link.on_readable();
+    if (fds[3].fd >= 0 && (fds[3].revents & (POLLIN | POLLHUP | POLLERR))) {
+      if (std::optional<std::string> nodes = s.nodes_query.read(); nodes && !nodes->empty()) {
+        s.nodes = *nodes;
+        link.step_started(s.step, s.nodes);
+      }
+    }
+    if (fds[4].fd >= 0 && (fds[4].revents & (POLLIN | POLLHUP | POLLERR))) link.on_readable();
   }
 }
 

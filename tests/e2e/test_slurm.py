@@ -245,12 +245,14 @@ def test_sigkilled_jiffy_leaves_no_step(sx, tmp_path):
 def test_status_shows_the_step(sx, tmp_path):
     p, recs = start_held(sx, tmp_path)
     step = recs[0]["step"]
-    rows = wait_until(lambda: [r for r in sx.status()["forwarded"] if r["step"]], 20, 0.1,
-                      "the step in status")
+    rows = wait_until(lambda: [r for r in sx.status()["forwarded"] if r["step"] and r["nodes"]], 20,
+                      0.1, "the step and its nodes in status")
     assert rows[0]["step"] == step and rows[0]["backend"] == "slurm" and rows[0]["pid"] == p.pid
     assert rows[0]["ntasks"] == 2
+    squeue = [line.split() for line in sx.cluster.steps()]
+    assert [step, rows[0]["nodes"]] in squeue, (rows, squeue)
     text = sx.run(["status"]).stdout
-    assert f"slurm step {step}" in text, text
+    assert f"slurm step {step} on {rows[0]['nodes']}" in text, text
     p.send_signal(signal.SIGTERM)
     p.communicate(timeout=60)
     wait_until(lambda: not sx.status()["forwarded"], 20, 0.1, "the launch to leave status")
