@@ -15,7 +15,6 @@
 #include "launch/client.h"
 #include "launch/history_journal.h"
 #include "launch/launcher.h"
-#include "launch/slurm_step.h"
 #include "pmi/pmix_server.h"
 #include "launch/output.h"
 #include "util/runtime_dir.h"
@@ -132,8 +131,6 @@ std::string sibling_executable(const char* name) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // srun running us as a slurm step's --prolog (launch/slurm_step.h).
-  if (run_as_slurm_prolog()) return 0;
   const std::int64_t started_ns = realtime_ns();  // the launch's submit time (its history record)
   std::vector<std::string> args(argv, argv + argc);
   own_blocking_stdio();  // before anything is written (launch/output.h)

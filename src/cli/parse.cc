@@ -260,10 +260,12 @@ void set_backend(LaunchState& s) {
     s.backend = Backend::Local;
   } else if (v == "slurm") {
     s.backend = Backend::Slurm;
-  } else if (v != "auto") {
+  } else if (v == "auto") {
+    s.backend.reset();
+  } else {
     throw Error(s.args.option() + ": expected local, slurm or auto, got '" + v + "'");
   }
-  s.backend_given = v != "auto";
+  s.backend_given = true;  // auto too: the variable does not apply
 }
 // Placement options whose meaning is this machine's: noted for the slurm
 // backend, which refuses them by name.
@@ -691,12 +693,13 @@ void resolve_backend(LaunchState& s, EnvLookup env) {
       s.backend = Backend::Slurm;
     } else if (!v.empty() && v != "auto") {
       throw Error("JIFFY_BACKEND: expected local, slurm or auto, got '" + v + "'");
-    } else {
-      s.backend = in_slurm_allocation_of_nodes(get("SLURM_JOB_ID"), get("SLURM_JOB_NUM_NODES"),
-                                               get("SLURM_NNODES"), get("SLURM_STEP_ID"))
-                      ? Backend::Slurm
-                      : Backend::Local;
     }
+  }
+  if (!s.backend) {  // auto
+    s.backend = in_slurm_allocation_of_nodes(get("SLURM_JOB_ID"), get("SLURM_JOB_NUM_NODES"),
+                                             get("SLURM_NNODES"), get("SLURM_STEP_ID"))
+                    ? Backend::Slurm
+                    : Backend::Local;
   }
   s.opts.backend = s.backend.value_or(Backend::Local);
 }

@@ -884,5 +884,215 @@ TEST(Parse, Stop) {
   EXPECT_EQ(error_of({"stop", "now"}), "unexpected argument 'now' to 'jiffy stop'");
 }
 
+// --- Backend: --backend, JIFFY_BACKEND, Slurm allocations ---------------------
+
+// Several fake variables at once (ScopedEnv sets one).
+class ScopedEnvs {
+ public:
+  explicit ScopedEnvs(std::map<std::string, std::string> vars) {
+    g_fake_env = std::move(vars);
+    g_env_lookups = 0;
+  }
+  ~ScopedEnvs() { g_fake_env.clear(); }
+};
+
+// An allocation of two nodes, as a batch script sees it.
+std::map<std::string, std::string> two_node_allocation() {
+  return {{"SLURM_JOB_ID", "5"}, {"SLURM_JOB_NUM_NODES", "2"}};
+}
+
+TEST(ParseBackend, DefaultIsLocal) {
+  EXPECT_EQ(launch({"prog"}).backend, Backend::Local);
+  EXPECT_EQ(std::get<LaunchCommand>(parse_command_line({"jiffy", "prog"}, nullptr)).options.backend,
+            Backend::Local);
+}
+
+TEST(ParseBackend, OptionSpellings) {
+  EXPECT_EQ(launch({"--backend=slurm", "prog"}).backend, Backend::Slurm);
+  EXPECT_EQ(launch({"--backend", "slurm", "prog"}).backend, Backend::Slurm);
+  EXPECT_EQ(launch({"-backend", "slurm", "prog"}).backend, Backend::Slurm);
+  EXPECT_EQ(launch({"--backend=local", "prog"}).backend, Backend::Local);
+  EXPECT_EQ(launch({"--backend=auto", "prog"}).backend, Backend::Local);  // no allocation here
+}
+
+TEST(ParseBackend, BadValue) {
+  EXPECT_EQ(error_of({"--backend=cloud", "prog"}),
+            "--backend: expected local, slurm or auto, got 'cloud'");
+  EXPECT_EQ(error_of({"-backend", "Slurm", "prog"}),
+            "-backend: expected local, slurm or auto, got 'Slurm'");
+  EXPECT_EQ(error_of({"--backend"}), "--backend: missing value");
+}
+
+TEST(ParseBackend, IsGlobal) {
+  EXPECT_EQ(error_of({"a", ":", "--backend=slurm", "b"}),
+            "--backend applies to the whole job; give it before the first ':'");
+}
+
+TEST(ParseBackend, LastOptionWins) {
+  EXPECT_EQ(launch({"--backend=slurm", "--backend=local", "prog"}).backend, Backend::Local);
+  EXPECT_EQ(launch({"--backend=local", "--backend=slurm", "prog"}).backend, Backend::Slurm);
+}
+
+TEST(ParseBackend, FromTheEnvironment) {
+  {
+    ScopedEnv e("JIFFY_BACKEND", "slurm");
+    EXPECT_EQ(launch({"prog"}).backend, Backend::Slurm);
+  }
+  {
+    ScopedEnv e("JIFFY_BACKEND", "local");
+    EXPECT_EQ(launch({"prog"}).backend, Backend::Local);
+  }
+  {
+    ScopedEnv e("JIFFY_BACKEND", "auto");
+    EXPECT_EQ(launch({"prog"}).backend, Backend::Local);
+  }
+  {
+    ScopedEnv e("JIFFY_BACKEND", "");
+    EXPECT_EQ(launch({"prog"}).backend, Backend::Local);
+  }
+  ScopedEnv e("JIFFY_BACKEND", "bad");
+  EXPECT_EQ(error_of({"prog"}), "JIFFY_BACKEND: expected local, slurm or auto, got 'bad'");
+}
+
+TEST(ParseBackend, OptionBeatsEnvironment) {
+  {
+    ScopedEnv e("JIFFY_BACKEND", "slurm");
+    EXPECT_EQ(launch({"--backend=local", "prog"}).backend, Backend::Local);
+  }
+  {
+    ScopedEnv e("JIFFY_BACKEND", "local");
+    EXPECT_EQ(launch({"--backend=slurm", "prog"}).backend, Backend::Slurm);
+  }
+  {
+    ScopedEnv e("JIFFY_BACKEND", "bad");  // not even looked at
+    EXPECT_EQ(launch({"--backend=slurm", "prog"}).backend, Backend::Slurm);
+  }
+  ScopedEnvs e({{"JIFFY_BACKEND", "local"}, {"SLURM_JOB_ID", "5"}, {"SLURM_JOB_NUM_NODES", "2"}});
+  EXPECT_EQ(launch({"--backend=slurm", "prog"}).backend, Backend::Slurm);
+}
+
+TEST(ParseBackend, AutoInsideAnAllocationOfNodes) {
+  {
+    ScopedEnvs e(two_node_allocation());
+    EXPECT_EQ(launch({"prog"}).backend, Backend::Slurm);
+    EXPECT_EQ(launch({"--backend=auto", "prog"}).backend, Backend::Slurm);
+    EXPECT_EQ(launch({"--backend=local", "prog"}).backend, Backend::Local);
+  }
+  {
+    ScopedEnvs e({{"SLURM_JOB_ID", "5"}, {"SLURM_NNODES", "2"}});
+    EXPECT_EQ(launch({"prog"}).backend, Backend::Slurm);
+  }
+  {
+    ScopedEnvs e({{"SLURM_JOB_ID", "5"}, {"SLURM_JOB_NUM_NODES", "2"}, {"JIFFY_BACKEND", "auto"}});
+    EXPECT_EQ(launch({"prog"}).backend, Backend::Slurm);
+  }
+  {
+    ScopedEnvs e({{"SLURM_JOB_ID", "5"}, {"SLURM_JOB_NUM_NODES", "2"}, {"JIFFY_BACKEND", "local"}});
+    EXPECT_EQ(launch({"prog"}).backend, Backend::Local);
+  }
+  {
+    ScopedEnvs e({{"SLURM_JOB_ID", "5"}, {"SLURM_JOB_NUM_NODES", "2"}, {"SLURM_STEP_ID", "batch"}});
+    EXPECT_EQ(launch({"prog"}).backend, Backend::Slurm);
+  }
+}
+
+TEST(ParseBackend, AutoOnOneNodeOrInsideAStepIsLocal) {
+  {
+    ScopedEnvs e({{"SLURM_JOB_ID", "5"}, {"SLURM_JOB_NUM_NODES", "1"}});
+    EXPECT_EQ(launch({"prog"}).backend, Backend::Local);
+  }
+  {
+    ScopedEnvs e({{"SLURM_JOB_ID", "5"}, {"SLURM_JOB_NUM_NODES", "2"}, {"SLURM_STEP_ID", "0"}});
+    EXPECT_EQ(launch({"prog"}).backend, Backend::Local);
+  }
+  {
+    ScopedEnv e("SLURM_JOB_NUM_NODES", "2");  // no job id
+    EXPECT_EQ(launch({"prog"}).backend, Backend::Local);
+  }
+}
+
+TEST(ParseBackend, NodesAndTasksUnderSlurm) {
+  LaunchOptions o = launch({"--backend=slurm", "-N", "2", "-n", "4", "prog"});
+  EXPECT_EQ(o.apps[0].ntasks, 4);
+  EXPECT_EQ(o.total_tasks(), 4);
+  EXPECT_EQ(o.ntasks_per_node, 2);
+  EXPECT_TRUE(o.ntasks_given);
+  o = launch({"--backend=slurm", "-npernode", "3", "-n", "4", "prog"});
+  EXPECT_EQ(o.ntasks_per_node, 3);
+  EXPECT_EQ(o.apps[0].ntasks, 4);
+}
+
+TEST(ParseBackend, NodesAndTasksInAnAllocation) {
+  ScopedEnvs e(two_node_allocation());
+  LaunchOptions o = launch({"-N", "2", "-n", "4", "prog"});
+  EXPECT_EQ(o.backend, Backend::Slurm);
+  EXPECT_EQ(o.apps[0].ntasks, 4);
+  EXPECT_EQ(o.ntasks_per_node, 2);
+  EXPECT_TRUE(o.ntasks_given);
+}
+
+TEST(ParseBackend, PpnUnderSlurm) {
+  LaunchOptions o = launch({"--backend=slurm", "-ppn", "2", "-n", "4", "prog"});
+  EXPECT_EQ(o.apps[0].ntasks, 4);
+  EXPECT_EQ(o.ntasks_per_node, 2);
+  EXPECT_TRUE(o.ntasks_given);
+  // -N beats -ppn.
+  EXPECT_EQ(launch({"--backend=slurm", "-ppn", "2", "-N", "3", "prog"}).ntasks_per_node, 3);
+}
+
+TEST(ParseBackend, NodesWithoutTasksUnderSlurm) {
+  LaunchOptions o = launch({"--backend=slurm", "-N", "2", "prog"});
+  EXPECT_EQ(o.ntasks_per_node, 2);
+  EXPECT_FALSE(o.ntasks_given);
+  EXPECT_EQ(o.apps[0].ntasks, 1);  // srun runs -N per node; the count is not folded
+}
+
+TEST(ParseBackend, NodesLocallyAreThisNodesProcesses) {
+  LaunchOptions o = launch({"-N", "2", "prog"});
+  EXPECT_EQ(o.backend, Backend::Local);
+  EXPECT_EQ(o.apps[0].ntasks, 2);
+  EXPECT_EQ(o.ntasks_per_node, 0);
+  EXPECT_FALSE(o.ntasks_given);
+  o = launch({"-N", "4", "-n", "4", "prog"});
+  EXPECT_EQ(o.apps[0].ntasks, 4);
+  EXPECT_TRUE(o.ntasks_given);
+  EXPECT_EQ(o.ntasks_per_node, 0);
+  // -ppn has no effect on this node.
+  o = launch({"-ppn", "2", "-n", "4", "prog"});
+  EXPECT_EQ(o.apps[0].ntasks, 4);
+  EXPECT_EQ(o.ntasks_per_node, 0);
+}
+
+TEST(ParseBackend, NodesLocallyMustMatchTasks) {
+  EXPECT_EQ(error_of({"-N", "2", "-n", "4", "prog"}),
+            "-N 2 asks for 2 processes on this node, the only one jiffy uses, but -n asks for 4");
+  EXPECT_EQ(error_of({"--backend=local", "-N", "2", "-n", "4", "prog"}),
+            "-N 2 asks for 2 processes on this node, the only one jiffy uses, but -n asks for 4");
+  ScopedEnvs e({{"SLURM_JOB_ID", "5"}, {"SLURM_JOB_NUM_NODES", "1"}});
+  EXPECT_EQ(error_of({"-N", "2", "-n", "4", "prog"}),
+            "-N 2 asks for 2 processes on this node, the only one jiffy uses, but -n asks for 4");
+}
+
+TEST(ParseBackend, LocalOnlyPlacementIsRecorded) {
+  EXPECT_EQ(launch({"-map-by", "socket", "prog"}).local_only, (Words{"-map-by"}));
+  EXPECT_EQ(launch({"--map-by", "ppr:2:node", "prog"}).local_only, (Words{"--map-by"}));
+  EXPECT_EQ(launch({"-rank-by", "node", "prog"}).local_only, (Words{"-rank-by"}));
+  EXPECT_EQ(launch({"--rank-by=socket", "-map-by", "numa", "prog"}).local_only,
+            (Words{"--rank-by", "-map-by"}));
+  // Recorded the same under either backend: the slurm backend refuses them.
+  EXPECT_EQ(launch({"--backend=slurm", "-map-by", "socket", "prog"}).local_only,
+            (Words{"-map-by"}));
+}
+
+TEST(ParseBackend, CorePlacementIsWhatSrunDoesToo) {
+  for (const char* v : {"core", "slot", "hwthread", "CORE", "core:PE=2", "slot:oversubscribe"}) {
+    EXPECT_TRUE(launch({"-map-by", v, "prog"}).local_only.empty()) << v;
+  }
+  for (const char* v : {"core", "slot", "hwthread"}) {
+    EXPECT_TRUE(launch({"-rank-by", v, "prog"}).local_only.empty()) << v;
+  }
+  EXPECT_TRUE(launch({"prog"}).local_only.empty());
+}
+
 }  // namespace
 }  // namespace jiffy

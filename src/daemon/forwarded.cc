@@ -9,6 +9,15 @@ constexpr std::size_t kMaxText = 4096;
 
 }  // namespace
 
+bool is_step_name(const std::string& text) {
+  if (!text.starts_with("jiffy-") || text.size() > 64 || text.size() == 6) return false;
+  for (std::size_t i = 6; i < text.size(); ++i) {
+    char c = text[i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
 bool is_slurm_step_id(const std::string& text) {
   if (text.empty() || text.size() > 40) return false;
   std::size_t dot = text.find('.');
@@ -40,6 +49,10 @@ void Forwarded::add(int client, std::uint64_t job, const proto::Json& msg, doubl
   l.label = msg.contains("label") ? proto::get_string(msg, "label", 1024) : "";
   l.tag = msg.contains("tag") ? proto::get_tag(msg) : "";
   l.slurm_conf = msg.contains("slurm_conf") ? proto::get_string(msg, "slurm_conf", kMaxText) : "";
+  l.step_name = msg.contains("step_name") ? proto::get_string(msg, "step_name", 64) : "";
+  if (!l.step_name.empty() && !is_step_name(l.step_name)) {
+    throw Error("forward: not a step name of jiffy's: '" + l.step_name + "'");
+  }
   l.since = now;
   launches_[client] = std::move(l);
 }
@@ -64,9 +77,18 @@ std::vector<std::string> Forwarded::gone(int client) {
   if (it == launches_.end()) return {};
   const Launch& l = it->second;
   std::vector<std::string> cancel;
-  if (!l.finished && !l.step.empty()) {
+  if (!l.finished && (!l.step.empty() || !l.step_name.empty())) {
     if (!l.slurm_conf.empty()) cancel = {"env", "SLURM_CONF=" + l.slurm_conf};
-    cancel.insert(cancel.end(), {"scancel", "--quiet", l.step});
+    if (!l.step.empty()) {
+      cancel.insert(cancel.end(), {"scancel", "--quiet", l.step});
+    } else {
+      // Never told its id (it lived under 0.1 s, or waited for resources):
+      // found by name. srun died with the launcher, so no step is made
+      // after this; one made just before is found.
+      cancel.insert(cancel.end(),
+                    {"sh", "-c", "squeue -h -s --name=\"$1\" -o %i | xargs -r scancel --quiet", "sh",
+                     l.step_name});
+    }
   }
   launches_.erase(it);
   return cancel;

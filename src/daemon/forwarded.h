@@ -28,6 +28,7 @@ class Forwarded {
     std::string step;  // "JOBID.STEPID" once known
     std::string nodes;  // the step's nodes (a Slurm hostlist) once known
     std::string slurm_conf;  // the launcher's SLURM_CONF, for scancel ("" default)
+    std::string step_name;   // srun -J: finds the step when its id never came
     double since = 0;  // steady clock, seconds
     bool finished = false;
   };
@@ -50,6 +51,10 @@ class Forwarded {
  private:
   std::map<int, Launch> launches_;  // by connection
 };
+
+// Whether text is a step name the launcher gives (jiffy-<hex>): what the
+// cancellation by name puts on a command line must be nothing else.
+bool is_step_name(const std::string& text);
 
 // Whether text is a Slurm step id: JOBID.STEPID (digits, with an optional
 // "+N" heterogeneous offset in the job part). What scancel is given must be

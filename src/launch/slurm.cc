@@ -32,7 +32,10 @@ bool positive_above_one(std::string_view v) {
 // What a ':' group may not carry into a --multi-prog line: srun gives every
 // task of a step one environment and one working directory.
 void check_group(const AppSpec& app) {
-  if (!app.env.empty()) untranslatable("-env (or -x) in a ':' group", "give it before the first group");
+  if (!app.env.empty()) untranslatable("-env (or -x) in a ':' group", "give every rank the same with -genv");
+  // slurmstepd reads at most 128 words of a --multi-prog line (MAX_ARGC)
+  // and drops the rest.
+  if (app.argv.size() > 127) untranslatable("a ':' group of more than 127 words", "");
   if (app.wdir) untranslatable("-wdir in a ':' group", "give it before the first group");
   if (app.env_base) untranslatable("-envall/-envnone/-envlist in a ':' group", "give -genv... instead");
 }
@@ -90,7 +93,7 @@ bool in_slurm_allocation_of_nodes(std::string_view job_id, std::string_view job_
 }
 
 std::string srun_pattern(std::string_view option, std::string_view pattern) {
-  std::string out;
+  std::string out = pattern.empty() || pattern.starts_with('/') ? "" : "./";
   for (std::size_t i = 0; i < pattern.size(); ++i) {
     char c = pattern[i];
     if (c == '\\') untranslatable(std::string(option) + " with '\\'", "srun reads it as an escape");
@@ -149,7 +152,7 @@ std::string multi_prog_word(std::string_view word) {
     untranslatable("a ':' group whose arguments hold a quote, a newline or '%'",
                    "srun's --multi-prog file cannot carry them");
   }
-  bool plain = !word.empty() && word.find_first_of(" \t\"#") == std::string_view::npos;
+  bool plain = !word.empty() && word.find_first_of(" \t\"#\\") == std::string_view::npos;
   return plain ? std::string(word) : "'" + std::string(word) + "'";
 }
 
@@ -185,7 +188,6 @@ SrunCommand srun_command(const LaunchOptions& opt, const SrunInputs& in) {
   // making srun print the tasks' states.
   a.push_back("--disable-status");
   if (!in.step_name.empty()) a.push_back("--job-name=" + in.step_name);
-  if (!in.prolog.empty()) a.push_back("--prolog=" + in.prolog);
   if (opt.label == Label::Rank) a.push_back("--label");
   if (opt.quiet) a.push_back("--quiet");
   if (opt.wdir) a.push_back("--chdir=" + *opt.wdir);

@@ -34,7 +34,6 @@ struct SrunInputs {
   std::vector<std::string> programs;  // per ':' group: argv[0] resolved here
   std::vector<MpiKind> kinds;         // per group: what the program links
   std::string step_name;              // -J: finds the step (squeue --name)
-  std::string prolog;                 // --prolog: reports the step id; empty: none
   std::string multi_prog_path;        // where the launcher writes SrunCommand::multi_prog
 };
 
@@ -50,8 +49,10 @@ struct SrunCommand {
 // translation (e.g. "--tag-output has no srun translation ...").
 SrunCommand srun_command(const LaunchOptions& opt, const SrunInputs& in);
 
-// A hydra output pattern (%r rank, %% percent) as srun's (%t task, %%).
-// Throws Error for what srun cannot say (%g: the ':' group).
+// A hydra output pattern (%r rank, %% percent) as srun's (%t task, %%),
+// made to name a file: a relative one starts with "./" (srun reads "all...",
+// "none", "-..." and a bare number as modes, not files). Throws Error for
+// what srun cannot say (%g: the ':' group; '\\', its escape).
 std::string srun_pattern(std::string_view option, std::string_view pattern);
 
 // srun's report of a failed task, "srun: error: NODE: task(s) LIST: WHAT"
@@ -63,8 +64,10 @@ std::string srun_pattern(std::string_view option, std::string_view pattern);
 // code of the first failing rank" means.
 int srun_failure_code(std::string_view line);
 
-// One word of a --multi-prog line, quoted when it must be. Throws Error for
-// words srun's parser cannot carry (a newline, both quote characters).
+// One word of a --multi-prog line, quoted ('...') when it must be (spaces,
+// '"', '#', '\\', which slurmstepd would read as an escape). Throws Error
+// for what its reader cannot carry: a single quote, a newline, '%' (which it
+// expands: %t, %o).
 std::string multi_prog_word(std::string_view word);
 
 }  // namespace jiffy

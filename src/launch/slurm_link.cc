@@ -27,12 +27,13 @@ void signal_step(const std::string& step, int sig) {
 }
 
 SlurmLink::SlurmLink(const std::string& command, const std::string& cwd, const std::string& label,
-                     int ntasks, const std::string& tag) {
+                     int ntasks, const std::string& tag, const std::string& step_name) {
   try {
     client_ = DaemonClient::connect(/*start_if_missing=*/true);
     const char* conf = std::getenv("SLURM_CONF");
     send({{"type", proto::type::kForward},
           {"slurm_conf", conf ? conf : ""},
+          {"step_name", step_name},
           {"v", proto::kVersion},
           {"backend", "slurm"},
           {"pid", ::getpid()},

@@ -20,10 +20,12 @@ void signal_step(const std::string& step, int sig);
 class SlurmLink {
  public:
   // Says "forward" to the daemon of this machine (starting it if needed).
+  // step_name: the step's unique name (srun -J), by which the daemon finds
+  // it when it was never told its id.
   SlurmLink(const std::string& command, const std::string& cwd, const std::string& label, int ntasks,
-            const std::string& tag);
-  // The prolog told us the step's id; later squeue its nodes.
-  void step_started(const std::string& step, const std::string& nodes = "");
+            const std::string& tag, const std::string& step_name);
+  // squeue found the step: its id and nodes.
+  void step_started(const std::string& step, const std::string& nodes);
   // The daemon's connection (-1 when there is none): poll it, then call
   // on_readable, which reads what came (nothing is expected) or notices
   // the hang-up (a daemon restart forgets the launch; status loses it).

@@ -28,15 +28,7 @@
 namespace jiffy {
 namespace {
 
-constexpr const char* kStepFdVar = "JIFFY_SLURM_STEP_FD";
 constexpr int kExitTimedOut = 255;
-
-std::string self_exe() {
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) throw_errno("readlink /proc/self/exe");
-  return std::string(buf, static_cast<std::size_t>(n));
-}
 
 std::string find_srun() {
   if (const char* s = std::getenv("JIFFY_SRUN"); s && *s) return s;
@@ -79,74 +71,103 @@ class MultiProgFile {
   std::string path_;
 };
 
-// The step's nodes, asked of squeue once the step has run kNodesAfterS
-// (a shorter step is over before anyone could look at it; its history row
-// has no nodes): off the launch's path, in a child whose output the loop
-// reads.
-class NodesQuery {
+// Which step srun made, and on which nodes: squeue, asked by the step's
+// unique name (srun -J), in a child whose output the loop reads. Off the
+// launch's path: first after kFirstS (a shorter step is over before anyone
+// could look at it, and its history row has no step), then again, less and
+// less often, while srun still waits for the step's resources. A timeout or
+// a signal that needs the step asks at once and waits (lookup_now).
+class StepQuery {
  public:
-  static constexpr double kNodesAfterS = 0.1;
-  // The time to start the query at, once the step is known; 0: not yet.
-  void step_known(double now) {
-    if (start_at_ == 0) start_at_ = now + kNodesAfterS;
-  }
-  double start_at() const { return started_ ? 0 : start_at_; }
-  void start(const std::string& step) {
-    started_ = true;
+  static constexpr double kFirstS = 0.1;
+  static constexpr double kMaxPauseS = 2.0;
+
+  explicit StepQuery(std::string name) : name_(std::move(name)) {}
+  void begin(double now) { next_at_ = now + kFirstS; }
+  // When to ask next; 0: not now (asking, or found).
+  double next_at() const { return found_ || out_ ? 0 : next_at_; }
+  void start() {
     const char* path = std::getenv("PATH");
+    std::string squeue;
+    try {
+      squeue = resolve_program("squeue", path ? path : "/usr/bin:/bin", std::nullopt);
+    } catch (const Error&) {
+      next_at_ = 0;  // no squeue: no step to show or cancel by id
+      found_ = true;
+      return;
+    }
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return;
     Fd read_end(p[0]), write_end(p[1]);
     RankSpawn spec;
-    try {
-      spec.path = resolve_program("squeue", path ? path : "/usr/bin:/bin", std::nullopt);
-    } catch (const Error&) {
-      return;
-    }
-    spec.argv = {"squeue", "-h", "-s", "--steps=" + step, "-o", "%N"};
+    spec.path = squeue;
+    spec.argv = {"squeue", "-h", "-s", "--name=" + name_, "-o", "%i %N"};
     std::vector<std::string> entries = Environment::inherited().entries();
     std::vector<char*> envp;
     for (std::string& e : entries) envp.push_back(e.data());
     envp.push_back(nullptr);
     spec.envp = envp;
-    spec.stdin_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    Fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    spec.stdin_fd = null.get();
     spec.stdout_fd = write_end.get();
-    spec.stderr_fd = write_end.get();
+    spec.stderr_fd = null.get();
     Spawned child = spawn_rank(spec);
-    ::close(spec.stdin_fd);
     if (child.exec_errno != 0) {
       ::waitpid(child.pid, nullptr, 0);
       return;
     }
     pid_ = child.pid;
     out_ = std::move(read_end);
+    text_.clear();
   }
   int fd() const { return out_ ? out_.get() : -1; }
-  // Reads squeue's answer; returns the nodes once it has ended ("" when
-  // the step was gone or squeue failed).
-  std::optional<std::string> read() {
+  // Reads squeue's answer. Returns true once the step is found (step(),
+  // nodes()); else, at squeue's end, schedules the next try.
+  bool read(double now) {
     char buf[1024];
     ssize_t n = ::read(out_.get(), buf, sizeof buf);
     if (n > 0) {
       if (text_.size() < 4096) text_.append(buf, static_cast<std::size_t>(n));
-      return std::nullopt;
+      return false;
     }
-    if (n < 0 && errno == EINTR) return std::nullopt;
+    if (n < 0 && errno == EINTR) return false;
     out_.reset();
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    std::string nodes = text_.substr(0, text_.find('\n'));
-    bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 && !nodes.empty() &&
-              nodes.find(' ') == std::string::npos;
-    return ok ? nodes : std::string();
+    ::waitpid(pid_, nullptr, 0);
+    std::string line = text_.substr(0, text_.find('\n'));
+    std::size_t space = line.find(' ');
+    if (space != std::string::npos && line.find('.') < space) {
+      step_ = line.substr(0, space);
+      nodes_ = line.substr(space + 1);
+      found_ = true;
+      return true;
+    }
+    pause_ = std::min(kMaxPauseS, pause_ * 2);
+    next_at_ = now + pause_;
+    return false;
   }
+  // Asks and waits (up to 10 s); returns whether the step is known.
+  bool lookup_now(double now) {
+    if (found_) return true;
+    if (!out_) start();
+    for (double give_up = now + 10; out_ && now_s() < give_up;) {
+      pollfd p{out_.get(), POLLIN, 0};
+      ::poll(&p, 1, 100);
+      if (read(now_s())) return true;
+    }
+    return found_ && !step_.empty();
+  }
+  const std::string& step() const { return step_; }
+  const std::string& nodes() const { return nodes_; }
 
  private:
-  double start_at_ = 0;
-  bool started_ = false;
+  std::string name_;
+  double next_at_ = 0;
+  double pause_ = kFirstS;
+  bool found_ = false;
   pid_t pid_ = -1;
   Fd out_;
   std::string text_;
+  std::string step_, nodes_;
 };
 
 // What the loop has seen of the step and the user's signals.
@@ -157,10 +178,7 @@ struct StepState {
   int ending_signal = 0;      // the signal that makes our exit 128+signal
   bool timed_out = false;
   bool cancelled = false;
-  std::string step;           // "JOBID.STEPID" once the prolog told us
-  std::string nodes;          // its nodes, once squeue said (NodesQuery)
-  NodesQuery nodes_query;
-  std::string step_report;    // the prolog's bytes so far
+  std::optional<StepQuery> query;  // the step's id and nodes
   int first_failure = -1;     // the first failed task's code, from srun's report
   std::string err_line;       // srun's stderr: the line being read
 };
@@ -201,9 +219,10 @@ bool relay_stderr(StepState& s, int from, int to) {
 void cancel_step(StepState& s) {
   if (s.cancelled) return;
   s.cancelled = true;
-  if (!s.step.empty()) run_scancel(s.step);
+  const bool known = s.query->lookup_now(now_s());
+  if (known) run_scancel(s.query->step());
   // srun reports the cancelled step and exits; if it hangs, it goes too.
-  ::kill(s.srun, s.step.empty() ? SIGKILL : SIGTERM);
+  ::kill(s.srun, known ? SIGTERM : SIGKILL);
 }
 
 void on_signal(StepState& s, const signalfd_siginfo& si) {
@@ -222,8 +241,8 @@ void on_signal(StepState& s, const signalfd_siginfo& si) {
     s.ending_signal = sig;
     // srun takes these as "terminate the step" (SIGKILL soon after): the
     // ranks get the signal itself from scancel, as mpiexec forwards it.
-    if (!s.step.empty() && !srun_has_it) {
-      signal_step(s.step, sig);
+    if (!srun_has_it && s.query->lookup_now(now_s())) {
+      signal_step(s.query->step(), sig);
       return;
     }
   }
@@ -231,21 +250,15 @@ void on_signal(StepState& s, const signalfd_siginfo& si) {
   if (!srun_has_it) ::kill(s.srun, sig);
 }
 
-void read_step_report(StepState& s, int fd, SlurmLink& link) {
-  char buf[256];
-  ssize_t n = ::read(fd, buf, sizeof buf);
-  if (n <= 0) return;
-  s.step_report.append(buf, static_cast<std::size_t>(n));
-  std::size_t nl = s.step_report.find('\n');
-  if (nl == std::string::npos || !s.step.empty()) return;
-  s.step = s.step_report.substr(0, nl);
-  link.step_started(s.step);
-  s.nodes_query.step_known(now_s());
+// Reports what squeue found: to the daemon (status) and, at the end, the
+// history.
+void step_found(StepState& s, SlurmLink& link) {
+  link.step_started(s.query->step(), s.query->nodes());
 }
 
-// Waits for srun, forwarding signals, reading the step's id, keeping the
+// Waits for srun, forwarding signals, learning the step's id, keeping the
 // deadline. Returns srun's wait status.
-int supervise(StepState& s, int signal_fd, int report_fd, Fd& err_fd, int err_to, double deadline,
+int supervise(StepState& s, int signal_fd, Fd& err_fd, int err_to, double deadline,
               const LaunchOptions& opt, SlurmLink& link) {
   int status = 0;
   bool reaped = false;
@@ -265,19 +278,20 @@ int supervise(StepState& s, int signal_fd, int report_fd, Fd& err_fd, int err_to
       return status;
     }
     int timeout_ms = -1;
-    if (double at = s.nodes_query.start_at(); at > 0) {
+    if (double at = s.query->next_at(); at > 0) {
       if (now_s() >= at) {
-        s.nodes_query.start(s.step);
-      } else {
-        timeout_ms = static_cast<int>((at - now_s()) * 1000) + 1;
+        s.query->start();
+        continue;
       }
+      timeout_ms = static_cast<int>((at - now_s()) * 1000) + 1;
     }
     if (deadline > 0 && !s.timed_out) {
       double left = deadline - now_s();
       if (left <= 0) {
         s.timed_out = true;
+        const bool known = s.query->lookup_now(now_s());
         std::fprintf(stderr, "jiffy: APPLICATION TIMED OUT after %g s (step %s, %s); killing it\n",
-                     opt.timeout_s, s.step.empty() ? "not started" : s.step.c_str(),
+                     opt.timeout_s, known ? s.query->step().c_str() : "not started",
                      opt.apps[0].argv[0].c_str());
         cancel_step(s);
         continue;
@@ -285,26 +299,22 @@ int supervise(StepState& s, int signal_fd, int report_fd, Fd& err_fd, int err_to
       int ms = static_cast<int>(left * 1000) + 1;
       timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
     }
-    pollfd fds[5] = {{signal_fd, POLLIN, 0}, {report_fd, POLLIN, 0}, {err_fd.get(), POLLIN, 0},
-                     {s.nodes_query.fd(), POLLIN, 0}, {link.fd(), POLLIN, 0}};
-    int n = ::poll(fds, 5, timeout_ms);
+    pollfd fds[4] = {{signal_fd, POLLIN, 0}, {err_fd.get(), POLLIN, 0}, {s.query->fd(), POLLIN, 0},
+                     {link.fd(), POLLIN, 0}};
+    int n = ::poll(fds, 4, timeout_ms);
     if (n < 0 && errno != EINTR) throw_errno("poll");
     if (n <= 0) continue;
     if (fds[0].revents & POLLIN) {
       signalfd_siginfo si;
       while (::read(signal_fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) on_signal(s, si);
     }
-    if (fds[1].revents & (POLLIN | POLLHUP)) read_step_report(s, report_fd, link);
-    if ((fds[2].revents & (POLLIN | POLLHUP | POLLERR)) && !relay_stderr(s, err_fd.get(), err_to)) {
+    if ((fds[1].revents & (POLLIN | POLLHUP | POLLERR)) && !relay_stderr(s, err_fd.get(), err_to)) {
       err_fd.reset();  // poll skips a negative fd
     }
-    if (fds[3].fd >= 0 && (fds[3].revents & (POLLIN | POLLHUP | POLLERR))) {
-      if (std::optional<std::string> nodes = s.nodes_query.read(); nodes && !nodes->empty()) {
-        s.nodes = *nodes;
-        link.step_started(s.step, s.nodes);
-      }
+    if (fds[2].fd >= 0 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR)) && s.query->read(now_s())) {
+      step_found(s, link);
     }
-    if (fds[4].fd >= 0 && (fds[4].revents & (POLLIN | POLLHUP | POLLERR))) link.on_readable();
+    if (fds[3].fd >= 0 && (fds[3].revents & (POLLIN | POLLHUP | POLLERR))) link.on_readable();
   }
 }
 
@@ -319,21 +329,6 @@ int exit_code(const StepState& s, int status) {
 
 }  // namespace
 
-bool run_as_slurm_prolog() {
-  const char* fd_text = std::getenv(kStepFdVar);
-  const char* context = std::getenv("SLURM_SCRIPT_CONTEXT");
-  if (!fd_text || !context || std::strcmp(context, "prolog_srun") != 0) return false;
-  const char* job = std::getenv("SLURM_JOB_ID");
-  const char* step = std::getenv("SLURM_STEP_ID");
-  int fd = std::atoi(fd_text);
-  if (job && step && fd > 2) {
-    std::string line = std::string(job) + "." + step + "\n";
-    ssize_t ignored = ::write(fd, line.data(), line.size());
-    (void)ignored;
-  }
-  return true;
-}
-
 int run_slurm_step(const LaunchOptions& opt, const std::vector<std::string>& programs,
                    LaunchHistory& history) {
   SrunInputs in;
@@ -343,7 +338,6 @@ int run_slurm_step(const LaunchOptions& opt, const std::vector<std::string>& pro
   const std::string tag = new_job_tag();
   history.set_tag(tag);
   in.step_name = "jiffy-" + tag.substr(0, 16);
-  in.prolog = self_exe();
   MultiProgFile multi_prog;
   if (opt.apps.size() > 1) in.multi_prog_path = multi_prog.create();
   SrunCommand cmd;
@@ -361,16 +355,9 @@ int run_slurm_step(const LaunchOptions& opt, const std::vector<std::string>& pro
     if (!cmd.multi_prog.empty()) std::fprintf(stderr, "jiffy: --multi-prog:\n%s", cmd.multi_prog.c_str());
   }
 
-  // The prolog's pipe: its write end goes to srun (and on to the prolog).
-  int pipefd[2];
-  if (::pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) != 0) throw_errno("pipe2");
-  Fd report_read(pipefd[0]), report_write(pipefd[1]);
-  ::fcntl(report_write.get(), F_SETFL, 0);  // the prolog's write blocks, never fails
-
   const Environment caller = Environment::inherited();
   Environment env = caller;
   env.apply(cmd.env, caller);
-  env.set(kStepFdVar, std::to_string(report_write.get()));
   std::vector<char*> envp = env.envp();
 
   sigset_t mask;
@@ -381,7 +368,8 @@ int run_slurm_step(const LaunchOptions& opt, const std::vector<std::string>& pro
   if (!signals) throw_errno("signalfd");
   ::signal(SIGPIPE, SIG_IGN);
 
-  SlurmLink link(command_summary(opt), history.cwd(), history.label(), opt.total_tasks(), tag);
+  SlurmLink link(command_summary(opt), history.cwd(), history.label(), opt.total_tasks(), tag,
+                 in.step_name);
   StepState s;
   // On a terminal srun must be in the foreground group to read it.
   s.shares_group = ::isatty(0) && ::tcgetpgrp(0) == ::getpgrp();
@@ -390,7 +378,6 @@ int run_slurm_step(const LaunchOptions& opt, const std::vector<std::string>& pro
   spec.argv = cmd.argv;
   spec.envp = envp;
   spec.pgid = s.shares_group ? ::getpgrp() : 0;
-  spec.inherit_fd = report_write.get();
   int err_pipe[2];
   if (::pipe2(err_pipe, O_CLOEXEC) != 0) throw_errno("pipe2");
   Fd err_read(err_pipe[0]), err_write(err_pipe[1]);
@@ -399,7 +386,6 @@ int run_slurm_step(const LaunchOptions& opt, const std::vector<std::string>& pro
   const int err_to = cmd.stderr_to_stdout ? 1 : 2;
   const double deadline = opt.timeout_s > 0 ? now_s() + opt.timeout_s : 0;
   Spawned srun = spawn_rank(spec);
-  report_write.reset();
   err_write.reset();
   if (srun.exec_errno != 0) {
     ::waitpid(srun.pid, nullptr, 0);
@@ -409,10 +395,11 @@ int run_slurm_step(const LaunchOptions& opt, const std::vector<std::string>& pro
     return 127;
   }
   s.srun = srun.pid;
+  s.query.emplace(in.step_name);
+  s.query->begin(now_s());
   history.started();
-  int status = supervise(s, signals.get(), report_read.get(), err_read, err_to, deadline, opt, link);
-  // A last report that came with srun's end.
-  read_step_report(s, report_read.get(), link);
+  int status = supervise(s, signals.get(), err_read, err_to, deadline, opt, link);
+  // TEMP if (!s.query->step().empty()) history.slurm_step(s.query->step(), s.query->nodes());
   const int code = exit_code(s, status);
   Job::Ending ending;
   ending.end_ns = realtime_ns();

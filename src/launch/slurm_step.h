@@ -7,12 +7,13 @@
 //   step, SIGTERM and the rest reach the ranks through srun. On a terminal
 //   srun stays in our group instead (it must read the terminal), and the
 //   terminal's own signals reach it directly.
-// - The step reports its id through srun's --prolog (jiffy-launch run as the
-//   prolog writes "JOBID.STEPID" on an inherited pipe), so a timeout or a
-//   second Ctrl-C cancels exactly that step (scancel), and the daemon can
-//   show it and cancel it if the launcher dies (SIGKILL: srun dies with
-//   it through its parent-death signal, and the daemon, seeing the hang-up,
-//   cancels the step it was told of).
+// - The step has a unique name (srun -J jiffy-<tag>), by which squeue finds
+//   its id and nodes, off the launch's path (a --prolog would tell the id
+//   at once, but costs srun 8-20 ms of every launch). So a timeout or a
+//   second Ctrl-C cancels exactly that step (scancel), and the daemon shows
+//   it and cancels it if the launcher dies (SIGKILL: srun dies with it
+//   through its parent-death signal, and the daemon, seeing the hang-up,
+//   cancels the step by id, or by name when it was never told the id).
 // - The exit code is srun's (the ranks' worst), 128+signal when a signal
 //   ended the launcher's wait, 255 after a timeout.
 #pragma once
@@ -32,10 +33,5 @@ class LaunchHistory;
 // without translation).
 int run_slurm_step(const LaunchOptions& opt, const std::vector<std::string>& programs,
                    LaunchHistory& history);
-
-// jiffy-launch started by srun as a step's --prolog: when JIFFY_SLURM_STEP_FD
-// names our pipe, writes "SLURM_JOB_ID.SLURM_STEP_ID\n" there. Returns true
-// when this process is such a prolog (main exits 0 at once).
-bool run_as_slurm_prolog();
 
 }  // namespace jiffy
