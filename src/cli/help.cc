@@ -135,9 +135,20 @@ Hosts: jiffy runs jobs on this machine only. -hosts/-host/--host/-H LIST
   and -f/-machinefile/--hostfile FILE are accepted when every host they
   name is this machine (localhost, a loopback address or its host name,
   with or without ":slots"), and refused otherwise: use the site's
-  scheduler (srun, flux run) for several machines.
+  scheduler (srun, flux run) for several machines, or the slurm backend
+  (there they become --nodelist and --nodefile).
 
-Compatibility (accepted, no effect on a single node):
+Clusters (docs/slurm.md):
+  --backend B            local, slurm or auto (the default; also
+                         JIFFY_BACKEND): auto is slurm inside a Slurm
+                         allocation of several nodes (not inside one of its
+                         steps), local otherwise. slurm runs the job as one
+                         Slurm step (srun --exact); options without an srun
+                         translation are refused by name; -v prints the
+                         srun line
+
+Compatibility (accepted, no effect on a single node; under Slurm -ppn N is
+  --ntasks-per-node):
   -ppn N, -launcher X, -rmk X, -bootstrap X, -iface X, --display-map,
   --allow-run-as-root
   (-configfile is refused: write the groups on the command line.)
@@ -193,6 +204,7 @@ Environment variables:
                          cores it lends while nothing waits (the default)
   JIFFY_FAST=0           run every launch in jiffy-launch (no fast path)
   JIFFY_DAEMON_TIMEOUT   seconds to wait for the daemon's answer (10)
+  JIFFY_BACKEND          local, slurm or auto, when no --backend is given
 )";
 }
 

@@ -13,6 +13,7 @@ Needs root (the cluster's nodes are namespaces); skipped otherwise.
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -369,3 +370,29 @@ def test_make_suite_of_100_tests(sx, tmp_path):
         text = (tmp_path / f"t{i:03d}.out").read_text()
         assert len(where_lines(text)) == 1 + i % 3, text
     print(f"100 tests through --backend=slurm in {time.monotonic() - t0:.1f} s")
+
+
+def test_sigkilled_jiffy_step_never_named_is_cancelled_by_name(sx, tmp_path):
+    """A launcher that never learnt its step's id (here: no squeue on its
+    PATH) and is SIGKILLed: the daemon finds the step by its name."""
+    sx.start_daemon(cores=2)  # with the full PATH: it has squeue and scancel
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("srun", "sh"):
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    # (srun's shepherd child, which cancels srun's own allocation when srun
+    # dies, holds our output a while: not read here.)
+    p = sx.popen(["--backend=slurm", "-n", 2, PROBE, "sleep=600000", f"out={rec}", "tag=t", "ignoreterm=1"],
+                 env={"PATH": str(bin_dir)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    recs = wait_until(lambda: (lambda r: r if len(r.get("t", {})) == 2 else None)(read_records(rec)),
+                      60, 0.1, "the ranks to start")["t"]
+    time.sleep(0.5)  # past the launcher's first lookup, which found no squeue
+    rows = sx.status()["forwarded"]
+    assert len(rows) == 1 and rows[0]["step"] == "", rows
+    p.kill()
+    p.wait(timeout=10)
+    assert wait_until_or_none(lambda: not sx.cluster.steps(), 30), sx.cluster.steps()
+    pids = [int(r["pid"]) for r in recs.values()]
+    assert wait_until_or_none(lambda: not any(os.path.exists(f"/proc/{q}") for q in pids), 30)
