@@ -396,3 +396,36 @@ def test_sigkilled_jiffy_step_never_named_is_cancelled_by_name(sx, tmp_path):
     assert wait_until_or_none(lambda: not sx.cluster.steps(), 30), sx.cluster.steps()
     pids = [int(r["pid"]) for r in recs.values()]
     assert wait_until_or_none(lambda: not any(os.path.exists(f"/proc/{q}") for q in pids), 30)
+
+
+def test_inside_a_step_jiffy_is_local(sx, tmp_path):
+    """`srun jiffy ...` (a task of a step): that task's node, jiffy's own cores."""
+    cp = salloc(sx, 2, ["srun", "-N1", "-n1", "jiffy", "-n", 1, PROBE, f"out={tmp_path}", "tag=t",
+                        "env=JIFFY_RANK"])
+    assert cp.returncode == 0, cp.stderr
+    rec = read_records(tmp_path)["t"][0]
+    assert rec["env.JIFFY_RANK"] == "0" and rec["host"] in ("n1", "n2"), rec
+
+
+def test_wdir_and_output_files(sx, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    cp = sx.run(["--backend=slurm", "-wdir", work, "-outfile-pattern", "out.%r", "-errfile-pattern",
+                 f"{tmp_path}/err.%r", "-n", 2, "sh", "-c", 'pwd; echo "e$SLURM_PROCID" >&2'], timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout == "", cp.stdout
+    for r in (0, 1):
+        assert (work / f"out.{r}").read_text() == f"{work}\n"
+        assert (tmp_path / f"err.{r}").read_text() == f"e{r}\n"
+
+
+def test_a_step_waits_for_cores_the_allocation_lacks(sx, tmp_path):
+    """Two launches each wanting every CPU of both nodes: the second step
+    waits for the first, as Slurm queues steps, and then runs."""
+    n = 2 * sx.cluster.cpus
+    script = (f'"$J" -n {n} {PROBE} sleep=1000 out={tmp_path} tag=a & sleep 0.3; '
+              f'"$J" -n {n} {PROBE} sleep=100 out={tmp_path} tag=b; wait')
+    cp = salloc(sx, 2, ["sh", "-c", script], env={"J": sx.bin}, timeout=180)
+    assert cp.returncode == 0, cp.stderr
+    traces = {t[3]: t for t in step_traces(tmp_path)}
+    assert traces["b"][0] >= traces["a"][1], "b started before a ended"
