@@ -169,10 +169,14 @@ class StuckJob:
             exes = [exe_of(k) for k in kids]
             if sorted(exes, key=str) != sorted(self.progs):
                 return None
-            return kids
+            # /proc/PID/exe names the new program a moment before execve has
+            # set up its environment (read then, environ is empty).
+            envs = {k: environ_of(k) for k in kids}
+            if not all("JIFFY_RANK" in e for e in envs.values()):
+                return None
+            return kids, envs
 
-        kids = wait_until(ranks, 30, 0.02, f"both ranks of the stuck {flavour} job to exec")
-        env0 = {k: environ_of(k) for k in kids}
+        kids, env0 = wait_until(ranks, 30, 0.02, f"both ranks of the stuck {flavour} job to exec")
         self.pids = sorted(kids, key=lambda k: int(env0[k]["JIFFY_RANK"]))
         self.env = [env0[k] for k in self.pids]
         time.sleep(settle)  # let both get through MPI_Init into their wait
