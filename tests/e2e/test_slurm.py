@@ -232,10 +232,45 @@ def test_sigterm_reaches_the_ranks(sx, tmp_path):
     assert all(signal.SIGTERM in r.get("signals", []) for r in recs.values()), recs
 
 
-def test_sigkilled_jiffy_leaves_no_step(sx, tmp_path):
+def srun_group_of(launcher_pid):
+    """The process group of the srun a launcher runs (srun and its shepherd)."""
+    def find():
+        for k in children_of(launcher_pid):
+            try:
+                if os.readlink(f"/proc/{k}/exe").endswith("/srun"):
+                    return os.getpgid(k)
+            except OSError:
+                pass
+        return None
+    return wait_until(find, 20, 0.05, "the launcher's srun")
+
+
+def children_of(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+@pytest.mark.parametrize("also_srun", [False, True], ids=["jiffy", "jiffy-and-srun"])
+def test_sigkilled_jiffy_leaves_no_step(sx, tmp_path, also_srun):
+    """A SIGKILLed jiffy takes srun along (parent-death signal), and srun's
+    shepherd cancels the step; with srun and its shepherd SIGKILLed too
+    (everything of the launch gone at once), the daemon must."""
     p, recs = start_held(sx, tmp_path, extra=("ignoreterm=1",))
     step = recs[0]["step"]
     assert any(s.startswith(step + " ") for s in sx.cluster.steps()), sx.cluster.steps()
+    if also_srun:
+        # The daemon knows the step's id first: this case is the id's.
+        wait_until(lambda: [r for r in sx.status()["forwarded"] if r["step"] == step], 20, 0.1,
+                   "the daemon to know the step")
+        os.killpg(srun_group_of(p.pid), signal.SIGKILL)
     p.kill()
     p.wait(timeout=10)
     assert wait_until_or_none(lambda: not sx.cluster.steps(), 30), sx.cluster.steps()
@@ -391,6 +426,7 @@ def test_sigkilled_jiffy_step_never_named_is_cancelled_by_name(sx, tmp_path):
     time.sleep(0.5)  # past the launcher's first lookup, which found no squeue
     rows = sx.status()["forwarded"]
     assert len(rows) == 1 and rows[0]["step"] == "", rows
+    os.killpg(srun_group_of(p.pid), signal.SIGKILL)  # srun's shepherd too: only the daemon is left
     p.kill()
     p.wait(timeout=10)
     assert wait_until_or_none(lambda: not sx.cluster.steps(), 30), sx.cluster.steps()
