@@ -179,6 +179,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   config.resources = jiffy::fuzz::machine();
   config.idle_timeout_s = 1e-9;  // return once every client has gone
   config.paths = p;
+  config.run_detached = [](const std::vector<std::string>&) { return true; };  // no scancel
   static const bool verbose = ::getenv("JIFFY_FUZZ_VERBOSE") != nullptr;  // the daemon's log
   config.log_to_stderr = verbose;
   sigset_t old;

@@ -53,6 +53,16 @@ def lane(job=3, first=0, count=1, pid=13889, command="true"):
                   "tag": TAG, "type": "lane", "v": 1})
 
 
+def forward(command="./ex19 -snes_monitor", step_name="jiffy-0123456789abcdef", slurm_conf=""):
+    return frame({"backend": "slurm", "command": command, "cwd": "/home/u/petsc", "label": "",
+                  "ntasks": 4, "pid": 13889, "slurm_conf": slurm_conf, "step_name": step_name,
+                  "tag": TAG, "type": "forward", "v": 1})
+
+
+def step(step="312.4", nodes="n[1-2]"):
+    return frame({"nodes": nodes, "step": step, "type": "step"})
+
+
 def finished(code=0):
     return frame({"code": code, "type": "finished"})
 
@@ -125,6 +135,11 @@ def daemon_message():
         "half_frame": submit()[:40],
         "utf8_command": submit(ntasks=1, command="./prog --name=\u00e9t\u00e9 \u2603"),
         "lane": lane() + started(),
+        "forward_step_finished": forward() + step() + finished(),
+        "forward_step_hangup": forward(slurm_conf="/etc/slurm/slurm.conf") + step(step="7+1.0", nodes=""),
+        "forward_bad_step": forward() + step(step="--all"),
+        "forward_bad_name": forward(step_name="-x"),
+        "forward_then_submit": forward() + submit(),
     }
 
 
@@ -152,6 +167,8 @@ def daemon_server():
         "stop": sep.join([submit(ntasks=1), STOP]),
         "lane_not_held": sep.join([lane(job=1, first=1, count=1) + finished(),
                                    submit(ntasks=1) + started(pgid=CHILD) + finished(), lane(job=99)]),
+        "forwarded_and_local": sep.join([forward() + step(), submit(ntasks=1) + started(pgid=CHILD),
+                                          forward(step_name="jiffy-ab") , STATUS]),
         "wide_and_narrow": sep.join([submit(ntasks=12, command="wide"), submit(ntasks=1, command="narrow"),
                                       submit(ntasks=2, gpus_per_job=3, command="gpus")]),
     }
@@ -280,6 +297,8 @@ def command_line():
         ["-n", "2", "-bogus", "prog"],
         ["-n", "2"],
         ["top", "-d", "0.2", "-n", "3", "--batch"],
+        ["--backend=slurm", "-N", "2", "-n", "8", "-l", "./app"],
+        ["--backend", "auto", "-ppn", "4", "-n", "8", "-outfile-pattern", "o.%r", "./a", ":", "-n", "1", "./b"],
     ]
     def name(i, ws):
         words = "_".join("".join(c for c in w if c.isalnum()) for w in ws[:3])

@@ -619,7 +619,7 @@ void Server::client_gone(Client& c) {
   // not the step: Slurm would notice late.
   if (std::vector<std::string> scancel = forwarded_.gone(fd); !scancel.empty()) {
     log("cancelling Slurm step " + scancel.back() + " of a launcher that vanished");
-    if (!spawn_detached(scancel)) log("cannot run " + scancel.front() + ": not on PATH");
+    if (!config_.run_detached(scancel)) log("cannot run " + scancel.front() + ": not on PATH");
   }
   if (c.job != 0) {
     if (c.state == JobState::Queued) {

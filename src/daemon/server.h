@@ -11,6 +11,7 @@
 #pragma once
 
 #include <map>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +28,7 @@
 #include "sched/layout.h"
 #include "sched/scheduler.h"
 #include "util/fd.h"
+#include "util/process.h"
 #include "util/runtime_dir.h"
 
 namespace jiffy {
@@ -48,6 +50,10 @@ struct ServerConfig {
   // The history thread (daemon/history_writer.h), or none (tests, fuzzers):
   // then `history` is answered at once, saying so.
   std::unique_ptr<HistoryService> history;
+  // Runs a command detached (util/process.h: spawn_detached): how the step
+  // of a forwarded launch whose launcher vanished is cancelled (scancel).
+  // Fuzzers and tests replace it: they must not run Slurm's commands.
+  std::function<bool(const std::vector<std::string>&)> run_detached = spawn_detached;
 };
 
 class Server {
