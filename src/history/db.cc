@@ -23,7 +23,7 @@ constexpr int kBusyTimeoutMs = 250;
 
 constexpr const char* kColumns =
     "tag, job, source, outcome, exit_code, signal, pid, ntasks, ngroups, flags, submit_ns, "
-    "start_ns, end_ns, user_us, sys_us, maxrss_kb, label, command, cwd, cores, gpus, reason";
+    "start_ns, end_ns, user_us, sys_us, maxrss_kb, label, command, cwd, cores, gpus, reason, step, nodes";
 
 // Creates dir and its missing parents, each 0700.
 void make_dirs(const std::string& dir) {
@@ -62,6 +62,8 @@ void bind_row(sqlite3_stmt* s, const Row& r) {
   text(20, r.cores);
   text(21, r.gpus);
   text(22, r.reason);
+  text(23, r.step);
+  text(24, r.nodes);
 }
 
 std::string column_text(sqlite3_stmt* s, int i) {
@@ -96,6 +98,8 @@ Row read_row(sqlite3_stmt* s) {
   r.cores = column_text(s, 20);
   r.gpus = column_text(s, 21);
   r.reason = column_text(s, 22);
+  r.step = column_text(s, 23);
+  r.nodes = column_text(s, 24);
   return r;
 }
 
@@ -143,6 +147,7 @@ Db::Db(const std::string& path) : path_(path) {
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=NORMAL");
     exec("BEGIN IMMEDIATE");
+    if (version == 1) exec(kMigrateFrom1);
     exec(kSchema);
     exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
     exec("COMMIT");
@@ -150,14 +155,15 @@ Db::Db(const std::string& path) : path_(path) {
     if (sqlite3_prepare_v2(db_, find.c_str(), -1, &find_, nullptr) != SQLITE_OK) fail("prepare");
     std::string up = std::string("INSERT INTO jobs(") + kColumns +
                      ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
-                     "?17, ?18, ?19, ?20, ?21, ?22) ON CONFLICT(tag) DO UPDATE SET job = excluded.job, "
+                     "?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24) ON CONFLICT(tag) DO UPDATE SET job = excluded.job, "
                      "source = excluded.source, outcome = excluded.outcome, exit_code = excluded.exit_code, "
                      "signal = excluded.signal, pid = excluded.pid, ntasks = excluded.ntasks, "
                      "ngroups = excluded.ngroups, flags = excluded.flags, submit_ns = excluded.submit_ns, "
                      "start_ns = excluded.start_ns, end_ns = excluded.end_ns, user_us = excluded.user_us, "
                      "sys_us = excluded.sys_us, maxrss_kb = excluded.maxrss_kb, label = excluded.label, "
                      "command = excluded.command, cwd = excluded.cwd, cores = excluded.cores, "
-                     "gpus = excluded.gpus, reason = excluded.reason WHERE excluded.source > jobs.source "
+                     "gpus = excluded.gpus, reason = excluded.reason, step = excluded.step, "
+                     "nodes = excluded.nodes WHERE excluded.source > jobs.source "
                      // The daemon may see one lost job twice (its launcher's
                      // hang-up, the lane record it left): what knows the
                      // label and directory wins.

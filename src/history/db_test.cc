@@ -140,9 +140,13 @@ TEST_F(HistoryDb, RowsRoundTrip) {
   r.cwd = "/home/u/petsc";
   r.gpus = "a;b";
   r.reason = "why";
-  r.flags = JIFFY_HISTORY_LANE;
+  r.flags = JIFFY_HISTORY_LANE | JIFFY_HISTORY_SLURM;
+  r.step = "312.4";
+  r.nodes = "n[1-2]";
   db.upsert({r});
   Row got = db.newest(1).at(0);
+  EXPECT_EQ(got.step, "312.4");
+  EXPECT_EQ(got.nodes, "n[1-2]");
   EXPECT_EQ(got.job, r.job);
   EXPECT_EQ(got.label, r.label);
   EXPECT_EQ(got.cwd, r.cwd);
@@ -151,6 +155,41 @@ TEST_F(HistoryDb, RowsRoundTrip) {
   EXPECT_EQ(got.reason, r.reason);
   EXPECT_EQ(got.flags, r.flags);
   EXPECT_EQ(got.end_ns, r.end_ns);
+}
+
+// A database of schema 1 (no step, no nodes) keeps its rows and gains the
+// columns when a daemon opens it.
+TEST_F(HistoryDb, ASchemaOneDatabaseIsMigrated) {
+  { Db make_dirs_first(path_); }
+  std::remove(path_.c_str());
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+  const char* v1 =
+      "CREATE TABLE jobs (id INTEGER PRIMARY KEY, tag TEXT NOT NULL UNIQUE, job INTEGER NOT NULL, "
+      "source INTEGER NOT NULL, outcome INTEGER NOT NULL, exit_code INTEGER NOT NULL, signal INTEGER "
+      "NOT NULL, pid INTEGER NOT NULL, ntasks INTEGER NOT NULL, ngroups INTEGER NOT NULL, flags "
+      "INTEGER NOT NULL, submit_ns INTEGER NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT "
+      "NULL, user_us INTEGER NOT NULL, sys_us INTEGER NOT NULL, maxrss_kb INTEGER NOT NULL, label "
+      "TEXT NOT NULL, command TEXT NOT NULL, cwd TEXT NOT NULL, cores TEXT NOT NULL, gpus TEXT NOT "
+      "NULL, reason TEXT NOT NULL);"
+      "INSERT INTO jobs VALUES (1, 'old', 3, 2, 1, 0, 0, 9, 2, 1, 0, 1000000000, 1500000000, "
+      "2000000000, 0, 0, 0, '', './old', '/w', '0;1', '', '');"
+      "PRAGMA user_version=1;";
+  ASSERT_EQ(sqlite3_exec(raw, v1, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(raw);
+  sqlite3_close(raw);
+  Db db(path_);
+  Row r = row("new");
+  r.step = "7.0";
+  r.nodes = "n1";
+  db.upsert({r});
+  std::vector<Row> rows = db.newest(2);
+  ASSERT_EQ(rows.size(), 2u);
+  std::map<std::string, Row> by_tag;
+  for (const Row& x : rows) by_tag[x.tag] = x;
+  EXPECT_EQ(by_tag["old"].command, "./old");
+  EXPECT_EQ(by_tag["old"].step, "");
+  EXPECT_EQ(by_tag["new"].step, "7.0");
+  EXPECT_EQ(by_tag["new"].nodes, "n1");
 }
 
 TEST_F(HistoryDb, RetentionKeepsTheNewestJobs) {

@@ -14,10 +14,15 @@ namespace jiffy::history {
 
 namespace {
 
-// The Row columns, in the order read_row() takes them.
+// The Row columns, in the order read_row() takes them (a version-1
+// database has no step and nodes: read as "").
 constexpr const char* kColumns =
     "id, tag, job, source, outcome, exit_code, signal, pid, ntasks, ngroups, flags, submit_ns, "
-    "start_ns, end_ns, user_us, sys_us, maxrss_kb, label, command, cwd, cores, gpus, reason";
+    "start_ns, end_ns, user_us, sys_us, maxrss_kb, label, command, cwd, cores, gpus, reason, step, nodes";
+constexpr const char* kColumnsV1 =
+    "id, tag, job, source, outcome, exit_code, signal, pid, ntasks, ngroups, flags, submit_ns, "
+    "start_ns, end_ns, user_us, sys_us, maxrss_kb, label, command, cwd, cores, gpus, reason, "
+    "'' AS step, '' AS nodes";
 
 // The WHERE clause (" WHERE ..." or "") and its values.
 void add_conditions(const Filter& f, Select& s) {
@@ -123,14 +128,16 @@ Row read_row(const Statement& st) {
   r.cores = st.text(20);
   r.gpus = st.text(21);
   r.reason = st.text(22);
+  r.step = st.text(23);
+  r.nodes = st.text(24);
   return r;
 }
 
 }  // namespace
 
-Select build_select(const Filter& f) {
+Select build_select(const Filter& f, int schema_version) {
   Select s;
-  s.sql = std::string("SELECT ") + kColumns + " FROM jobs";
+  s.sql = std::string("SELECT ") + (schema_version == 1 ? kColumnsV1 : kColumns) + " FROM jobs";
   add_conditions(f, s);
   if (f.slowest > 0) {
     s.sql += " ORDER BY end_ns - start_ns DESC, id DESC LIMIT " + std::to_string(f.slowest);
@@ -180,15 +187,19 @@ std::optional<Database> Database::open(const std::string& path) {
   int n = tables.step() ? tables.i32(0) : 0;
   if (v == 0 && n == 0) {
     d.empty_ = true;  // created, nothing written yet
-  } else if (v != kSchemaVersion || n != 2) {
+  } else if (v < 1 || n != 2) {
     throw Error(where + ": not a jiffy history database (schema version " + std::to_string(v) +
                 ")");
   }
+  d.version_ = v;
   return d;
 }
 
 Database::Database(Database&& other) noexcept
-    : db_(std::exchange(other.db_, nullptr)), path_(std::move(other.path_)), empty_(other.empty_) {}
+    : db_(std::exchange(other.db_, nullptr)),
+      path_(std::move(other.path_)),
+      empty_(other.empty_),
+      version_(other.version_) {}
 
 Database& Database::operator=(Database&& other) noexcept {
   if (this != &other) {
@@ -196,6 +207,7 @@ Database& Database::operator=(Database&& other) noexcept {
     db_ = std::exchange(other.db_, nullptr);
     path_ = std::move(other.path_);
     empty_ = other.empty_;
+    version_ = other.version_;
   }
   return *this;
 }
@@ -205,7 +217,7 @@ Database::~Database() { sqlite3_close_v2(db_); }
 std::vector<Row> Database::rows(const Filter& filter) {
   std::vector<Row> out;
   if (empty_) return out;
-  Statement st(db_, build_select(filter), "reading " + path_);
+  Statement st(db_, build_select(filter, version_), "reading " + path_);
   while (st.step()) out.push_back(read_row(st));
   return out;
 }

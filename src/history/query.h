@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "history/row.h"
+#include "history/schema.h"
 
 struct sqlite3;
 
@@ -51,7 +52,9 @@ struct Select {
 // The SELECT of every Row column for `filter`, rows ordered oldest end
 // first (ties by id). --slowest picks by run time, --limit then keeps the
 // newest N of those; the result is always in end order.
-Select build_select(const Filter& filter);
+// schema_version: the database's (history/schema.h); 1 has no step and
+// nodes columns, which are then read as "".
+Select build_select(const Filter& filter, int schema_version = kSchemaVersion);
 // SELECT COUNT(*) of the rows `filter` matches, ignoring slowest and limit.
 Select build_count(const Filter& filter);
 
@@ -97,6 +100,7 @@ class Database {
   sqlite3* db_ = nullptr;
   std::string path_;
   bool empty_ = false;  // user_version 0: nothing written yet, no tables perhaps
+  int version_ = kSchemaVersion;  // user_version: 1 lacks step and nodes
 };
 
 }  // namespace jiffy::history

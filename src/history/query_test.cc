@@ -1,6 +1,8 @@
 #include "history/query.h"
 
 #include <gtest/gtest.h>
+
+#include <cstring>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -125,6 +127,34 @@ TEST(HistoryQuery, CorruptDatabaseIsAnErrorNamingTheFile) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(t.path), std::string::npos) << e.what();
   }
+}
+
+// A database a daemon of schema 1 wrote, read before any newer daemon
+// migrated it: its rows, step and nodes "".
+TEST(HistoryQuery, ASchemaOneDatabaseIsRead) {
+  TempDb t;
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(t.path.c_str(), &db), SQLITE_OK);
+  std::string v1 = kSchema;
+  for (const char* col : {"  step       TEXT NOT NULL DEFAULT '',  -- a Slurm step \"JOBID.STEPID\" (docs/slurm.md)\n",
+                          "  nodes      TEXT NOT NULL DEFAULT ''   -- its nodes, a Slurm host list\n"}) {
+    std::size_t at = v1.find(col);
+    ASSERT_NE(at, std::string::npos) << col;
+    v1.erase(at, std::strlen(col));
+  }
+  std::size_t comma = v1.find("reason     TEXT NOT NULL,");
+  ASSERT_NE(comma, std::string::npos);
+  v1.erase(comma + std::strlen("reason     TEXT NOT NULL"), 1);
+  t.exec(db, v1);
+  t.exec(db, "PRAGMA user_version=1");
+  sqlite3_close(db);
+  t.add("a", 1, 2, 3);
+  std::optional<Database> d = Database::open(t.path);
+  ASSERT_TRUE(d);
+  std::vector<Row> rows = d->rows(Filter{});
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].tag, "a");
+  EXPECT_EQ(rows[0].step, "");
 }
 
 TEST(HistoryQuery, NewerSchemaIsRefused) {

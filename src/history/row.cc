@@ -32,7 +32,8 @@ std::optional<Row> from_record(const jiffy_history_record& r) {
     return std::nullopt;
   }
   if (!terminated(r.tag) || !terminated(r.label) || !terminated(r.command) || !terminated(r.cwd) ||
-      !terminated(r.cores) || !terminated(r.gpus) || !terminated(r.reason)) {
+      !terminated(r.cores) || !terminated(r.gpus) || !terminated(r.reason) || !terminated(r.step) ||
+      !terminated(r.nodes)) {
     return std::nullopt;
   }
   if (r.source != JIFFY_HISTORY_FROM_DAEMON && r.source != JIFFY_HISTORY_FROM_LAUNCHER) return std::nullopt;
@@ -61,6 +62,8 @@ std::optional<Row> from_record(const jiffy_history_record& r) {
   row.cores = r.cores;
   row.gpus = r.gpus;
   row.reason = r.reason;
+  row.step = r.step;
+  row.nodes = r.nodes;
   return row;
 }
 
@@ -92,6 +95,8 @@ jiffy_history_record to_record(const Row& row) {
   copy_field(r.cores, row.cores, r.flags);
   copy_field(r.gpus, row.gpus, r.flags);
   copy_field(r.reason, row.reason, r.flags);
+  copy_field(r.step, row.step, r.flags);
+  copy_field(r.nodes, row.nodes, r.flags);
   r.checksum = jiffy_history_checksum(&r);
   return r;
 }
@@ -190,10 +195,13 @@ proto::Json to_json(const Row& row) {
   j["sys_s"] = static_cast<double>(row.sys_us) / 1e6;
   j["max_rss_kb"] = row.maxrss_kb;
   j["reason"] = row.reason;
+  j["step"] = row.step;    // a Slurm step's id, "" for a launch on this machine
+  j["nodes"] = row.nodes;  // its nodes
   j["pid"] = row.pid;
   j["lane"] = (row.flags & JIFFY_HISTORY_LANE) != 0;
   j["handed_over"] = (row.flags & JIFFY_HISTORY_HANDED_OVER) != 0;
   j["oversubscribed"] = (row.flags & JIFFY_HISTORY_OVERSUBSCRIBED) != 0;
+  j["slurm"] = (row.flags & JIFFY_HISTORY_SLURM) != 0;
   return j;
 }
 

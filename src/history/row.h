@@ -32,6 +32,7 @@ struct Row {
   std::string cores;  // per rank, ';'-separated core lists: "0-1;2-3"
   std::string gpus;   // per rank, ';'-separated GPU names lists
   std::string reason;
+  std::string step, nodes;  // a Slurm step's id and nodes (JIFFY_HISTORY_SLURM); "" otherwise
 };
 
 // The row a journal record carries, or nullopt when the record is not

@@ -32,6 +32,28 @@ TEST(HistoryRow, RecordRoundTrips) {
   EXPECT_EQ(row->job, 7u);
 }
 
+TEST(HistoryRow, SlurmStepRoundTripsAndOlderRecordsHaveNone) {
+  Row slurm = sample();
+  slurm.cores = "";
+  slurm.gpus = "";
+  slurm.step = "312.4";
+  slurm.nodes = "n[1-2]";
+  slurm.flags = JIFFY_HISTORY_SLURM;
+  auto row = from_record(to_record(slurm));
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->step, "312.4");
+  EXPECT_EQ(row->nodes, "n[1-2]");
+  proto::Json j = to_json(*row);
+  EXPECT_EQ(j["step"], "312.4");
+  EXPECT_EQ(j["nodes"], "n[1-2]");
+  EXPECT_TRUE(j["slurm"].get<bool>());
+  // A record from before the fields (zeros where they are): "".
+  auto old = from_record(to_record(sample()));
+  ASSERT_TRUE(old);
+  EXPECT_EQ(old->step, "");
+  EXPECT_FALSE(to_json(*old)["slurm"].get<bool>());
+}
+
 TEST(HistoryRow, DamagedRecordIsRejected) {
   jiffy_history_record r = to_record(sample());
   r.command[3] ^= 1;

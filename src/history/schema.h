@@ -8,7 +8,9 @@
 
 namespace jiffy::history {
 
-constexpr int kSchemaVersion = 1;
+// 2: jobs gained step and nodes (the slurm backend); a version-1 database
+// is migrated by the writer (ALTER TABLE) and read as it is by readers.
+constexpr int kSchemaVersion = 2;
 
 // Applied on every open by the writer (idempotent); readers only check
 // user_version.
@@ -36,7 +38,9 @@ CREATE TABLE IF NOT EXISTS jobs (
   cwd        TEXT NOT NULL,
   cores      TEXT NOT NULL,         -- per rank, ';'-separated: "0-1;2-3"
   gpus       TEXT NOT NULL,
-  reason     TEXT NOT NULL
+  reason     TEXT NOT NULL,
+  step       TEXT NOT NULL DEFAULT '',  -- a Slurm step "JOBID.STEPID" (docs/slurm.md)
+  nodes      TEXT NOT NULL DEFAULT ''   -- its nodes, a Slurm host list
 );
 CREATE INDEX IF NOT EXISTS jobs_submit ON jobs(submit_ns);
 CREATE INDEX IF NOT EXISTS jobs_end ON jobs(end_ns);
@@ -52,5 +56,11 @@ CREATE TABLE IF NOT EXISTS machines (
   identity   TEXT NOT NULL          -- the daemon's identity (runtime_dir.h)
 );
 )sql";
+
+// Brings a version-1 jobs table to version 2 (run before kSchema, only
+// when user_version is 1).
+inline constexpr const char* kMigrateFrom1 =
+    "ALTER TABLE jobs ADD COLUMN step TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE jobs ADD COLUMN nodes TEXT NOT NULL DEFAULT '';";
 
 }  // namespace jiffy::history

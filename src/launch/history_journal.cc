@@ -93,6 +93,12 @@ void LaunchHistory::granted(const JobGrant& grant) {
   if (ranks_share_cpus(cores)) row_.flags |= JIFFY_HISTORY_OVERSUBSCRIBED;
 }
 
+void LaunchHistory::slurm_step(const std::string& step, const std::string& nodes) {
+  row_.step = step;
+  row_.nodes = nodes;
+  row_.flags |= JIFFY_HISTORY_SLURM;
+}
+
 void LaunchHistory::not_started(std::string reason) {
   row_.start_ns = 0;
   refused(std::move(reason));

@@ -48,6 +48,8 @@ class LaunchHistory {
   void handed_over(const Handoff& h);
   void granted(const JobGrant& grant);
   void started() { row_.start_ns = realtime_ns(); }
+  // The launch ran as this Slurm step (launch/slurm_step.h); nodes may be "".
+  void slurm_step(const std::string& step, const std::string& nodes);
   // The ranks could not be executed (no ranks ran): refused.
   void not_started(std::string reason);
   void ended(const Job::Ending& e);

@@ -399,7 +399,7 @@ int run_slurm_step(const LaunchOptions& opt, const std::vector<std::string>& pro
   s.query->begin(now_s());
   history.started();
   int status = supervise(s, signals.get(), err_read, err_to, deadline, opt, link);
-  // TEMP if (!s.query->step().empty()) history.slurm_step(s.query->step(), s.query->nodes());
+  history.slurm_step(s.query->step(), s.query->nodes());  // "" and "": a step over within 0.1 s
   const int code = exit_code(s, status);
   Job::Ending ending;
   ending.end_ns = realtime_ns();

@@ -65,6 +65,7 @@ enum jiffy_history_outcome {
 #define JIFFY_HISTORY_HANDED_OVER 0x2    /* the front handed the job to jiffy-launch */
 #define JIFFY_HISTORY_OVERSUBSCRIBED 0x4 /* ranks shared cores (wider than the machine) */
 #define JIFFY_HISTORY_TRUNCATED 0x8      /* some text field was cut short */
+#define JIFFY_HISTORY_SLURM 0x10         /* ran as a Slurm step (docs/slurm.md) */
 
 #define JIFFY_HISTORY_RECORD_SIZE 4096
 
@@ -99,7 +100,12 @@ struct jiffy_history_record {
   char cores[1536];
   char gpus[256];     /* GPUs per rank, the same way ("" none) */
   char reason[256];   /* REFUSED / LOST: one line saying why */
-  char pad[456];      /* zeros: to JIFFY_HISTORY_RECORD_SIZE */
+  /* A launch the slurm backend ran (JIFFY_HISTORY_SLURM): its step
+   * "JOBID.STEPID" and the step's nodes (a Slurm host list), "" when not
+   * known. Records of older launchers have zeros here: "". */
+  char step[40];
+  char nodes[256];
+  char pad[160];      /* zeros: to JIFFY_HISTORY_RECORD_SIZE */
 };
 
 #ifdef __cplusplus

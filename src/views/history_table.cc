@@ -82,9 +82,13 @@ std::string fit(const std::string& text, std::size_t width) {
 }
 
 std::string render_table(const std::vector<history::Row>& rows, int width) {
-  // JOB is as wide as the largest id (at least 5), so ids never push the line out.
+  // JOB: the daemon's id, or a Slurm step's ("312.4", the slurm backend);
+  // as wide as the widest (at least 5), so ids never push the line out.
+  auto job_text = [](const history::Row& r) {
+    return !r.step.empty() ? r.step : r.job ? std::to_string(r.job) : "-";
+  };
   std::size_t kJob = 5;
-  for (const history::Row& r : rows) kJob = std::max(kJob, std::to_string(r.job).size());
+  for (const history::Row& r : rows) kJob = std::max(kJob, job_text(r).size());
   std::size_t fixed = kEnd + kJob + kN + kWait + kRun + kExit + kLabel + 7;  // 7 separating spaces
   auto total = static_cast<std::size_t>(std::max(width, 60));
   std::size_t command_width = total > fixed + 10 ? total - fixed : 10;
@@ -102,7 +106,7 @@ std::string render_table(const std::vector<history::Row>& rows, int width) {
   for (const history::Row& r : rows) {
     bool ran = r.start_ns != 0;
     out +=
-        line(format_clock(r.end_ns), r.job ? std::to_string(r.job) : "-", std::to_string(r.ntasks),
+        line(format_clock(r.end_ns), job_text(r), std::to_string(r.ntasks),
              ran ? format_duration(static_cast<double>(r.start_ns - r.submit_ns) / 1e9) : "-",
              ran ? format_duration(static_cast<double>(r.end_ns - r.start_ns) / 1e9) : "-",
              outcome_text(r), r.label.empty() ? "-" : r.label, r.command);

@@ -148,7 +148,7 @@ def test_journal_records_reach_the_database_exactly_once(jx, fake_daemon, state)
     assert sorted(x["tag"] for x in got) == sorted(tags)
     assert {x["pid"] for x in got} == {1000, 1001, 1002, 1003, 1004}
     con = sqlite3.connect(f"file:{db_path(state)}?mode=ro", uri=True)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 2
     assert con.execute("SELECT cores FROM machines").fetchall() == [(2,)]
     con.close()
     st = jx.status()

@@ -28,7 +28,8 @@ from conftest import BUILD, REPO, wait_until
 SCHEMA = re.search(r'R"sql\((.*)\)sql"', (REPO / "src/history/schema.h").read_text(), re.S).group(1)
 FIELDS = {"id", "job", "tag", "label", "command", "cwd", "ntasks", "groups", "cores", "gpus", "submit", "start",
           "end", "wait_s", "run_s", "outcome", "exit_code", "signal", "timed_out", "user_s", "sys_s",
-          "max_rss_kb", "reason", "pid", "lane", "handed_over", "oversubscribed"}
+          "max_rss_kb", "reason", "pid", "lane", "handed_over", "oversubscribed",
+          "step", "nodes", "slurm"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt install chromium)")
 

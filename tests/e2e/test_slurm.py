@@ -465,3 +465,18 @@ def test_a_step_waits_for_cores_the_allocation_lacks(sx, tmp_path):
     assert cp.returncode == 0, cp.stderr
     traces = {t[3]: t for t in step_traces(tmp_path)}
     assert traces["b"][0] >= traces["a"][1], "b started before a ended"
+
+
+def test_history_remembers_the_step_and_its_nodes(sx, tmp_path):
+    cp = salloc(sx, 2, ["jiffy", "-n", 4, PROBE, "sleep=600", f"out={tmp_path}", "tag=t"])
+    assert cp.returncode == 0, cp.stderr
+    recs = read_records(tmp_path)["t"]
+    step = recs[0]["step"]
+    rows = sx.wait_history(1)
+    row = rows[-1]
+    assert row["step"] == step and row["slurm"] is True, row
+    squeue_nodes = {r["host"] for r in recs.values()}
+    assert row["nodes"] == "n[1-2]" and squeue_nodes == {"n1", "n2"}, (row, squeue_nodes)
+    assert row["outcome"] == "ok" and row["ntasks"] == 4 and row["cores"] == [], row
+    table = sx.run(["history"]).stdout
+    assert f" {step} " in table, table
