@@ -46,6 +46,8 @@ void ensure_std_fds() {
   }
 }
 
+}  // namespace
+
 // Blocks the signals the loop handles and returns a signalfd for them.
 Fd block_signals() {
   sigset_t mask;
@@ -62,6 +64,8 @@ Fd block_signals() {
   ::signal(SIGPIPE, SIG_IGN);
   return fd;
 }
+
+namespace {
 
 const char* bind_name(Bind b) {
   switch (b) {

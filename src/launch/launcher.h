@@ -9,6 +9,7 @@
 
 #include "launch/handoff.h"
 #include "launch/options.h"
+#include "util/fd.h"
 
 namespace jiffy {
 
@@ -18,6 +19,11 @@ namespace jiffy {
 // front passed on (launch/handoff.h), or null. submit_ns: when the launcher
 // started (CLOCK_REALTIME ns, launch/history_journal.h). Appends the
 // launch's one history record, whichever way it ends.
+// Blocks the signals a launcher's loop handles (SIGCHLD, SIGINT, SIGTERM,
+// SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2; SIGPIPE ignored) and returns a
+// signalfd for them.
+Fd block_signals();
+
 // What `jiffy status` shows for a launch: its command line, cut short.
 std::string command_summary(const LaunchOptions& opt);
 

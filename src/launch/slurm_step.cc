@@ -360,13 +360,7 @@ int run_slurm_step(const LaunchOptions& opt, const std::vector<std::string>& pro
   env.apply(cmd.env, caller);
   std::vector<char*> envp = env.envp();
 
-  sigset_t mask;
-  sigemptyset(&mask);
-  for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&mask, sig);
-  if (::sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) throw_errno("sigprocmask");
-  Fd signals(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
-  if (!signals) throw_errno("signalfd");
-  ::signal(SIGPIPE, SIG_IGN);
+  Fd signals = block_signals();
 
   SlurmLink link(command_summary(opt), history.cwd(), history.label(), opt.total_tasks(), tag,
                  in.step_name);
