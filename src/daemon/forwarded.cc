@@ -50,6 +50,7 @@ void Forwarded::add(int client, std::uint64_t job, const proto::Json& msg, doubl
   l.tag = msg.contains("tag") ? proto::get_tag(msg) : "";
   l.slurm_conf = msg.contains("slurm_conf") ? proto::get_string(msg, "slurm_conf", kMaxText) : "";
   l.step_name = msg.contains("step_name") ? proto::get_string(msg, "step_name", 64) : "";
+  l.own_job = proto::get_bool(msg, "own_job", false);
   if (!l.step_name.empty() && !is_step_name(l.step_name)) {
     throw Error("forward: not a step name of jiffy's: '" + l.step_name + "'");
   }
@@ -79,16 +80,23 @@ std::vector<std::string> Forwarded::gone(int client) {
   std::vector<std::string> cancel;
   if (!l.finished && (!l.step.empty() || !l.step_name.empty())) {
     if (!l.slurm_conf.empty()) cancel = {"env", "SLURM_CONF=" + l.slurm_conf};
+    // The step first: cancelling a step kills its ranks at once (a job's
+    // cancel sends SIGTERM and waits KillWait for the rest). Then srun's own
+    // job, if srun made it (no allocation around the launch): with its
+    // srun gone it would stay, holding its nodes.
+    std::string script;
     if (!l.step.empty()) {
-      cancel.insert(cancel.end(), {"scancel", "--quiet", l.step});
+      script = l.own_job ? "scancel --quiet \"$1\"; scancel --quiet \"${1%%.*}\""
+                         : "scancel --quiet \"$1\"";
     } else {
       // Never told its id (it lived under 0.1 s, or waited for resources):
-      // found by name. srun died with the launcher, so no step is made
-      // after this; one made just before is found.
-      cancel.insert(cancel.end(),
-                    {"sh", "-c", "squeue -h -s --name=\"$1\" -o %i | xargs -r scancel --quiet", "sh",
-                     l.step_name});
+      // found by name (-J names srun's own job too). srun died with the
+      // launcher, so no step is made after this; one made just before is
+      // found.
+      script = "squeue -h -s --name=\"$1\" -o %i | xargs -r scancel --quiet";
+      if (l.own_job) script += "; squeue -h --name=\"$1\" -o %i | xargs -r scancel --quiet";
     }
+    cancel.insert(cancel.end(), {"sh", "-c", script, "sh", l.step.empty() ? l.step_name : l.step});
   }
   launches_.erase(it);
   return cancel;

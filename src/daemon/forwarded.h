@@ -29,6 +29,7 @@ class Forwarded {
     std::string nodes;  // the step's nodes (a Slurm hostlist) once known
     std::string slurm_conf;  // the launcher's SLURM_CONF, for scancel ("" default)
     std::string step_name;   // srun -J: finds the step when its id never came
+    bool own_job = false;    // srun made the job (no allocation around it): cancel all of it
     double since = 0;  // steady clock, seconds
     bool finished = false;
   };

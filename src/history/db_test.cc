@@ -190,6 +190,41 @@ TEST_F(HistoryDb, ASchemaOneDatabaseIsMigrated) {
   EXPECT_EQ(by_tag["old"].step, "");
   EXPECT_EQ(by_tag["new"].step, "7.0");
   EXPECT_EQ(by_tag["new"].nodes, "n1");
+  // Migrated for good: version 2, and a second open changes nothing.
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+  auto scalar = [&](const char* sql) {
+    sqlite3_stmt* s = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(raw, sql, -1, &s, nullptr), SQLITE_OK) << sqlite3_errmsg(raw);
+    std::int64_t v = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+    sqlite3_finalize(s);
+    return v;
+  };
+  EXPECT_EQ(scalar("PRAGMA user_version"), kSchemaVersion);
+  EXPECT_EQ(scalar("SELECT count(*) FROM pragma_table_info('jobs') WHERE name IN ('step', 'nodes')"), 2);
+  sqlite3_close(raw);
+  Db again(path_);
+  EXPECT_EQ(again.count(), 2);
+}
+
+// The daemon's record of a step's launcher (no step: it never knew it)
+// replaces neither the launcher's step nor its nodes; the launcher's
+// replaces the daemon's.
+TEST_F(HistoryDb, StepAndNodesFollowTheSourceRule) {
+  Db db(path_);
+  Row launcher = row("s");
+  launcher.step = "12.3";
+  launcher.nodes = "n[1-2]";
+  launcher.flags = JIFFY_HISTORY_SLURM;
+  db.upsert({launcher});
+  db.upsert({row("s", JIFFY_HISTORY_FROM_DAEMON)});
+  Row got = db.newest(1).at(0);
+  EXPECT_EQ(got.step, "12.3");
+  EXPECT_EQ(got.nodes, "n[1-2]");
+  db.upsert({row("t", JIFFY_HISTORY_FROM_DAEMON)});
+  Row t = row("t");
+  t.step = "12.4";
+  db.upsert({t});
+  EXPECT_EQ(db.newest(1).at(0).step, "12.4");
 }
 
 TEST_F(HistoryDb, RetentionKeepsTheNewestJobs) {

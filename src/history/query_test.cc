@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "history/db.h"
 #include "history/schema.h"
 #include "util/error.h"
 
@@ -155,6 +156,31 @@ TEST(HistoryQuery, ASchemaOneDatabaseIsRead) {
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].tag, "a");
   EXPECT_EQ(rows[0].step, "");
+}
+
+// A Slurm step's id and nodes, from the journal record to `jiffy history`.
+TEST(HistoryQuery, StepAndNodesRoundTripFromTheRecord) {
+  TempDb t;
+  Row r;
+  r.tag = "0123456789abcdef0123456789abcdef";
+  r.ntasks = 2;
+  r.submit_ns = 1 * kS;
+  r.start_ns = 2 * kS;
+  r.end_ns = 3 * kS;
+  r.command = "./a";
+  r.flags = JIFFY_HISTORY_SLURM;
+  r.step = "12.3";
+  r.nodes = "n[1-2]";
+  std::optional<Row> decoded = from_record(to_record(r));
+  ASSERT_TRUE(decoded);
+  { Db(t.path).upsert({*decoded}); }
+  std::optional<Database> d = Database::open(t.path);
+  ASSERT_TRUE(d);
+  std::vector<Row> rows = d->rows(Filter{});
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].step, "12.3");
+  EXPECT_EQ(rows[0].nodes, "n[1-2]");
+  EXPECT_EQ(rows[0].flags, static_cast<std::uint32_t>(JIFFY_HISTORY_SLURM));
 }
 
 TEST(HistoryQuery, NewerSchemaIsRefused) {

@@ -77,6 +77,34 @@ TEST(HistoryRow, LongFieldsAreCutAndFlagged) {
   EXPECT_TRUE(back->flags & JIFFY_HISTORY_TRUNCATED);
 }
 
+TEST(HistoryRow, LongStepAndNodesAreCutAndFlagged) {
+  Row row = sample();
+  row.flags = 0;
+  row.step = std::string(100, '9');
+  auto back = from_record(to_record(row));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->step.size(), sizeof(jiffy_history_record::step) - 1);
+  EXPECT_TRUE(back->flags & JIFFY_HISTORY_TRUNCATED);
+  row.step = "1.0";
+  row.nodes = std::string(1000, 'n');
+  back = from_record(to_record(row));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->step, "1.0");
+  EXPECT_EQ(back->nodes.size(), sizeof(jiffy_history_record::nodes) - 1);
+  EXPECT_TRUE(back->flags & JIFFY_HISTORY_TRUNCATED);
+}
+
+TEST(HistoryRow, UnterminatedStepOrNodesIsRejected) {
+  jiffy_history_record r = to_record(sample());
+  std::memset(r.step, '1', sizeof r.step);
+  r.checksum = jiffy_history_checksum(&r);
+  EXPECT_FALSE(from_record(r));
+  r = to_record(sample());
+  std::memset(r.nodes, 'n', sizeof r.nodes);
+  r.checksum = jiffy_history_checksum(&r);
+  EXPECT_FALSE(from_record(r));
+}
+
 TEST(HistoryRow, JsonHasTheDocumentedFields) {
   proto::Json j = to_json(sample());
   EXPECT_EQ(j["outcome"], "ok");

@@ -84,6 +84,24 @@ TEST(HistoryJournal, RefusalBeforeRunningHasNoStartAndOneLineReason) {
   EXPECT_EQ(r.start_ns, 0);
 }
 
+TEST(HistoryJournal, SlurmStepSetsStepNodesAndTheFlag) {
+  LaunchOptions opt;
+  opt.apps.resize(1);
+  opt.apps[0].ntasks = 2;
+  LaunchHistory h(opt, "prog", 1);
+  EXPECT_EQ(h.row(0).flags & JIFFY_HISTORY_SLURM, 0u);
+  h.slurm_step("12.3", "n[1-2]");
+  history::Row r = h.row(0);
+  EXPECT_EQ(r.step, "12.3");
+  EXPECT_EQ(r.nodes, "n[1-2]");
+  EXPECT_NE(r.flags & JIFFY_HISTORY_SLURM, 0u);
+  h.slurm_step("", "");  // a step over before jiffy learnt its id
+  r = h.row(0);
+  EXPECT_EQ(r.step, "");
+  EXPECT_EQ(r.nodes, "");
+  EXPECT_NE(r.flags & JIFFY_HISTORY_SLURM, 0u);
+}
+
 TEST(HistoryJournal, AppendedRecordsReadBack) {
   char dir[] = "/tmp/jiffy-hist-XXXXXX";
   ASSERT_NE(::mkdtemp(dir), nullptr);

@@ -34,6 +34,9 @@ SlurmLink::SlurmLink(const std::string& command, const std::string& cwd, const s
     send({{"type", proto::type::kForward},
           {"slurm_conf", conf ? conf : ""},
           {"step_name", step_name},
+          // Outside an allocation srun makes a job of its own for the step:
+          // that whole job is what a vanished launcher leaves behind.
+          {"own_job", std::getenv("SLURM_JOB_ID") == nullptr},
           {"v", proto::kVersion},
           {"backend", "slurm"},
           {"pid", ::getpid()},

@@ -402,7 +402,10 @@ int run_slurm_step(const LaunchOptions& opt, const std::vector<std::string>& pro
                                                                     : JIFFY_OUTCOME_EXITED;
   ending.signal = s.ending_signal ? s.ending_signal : code > 128 && code < 128 + 65 ? code - 128 : 0;
   history.ended(ending);
-  link.finished(code);
+  // srun killed from outside (with its shepherd, the step's keeper): the
+  // step may run on. Not saying "finished" makes the daemon, at our
+  // hang-up, cancel it as for a launcher that vanished (one place for it).
+  if (!(WIFSIGNALED(status) && !s.cancelled)) link.finished(code);
   return code;
 }
 

@@ -84,6 +84,7 @@ std::string fit(const std::string& text, std::size_t width) {
 std::string render_table(const std::vector<history::Row>& rows, int width) {
   // JOB: the daemon's id, or a Slurm step's ("312.4", the slurm backend);
   // as wide as the widest (at least 5), so ids never push the line out.
+  // (fit() only cleans it: a step's text came from the journal file.)
   auto job_text = [](const history::Row& r) {
     return !r.step.empty() ? r.step : r.job ? std::to_string(r.job) : "-";
   };
@@ -95,7 +96,7 @@ std::string render_table(const std::vector<history::Row>& rows, int width) {
   auto line = [&](const std::string& end, const std::string& job, const std::string& n,
                   const std::string& wait, const std::string& run, const std::string& exit,
                   const std::string& label, const std::string& command) {
-    std::string l = pad(end, kEnd) + ' ' + pad(job, kJob, true) + ' ' + pad(n, kN, true) + ' ' +
+    std::string l = pad(end, kEnd) + ' ' + pad(fit(job, kJob), kJob, true) + ' ' + pad(n, kN, true) + ' ' +
                     pad(wait, kWait, true) + ' ' + pad(run, kRun, true) + ' ' +
                     pad(fit(exit, kExit), kExit) + ' ' + pad(fit(label, kLabel), kLabel) + ' ' +
                     fit(command, command_width);

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <sstream>
 
 namespace jiffy::views {
@@ -85,6 +86,27 @@ TEST(HistoryTable, JobsThatNeverRanShowNoTimes) {
   std::string last = table.substr(table.find('\n') + 1);
   EXPECT_NE(last.find("refused"), std::string::npos);
   EXPECT_NE(last.find("      -       - refused"), std::string::npos) << last;
+}
+
+TEST(HistoryTable, ASlurmStepShowsItsIdAsTheJob) {
+  history::Row r = job(1, std::string(300, 'x'));
+  r.job = 0;
+  r.flags = JIFFY_HISTORY_SLURM;
+  r.step = "1234567.89";
+  r.nodes = "n[1-2]";
+  std::string table = render_table({r, job(2, std::string(300, 'y'))}, 100);
+  std::istringstream in(table);
+  std::string header, slurm, local;
+  std::getline(in, header);
+  std::getline(in, slurm);
+  std::getline(in, local);
+  EXPECT_NE(slurm.find(" 1234567.89 "), std::string::npos) << slurm;
+  EXPECT_EQ(columns(slurm), 100u) << slurm;
+  EXPECT_EQ(columns(local), 100u) << local;
+  EXPECT_EQ(header.find("JOB") + 3, slurm.find("1234567.89") + 10) << header << "\n" << slurm;
+  r.step = "1.2\nx";  // the journal is not trusted: one line still
+  table = render_table({r}, 100);
+  EXPECT_EQ(std::count(table.begin(), table.end(), '\n'), 2) << table;
 }
 
 TEST(HistoryTable, FitKeepsWholeCharacters) {

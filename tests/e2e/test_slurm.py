@@ -47,13 +47,22 @@ def cluster():
 def sx(jx, cluster):
     """The test's jiffy world, pointed at the cluster; no steps left behind."""
     jx.env["SLURM_CONF"] = str(cluster.conf)
+    # Both nodes are this machine: loopback is the network between them.
+    # Open MPI would also try the machine's other address, which a sandbox
+    # may not let it reach (seen: connect() to eth0's own address failed
+    # and the rank crashed, once in three suites).
+    jx.env["OMPI_MCA_btl_tcp_if_include"] = "lo"
     for k in list(jx.env):
         if k.startswith("SLURM_") and k != "SLURM_CONF":
             del jx.env[k]
     jx.cluster = cluster
     yield jx
-    left = wait_until_or_none(lambda: not cluster.steps(), 20)
-    assert left, f"steps left running after the test: {cluster.steps()}"
+    clean = wait_until_or_none(lambda: not cluster.steps() and not cluster.jobs(), 20)
+    if not clean:
+        left = f"{cluster.steps()} {cluster.jobs()}"
+        # A job left behind would hold its nodes from every later test.
+        cluster.run(["scancel", "--quiet", "--user=root"], check=False)
+        pytest.fail(f"steps or jobs left after the test: {left}")
 
 
 def wait_until_or_none(pred, timeout):
@@ -245,6 +254,17 @@ def srun_group_of(launcher_pid):
     return wait_until(find, 20, 0.05, "the launcher's srun")
 
 
+def kill_all_at_once(p):
+    """SIGKILL of the launcher and of srun's whole group (srun and its
+    shepherd) at once: srun's group is stopped first, so that the shepherd
+    cannot cancel the step before it dies, nor jiffy see srun go."""
+    group = srun_group_of(p.pid)
+    os.killpg(group, signal.SIGSTOP)
+    p.kill()
+    p.wait(timeout=10)
+    os.killpg(group, signal.SIGKILL)
+
+
 def children_of(pid):
     out = []
     for d in os.listdir("/proc"):
@@ -270,8 +290,9 @@ def test_sigkilled_jiffy_leaves_no_step(sx, tmp_path, also_srun):
         # The daemon knows the step's id first: this case is the id's.
         wait_until(lambda: [r for r in sx.status()["forwarded"] if r["step"] == step], 20, 0.1,
                    "the daemon to know the step")
-        os.killpg(srun_group_of(p.pid), signal.SIGKILL)
-    p.kill()
+        kill_all_at_once(p)
+    else:
+        p.kill()
     p.wait(timeout=10)
     assert wait_until_or_none(lambda: not sx.cluster.steps(), 30), sx.cluster.steps()
     pids = [int(r["pid"]) for r in recs.values()]
@@ -426,9 +447,7 @@ def test_sigkilled_jiffy_step_never_named_is_cancelled_by_name(sx, tmp_path):
     time.sleep(0.5)  # past the launcher's first lookup, which found no squeue
     rows = sx.status()["forwarded"]
     assert len(rows) == 1 and rows[0]["step"] == "", rows
-    os.killpg(srun_group_of(p.pid), signal.SIGKILL)  # srun's shepherd too: only the daemon is left
-    p.kill()
-    p.wait(timeout=10)
+    kill_all_at_once(p)  # srun's shepherd too: only the daemon is left
     assert wait_until_or_none(lambda: not sx.cluster.steps(), 30), sx.cluster.steps()
     pids = [int(r["pid"]) for r in recs.values()]
     assert wait_until_or_none(lambda: not any(os.path.exists(f"/proc/{q}") for q in pids), 30)
@@ -480,3 +499,15 @@ def test_history_remembers_the_step_and_its_nodes(sx, tmp_path):
     assert row["outcome"] == "ok" and row["ntasks"] == 4 and row["cores"] == [], row
     table = sx.run(["history"]).stdout
     assert f" {step} " in table, table
+
+
+def test_srun_killed_from_outside_leaves_no_step(sx, tmp_path):
+    """srun and its shepherd SIGKILLed, jiffy alive: jiffy exits 137 and the
+    step does not run on (the daemon cancels it: jiffy leaves without
+    saying finished)."""
+    p, recs = start_held(sx, tmp_path, extra=("ignoreterm=1",))
+    wait_until(lambda: [r for r in sx.status()["forwarded"] if r["step"]], 20, 0.1, "the step's id")
+    os.killpg(srun_group_of(p.pid), signal.SIGKILL)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 128 + signal.SIGKILL, (p.returncode, err)
+    assert wait_until_or_none(lambda: not sx.cluster.steps(), 30), sx.cluster.steps()
