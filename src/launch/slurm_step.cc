@@ -179,7 +179,12 @@ struct StepState {
   bool timed_out = false;
   bool cancelled = false;
   std::optional<StepQuery> query;  // the step's id and nodes
-  int first_failure = -1;     // the first failed task's code, from srun's report
+  // From srun's reports of failed tasks: the first that failed by itself,
+  // and the first that was killed or terminated (137, 143: how Slurm ends
+  // the rest of a step after a failure or an abort, which srun may report
+  // before the failure itself).
+  int first_failure = -1;
+  int first_ended = -1;
   std::string err_line;       // srun's stderr: the line being read
 };
 
@@ -207,7 +212,12 @@ bool relay_stderr(StepState& s, int from, int to) {
       if (s.err_line.size() < 512) s.err_line += buf[i];
       continue;
     }
-    if (s.first_failure < 0) s.first_failure = srun_failure_code(s.err_line);
+    const int code = srun_failure_code(s.err_line);
+    if (code == 128 + SIGKILL || code == 128 + SIGTERM) {
+      if (s.first_ended < 0) s.first_ended = code;
+    } else if (code > 0 && s.first_failure < 0) {
+      s.first_failure = code;
+    }
     s.err_line.clear();
   }
   return true;
@@ -322,6 +332,7 @@ int exit_code(const StepState& s, int status) {
   if (s.timed_out) return kExitTimedOut;
   if (s.ending_signal) return 128 + s.ending_signal;
   if (s.first_failure > 0) return s.first_failure;
+  if (s.first_ended > 0) return s.first_ended;
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return 1;

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 NODES = ("n1", "n2")
+GPUS_PER_NODE = 2
 BINARIES = ("munged", "slurmctld", "slurmd", "srun", "sinfo", "squeue", "scancel", "salloc")
 
 
@@ -88,6 +89,7 @@ class SlurmCluster:
         hw = _node_hardware()
         self.conf.write_text(f"""\
 ClusterName=jiffytest
+GresTypes=gpu
 SlurmctldHost=ctl(127.0.0.1)
 SlurmctldPort={ctl_port}
 AuthType=auth/munge
@@ -113,11 +115,15 @@ AccountingStorageType=accounting_storage/none
 MessageTimeout=30
 SlurmctldDebug=info
 SlurmdDebug=info
-NodeName=n1 NodeAddr=127.0.0.1 Port={n1_port} {hw} State=UNKNOWN
-NodeName=n2 NodeAddr=127.0.0.1 Port={n2_port} {hw} State=UNKNOWN
+NodeName=n1 NodeAddr=127.0.0.1 Port={n1_port} {hw} Gres=gpu:{GPUS_PER_NODE} State=UNKNOWN
+NodeName=n2 NodeAddr=127.0.0.1 Port={n2_port} {hw} Gres=gpu:{GPUS_PER_NODE} State=UNKNOWN
 PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 """)
         (d / "mpi.conf").write_text(f"PMIxCliTmpDirBase={d}/pmixcli\n")
+        # Two "GPUs" per node for -g/-G: Slurm counts and hands out GRES by
+        # their device files; /dev/null and /dev/zero stand in (nothing uses
+        # them), and tasks get CUDA_VISIBLE_DEVICES and SLURM_STEP_GPUS.
+        (d / "gres.conf").write_text("AutoDetect=off\nName=gpu File=/dev/null\nName=gpu File=/dev/zero\n")
         # slurmctld in a UTS namespace named ctl, as SlurmctldHost says.
         self._daemon(["unshare", "-u", "sh", "-c",
                       f"hostname ctl && exec {_sbin('slurmctld')} -D -i -f {self.conf}"])

@@ -57,7 +57,10 @@ def sx(jx, cluster):
             del jx.env[k]
     jx.cluster = cluster
     yield jx
-    clean = wait_until_or_none(lambda: not cluster.steps() and not cluster.jobs(), 20)
+    # A job still COMPLETING (its processes being reaped, its epilog) is
+    # over: what counts is one that runs or waits.
+    live = lambda: [j for j in cluster.jobs() if not j.endswith("COMPLETING")]  # noqa: E731
+    clean = wait_until_or_none(lambda: not cluster.steps() and not live(), 60)
     if not clean:
         left = f"{cluster.steps()} {cluster.jobs()}"
         # A job left behind would hold its nodes from every later test.
@@ -511,3 +514,20 @@ def test_srun_killed_from_outside_leaves_no_step(sx, tmp_path):
     out, err = p.communicate(timeout=30)
     assert p.returncode == 128 + signal.SIGKILL, (p.returncode, err)
     assert wait_until_or_none(lambda: not sx.cluster.steps(), 30), sx.cluster.steps()
+
+
+def test_gpus_per_task_and_per_job(sx):
+    """-g and -G become --gpus-per-task and --gpus: Slurm hands out the
+    cluster's GRES (two per node), one each to the ranks of a node, and the
+    ranks see which."""
+    show = 'echo "$SLURMD_NODENAME $SLURM_STEP_GPUS"'
+    cp = sx.run(["--backend=slurm", "-g", 1, "-n", 4, "-N", 2, "sh", "-c", show], timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    lines = sorted(cp.stdout.splitlines())
+    assert lines == ["n1 0", "n1 1", "n2 0", "n2 1"], lines  # each rank its own, as jiffy gives them
+    cp = sx.run(["--backend=slurm", "-G", 1, "-n", 1, "sh", "-c", show], timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    (line,) = cp.stdout.splitlines()
+    assert line.split()[1] in ("0", "1"), line
+    cp = sx.run(["--backend=slurm", "-g", 3, "-n", 1, "true"], timeout=60)
+    assert cp.returncode != 0, "3 GPUs on a node of 2"
