@@ -490,7 +490,8 @@ def test_a_step_waits_for_cores_the_allocation_lacks(sx, tmp_path):
 
 
 def test_history_remembers_the_step_and_its_nodes(sx, tmp_path):
-    cp = salloc(sx, 2, ["jiffy", "-n", 4, PROBE, "sleep=600", f"out={tmp_path}", "tag=t"])
+    # Long enough for the squeue that learns the step (after 0.1 s) on a loaded machine.
+    cp = salloc(sx, 2, ["jiffy", "-n", 4, PROBE, "sleep=2000", f"out={tmp_path}", "tag=t"])
     assert cp.returncode == 0, cp.stderr
     recs = read_records(tmp_path)["t"]
     step = recs[0]["step"]
