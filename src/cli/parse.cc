@@ -531,7 +531,6 @@ void set_no_ucx_shm(LaunchState& s) {
 // so that their scripts run unchanged. -ppn's value is still checked.
 void ignore_flag(LaunchState&) {}
 void ignore_value(LaunchState& s) { s.args.value(); }
-void ignore_count(LaunchState& s) { s.args.positive(); }
 
 // Options whose promise jiffy cannot keep: refused rather than ignored.
 void refuse(LaunchState& s) { throw Error(s.args.option() + " is not supported by jiffy"); }
