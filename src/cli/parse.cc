@@ -238,7 +238,7 @@ struct LaunchState {
   int npernode = 0;            // -N, -npernode (processes on this, the only node)
   int ppn = 0;                 // -ppn (hydra's processes per node)
   bool ntasks_given = false;   // -n in any group
-  std::optional<Backend> backend;  // --backend=local|slurm
+  std::optional<Backend> backend = std::nullopt;  // --backend=local|slurm
   bool backend_given = false;
 
   AppSpec& group() { return opts.apps.back(); }
