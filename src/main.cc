@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/version.h"
 #include "daemon/status.h"
 #include "launch/client.h"
 #include "launch/history_journal.h"
@@ -79,6 +80,24 @@ int run_status(const StatusCommand& cmd) {
   } else {
     std::fputs(render_status(*reply).c_str(), stdout);
   }
+  return 0;
+}
+
+// `jiffy resource-spec`: the daemon's GPUs (it starts if none runs) as a
+// CTest resource specification file, one slot each, by the names that
+// CTest then hands back in CTEST_RESOURCE_GROUP_<N>_GPUS (cli/ctest.h).
+// Cores are not listed: jiffy arbitrates them itself.
+int run_resource_spec() {
+  auto reply = DaemonClient::ask({{"type", proto::type::kStatus}, {"v", proto::kVersion}},
+                                 static_cast<int>(daemon_answer_timeout_s() * 1000), /*start_if_missing=*/true);
+  if (!reply) throw Error("no daemon answered");
+  if ((*reply)["type"] == proto::type::kError) throw Error(proto::get_string(*reply, "message", 4096));
+  proto::Json gpus = proto::Json::array();
+  for (const proto::Json& g : reply->at("resources").at("gpus")) {
+    gpus.push_back({{"id", g.at("name")}, {"slots", 1}});
+  }
+  proto::Json spec = {{"version", {{"major", 1}, {"minor", 0}}}, {"local", {{{"gpus", gpus}}}}};
+  std::puts(spec.dump(2).c_str());
   return 0;
 }
 
@@ -154,12 +173,13 @@ int main(int argc, char** argv) {
     if (auto* c = std::get_if<StatusCommand>(&cmd)) return run_status(*c);
     if (auto* c = std::get_if<TopCommand>(&cmd)) return run_top(c->options);
     if (std::holds_alternative<StopCommand>(cmd)) return run_stop();
+    if (std::holds_alternative<ResourceSpecCommand>(cmd)) return run_resource_spec();
     if (auto* c = std::get_if<ViewCommand>(&cmd)) run_view(*c);
     if (std::holds_alternative<HelpCommand>(cmd)) {
       std::fputs(help_text(), stdout);
       return 0;
     }
-    std::printf("jiffy %s\n", JIFFY_VERSION);
+    std::fputs(version_text().c_str(), stdout);
     return 0;
   } catch (const Error& e) {
     std::fprintf(stderr, "jiffy: %s\n", e.what());

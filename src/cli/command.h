@@ -49,6 +49,9 @@ struct DaemonCommand { DaemonOptions options; };
 struct StatusCommand { bool json = false; };
 struct TopCommand { TopOptions options; };
 struct StopCommand {};
+// `jiffy resource-spec`: this machine's GPUs as a CTest resource
+// specification file (cli/ctest.h).
+struct ResourceSpecCommand {};
 // `jiffy history ...` / `jiffy report ...`: argv from the subcommand on,
 // for jiffy-history (src/views/), the one executable that links SQLite.
 struct ViewCommand { std::vector<std::string> args; };
@@ -56,7 +59,8 @@ struct HelpCommand {};
 struct VersionCommand {};
 
 using Command = std::variant<LaunchCommand, DaemonCommand, StatusCommand, TopCommand,
-                             StopCommand, ViewCommand, HelpCommand, VersionCommand>;
+                             StopCommand, ResourceSpecCommand, ViewCommand, HelpCommand,
+                             VersionCommand>;
 
 // Looks up an environment variable of the caller; nullopt when unset.
 using EnvLookup = std::optional<std::string> (*)(const char* name);

@@ -14,6 +14,7 @@ const char* help_text() {
        jiffy status [--json]
        jiffy top [-d S] [-n N] [-b]
        jiffy stop
+       jiffy resource-spec
        jiffy history [options]
        jiffy report [options] [-o FILE]...
        jiffy --help | --version
@@ -35,6 +36,9 @@ Subcommands (only as the first word):
   top [-d S] [-n N] [-b] watch them live: cores, GPUs, running and queued
                          jobs, the last finished ones (q or Ctrl-C quits)
   stop                   stop the resource manager
+  resource-spec          this machine's GPUs as a CTest resource spec file
+                         (ctest --resource-spec-file); a test CTest gives
+                         GPUs (CTEST_RESOURCE_GROUP_*) runs on exactly those
   history                what ran: a table of past jobs, newest last (the
                          last 100 by default; --since T, --until T, --failed,
                          --label GLOB, --command GLOB, --cwd DIR, --slowest N,
@@ -205,6 +209,10 @@ Environment variables:
   JIFFY_FAST=0           run every launch in jiffy-launch (no fast path)
   JIFFY_DAEMON_TIMEOUT   seconds to wait for the daemon's answer (10)
   JIFFY_BACKEND          local, slurm or auto, when no --backend is given
+  CTEST_RESOURCE_GROUP_COUNT, CTEST_RESOURCE_GROUP_<N>, ..._<N>_GPUS
+                         set by ctest with a resource spec file: the job
+                         runs on the GPUs CTest chose (one group per rank
+                         with equal counts: per rank; else shared)
 )";
 }
 

@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/ctest.h"
 #include "launch/slurm.h"
 #include "util/error.h"
 
@@ -703,6 +704,19 @@ void resolve_backend(LaunchState& s, EnvLookup env) {
   s.opts.backend = s.backend.value_or(Backend::Local);
 }
 
+// The GPUs CTest chose for this test (cli/ctest.h), which are this
+// machine's: a Slurm step gets its GPUs from Slurm.
+void apply_ctest_env(LaunchState& s, EnvLookup env) {
+  if (env == nullptr) return;
+  CtestGpus ctest = ctest_gpus(env);
+  if (ctest.ids.empty()) return;
+  if (s.opts.backend == Backend::Slurm) {
+    throw Error("CTest chose GPUs of this machine (CTEST_RESOURCE_GROUP_*), which a Slurm step cannot use: "
+                "run the test with --backend=local, or without a resource spec file");
+  }
+  apply_ctest_gpus(s.opts, ctest);
+}
+
 Command parse_launch(const std::vector<std::string>& argv, EnvLookup env) {
   Args args(argv, 1);
   LaunchState s{args, {}};
@@ -745,6 +759,7 @@ Command parse_launch(const std::vector<std::string>& argv, EnvLookup env) {
   if (total > INT_MAX) throw Error("too many ranks in all: " + std::to_string(total));
   apply_timeout_env(s, env);
   apply_speedup_env(s, env);
+  apply_ctest_env(s, env);
   return LaunchCommand{std::move(s.opts)};
 }
 
@@ -936,6 +951,13 @@ Command parse_stop(const std::vector<std::string>& argv) {
   return StopCommand{};
 }
 
+Command parse_resource_spec(const std::vector<std::string>& argv) {
+  Args args(argv, 2);
+  StopState s{args};  // no options either
+  if (auto answer = parse_subcommand_options<StopState>(s, kStopOptions, "resource-spec")) return *answer;
+  return ResourceSpecCommand{};
+}
+
 }  // namespace
 
 Command parse_command_line(const std::vector<std::string>& argv, EnvLookup env) {
@@ -946,6 +968,7 @@ Command parse_command_line(const std::vector<std::string>& argv, EnvLookup env) 
     if (argv[1] == "status") return parse_status(argv);
     if (argv[1] == "top") return parse_top(argv);
     if (argv[1] == "stop") return parse_stop(argv);
+    if (argv[1] == "resource-spec") return parse_resource_spec(argv);
     if (argv[1] == "history" || argv[1] == "report") {
       return ViewCommand{std::vector<std::string>(argv.begin() + 1, argv.end())};
     }

@@ -421,6 +421,24 @@ void Server::dispatch(Client& c, const proto::Json& msg) {
   (this->*(it->second))(c, msg);
 }
 
+namespace {
+
+// The GPUs a submit names (CTest chose them: cli/ctest.h), as indices into
+// the set, in the order given.
+std::vector<int> gpus_named(const ResourceSet& set, const proto::Json& msg) {
+  std::vector<int> out;
+  for (const std::string& name : proto::get_string_list(msg, "gpu_names", set.gpus.size() + 1, 256)) {
+    auto it = std::find_if(set.gpus.begin(), set.gpus.end(), [&](const Gpu& g) { return g.name == name; });
+    if (it == set.gpus.end()) {
+      throw Error("no GPU named '" + name.substr(0, 64) + "' here (jiffy resource-spec lists them)");
+    }
+    out.push_back(static_cast<int>(it - set.gpus.begin()));
+  }
+  return out;
+}
+
+}  // namespace
+
 void Server::handle_submit(Client& c, const proto::Json& msg) {
   int v = static_cast<int>(proto::get_int(msg, "v", 0, 1 << 20));
   if (v != proto::kVersion) {
@@ -436,6 +454,7 @@ void Server::handle_submit(Client& c, const proto::Json& msg) {
   r.gpus_per_job = static_cast<int>(proto::get_int(msg, "gpus_per_job", 0, kMax));
   if (static_cast<long long>(r.ntasks) * r.cores_per_task > kMax) throw Error("request too large");
   r.allow_oversubscribe = proto::get_bool(msg, "allow_oversubscribe", true);
+  if (msg.contains("gpu_names")) r.gpu_choice = gpus_named(sched_.resources(), msg);
   c.bind = parse_bind(proto::get_string(msg, "bind", 16));
   c.pid = static_cast<int>(proto::get_int(msg, "pid", 0, 1 << 30));
   c.command = proto::get_string(msg, "command", kMaxCommandLen);

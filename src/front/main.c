@@ -30,16 +30,12 @@ static void restore_caller_signals(void) {
   sigaction(SIGPIPE, &g_caller_sigpipe, NULL);
 }
 
+#ifndef JIFFY_LIBEXEC_FROM_BIN
+#define JIFFY_LIBEXEC_FROM_BIN "../libexec/jiffy"
+#endif
+
 _Noreturn void hand_over(const char* state) {
   if (!state) restore_caller_signals();
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 16);
-  char* slash = n > 0 ? memrchr(exe, '/', (size_t)n) : NULL;
-  if (!slash) {
-    fprintf(stderr, "jiffy: cannot find jiffy-launch: /proc/self/exe: %s\n", strerror(errno));
-    _exit(1);
-  }
-  strcpy(slash + 1, "jiffy-launch");
   int argc = 0;
   while (g_argv[argc]) ++argc;
   char** argv = calloc((size_t)argc + 3, sizeof *argv);
@@ -51,7 +47,21 @@ _Noreturn void hand_over(const char* state) {
     argv[k++] = (char*)state;
   }
   for (int i = 1; i < argc; ++i) argv[k++] = g_argv[i];
+  /* jiffy-launch lies beside us in the build tree, and in libexec/jiffy
+   * (JIFFY_LIBEXEC_FROM_BIN, relative to our directory) once installed. */
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - sizeof JIFFY_LIBEXEC_FROM_BIN - 16);
+  char* slash = n > 0 ? memrchr(exe, '/', (size_t)n) : NULL;
+  if (!slash) {
+    fprintf(stderr, "jiffy: cannot find jiffy-launch: /proc/self/exe: %s\n", strerror(errno));
+    _exit(1);
+  }
+  strcpy(slash + 1, "jiffy-launch");
   execv(exe, argv);
+  if (errno == ENOENT) {
+    strcpy(slash + 1, JIFFY_LIBEXEC_FROM_BIN "/jiffy-launch");
+    execv(exe, argv);
+  }
   fprintf(stderr, "jiffy: cannot run %s: %s\n", exe, strerror(errno));
   _exit(1);
 }
@@ -334,6 +344,8 @@ int main(int argc, char** argv) {
   int ntasks = 0, prog = 0;
   long long timeout = 0;
   if (!backend_is_local()) hand_over(NULL);
+  /* CTest chose the GPUs (cli/ctest.h): jiffy-launch asks for exactly them. */
+  if (getenv("CTEST_RESOURCE_GROUP_COUNT")) hand_over(NULL);
   if (!fast_path_applies(argc, argv, &ntasks, &prog, &timeout)) hand_over(NULL);
   /* A missing program is reported before anything is asked for, and a
    * program that needs PMIx is jiffy-launch's from the start. */

@@ -94,7 +94,7 @@ namespace {
 
 proto::Json submit_message(const LaunchOptions& opt, bool progress, unsigned long long arrival,
                            const std::string& tag, const LaunchHistory& history) {
-  return {{"type", proto::type::kSubmit},
+  proto::Json msg = {{"type", proto::type::kSubmit},
           {"cwd", history.cwd()},
           {"label", history.label()},
           {"arrival", arrival},
@@ -109,6 +109,8 @@ proto::Json submit_message(const LaunchOptions& opt, bool progress, unsigned lon
           {"command", command_summary(opt)},
           {"progress", progress},
           {"tag", tag}};
+  if (!opt.gpu_names.empty()) msg["gpu_names"] = opt.gpu_names;  // CTest chose them
+  return msg;
 }
 
 // One status line on a terminal while we wait; nothing otherwise.

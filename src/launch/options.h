@@ -94,6 +94,9 @@ struct LaunchOptions {
   // translation (-map-by, -rank-by), as spelled: the slurm backend refuses
   // them by name rather than drop them.
   std::vector<std::string> local_only;
+  // The exact GPUs to run on, by the daemon's names, when CTest chose them
+  // (cli/ctest.h); the grant lists them in this order. Empty: the daemon picks.
+  std::vector<std::string> gpu_names;
 
   int total_tasks() const {
     int n = 0;

@@ -118,6 +118,21 @@ std::vector<int> get_int_list(const Json& msg, const char* field, std::size_t ma
   return out;
 }
 
+std::vector<std::string> get_string_list(const Json& msg, const char* field, std::size_t max_items,
+                                         std::size_t max_len) {
+  const Json& v = field_of(msg, field);
+  if (!v.is_array()) malformed(msg, field, "is not a list");
+  if (v.size() > max_items) malformed(msg, field, "is too long");
+  std::vector<std::string> out;
+  out.reserve(v.size());
+  for (const Json& e : v) {
+    if (!e.is_string()) malformed(msg, field, "holds something not a string");
+    if (e.get_ref<const std::string&>().size() > max_len) malformed(msg, field, "holds a string too long");
+    out.push_back(e.get<std::string>());
+  }
+  return out;
+}
+
 std::vector<std::pair<int, int>> get_int_pairs(const Json& msg, const char* field,
                                                std::size_t max_len, int lo, int hi) {
   const Json& v = field_of(msg, field);

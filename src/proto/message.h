@@ -80,6 +80,9 @@ std::string get_tag(const Json& msg);
 // (4294967296 is out of range, never core 0).
 std::vector<int> get_int_list(const Json& msg, const char* field, std::size_t max_len, int lo,
                               int hi);
+// A list of strings, each at most max_len bytes.
+std::vector<std::string> get_string_list(const Json& msg, const char* field, std::size_t max_items,
+                                         std::size_t max_len);
 // A list of [a, b] pairs (slots: [core, slot]), each number checked as above.
 std::vector<std::pair<int, int>> get_int_pairs(const Json& msg, const char* field,
                                                std::size_t max_len, int lo, int hi);

@@ -28,6 +28,10 @@ struct Request {
   // (daemon/run_times.h); < 0 = unknown. Only backfill reads it: a request
   // without one never starts on resources the queue's head is waiting for.
   double predicted_s = -1;
+  // The exact GPUs, when someone else chose them (CTest's resource
+  // allocation: cli/ctest.h), as indices into ResourceSet::gpus in the
+  // order a Grant lists them; gpus() of them. Empty: the scheduler picks.
+  std::vector<int> gpu_choice;
 
   int slots() const { return ntasks * cores_per_task; }
   int gpus() const { return ntasks * gpus_per_task + gpus_per_job; }

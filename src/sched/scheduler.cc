@@ -143,6 +143,7 @@ Scheduler::Scheduler(ResourceSet set, SchedPolicy policy) : set_(std::move(set))
     gpu_domain_.push_back(gpu.numa >= 0 && it != domain_of_numa.end() ? it->second : -1);
   }
   gpu_owner_.assign(set_.gpus.size(), 0);
+  gpu_kept_.assign(set_.gpus.size(), false);
   free_slots_ = total_slots_;
   free_gpus_ = static_cast<int>(set_.gpus.size());
 }
@@ -171,6 +172,18 @@ void Scheduler::validate(const Request& r) const {
   if (slots > limit) {
     throw Error(shape(r, slots) + ", more than " + std::to_string(policy_.max_oversubscribe) +
                 " times the resource set's " + std::to_string(total_slots_));
+  }
+  if (!r.gpu_choice.empty()) {
+    if (static_cast<std::int64_t>(r.gpu_choice.size()) != gpus) {
+      throw Error(count(static_cast<std::int64_t>(r.gpu_choice.size()), "GPU") + " chosen for a request of " +
+                  count(gpus, "GPU"));
+    }
+    std::vector<bool> seen(set_.gpus.size(), false);
+    for (int g : r.gpu_choice) {
+      if (g < 0 || g >= static_cast<int>(set_.gpus.size())) throw Error("no GPU " + std::to_string(g));
+      if (seen[g]) throw Error("GPU " + set_.gpus[g].name + " chosen twice");
+      seen[g] = true;
+    }
   }
   if (r.id == 0) throw Error("job id 0 is reserved for \"no job\"");
   if (queued_ids_.contains(r.id) || running_.contains(r.id)) {
@@ -216,8 +229,19 @@ void Scheduler::release(JobId id) {
   running_.erase(it);
 }
 
+bool Scheduler::chosen_gpus_free(const Request& r) const {
+  return chosen_gpus_free_count(r) == static_cast<int>(r.gpu_choice.size());
+}
+
+int Scheduler::chosen_gpus_free_count(const Request& r) const {
+  int n = 0;
+  for (int g : r.gpu_choice) n += gpu_owner_[g] == 0 && !gpu_kept_[g];
+  return n;
+}
+
 bool Scheduler::fits_now(const Request& r) const {
-  if (r.gpus() > free_gpus_) return false;
+  if (r.gpus() > free_gpus_ - kept_free_gpus_) return false;
+  if (!r.gpu_choice.empty() && !chosen_gpus_free(r)) return false;
   return wider_than_set(r) ? free_slots_ == total_slots_ : r.slots() <= free_slots_;
 }
 
@@ -243,12 +267,23 @@ double Scheduler::shadow_time(const Request& head, double now) const {
   }
   std::sort(ends.begin(), ends.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
+  // A head with chosen GPUs counts only those; any other head, any GPU.
+  auto counted = [&](const std::vector<int>& held) {
+    if (head.gpu_choice.empty()) return static_cast<int>(held.size());
+    return static_cast<int>(std::count_if(held.begin(), held.end(), [&](int g) {
+      return std::find(head.gpu_choice.begin(), head.gpu_choice.end(), g) != head.gpu_choice.end();
+    }));
+  };
   int slots = free_slots_;
   int gpus = free_gpus_;
+  if (!head.gpu_choice.empty()) {  // (its GPUs are kept for it now: gpu_kept_)
+    gpus = static_cast<int>(std::count_if(head.gpu_choice.begin(), head.gpu_choice.end(),
+                                          [&](int g) { return gpu_owner_[g] == 0; }));
+  }
   for (const auto& [end, g] : ends) {
     if (end == kNever) return kNever;
     slots += static_cast<int>(g->slots.size());
-    gpus += static_cast<int>(g->gpus.size());
+    gpus += counted(g->gpus);
     if (slots >= need_slots && gpus >= need_gpus) return end;
   }
   return kNever;
@@ -285,6 +320,14 @@ std::vector<Grant> Scheduler::schedule(double now) {
         spare_slots = std::max(0, free_slots_ - r.slots());
         spare_gpus = std::max(0, free_gpus_ - r.gpus());
       }
+      if (!r.gpu_choice.empty()) {
+        // Its own GPUs are kept for it (pick_gpus passes them over); the
+        // other free ones are spare.
+        const int free_of_choice = chosen_gpus_free_count(r);
+        for (int g : r.gpu_choice) gpu_kept_[g] = true;
+        kept_free_gpus_ = free_of_choice;
+        spare_gpus = wider_than_set(r) ? 0 : free_gpus_ - free_of_choice;
+      }
       if (!policy_.backfill) shadow = kNever;
       continue;
     }
@@ -302,6 +345,8 @@ std::vector<Grant> Scheduler::schedule(double now) {
     // it holds for every later candidate of this pass too.
     if (shadow < kNever && now + policy_.backfill_safety * r.predicted_s <= shadow) grant(i, true);
   }
+  if (head) std::fill(gpu_kept_.begin(), gpu_kept_.end(), false);
+  kept_free_gpus_ = 0;
   erase_indices(queue_, granted);
   if (queue_.empty()) queue_ids_sorted_ = true;
   return grants;
@@ -315,10 +360,10 @@ Grant Scheduler::place(const Request& r) const {
     for (int c = 0; c < static_cast<int>(set_.cores.size()); ++c) {
       for (int s = 0; s < set_.cores[c].slots; ++s) g.slots.push_back({c, s});
     }
-    g.gpus = pick_gpus(r.gpus(), 0);
+    g.gpus = r.gpu_choice.empty() ? pick_gpus(r.gpus(), 0) : r.gpu_choice;
     return g;
   }
-  g.gpus = pick_gpus(r.gpus(), r.slots());
+  g.gpus = r.gpu_choice.empty() ? pick_gpus(r.gpus(), r.slots()) : r.gpu_choice;
   g.slots = pick_slots(r.slots(), gpu_domain(g.gpus));
   return g;
 }
@@ -329,7 +374,7 @@ std::vector<int> Scheduler::pick_gpus(int n, int slots) const {
   const int unknown = domains_;
   std::vector<std::vector<int>> groups(domains_ + 1);
   for (int g = 0; g < static_cast<int>(gpu_owner_.size()); ++g) {
-    if (gpu_owner_[g] == 0) groups[gpu_domain_[g] < 0 ? unknown : gpu_domain_[g]].push_back(g);
+    if (gpu_owner_[g] == 0 && !gpu_kept_[g]) groups[gpu_domain_[g] < 0 ? unknown : gpu_domain_[g]].push_back(g);
   }
   // One domain that holds every GPU: first one whose free cores hold the job
   // too, then the tightest fit, which keeps big groups for big GPU jobs.

@@ -20,6 +20,8 @@
 //  - Placement is compact: whole free cores before partly used ones, the
 //    smallest contiguous run that fits, one NUMA domain first; GPU jobs prefer
 //    cores in their GPU's NUMA domain.
+//  - A request with a gpu_choice gets exactly those GPUs, once all of them
+//    are free; while it heads the queue, no later request takes them.
 //  - A request wider than the set (slots() > total_slots()) waits until the
 //    set is entirely free and is then granted all of it (Grant::exclusive);
 //    nothing else starts while it runs. Beyond policy.max_oversubscribe times
@@ -107,6 +109,8 @@ class Scheduler {
   void validate(const Request& r) const;
   bool wider_than_set(const Request& r) const { return r.slots() > total_slots_; }
   bool fits_now(const Request& r) const;
+  bool chosen_gpus_free(const Request& r) const;
+  int chosen_gpus_free_count(const Request& r) const;
   double shadow_time(const Request& head, double now) const;
   Grant place(const Request& r) const;
   std::vector<int> pick_gpus(int n, int slots) const;
@@ -133,6 +137,10 @@ class Scheduler {
   std::vector<std::vector<JobId>> slot_owner_;  // [core][slot], 0 = free
   std::vector<int> core_free_;                  // [core] free slots
   std::vector<JobId> gpu_owner_;                // [gpu], 0 = free
+  // [gpu] kept for the blocked head of the queue during a schedule() pass
+  // (its gpu_choice): pick_gpus passes them over.
+  std::vector<bool> gpu_kept_;
+  int kept_free_gpus_ = 0;  // how many of them are free
   int free_slots_ = 0;
   int free_gpus_ = 0;
   bool exclusive_running_ = false;

@@ -189,6 +189,84 @@ TEST(Scheduler, GpusComeFromOneDomain) {
   EXPECT_EQ(cores_of(g), (Cores{4, 5}));
 }
 
+Request chosen(JobId id, int ntasks, int gpus_per_task, std::vector<int> gpus) {
+  Request r = job(id, ntasks, 1, gpus_per_task);
+  r.gpu_choice = std::move(gpus);
+  return r;
+}
+
+TEST(SchedulerGpuChoice, GetsExactlyTheChosenGpusInOrder) {
+  Scheduler s(machine(4, 1, 0, gpus_on({0, 0, 0, 0})), {});
+  Grant g = start(s, chosen(1, 2, 1, {3, 1}));
+  EXPECT_EQ(g.gpus, (std::vector<int>{3, 1}));
+  EXPECT_EQ(s.gpu_holder(3), 1u);
+  EXPECT_EQ(s.gpu_holder(1), 1u);
+  EXPECT_EQ(s.gpu_holder(0), 0u);
+}
+
+TEST(SchedulerGpuChoice, WaitsForItsGpuWhileOthersAreFree) {
+  Scheduler s(machine(4, 1, 0, gpus_on({0, 0})), {});
+  start(s, chosen(1, 1, 1, {0}));
+  s.submit(chosen(2, 1, 1, {0}));
+  EXPECT_TRUE(s.schedule().empty());  // GPU 1 is free, but 2 wants GPU 0
+  s.release(1);
+  std::vector<Grant> grants = s.schedule();
+  ASSERT_EQ(grants.size(), 1u);
+  EXPECT_EQ(grants[0].gpus, (std::vector<int>{0}));
+}
+
+TEST(SchedulerGpuChoice, LaterJobsDoNotTakeTheBlockedHeadsGpu) {
+  // The head waits for GPU 1 (job 1 holds it); its other GPU, 0, is free,
+  // and later jobs that would fit must not take it.
+  Scheduler s(machine(4, 1, 0, gpus_on({0, 0})), {});
+  start(s, chosen(1, 1, 1, {1}));
+  s.submit(chosen(2, 2, 1, {0, 1}));
+  s.submit(job(3, 1, 1, 1));      // any GPU
+  s.submit(chosen(4, 1, 1, {0}));  // GPU 0 itself
+  EXPECT_TRUE(s.schedule().empty());
+  EXPECT_EQ(s.gpu_holder(0), 0u);
+  s.release(1);
+  EXPECT_EQ(ids_of(s.schedule()), (Ids{2}));
+}
+
+TEST(SchedulerGpuChoice, OtherGpusStaySpareBehindAChoosingHead) {
+  Scheduler s(machine(4, 1, 0, gpus_on({0, 0, 0})), {});
+  start(s, chosen(1, 1, 1, {1}));
+  s.submit(chosen(2, 2, 1, {0, 1}));
+  s.submit(job(3, 1, 1, 1));  // GPU 2 is nobody's: it starts there
+  std::vector<Grant> grants = s.schedule();
+  ASSERT_EQ(grants.size(), 1u);
+  EXPECT_EQ(grants[0].id, 3u);
+  EXPECT_EQ(grants[0].gpus, (std::vector<int>{2}));
+}
+
+TEST(SchedulerGpuChoice, BadChoicesAreRefused) {
+  Scheduler s(machine(4, 1, 0, gpus_on({0, 0})), {});
+  EXPECT_NE(submit_error(s, chosen(1, 2, 1, {0})), "");        // 1 chosen for 2
+  EXPECT_NE(submit_error(s, chosen(2, 1, 1, {5})), "");        // no such GPU
+  EXPECT_NE(submit_error(s, chosen(3, 2, 1, {1, 1})), "");     // twice
+  EXPECT_EQ(s.queued(), 0u);
+}
+
+TEST(SchedulerGpuChoice, ShadowCountsOnlyTheChosenGpus) {
+  // The head waits for GPU 0, held by job 1 with no prediction. Job 2's
+  // GPU 1 is predicted free at 10, but the head cannot use it: its shadow
+  // is unknown, so nothing is backfilled. Counting any GPU would say 10.
+  Scheduler s(machine(3, 1, 0, gpus_on({0, 0})), {});
+  start(s, chosen(1, 1, 1, {0}));
+  Request b = job(2, 1, 1, 1);
+  b.predicted_s = 10;
+  start(s, b);
+  s.submit(chosen(3, 1, 1, {0}));
+  Request quick = job(4, 1);
+  quick.predicted_s = 5;
+  s.submit(quick);
+  EXPECT_TRUE(s.schedule(0).empty());
+  // Once job 1 has a prediction (ends at 10), the quick job fits before it.
+  s.predict(1, 0, 10);
+  EXPECT_EQ(ids_of(s.schedule(0)), (Ids{4}));
+}
+
 TEST(Scheduler, PerTaskGpusThenPerJobGpus) {
   Scheduler s(machine(4, 1, 0, gpus_on({0, 0, 0, 0})), {});
   Grant g = start(s, job(1, 2, 1, 1, 1));
