@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 packages=(g++ musl-tools cmake ninja-build pkg-config libhwloc-dev nlohmann-json3-dev libgtest-dev
           python3 python3-pytest mpich libmpich-dev openmpi-bin libopenmpi-dev libpmix-dev
           hyperfine libsqlite3-dev chromium tmux
-          munge slurmctld slurmd slurm-client)  # the slurm backend's tests run a real Slurm
+          munge slurmctld slurmd slurm-client  # the slurm backend's tests run a real Slurm
+          dpkg-dev groff-base man-db bash-completion git)  # the package, its man page and completion
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
