@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import SANITIZED, REPO
 
 SCRIPT = REPO / "completion" / "jiffy"
 BASH = shutil.which("bash")
@@ -42,7 +42,10 @@ WORDBREAKS = "\"'><=;|&(:"
 # Options the daemon passes to itself: not offered.
 INTERNAL = {"detached-child"}
 
-pytestmark = pytest.mark.skipif(BASH is None, reason="bash is not installed")
+# Text files, not the binaries: the sanitizer run (scripts/sanitize.sh) has
+# nothing to add here.
+pytestmark = [pytest.mark.skipif(BASH is None, reason="bash is not installed"),
+              pytest.mark.skipif(SANITIZED, reason="checks the completion script, not the binaries")]
 
 MODES = [
     "plain",

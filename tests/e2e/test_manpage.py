@@ -19,11 +19,14 @@ import subprocess
 
 import pytest
 
-from conftest import REPO
+from conftest import SANITIZED, REPO
 
 PAGE = REPO / "man" / "jiffy.1"
 GROFF = shutil.which("groff")
-pytestmark = pytest.mark.skipif(GROFF is None, reason="groff is not installed (Debian: apt install groff-base)")
+# Text files, not the binaries: the sanitizer run (scripts/sanitize.sh) has
+# nothing to add here.
+pytestmark = [pytest.mark.skipif(GROFF is None, reason="groff is not installed (Debian: apt install groff-base)"),
+              pytest.mark.skipif(SANITIZED, reason="checks the manual page, not the binaries")]
 
 # An option word: one or two dashes and a letter, not inside another word
 # ("Ctrl-C", "jiffy-launch", "2026-12-04" and "0..N-1" are none; a lone "--"
