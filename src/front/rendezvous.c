@@ -31,9 +31,9 @@ int rendezvous_open(int* port) {
 
 void rendezvous_environment(int rank, int size, const char* tag, int port, int single_node,
                             void (*set)(void* ctx, const char* name, const char* value), void* ctx) {
-  char r[16], n[16], nspace[64], uri[64];
+  char r[16], nspace[64], uri[64];
+  (void)size; /* the world's size is the PMIx server's to tell */
   snprintf(r, sizeof r, "%d", rank);
-  snprintf(n, sizeof n, "%d", size);
   snprintf(nspace, sizeof nspace, "jiffy.%s", tag);
   snprintf(uri, sizeof uri, "pmix-server.0;tcp4://127.0.0.1:%d", port);
   set(ctx, "PMIX_NAMESPACE", nspace);
@@ -55,9 +55,5 @@ void rendezvous_environment(int rank, int size, const char* tag, int port, int s
   for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; ++i) {
     if (defaults[i][1] && !getenv(defaults[i][0])) set(ctx, defaults[i][0], defaults[i][1]);
   }
-  set(ctx, "OMPI_COMM_WORLD_SIZE", n);
-  set(ctx, "OMPI_COMM_WORLD_RANK", r);
-  set(ctx, "OMPI_COMM_WORLD_LOCAL_RANK", r);
-  set(ctx, "OMPI_COMM_WORLD_LOCAL_SIZE", n);
-  set(ctx, "OMPI_COMM_WORLD_NODE_RANK", r);
+  /* No OMPI_COMM_WORLD_*: see ompi_rank_environment (launch/bootstrap.cc). */
 }

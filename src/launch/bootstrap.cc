@@ -79,11 +79,20 @@ std::string join_ints(const std::vector<int>& v) {
   return s;
 }
 
-// What an Open MPI rank learns of its place, with or without a running
-// server. jiffy binds the ranks itself, as Flux does.
-void ompi_rank_environment(Environment& env, const std::string& r, const std::string& n) {
+// jiffy binds the ranks itself, as Flux does: Open MPI must not rebind.
+void ompi_binding_defaults(Environment& env) {
   set_default(env, "OMPI_MCA_hwloc_base_binding_policy", "none");
   set_default(env, "OMPI_MCA_orte_externally_bound", "1");
+}
+
+// What an Open MPI rank learns of its place (mpirun's variables, which
+// scripts and tools read). Open MPI programs and --mpi=pmix jobs only: a
+// program that may merely wrap one (the rendezvous) does not get them, as
+// Open MPI needs none of them under PMIx, and harnesses tell the mpiexec's
+// family by them (PETSc's configure runs `mpiexec -n 1 printenv` and stops
+// when it finds OMPI_COMM_WORLD_SIZE while PETSc's MPI is MPICH).
+void ompi_rank_environment(Environment& env, const std::string& r, const std::string& n) {
+  ompi_binding_defaults(env);
   env.set("OMPI_COMM_WORLD_SIZE", n);
   env.set("OMPI_COMM_WORLD_RANK", r);
   env.set("OMPI_COMM_WORLD_LOCAL_RANK", r);
@@ -114,7 +123,7 @@ void rendezvous_environment(Environment& env, int rank, int size, const std::str
   // As prepare_rank gives a PMIx job's ranks (the reasons are there).
   set_default(env, "OMPI_MCA_schizo", "^orte");
   set_default(env, "OMPI_MCA_pml", "^cm");
-  ompi_rank_environment(env, r, n);
+  ompi_binding_defaults(env);
 }
 
 BootstrapPlan plan_bootstrap(MpiMode mode, const std::vector<MpiKind>& app_kinds) {

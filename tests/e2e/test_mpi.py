@@ -447,6 +447,19 @@ def test_mpich_style_variables_plain_program(mx):
     assert e.get("MPI_LOCALNRANKS") == "1" and e.get("MPI_LOCALRANKID") == "0", cp.stdout
 
 
+@pytest.mark.parametrize("extra", [{}, {"JIFFY_FAST": "0"}])
+def test_plain_program_names_neither_mpiexec_family(mx, extra):
+    """PETSc's configure runs `$MPIEXEC -n 1 printenv` and stops when the
+    variables name the other family than its MPI's: OMPI_COMM_WORLD_SIZE
+    means Open MPI's mpirun, MPIR_CVAR_CH3 MPICH's hydra. jiffy serves both,
+    so a program of neither shows neither (it still gets the PMIx
+    rendezvous, which a wrapped Open MPI program needs, and PMI-1)."""
+    cp = mx.run(["-n", 1, "printenv"], env=extra)
+    assert cp.returncode == 0, cp.stderr
+    assert "OMPI_COMM_WORLD_SIZE" not in cp.stdout and "MPIR_CVAR_CH3" not in cp.stdout, cp.stdout
+    assert "PMIX_NAMESPACE=" in cp.stdout and "PMI_RANK=0" in cp.stdout, cp.stdout
+
+
 def test_openmpi_style_variables_forced_pmix(mx):
     cp = mx.run(["--mpi=pmix", "-l", "-n", 2, "printenv"])
     assert cp.returncode == 0, cp.stderr
