@@ -1096,3 +1096,40 @@ TEST(ParseBackend, CorePlacementIsWhatSrunDoesToo) {
 
 }  // namespace
 }  // namespace jiffy
+
+namespace jiffy {
+namespace {
+
+std::map<std::string, std::string> ctest_two_gpus() {
+  return {{"CTEST_RESOURCE_GROUP_COUNT", "2"},
+          {"CTEST_RESOURCE_GROUP_0", "gpus"},
+          {"CTEST_RESOURCE_GROUP_0_GPUS", "id:1,slots:1"},
+          {"CTEST_RESOURCE_GROUP_1", "gpus"},
+          {"CTEST_RESOURCE_GROUP_1_GPUS", "id:0,slots:1"}};
+}
+
+TEST(ParseCtest, ChosenGpusReachTheOptions) {
+  g_fake_env = ctest_two_gpus();
+  LaunchOptions opt = launch({"-n", "2", "prog"});
+  g_fake_env.clear();
+  EXPECT_EQ(opt.gpu_names, (std::vector<std::string>{"1", "0"}));
+  EXPECT_EQ(opt.gpus_per_task, 1);
+}
+
+TEST(ParseCtest, RefusedUnderSlurm) {
+  g_fake_env = ctest_two_gpus();
+  std::string err = error_of({"--backend=slurm", "-n", "2", "prog"});
+  g_fake_env.clear();
+  EXPECT_NE(err.find("CTEST_RESOURCE_GROUP_*"), std::string::npos) << err;
+  EXPECT_NE(err.find("--backend=local"), std::string::npos) << err;
+}
+
+TEST(ParseCtest, ResourceSpecIsASubcommand) {
+  EXPECT_TRUE(std::holds_alternative<ResourceSpecCommand>(parse({"resource-spec"})));
+  EXPECT_NE(error_of({"resource-spec", "--json"}), "");
+  // Only as the first word: a program called resource-spec still runs.
+  EXPECT_TRUE(std::holds_alternative<LaunchCommand>(parse({"-n", "1", "resource-spec"})));
+}
+
+}  // namespace
+}  // namespace jiffy
