@@ -338,14 +338,36 @@ static int backend_is_local(void) {
   return n <= 1;
 }
 
+/* Whether CTest's resource allocation gave this test GPUs: some
+ * CTEST_RESOURCE_GROUP_<i> (of CTEST_RESOURCE_GROUP_COUNT) lists the type
+ * "gpus" (cli/ctest.cc reads them the same way; malformed values are its to
+ * explain). Groups of other types leave the launch on the fast path. */
+static int ctest_chose_gpus(void) {
+  const char* count = getenv("CTEST_RESOURCE_GROUP_COUNT");
+  if (!count) return 0;
+  char* end = NULL;
+  long n = strtol(count, &end, 10);
+  if (!*count || *end || n < 0 || n > 65536) return 1;
+  for (long i = 0; i < n; ++i) {
+    char name[64];
+    snprintf(name, sizeof name, "CTEST_RESOURCE_GROUP_%ld", i);
+    const char* types = getenv(name);
+    if (!types) return 1;
+    for (const char* p = types; (p = strstr(p, "gpus")) != NULL; p += 4) {
+      if ((p == types || p[-1] == ',') && (p[4] == '\0' || p[4] == ',')) return 1;
+    }
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   g_submit_ns = realtime_ns();
   g_argv = argv;
   int ntasks = 0, prog = 0;
   long long timeout = 0;
   if (!backend_is_local()) hand_over(NULL);
-  /* CTest chose the GPUs (cli/ctest.h): jiffy-launch asks for exactly them. */
-  if (getenv("CTEST_RESOURCE_GROUP_COUNT")) hand_over(NULL);
+  /* CTest chose GPUs (cli/ctest.h): jiffy-launch asks for exactly them. */
+  if (ctest_chose_gpus()) hand_over(NULL);
   if (!fast_path_applies(argc, argv, &ntasks, &prog, &timeout)) hand_over(NULL);
   /* A missing program is reported before anything is asked for, and a
    * program that needs PMIx is jiffy-launch's from the start. */

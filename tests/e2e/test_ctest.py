@@ -113,3 +113,19 @@ def test_ctest_chosen_gpus_are_the_ones_ranks_get(jx, tmp_path):
     assert not list(out.glob("mismatch.*"))
     log = (build / "Testing" / "Temporary" / "LastTest.log").read_text()
     assert "CTest gave this test 1 GPU(s)" in log, log[-3000:]
+
+
+def test_only_gpu_groups_leave_the_fast_path(jx):
+    """The front runs a launch whose CTest groups hold no GPUs itself; one
+    with GPUs goes to jiffy-launch, which asks for exactly them."""
+    jx.start_daemon(cores=2, gpus=1)
+    parent = ["-n", 1, "sh", "-c", 'basename "$(readlink /proc/$PPID/exe)"']
+    chips = {"CTEST_RESOURCE_GROUP_COUNT": "1", "CTEST_RESOURCE_GROUP_0": "crypto_chips",
+             "CTEST_RESOURCE_GROUP_0_CRYPTO_CHIPS": "id:card0,slots:1"}
+    cp = jx.run(parent, env=chips)
+    assert (cp.returncode, cp.stdout.strip()) == (0, "jiffy"), cp.stderr
+    gpus = {"CTEST_RESOURCE_GROUP_COUNT": "1", "CTEST_RESOURCE_GROUP_0": "crypto_chips,gpus",
+            "CTEST_RESOURCE_GROUP_0_CRYPTO_CHIPS": "id:card0,slots:1",
+            "CTEST_RESOURCE_GROUP_0_GPUS": "id:0,slots:1"}
+    cp = jx.run(parent, env=gpus)
+    assert (cp.returncode, cp.stdout.strip()) == (0, "jiffy-launch"), cp.stderr
