@@ -289,6 +289,17 @@ double Scheduler::shadow_time(const Request& head, double now) const {
   return kNever;
 }
 
+// What the blocked head leaves spare now (slots, GPUs). Chosen GPUs are
+// kept for it (pick_gpus passes them over) until the pass ends.
+std::pair<int, int> Scheduler::reserve_for(const Request& head) {
+  kept_free_gpus_ = chosen_gpus_free_count(head);  // (nothing is kept yet)
+  for (int g : head.gpu_choice) gpu_kept_[g] = true;
+  if (wider_than_set(head)) return {0, 0};  // it needs every slot: nothing is spare
+  const int spare_slots = std::max(0, free_slots_ - head.slots());
+  if (head.gpu_choice.empty()) return {spare_slots, std::max(0, free_gpus_ - head.gpus())};
+  return {spare_slots, free_gpus_ - kept_free_gpus_};
+}
+
 std::vector<Grant> Scheduler::schedule(double now) {
   constexpr double kNever = std::numeric_limits<double>::infinity();
   std::vector<Grant> grants;
@@ -316,18 +327,7 @@ std::vector<Grant> Scheduler::schedule(double now) {
         continue;
       }
       head = &r;  // stays valid: the queue changes only after the scan
-      if (!wider_than_set(r)) {  // wider needs every slot: nothing is spare
-        spare_slots = std::max(0, free_slots_ - r.slots());
-        spare_gpus = std::max(0, free_gpus_ - r.gpus());
-      }
-      if (!r.gpu_choice.empty()) {
-        // Its own GPUs are kept for it (pick_gpus passes them over); the
-        // other free ones are spare.
-        const int free_of_choice = chosen_gpus_free_count(r);
-        for (int g : r.gpu_choice) gpu_kept_[g] = true;
-        kept_free_gpus_ = free_of_choice;
-        spare_gpus = wider_than_set(r) ? 0 : free_gpus_ - free_of_choice;
-      }
+      std::tie(spare_slots, spare_gpus) = reserve_for(r);
       if (!policy_.backfill) shadow = kNever;
       continue;
     }

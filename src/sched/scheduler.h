@@ -34,6 +34,7 @@
 #include <deque>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "core/resources.h"
@@ -112,6 +113,7 @@ class Scheduler {
   bool chosen_gpus_free(const Request& r) const;
   int chosen_gpus_free_count(const Request& r) const;
   double shadow_time(const Request& head, double now) const;
+  std::pair<int, int> reserve_for(const Request& head);
   Grant place(const Request& r) const;
   std::vector<int> pick_gpus(int n, int slots) const;
   int gpu_domain(const std::vector<int>& gpus) const;
