@@ -178,6 +178,40 @@ void Server::log(const std::string& line) const {
   if (config_.log_to_stderr) std::fprintf(stderr, "jiffyd[%d]: %s\n", ::getpid(), line.c_str());
 }
 
+namespace {
+
+// Times the steps of one turn of the event loop. A launcher gives up on a
+// daemon that has not answered within JIFFY_DAEMON_TIMEOUT (10 s), so a turn
+// of a second or more is worth a line in the log, naming where it went.
+class TurnClock {
+ public:
+  void step(const char* what) {
+    const double now = now_s();
+    if (now - last_ > slowest_s_) {
+      slowest_s_ = now - last_;
+      slowest_ = what;
+    }
+    last_ = now;
+  }
+  std::string slow() const {
+    constexpr double kSlowS = 1;
+    const double took = last_ - start_;
+    if (took < kSlowS) return "";
+    char line[160];
+    std::snprintf(line, sizeof line, "slow turn of the event loop: %.1f s, %.1f s of it in %s", took, slowest_s_,
+                  slowest_);
+    return line;
+  }
+
+ private:
+  double start_ = now_s();
+  double last_ = start_;
+  double slowest_s_ = 0;
+  const char* slowest_ = "";
+};
+
+}  // namespace
+
 void Server::run() {
   log("serving " + std::to_string(config_.resources.cores.size()) + " cores (" +
       std::to_string(config_.resources.total_slots()) + " slots), " +
@@ -191,6 +225,7 @@ void Server::run() {
       if (errno == EINTR) continue;
       throw_errno("epoll_wait");
     }
+    TurnClock turn;  // says which step of a slow turn took the time
     for (int i = 0; i < n && !stopping_; ++i) {
       int fd = events[i].data.fd;
       if (fd == listener_.get()) {
@@ -212,13 +247,18 @@ void Server::run() {
         if (clients_.count(fd) && (events[i].events & EPOLLOUT)) on_writable(c);
       }
     }
+    turn.step("events");
     reap_lost_jobs();
     if (positions_due_ && now_s() >= next_positions_at_) send_positions();
     if (lane_retry_ && (sched_.queued() > 0 || !lane_.usable())) schedule_pass();
+    turn.step("reaping and positions");
     check_lane_jobs();
     check_stale();
     check_detached();
+    turn.step("liveness checks");
     heal();
+    turn.step("socket self-check");
+    if (std::string slow = turn.slow(); !slow.empty()) log(slow);
     if (accept_paused_until_ > 0 && now_s() >= accept_paused_until_) {
       accept_paused_until_ = 0;
       epoll_event ev{};
