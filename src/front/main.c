@@ -260,9 +260,10 @@ static _Noreturn void start_over(int fd, long long ticket) {
 static char* wait_for_grant(struct job* job, int fd, int signal_fd, const char* base, struct json** parsed) {
   long long ticket = 0;
   const int timeout = daemon_timeout_ms();
+  int answered = 0; /* once queued, the grant comes when cores are free: no limit */
   for (;;) {
     char* body = NULL;
-    long len = frame_receive(fd, &body, timeout, signal_fd);
+    long len = frame_receive(fd, &body, answered ? -1 : timeout, signal_fd);
     if (len == -3) {
       sigset_t pending;
       sigpending(&pending);
@@ -305,6 +306,7 @@ static char* wait_for_grant(struct job* job, int fd, int signal_fd, const char* 
     free(nodes);
     if (queued) {
       if (id > 0) ticket = id;
+      answered = 1;
       free(body);
       continue;
     }

@@ -216,3 +216,18 @@ def test_wide_job_runs_in_the_front(jx):
     assert cp.returncode == 0, cp.stderr
     assert cp.stdout.count("\n") == 400
     assert supervisor(cp) == "jiffy"
+
+
+@pytest.mark.parametrize("fast", ["1", "0"])
+def test_a_long_wait_in_the_queue_is_not_a_silent_daemon(jx, fast):
+    """JIFFY_DAEMON_TIMEOUT bounds the wait for the daemon's first answer,
+    never the wait for cores after "queued" (a PETSc suite's 2-rank test
+    on 2 busy cores waits longer than 10 s). Both launchers."""
+    jx.start_daemon(cores=1)
+    holder = jx.popen(["-n", 1, "sleep", "3"], env={"JIFFY_LANE": "0"})
+    jx.wait_running(holder.pid)
+    t0 = time.monotonic()
+    cp = jx.run(["-n", 1, "true"], env={"JIFFY_DAEMON_TIMEOUT": "0.5", "JIFFY_FAST": fast, "JIFFY_LANE": "0"})
+    assert cp.returncode == 0, cp.stderr
+    assert time.monotonic() - t0 > 1, "it did not wait in the queue"
+    assert holder.wait(timeout=30) == 0
