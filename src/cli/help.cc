@@ -207,7 +207,8 @@ Environment variables:
   JIFFY_LANE=0           always ask the daemon for cores, instead of taking
                          cores it lends while nothing waits (the default)
   JIFFY_FAST=0           run every launch in jiffy-launch (no fast path)
-  JIFFY_DAEMON_TIMEOUT   seconds to wait for the daemon's answer (10)
+  JIFFY_DAEMON_TIMEOUT   seconds to wait for the daemon's first answer (10);
+                         a queued launch then waits for its cores unbounded
   JIFFY_BACKEND          local, slurm or auto, when no --backend is given
   CTEST_RESOURCE_GROUP_COUNT, CTEST_RESOURCE_GROUP_<N>, ..._<N>_GPUS
                          set by ctest with a resource spec file: the job
