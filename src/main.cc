@@ -62,9 +62,9 @@ int run_daemon(const std::vector<std::string>& args, const DaemonOptions& opt) {
 // dies as we ask (SIGKILL tears a process down with its listening socket
 // open a moment longer; `jiffy stop`) is asked no more, and a successor,
 // if one is starting, is asked instead (DaemonClient::ask).
-std::optional<proto::Json> ask_status() {
+std::optional<proto::Json> ask_status(bool start_if_missing = false) {
   return DaemonClient::ask({{"type", proto::type::kStatus}, {"v", proto::kVersion}},
-                           static_cast<int>(daemon_answer_timeout_s() * 1000), /*start_if_missing=*/false);
+                           static_cast<int>(daemon_answer_timeout_s() * 1000), start_if_missing);
 }
 
 int run_status(const StatusCommand& cmd) {
@@ -88,8 +88,7 @@ int run_status(const StatusCommand& cmd) {
 // CTest then hands back in CTEST_RESOURCE_GROUP_<N>_GPUS (cli/ctest.h).
 // Cores are not listed: jiffy arbitrates them itself.
 int run_resource_spec() {
-  auto reply = DaemonClient::ask({{"type", proto::type::kStatus}, {"v", proto::kVersion}},
-                                 static_cast<int>(daemon_answer_timeout_s() * 1000), /*start_if_missing=*/true);
+  auto reply = ask_status(/*start_if_missing=*/true);
   if (!reply) throw Error("no daemon answered");
   if ((*reply)["type"] == proto::type::kError) throw Error(proto::get_string(*reply, "message", 4096));
   proto::Json gpus = proto::Json::array();
