@@ -147,6 +147,47 @@ int srun_failure_code(std::string_view line) {
   return -1;
 }
 
+namespace {
+
+// Digits at the front of text, taken off it: their value, or -1 when there
+// are none or more than max_digits.
+int take_number(std::string_view& text, std::size_t max_digits) {
+  std::size_t n = 0;
+  int value = 0;
+  while (n < text.size() && text[n] >= '0' && text[n] <= '9' && n < max_digits + 1) {
+    value = value * 10 + (text[n] - '0');
+    ++n;
+  }
+  if (n == 0 || n > max_digits) return -1;
+  text.remove_prefix(n);
+  return value;
+}
+
+bool take(std::string_view& text, std::string_view word) {
+  if (!text.starts_with(word)) return false;
+  text.remove_prefix(word.size());
+  return true;
+}
+
+}  // namespace
+
+int mpich_abort_code(std::string_view line) {
+  std::string_view rest = line;
+  // srun -l: "K: " (srun pads K to the width of the largest rank)
+  while (rest.starts_with(' ')) rest.remove_prefix(1);
+  if (std::string_view label = rest; take_number(label, 9) >= 0 && take(label, ": ")) rest = label;
+  if (!take(rest, "Abort(")) return -1;
+  const bool negative = take(rest, "-");
+  const int code = take_number(rest, 9);
+  if (code < 0 || !take(rest, ") on node ") || take_number(rest, 9) < 0 ||
+      !take(rest, " (rank ") || take_number(rest, 9) < 0 || !take(rest, " in comm ") ||
+      take_number(rest, 9) < 0 || !take(rest, "): application called MPI_Abort(")) {
+    return -1;
+  }
+  // The rank then exits with the code, which the exit status holds mod 256.
+  return ((negative ? -code : code) % 256 + 256) % 256;
+}
+
 std::string multi_prog_word(std::string_view word) {
   if (word.find_first_of("'\n%") != std::string_view::npos) {
     untranslatable("a ':' group whose arguments hold a quote, a newline or '%'",

@@ -64,6 +64,15 @@ std::string srun_pattern(std::string_view option, std::string_view pattern);
 // code of the first failing rank" means.
 int srun_failure_code(std::string_view line);
 
+// MPICH's word of an MPI_Abort, which a rank prints on its stderr before it
+// asks the PMI server to abort: "Abort(N) on node R (rank R in comm C):
+// application called MPI_Abort(COMM, N) - process R", after srun's "K: "
+// when -l labels the lines. Returns N as an exit status holds it (mod
+// 256), or -1 when line is no such
+// word. Slurm's pmi2 plugin answers the abort by killing the step with
+// SIGKILL, so this line is all that is left of the code mpiexec exits with.
+int mpich_abort_code(std::string_view line);
+
 // One word of a --multi-prog line, quoted ('...') when it must be (spaces,
 // '"', '#', '\\', which slurmstepd would read as an escape). Throws Error
 // for what its reader cannot carry: a single quote, a newline, '%' (which it

@@ -1,10 +1,13 @@
 // The slurm backend's tie to the daemon: a launch forwarded to Slurm holds
-// no cores here, but the daemon lists it (`jiffy status`: its step and
-// nodes) and, when its launcher vanishes (SIGKILL), cancels its step
-// (docs/protocol.md, "Forwarded launches"). Best effort: a daemon that
-// cannot be reached costs the launch nothing but that.
+// no cores here, but the daemon lists it (`jiffy status`, `jiffy top`: its
+// step and nodes) and, when its launcher vanishes (SIGKILL), cancels its
+// step (docs/protocol.md, "Forwarded launches"). A daemon that restarts
+// while the step runs is told again (its successor, started if need be),
+// as a local job re-attaches. Best effort: a daemon that cannot be reached
+// costs the launch nothing but that.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "launch/client.h"
@@ -28,14 +31,29 @@ class SlurmLink {
   void step_started(const std::string& step, const std::string& nodes);
   // The daemon's connection (-1 when there is none): poll it, then call
   // on_readable, which reads what came (nothing is expected) or notices
-  // the hang-up (a daemon restart forgets the launch; status loses it).
+  // the hang-up of a daemon that died or stopped.
   int fd() const { return client_ ? client_->fd() : -1; }
-  void on_readable();
+  void on_readable(double now);
+  // After a hang-up: when to tell the daemon (a successor) again, 0 when
+  // nothing is to be done. The caller's loop wakes then and calls retry.
+  double retry_at() const { return retry_at_; }
+  void retry(double now);
   void finished(int exit_code);
 
  private:
+  // Connects and says "forward" (and the step, once known). False when no
+  // daemon could be reached or told.
+  bool announce();
+  void lost(double now);
   void send(const proto::Json& msg);
+
+  proto::Json forward_;
+  std::string step_, nodes_;
   std::optional<DaemonClient> client_;
+  double retry_at_ = 0;  // steady clock, seconds; 0: not retrying
+  double give_up_ = 0;
+  double pause_s_ = 0;
+  double told_at_ = 0;  // when a daemon was last told "forward"
 };
 
 }  // namespace jiffy

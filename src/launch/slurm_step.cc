@@ -185,6 +185,10 @@ struct StepState {
   // before the failure itself).
   int first_failure = -1;
   int first_ended = -1;
+  // Under Slurm's pmi2 plugin an MPICH MPI_Abort's code survives only in
+  // the rank's own word on stderr (mpich_abort_code): the first one seen.
+  bool pmi2 = false;
+  int abort_code = -1;
   std::string err_line;       // srun's stderr: the line being read
 };
 
@@ -218,6 +222,7 @@ bool relay_stderr(StepState& s, int from, int to) {
     } else if (code > 0 && s.first_failure < 0) {
       s.first_failure = code;
     }
+    if (s.pmi2 && s.abort_code < 0) s.abort_code = mpich_abort_code(s.err_line);
     s.err_line.clear();
   }
   return true;
@@ -295,6 +300,14 @@ int supervise(StepState& s, int signal_fd, Fd& err_fd, int err_to, double deadli
       }
       timeout_ms = static_cast<int>((at - now_s()) * 1000) + 1;
     }
+    if (double at = link.retry_at(); at > 0) {  // a daemon restarted: tell its successor
+      if (now_s() >= at) {
+        link.retry(now_s());
+        continue;
+      }
+      int ms = static_cast<int>((at - now_s()) * 1000) + 1;
+      timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
+    }
     if (deadline > 0 && !s.timed_out) {
       double left = deadline - now_s();
       if (left <= 0) {
@@ -324,7 +337,7 @@ int supervise(StepState& s, int signal_fd, Fd& err_fd, int err_to, double deadli
     if (fds[2].fd >= 0 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR)) && s.query->read(now_s())) {
       step_found(s, link);
     }
-    if (fds[3].fd >= 0 && (fds[3].revents & (POLLIN | POLLHUP | POLLERR))) link.on_readable();
+    if (fds[3].fd >= 0 && (fds[3].revents & (POLLIN | POLLHUP | POLLERR))) link.on_readable(now_s());
   }
 }
 
@@ -332,6 +345,8 @@ int exit_code(const StepState& s, int status) {
   if (s.timed_out) return kExitTimedOut;
   if (s.ending_signal) return 128 + s.ending_signal;
   if (s.first_failure > 0) return s.first_failure;
+  // The plugin killed the step for the abort: the code mpiexec would give.
+  if (s.abort_code >= 0 && s.first_ended == 128 + SIGKILL) return s.abort_code;
   if (s.first_ended > 0) return s.first_ended;
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
@@ -400,6 +415,7 @@ int run_slurm_step(const LaunchOptions& opt, const std::vector<std::string>& pro
     return 127;
   }
   s.srun = srun.pid;
+  s.pmi2 = std::find(cmd.argv.begin(), cmd.argv.end(), "--mpi=pmi2") != cmd.argv.end();
   s.query.emplace(in.step_name);
   s.query->begin(now_s());
   history.started();

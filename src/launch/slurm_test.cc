@@ -668,5 +668,38 @@ TEST(SlurmSrun, MpmdGroupLongerThanSrunReads) {
   EXPECT_EQ(srun_command(one, one_input()).argv.back(), "arg199");
 }
 
+
+TEST(SlurmReport, FailedTaskCodes) {
+  EXPECT_EQ(srun_failure_code("srun: error: n1: task 1: Exited with exit code 3"), 3);
+  EXPECT_EQ(srun_failure_code("srun: error: n2: tasks 0-3: Exited with exit code 255"), 255);
+  EXPECT_EQ(srun_failure_code("srun: error: n1: task 0: Segmentation fault"), 128 + 11);
+  EXPECT_EQ(srun_failure_code("srun: error: n1: task 0: Killed"), 128 + 9);
+  EXPECT_EQ(srun_failure_code("srun: error: n1: task 0: Exited with exit code 256"), -1);
+  EXPECT_EQ(srun_failure_code("srun: error: n1: task 0: Exited with exit code 3x"), -1);
+  EXPECT_EQ(srun_failure_code("srun: error: Unable to create step for job 12"), -1);
+  EXPECT_EQ(srun_failure_code("0: srun: error: n1: task 0: Killed"), -1);  // a rank's own words
+  EXPECT_EQ(srun_failure_code(""), -1);
+}
+
+TEST(SlurmReport, MpichAbortCode) {
+  const std::string word =
+      "Abort(7) on node 1 (rank 1 in comm 0): application called MPI_Abort(MPI_COMM_WORLD, 7) - process 1";
+  EXPECT_EQ(mpich_abort_code(word), 7);
+  EXPECT_EQ(mpich_abort_code("1: " + word), 7);    // srun -l
+  EXPECT_EQ(mpich_abort_code(" 3: " + word), 7);   // padded label
+  EXPECT_EQ(mpich_abort_code("Abort(0) on node 0 (rank 0 in comm 0): application called MPI_Abort(c, 0)"), 0);
+  EXPECT_EQ(mpich_abort_code("Abort(300) on node 0 (rank 0 in comm 2): application called MPI_Abort(c, 300)"),
+            300 % 256);
+  EXPECT_EQ(mpich_abort_code("Abort(-1) on node 0 (rank 0 in comm 0): application called MPI_Abort(c, -1)"),
+            255);
+  // Anything else is a rank's own text, not MPICH's word.
+  EXPECT_EQ(mpich_abort_code("Abort(7)"), -1);
+  EXPECT_EQ(mpich_abort_code("Abort(x) on node 0 (rank 0 in comm 0): application called MPI_Abort(c, 1)"), -1);
+  EXPECT_EQ(mpich_abort_code("Abort(7) on node 0 (rank 0 in comm 0): something else"), -1);
+  EXPECT_EQ(mpich_abort_code("my Abort(7) on node 0 (rank 0 in comm 0): application called MPI_Abort("), -1);
+  EXPECT_EQ(mpich_abort_code("1:Abort(7) on node 0 (rank 0 in comm 0): application called MPI_Abort("), -1);
+  EXPECT_EQ(mpich_abort_code(""), -1);
+}
+
 }  // namespace
 }  // namespace jiffy

@@ -174,6 +174,16 @@ struct Finished {
   std::string what;
 };
 
+// A launch handed to Slurm (daemon/forwarded.h): no cores here, a step
+// there.
+struct Forward {
+  std::uint64_t id = 0;
+  std::optional<std::uint64_t> ntasks;
+  std::string backend, step, nodes;
+  std::optional<double> run_s;
+  std::string what;
+};
+
 struct Status {
   std::optional<std::int64_t> pid;
   std::optional<double> uptime_s;
@@ -181,6 +191,7 @@ struct Status {
   std::vector<Gpu> gpus;
   std::vector<Running> running;
   std::vector<Queued> queued;
+  std::vector<Forward> forwarded;
   bool has_recent = false;
   std::vector<Finished> recent;
   const Json* totals = nullptr;
@@ -255,6 +266,17 @@ Status read_status(const Json& r, double now) {
     q.what = what_of(j);
     q.parent = count(j, "parent").value_or(0);
     s.queued.push_back(std::move(q));
+  }
+  for (const Json& j : list(r, "forwarded")) {
+    Forward f;
+    f.id = count(j, "job").value_or(0);
+    f.ntasks = count(j, "ntasks");
+    f.backend = text(j, "backend");
+    f.step = text(j, "step");
+    f.nodes = text(j, "nodes");
+    f.run_s = number(j, "age_s");
+    f.what = what_of(j);
+    s.forwarded.push_back(std::move(f));
   }
   if (const Json* recent = field(r, "recent"); recent != nullptr && recent->is_array()) {
     s.has_recent = true;
@@ -533,6 +555,21 @@ Section queued_section(const Status& s) {
   return sec;
 }
 
+// As `jiffy status` words them: "slurm step 312.4 on n[1-2]", or "slurm
+// step (starting)" until squeue has found it.
+Section forwarded_section(const Status& s) {
+  Section sec{"forwarded " + std::to_string(s.forwarded.size()), {}};
+  std::vector<std::vector<std::string>> rows;
+  for (const Forward& f : s.forwarded) {
+    std::string where = (f.backend.empty() ? "slurm" : f.backend) + " step ";
+    where += f.step.empty() ? "(starting)" : f.step + (f.nodes.empty() ? "" : " on " + f.nodes);
+    rows.push_back({job_text(f.id), f.ntasks ? "-n " + std::to_string(*f.ntasks) : "", where,
+                    f.run_s ? format_duration(*f.run_s) : "", f.what});
+  }
+  for (std::string& l : table(rows, {false, false, false, true})) sec.items.push_back("  " + l);
+  return sec;
+}
+
 Section recent_section(const Status& s, double now) {
   Section sec{"finished (last " + std::to_string(s.recent.size()) + ")", {}};
   std::vector<std::vector<std::string>> rows;
@@ -685,6 +722,8 @@ std::vector<std::string> render_top(const TopSnapshot& snap, TermSize size, doub
     left -= static_cast<int>(cores.size());
     out.insert(out.end(), cores.begin(), cores.end());
     std::vector<Section> secs = {running_section(s, !per_core), queued_section(s)};
+    // Only where there are some: most machines never forward a launch.
+    if (!s.forwarded.empty()) secs.push_back(forwarded_section(s));
     if (s.has_recent) secs.push_back(recent_section(s, now));
     std::vector<int> got = share_rows(secs, left);
     for (std::size_t i = 0; i < secs.size(); ++i) {

@@ -48,6 +48,14 @@ Json running_job(unsigned id, std::vector<int> cores, double age_s, const std::s
           {"waited_s", 0.0}};
 }
 
+// A launch run as a Slurm step, as daemon/forwarded.cc lists it.
+Json forwarded_launch(unsigned id, int ntasks, const std::string& step, const std::string& nodes,
+                      const std::string& command) {
+  return {{"job", id},         {"backend", "slurm"}, {"pid", 4711},  {"ntasks", ntasks},
+          {"command", command}, {"cwd", "/w"},       {"label", ""},  {"step", step},
+          {"nodes", nodes},     {"age_s", 3.2}};
+}
+
 std::vector<std::string> render(const Json& reply, TermSize size = {80, 24}) {
   return render_top({&reply, ""}, size, kNow);
 }
@@ -231,6 +239,20 @@ TEST(TopRender, RecentAndTotalsWhenTheDaemonSendsThem) {
   EXPECT_TRUE(has_line(lines, "job 5  lost         -  50s ago  ./gone")) << all;
 }
 
+TEST(TopRender, ForwardedLaunchesShowTheirStep) {
+  Json r = reply_with({0, 0});
+  EXPECT_EQ(joined(render(r)).find("forwarded"), std::string::npos);  // none: no section
+  r["forwarded"].push_back(forwarded_launch(7, 4, "312.4", "n[1-2]", "./ex19 -da"));
+  r["forwarded"].push_back(forwarded_launch(8, 1, "", "", "./ex5"));
+  const std::string all = joined(render(r));
+  EXPECT_NE(all.find("forwarded 2\n"), std::string::npos) << all;
+  EXPECT_NE(all.find("job 7  -n 4  slurm step 312.4 on n[1-2]  3.2s  ./ex19 -da"), std::string::npos)
+      << all;
+  EXPECT_NE(all.find("job 8  -n 1  slurm step (starting)"), std::string::npos) << all;
+  // The cores here stay free: a forwarded launch holds none.
+  EXPECT_NE(all.find("cores 0/2"), std::string::npos) << all;
+}
+
 TEST(TopRender, HistoryProblemIsShown) {
   Json r = reply_with({0});
   r["history"] = {{"db", "/x/history.db"}, {"error", "database is locked"}, {"pending", 3}};
@@ -352,6 +374,7 @@ TEST(TopRender, AnyFieldOfAnyTypeIsSurvived) {
   full["totals"] = {
       {"since", kNow}, {"jobs", 1}, {"failed", 1}, {"timed_out", 0}, {"core_seconds", 1.0}};
   full["history"] = {{"db", "d"}, {"error", ""}, {"pending", 0}};
+  full["forwarded"] = Json::array({forwarded_launch(10, 4, "312.4", "n[1-2]", "c")});
   const Json replacements[] = {nullptr,
                                -1,
                                0,
