@@ -17,8 +17,8 @@ spawn + wait:
 "jiffy's options" are the ones it passes (`jiffy -v` prints its srun line):
 --exact, --cpu-bind=cores, --kill-on-bad-exit=1, --input=0, --disable-status,
 --export=ALL, the --mpi plugin. jiffy adds its front and launcher, a daemon
-message, the step's prolog (one exec of jiffy-launch: how jiffy learns the
-step id) and the stderr relay.
+message, the stderr relay and, for a step that runs over 0.1 s, one squeue
+(how jiffy learns the step's id and nodes, off the launch's path).
 
 Target (issue 12): jiffy at most 1.1x srun's median wall. Every run's exit
 status and output are checked. Standard library only.
