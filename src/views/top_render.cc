@@ -205,13 +205,68 @@ char key_for(std::size_t i) {
   return '*';
 }
 
-Status read_status(const Json& r, double now) {
-  Status s;
-  const Json* d = field(r, "daemon");
-  if (d != nullptr) {
-    s.pid = integer(*d, "pid");
-    s.uptime_s = number(*d, "uptime_s");
+Running read_running(const Json& j, double now) {
+  Running job;
+  job.id = count(j, "job").value_or(0);
+  job.ntasks = count(j, "ntasks");
+  job.cores = ints_within(list(j, "cores"));
+  job.gpus = gpus_within(list(j, "gpus"));
+  // `start` (when the ranks were spawned) where the daemon says it; its
+  // own age_s otherwise (0 for jobs it re-adopted).
+  if (auto start = number(j, "start"); start && *start > 0) {
+    job.run_s = std::max(0.0, now - *start);
+  } else {
+    job.run_s = number(j, "age_s");
   }
+  job.state = text(j, "state");
+  job.what = what_of(j);
+  job.parent = count(j, "parent").value_or(0);
+  return job;
+}
+
+Queued read_queued(const Json& j, double now) {
+  Queued q;
+  q.id = count(j, "job").value_or(0);
+  q.position = count(j, "position");
+  q.ntasks = count(j, "ntasks");
+  q.gpus = count(j, "gpus_requested");
+  q.wait_s = number(j, "wait_s");
+  if (!q.wait_s) q.wait_s = number(j, "age_s");
+  if (!q.wait_s) {
+    if (auto submit = number(j, "submit"); submit && *submit > 0) {
+      q.wait_s = std::max(0.0, now - *submit);
+    }
+  }
+  q.what = what_of(j);
+  q.parent = count(j, "parent").value_or(0);
+  return q;
+}
+
+Forward read_forward(const Json& j) {
+  Forward f;
+  f.id = count(j, "job").value_or(0);
+  f.ntasks = count(j, "ntasks");
+  f.backend = text(j, "backend");
+  f.step = text(j, "step");
+  f.nodes = text(j, "nodes");
+  f.run_s = number(j, "age_s");
+  f.what = what_of(j);
+  return f;
+}
+
+Finished read_finished(const Json& j) {
+  Finished f;
+  f.id = count(j, "job").value_or(0);
+  f.outcome = text(j, "outcome");
+  f.exit_code = integer(j, "exit_code");
+  f.signal = integer(j, "signal");
+  f.run_s = number(j, "run_s");
+  f.end = number(j, "end");
+  f.what = what_of(j);
+  return f;
+}
+
+void read_resources(const Json& r, Status& s) {
   const Json* res = field(r, "resources");
   for (const Json& c : res ? list(*res, "cores") : list(r, "")) {
     Core core;
@@ -229,68 +284,24 @@ Status read_status(const Json& r, double now) {
     if (const Json* h = field(g, "holder")) gpu.holder = count_of(*h);
     s.gpus.push_back(std::move(gpu));
   }
-  for (const Json& j : list(r, "running")) {
-    Running job;
-    job.id = count(j, "job").value_or(0);
-    job.ntasks = count(j, "ntasks");
-    job.cores = ints_within(list(j, "cores"));
-    job.gpus = gpus_within(list(j, "gpus"));
-    // `start` (when the ranks were spawned) where the daemon says it; its
-    // own age_s otherwise (0 for jobs it re-adopted).
-    if (auto start = number(j, "start"); start && *start > 0) {
-      job.run_s = std::max(0.0, now - *start);
-    } else {
-      job.run_s = number(j, "age_s");
-    }
-    job.state = text(j, "state");
-    job.what = what_of(j);
-    job.parent = count(j, "parent").value_or(0);
-    s.running.push_back(std::move(job));
+}
+
+Status read_status(const Json& r, double now) {
+  Status s;
+  if (const Json* d = field(r, "daemon")) {
+    s.pid = integer(*d, "pid");
+    s.uptime_s = number(*d, "uptime_s");
   }
+  read_resources(r, s);
+  for (const Json& j : list(r, "running")) s.running.push_back(read_running(j, now));
   std::stable_sort(s.running.begin(), s.running.end(),
                    [](const Running& a, const Running& b) { return a.id < b.id; });
   for (std::size_t i = 0; i < s.running.size(); ++i) s.running[i].key = key_for(i);
-  for (const Json& j : list(r, "queued")) {
-    Queued q;
-    q.id = count(j, "job").value_or(0);
-    q.position = count(j, "position");
-    q.ntasks = count(j, "ntasks");
-    q.gpus = count(j, "gpus_requested");
-    q.wait_s = number(j, "wait_s");
-    if (!q.wait_s) q.wait_s = number(j, "age_s");
-    if (!q.wait_s) {
-      if (auto submit = number(j, "submit"); submit && *submit > 0) {
-        q.wait_s = std::max(0.0, now - *submit);
-      }
-    }
-    q.what = what_of(j);
-    q.parent = count(j, "parent").value_or(0);
-    s.queued.push_back(std::move(q));
-  }
-  for (const Json& j : list(r, "forwarded")) {
-    Forward f;
-    f.id = count(j, "job").value_or(0);
-    f.ntasks = count(j, "ntasks");
-    f.backend = text(j, "backend");
-    f.step = text(j, "step");
-    f.nodes = text(j, "nodes");
-    f.run_s = number(j, "age_s");
-    f.what = what_of(j);
-    s.forwarded.push_back(std::move(f));
-  }
+  for (const Json& j : list(r, "queued")) s.queued.push_back(read_queued(j, now));
+  for (const Json& j : list(r, "forwarded")) s.forwarded.push_back(read_forward(j));
   if (const Json* recent = field(r, "recent"); recent != nullptr && recent->is_array()) {
     s.has_recent = true;
-    for (const Json& j : *recent) {
-      Finished f;
-      f.id = count(j, "job").value_or(0);
-      f.outcome = text(j, "outcome");
-      f.exit_code = integer(j, "exit_code");
-      f.signal = integer(j, "signal");
-      f.run_s = number(j, "run_s");
-      f.end = number(j, "end");
-      f.what = what_of(j);
-      s.recent.push_back(std::move(f));
-    }
+    for (const Json& j : *recent) s.recent.push_back(read_finished(j));
     // Newest first, whichever order the daemon keeps them in.
     std::stable_sort(s.recent.begin(), s.recent.end(), [](const Finished& a, const Finished& b) {
       return a.end.value_or(0) > b.end.value_or(0);
