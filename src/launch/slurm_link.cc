@@ -45,26 +45,27 @@ SlurmLink::SlurmLink(const std::string& command, const std::string& cwd, const s
               {"cwd", cwd},
               {"label", label},
               {"tag", tag}};
-  try {
-    client_ = DaemonClient::connect(/*start_if_missing=*/true);
-    client_->send(forward_);
-    told_at_ = now_s();
-  } catch (const Error& e) {
-    std::fprintf(stderr, "jiffy: warning: the daemon cannot list this launch (%s)\n", e.what());
-    client_.reset();
+  if (std::string why = announce(); !why.empty()) {
+    std::fprintf(stderr, "jiffy: warning: the daemon cannot list this launch (%s)\n", why.c_str());
   }
 }
 
-bool SlurmLink::announce() {
+std::string SlurmLink::announce() {
   try {
     client_ = DaemonClient::connect(/*start_if_missing=*/true);
     client_->send(forward_);
     if (!step_.empty()) client_->send({{"type", proto::type::kStep}, {"step", step_}, {"nodes", nodes_}});
-    return true;
-  } catch (const Error&) {
+    told_at_ = now_s();
+    return "";
+  } catch (const Error& e) {
     client_.reset();
-    return false;
+    return e.what();
   }
+}
+
+void SlurmLink::back_off(double now) {
+  retry_at_ = now + pause_s_;
+  pause_s_ = std::min(1.0, 2 * pause_s_);
 }
 
 // The daemon hung up (it died, or was stopped): its successor is told at
@@ -77,21 +78,18 @@ void SlurmLink::lost(double now) {
     give_up_ = now + kRestartWindowS;
     pause_s_ = 0.005;
   }
-  retry_at_ = now + pause_s_;
-  pause_s_ = std::min(1.0, 2 * pause_s_);
+  back_off(now);
 }
 
 void SlurmLink::retry(double now) {
   if (retry_at_ == 0 || now < retry_at_) return;
-  if (announce()) {
+  if (announce().empty()) {
     retry_at_ = 0;
-    told_at_ = now;
   } else if (now > give_up_) {
     retry_at_ = 0;
     std::fprintf(stderr, "jiffy: warning: lost the daemon; this launch is no longer listed\n");
   } else {
-    retry_at_ = now + pause_s_;
-    pause_s_ = std::min(1.0, 2 * pause_s_);
+    back_off(now);
   }
 }
 

@@ -41,10 +41,11 @@ class SlurmLink {
   void finished(int exit_code);
 
  private:
-  // Connects and says "forward" (and the step, once known). False when no
-  // daemon could be reached or told.
-  bool announce();
+  // Connects and says "forward" (and the step, once known). Returns why no
+  // daemon could be reached or told, "" when one was.
+  std::string announce();
   void lost(double now);
+  void back_off(double now);  // the next retry, each pause twice the last
   void send(const proto::Json& msg);
 
   proto::Json forward_;
