@@ -117,6 +117,37 @@ std::vector<int> rank_appnums(const LaunchOptions& opt) {
 
 namespace {
 
+// What jiffy tells every rank, of the job's own world or a spawned one:
+// who it is, its cores, the job's tag (how the daemon finds its strays) and
+// its GPUs under each vendor's name.
+void set_rank_variables(Environment& env, const std::string& job_id, int rank, int size, std::size_t appnum,
+                        const RankGrant& rg, const std::string& tag) {
+  env.set("JIFFY_JOB_ID", job_id);
+  env.set("JIFFY_RANK", std::to_string(rank));
+  env.set("JIFFY_SIZE", std::to_string(size));
+  env.set("JIFFY_APPNUM", std::to_string(appnum));
+  env.set("JIFFY_CORES", join(rg.cores));
+  env.set("JIFFY_JOB_TAG", tag);
+  if (!rg.gpus.empty()) {
+    std::string gpus = join(rg.gpus);
+    for (const char* var : {"CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"}) env.set(var, gpus);
+  }
+}
+
+// A labelled line's prefix: --tag-output byte for byte as mpirun writes it
+// ("[1,0]<stdout>:x", the job being 1 + the world; scripts parse it), the
+// user's -prepend-pattern (index: the rank among all the launcher's), or
+// jiffy's own.
+std::string label_prefix(const LaunchOptions& opt, const char* stream, int world, int rank, int index, int group,
+                         const std::string& own) {
+  switch (opt.label) {
+    case Label::Tag:
+      return "[" + std::to_string(1 + world) + "," + std::to_string(rank) + "]<std" + stream + ">:";
+    case Label::Pattern: return expand_pattern(opt.prepend_pattern, index, group);
+    default: return own;
+  }
+}
+
 // Every thread of this process but the caller onto set (best effort: a
 // thread may end meanwhile).
 void bind_other_threads(const cpu_set_t& set) {
@@ -190,53 +221,26 @@ bool Job::start() {
     const AppSpec& app = opt_.apps[g];
     const RankGrant& rg = grant_.ranks[static_cast<std::size_t>(rank)];
     Environment env = group_envs[g];
-    env.set("JIFFY_JOB_ID", job_id);
-    env.set("JIFFY_RANK", std::to_string(rank));
-    env.set("JIFFY_SIZE", std::to_string(size));
+    set_rank_variables(env, job_id, rank, size, g, rg, tag_);
     env.set("JIFFY_LOCAL_RANK", std::to_string(rank));
     env.set("JIFFY_LOCAL_SIZE", std::to_string(size));
-    env.set("JIFFY_APPNUM", std::to_string(g));
-    env.set("JIFFY_CORES", join(rg.cores));
-    env.set("JIFFY_JOB_TAG", tag_);
     // Ranks sharing CPUs: Open MPI yields instead of spinning, as mpirun
     // makes it when it oversubscribes (issue 14: 45x faster at 3 ranks on 2
     // cores). The user's own setting wins.
     if (sharing && !env.get(kYieldVar)) env.set(kYieldVar, "1");
-    if (!rg.gpus.empty()) {
-      std::string gpus = join(rg.gpus);
-      for (const char* var : {"CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"}) {
-        env.set(var, gpus);
-      }
-    }
-    int inherit_fd = bootstrap_->prepare_rank(rank, env);
-    RankOutput out = open_rank_output(opt_, rank, static_cast<int>(g), files_);
     RankSpawn spec;
     spec.path = programs_[g];
     spec.argv = app.argv;
-    spec.envp = env.envp();
-    spec.cpus = opt_.bind == Bind::None ? std::vector<int>{} : rg.cpus;
     spec.wdir = app.wdir ? app.wdir : opt_.wdir;
     spec.stdin_fd = rank != 0 ? devnull.get() : rank0_stdin ? rank0_stdin.get() : 0;
-    if (out.out_file) spec.stdout_fd = out.out_file.get();
-    if (out.err_file) spec.stderr_fd = out.err_file.get();
-    spec.pgid = pgid_;
-    spec.inherit_fd = inherit_fd;
-    Spawned s = spawn_rank(spec);
+    spec.inherit_fd = bootstrap_->prepare_rank(rank, env);
+    Spawned s = spawn_labelled(std::move(spec), env, rg, rank, static_cast<int>(g), [&](const char* stream) {
+      return label_prefix(opt_, stream, 0, rank, rank, static_cast<int>(g), "[" + std::to_string(rank) + "] ");
+    });
     bootstrap_->rank_spawned(rank);
     if (rank == 0) pgid_ = s.pid;
     ranks_[static_cast<std::size_t>(rank)] = Rank{s.pid, static_cast<int>(g), false, 0, 0, rank, {}};
     spawned[static_cast<std::size_t>(rank)] = s;
-    // --tag-output byte for byte as mpirun ("[1,0]<stdout>:x", 1 being
-    // mpirun's job number): scripts parse it.
-    auto prefix = [&](const char* stream) {
-      switch (opt_.label) {
-        case Label::Tag: return "[1," + std::to_string(rank) + "]<std" + stream + ">:";
-        case Label::Pattern: return expand_pattern(opt_.prepend_pattern, rank, static_cast<int>(g));
-        default: return "[" + std::to_string(rank) + "] ";
-      }
-    };
-    if (out.out_read) forwarder_.add(std::move(out.out_read), 1, prefix("out"));
-    if (out.err_read) forwarder_.add(std::move(out.err_read), 2, prefix("err"));
   }
   bool ok = true;
   for (std::size_t r = 0; r < spawned.size(); ++r) {
@@ -259,6 +263,24 @@ bool Job::start() {
     }
   }
   return ok;
+}
+
+// One rank onto its CPUs, in the job's process group, with its output
+// where the options send it: files, straight through, or labelled through
+// the forwarder (index: the rank among all of this launcher's, which names
+// its output files).
+Spawned Job::spawn_labelled(RankSpawn spec, Environment& env, const RankGrant& rg, int index, int group,
+                            const std::function<std::string(const char*)>& prefix) {
+  RankOutput out = open_rank_output(opt_, index, group, files_);
+  spec.envp = env.envp();
+  spec.cpus = opt_.bind == Bind::None ? std::vector<int>{} : rg.cpus;
+  if (out.out_file) spec.stdout_fd = out.out_file.get();
+  if (out.err_file) spec.stderr_fd = out.err_file.get();
+  spec.pgid = pgid_;
+  Spawned s = spawn_rank(spec);
+  if (out.out_read) forwarder_.add(std::move(out.out_read), 1, prefix("out"));
+  if (out.err_read) forwarder_.add(std::move(out.err_read), 2, prefix("err"));
+  return s;
 }
 
 void Job::adopt(const Handoff& h) {
@@ -377,49 +399,25 @@ void Job::start_world(World& w) {
     const RankGrant& rg = grant.ranks[static_cast<std::size_t>(r)];
     Environment env = caller;
     for (const auto& [name, value] : app.env) env.set(name, value);
-    env.set("JIFFY_JOB_ID", std::to_string(grant_.id));
+    set_rank_variables(env, std::to_string(grant_.id), r, size, a, rg, tag_);
     env.set("JIFFY_WORLD", std::to_string(w.number));
-    env.set("JIFFY_RANK", std::to_string(r));
-    env.set("JIFFY_SIZE", std::to_string(size));
-    env.set("JIFFY_APPNUM", std::to_string(a));
-    env.set("JIFFY_CORES", join(rg.cores));
-    env.set("JIFFY_JOB_TAG", tag_);
-    if (!rg.gpus.empty()) {
-      std::string gpus = join(rg.gpus);
-      for (const char* var : {"CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"}) env.set(var, gpus);
-    }
-    const int inherit_fd = bootstrap_->prepare_world_rank(w.number, r, env);
     const int index = static_cast<int>(ranks_.size());
-    RankOutput out = open_rank_output(opt_, index, static_cast<int>(a), files_);
     RankSpawn spec;
     spec.path = w.programs[a];
     spec.argv = app.argv;
-    spec.envp = env.envp();
-    spec.cpus = opt_.bind == Bind::None ? std::vector<int>{} : rg.cpus;
     spec.wdir = app.wdir.empty() ? opt_.wdir : std::optional<std::string>(app.wdir);
     spec.stdin_fd = devnull.get();
-    if (out.out_file) spec.stdout_fd = out.out_file.get();
-    if (out.err_file) spec.stderr_fd = out.err_file.get();
-    spec.pgid = pgid_;
-    spec.inherit_fd = inherit_fd;
-    Spawned s = spawn_rank(spec);
+    spec.inherit_fd = bootstrap_->prepare_world_rank(w.number, r, env);
+    Spawned s = spawn_labelled(std::move(spec), env, rg, index, static_cast<int>(a), [&](const char* stream) {
+      const std::string own = "[" + std::to_string(w.number) + "." + std::to_string(r) + "] ";
+      return label_prefix(opt_, stream, w.number, r, index, static_cast<int>(a), own);
+    });
     bootstrap_->rank_spawned(r, w.number);
     ranks_.push_back(Rank{s.pid, 0, false, 0, w.number, r, app.command});
     if (s.exec_errno && !failed_errno) {
       failed_errno = s.exec_errno;
       failed_program = app.command;
     }
-    // Labelled as mpirun labels a spawned job's ranks ([job,rank], the
-    // job being 1 + the world) or as [world.rank].
-    auto prefix = [&](const char* stream) {
-      switch (opt_.label) {
-        case Label::Tag: return "[" + std::to_string(1 + w.number) + "," + std::to_string(r) + "]<std" + stream + ">:";
-        case Label::Pattern: return expand_pattern(opt_.prepend_pattern, index, static_cast<int>(a));
-        default: return "[" + std::to_string(w.number) + "." + std::to_string(r) + "] ";
-      }
-    };
-    if (out.out_read) forwarder_.add(std::move(out.out_read), 1, prefix("out"));
-    if (out.err_read) forwarder_.add(std::move(out.err_read), 2, prefix("err"));
   }
   if (failed_errno) {
     for (std::size_t i = w.first; i < ranks_.size(); ++i) {

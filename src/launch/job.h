@@ -141,6 +141,8 @@ class Job {
     std::size_t size = 0;
   };
 
+  Spawned spawn_labelled(RankSpawn spec, Environment& env, const RankGrant& rg, int index, int group,
+                         const std::function<std::string(const char*)>& prefix);
   void on_spawn(SpawnAsk ask);
   void spawn_failed(World& w, const std::string& why);
   void start_world(World& w);
