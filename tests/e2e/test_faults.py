@@ -865,7 +865,9 @@ def test_socket_file_replaced(jx, fake_daemon, probe_bin, tmp_path, replacement)
 @pytest.fixture
 def tiny_tmpfs():
     """A 64 KiB tmpfs (private, 0700) to serve as a full disk; skips where
-    mounting is not permitted."""
+    mounting is not permitted. Name it before jx: fixtures end in reverse
+    order, and a daemon still running there re-creates its directory once
+    it is unmounted and removed (a leftover /tmp/jfe2e-full-* per test)."""
     d = tempfile.mkdtemp(prefix="jfe2e-full-", dir="/tmp")
     cp = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", d],
                         capture_output=True, text=True)
@@ -915,7 +917,7 @@ def _on_full_disk(jx, tiny_tmpfs, tmp_path):
     return out
 
 
-def test_disk_full_launches_still_work(jx, probe_bin, tiny_tmpfs, tmp_path):
+def test_disk_full_launches_still_work(tiny_tmpfs, jx, probe_bin, tmp_path):
     """The runtime directory's filesystem is full, so neither the state file
     nor the log can be written: the daemon starts and launches work."""
     out = _on_full_disk(jx, tiny_tmpfs, tmp_path)
@@ -974,7 +976,7 @@ def test_daemon_sigkill_with_a_slow_launcher(jx, probe_bin, tmp_path):
                           "can be written (the file is preallocated only when it opens); its successor "
                           "then holds grants for 0.5 s only, and this launcher is stalled for 1.5 s",
                    strict=False)
-def test_disk_full_then_daemon_sigkill_never_double_books(jx, probe_bin, tiny_tmpfs, tmp_path):
+def test_disk_full_then_daemon_sigkill_never_double_books(tiny_tmpfs, jx, probe_bin, tmp_path):
     """With the state file unwritable (disk full), a daemon SIGKILL while a
     job holds every core and others wait must still not double-book: the new
     daemon may not grant anything before the running launcher, slow here,
