@@ -76,7 +76,7 @@ echo "package: $(head -1 <<<"$version"), $(sed -n 3p <<<"$version")"
 if grep -qs '^path-exclude=/usr/share/man' /etc/dpkg/dpkg.cfg.d/*; then
   echo "package: this machine's dpkg leaves out manual pages (path-exclude): man jiffy not checked"
 else
-  [ "$(man -w jiffy 2>/dev/null)" = /usr/share/man/man1/jiffy.1 ] || fail "man -w jiffy: $(man -w jiffy 2>&1)"
+  [ "$(man -w jiffy 2>/dev/null)" = /usr/share/man/man1/jiffy.1.gz ] || fail "man -w jiffy: $(man -w jiffy 2>&1)"
 fi
 [ -f /usr/share/bash-completion/completions/jiffy ] || fail "no bash completion installed"
 JIFFY_RUNTIME_DIR=$work/rt /usr/bin/jiffy stop >/dev/null

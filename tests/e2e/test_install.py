@@ -5,6 +5,7 @@ hidden (a tmpfs over it in a private mount namespace). The Debian package
 gets the same checks, installed for real, from scripts/package.sh --check
 (CI)."""
 
+import gzip
 import os
 import shutil
 import subprocess
@@ -28,7 +29,9 @@ def prefix(tmp_path_factory, jiffy_bin):
 def test_layout(prefix):
     assert sorted(os.listdir(prefix / "bin")) == ["jiffy"]
     assert sorted(os.listdir(prefix / "libexec" / "jiffy")) == ["jiffy-history", "jiffy-launch", "jiffy-pmix", "jiffyd"]
-    assert (prefix / "share" / "man" / "man1" / "jiffy.1").is_file()
+    # gzip-compressed, as Debian's policy wants, and the page itself
+    page = prefix / "share" / "man" / "man1" / "jiffy.1.gz"
+    assert gzip.decompress(page.read_bytes()) == (REPO / "man" / "jiffy.1").read_bytes()
     assert (prefix / "share" / "bash-completion" / "completions" / "jiffy").is_file()
 
 
