@@ -85,7 +85,7 @@ void Server::check_detached() {
 void Server::maybe_end_recovery() {
   double now = now_s();
   // (A spawn's cores need not come back for the queue to move: they stay
-  // held, detached, and launchers do not re-attach them today.)
+  // held, detached, until their launcher re-attaches them or exits.)
   const bool awaited = std::any_of(detached_.begin(), detached_.end(),
                                    [](const auto& kv) { return kv.second.parent == 0; });
   if (!recovering_ || now < recovery_hold_until_ || (awaited && now < recovery_deadline_)) {

@@ -357,6 +357,7 @@ void Job::on_spawn(SpawnAsk ask) {
   }
   try {
     world.cores = ask_cores_(total, asker);
+    world.cores->set_family(pgid_, tag_);
   } catch (const Error& e) {
     return spawn_failed(world, std::string("cannot ask the daemon for cores: ") + e.what());
   }

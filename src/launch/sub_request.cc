@@ -46,19 +46,23 @@ std::unique_ptr<SubRequest> SubRequest::send(const DaemonPaths& paths, const Ask
                {"command", ask.command},
                {"cwd", ask.cwd},
                {"progress", false}});
-  return std::unique_ptr<SubRequest>(new SubRequest(std::move(client), ask.ntasks));
+  return std::unique_ptr<SubRequest>(new SubRequest(paths, std::move(client), ask));
 }
 
 SubRequest::State SubRequest::on_ready() {
   if (!client_ || state_ != State::Waiting) {
-    // A granted request's connection has nothing to say; a hang-up there
-    // is the daemon going (the ranks run on, as the job's own do).
+    // A granted request's connection says nothing but a re-attach's `ok`;
+    // a hang-up there is the daemon going (the ranks run on, as the job's
+    // own do): their cores are told to its successor.
     if (client_) {
       try {
-        while (client_->read_available()) {
+        while (auto msg = client_->read_available()) {
+          if ((*msg)["type"] == proto::type::kError) client_.reset();  // refused: held until we exit
+          if (!client_) break;
         }
-      } catch (const Error&) {
+      } catch (const Error& e) {
         client_.reset();
+        if (daemon_restarting(e) && state_ == State::Granted) reattach();
       }
     }
     return state_;
@@ -67,7 +71,7 @@ SubRequest::State SubRequest::on_ready() {
     while (auto msg = client_->read_available()) {
       const std::string& type = (*msg)["type"].get_ref<const std::string&>();
       if (type == proto::type::kGrant) {
-        grant_ = parse_grant(*msg, ntasks_);
+        grant_ = parse_grant(*msg, ask_.ntasks);
         return state_ = State::Granted;
       }
       if (type == proto::type::kError) {
@@ -82,6 +86,29 @@ SubRequest::State SubRequest::on_ready() {
     return state_ = State::Refused;
   }
   return state_;
+}
+
+// As DaemonLink's: the successor is started if need be, and accepts the
+// cores only as its predecessor's ledger has them, with their parent and
+// the family's tag (docs/protocol.md, "Spawned ranks"). Should that fail,
+// they stay held, detached, until this launcher exits.
+void SubRequest::reattach() {
+  proto::Json slots = proto::Json::array();
+  for (auto [core, slot] : grant_.slots) slots.push_back({core, slot});
+  const proto::Json msg = {{"type", proto::type::kReattach}, {"v", proto::kVersion},
+                           {"job", grant_.id},               {"parent", ask_.parent},
+                           {"pgid", pgid_},                  {"ntasks", ask_.ntasks},
+                           {"command", ask_.command},        {"slots", slots},
+                           {"gpu_ids", grant_.gpu_ids},      {"exclusive", grant_.exclusive},
+                           {"jobdir", ""},                   {"tag", tag_}};
+  for (int attempt = 0; attempt < 3 && !client_; ++attempt) {
+    try {
+      client_ = DaemonClient::connect(paths_, /*start_if_missing=*/true);
+      client_->send(msg);
+    } catch (const Error&) {
+      client_.reset();
+    }
+  }
 }
 
 void SubRequest::finished(int code) {

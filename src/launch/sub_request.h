@@ -5,7 +5,10 @@
 // other job holds, refused at once when the job could never have them
 // beside what it holds already (its ranks wait in MPI_Comm_spawn holding
 // their cores: waiting would be a deadlock). `finished` gives them back.
-// The connection lives in the job's poll loop (Job::wait).
+// The connection lives in the job's poll loop (Job::wait). If the daemon
+// dies while the spawned ranks run, their cores are re-attached to its
+// successor, as DaemonLink does for the job's own, so that they come back
+// when the spawned world ends rather than when the launcher exits.
 #pragma once
 
 #include <memory>
@@ -48,11 +51,22 @@ class SubRequest {
   const std::string& why() const { return why_; }
   // The spawned ranks are gone: their cores go back.
   void finished(int code);
+  // The family a granted spawn belongs to (the job's process group and
+  // tag): what a re-attach names, should the daemon die while it runs.
+  void set_family(int pgid, std::string tag) {
+    pgid_ = pgid;
+    tag_ = std::move(tag);
+  }
 
  private:
-  SubRequest(DaemonClient client, int ntasks) : client_(std::move(client)), ntasks_(ntasks) {}
+  SubRequest(DaemonPaths paths, DaemonClient client, const Ask& ask)
+      : paths_(std::move(paths)), client_(std::move(client)), ask_(ask) {}
+  void reattach();
+  DaemonPaths paths_;
   std::optional<DaemonClient> client_;
-  int ntasks_;
+  Ask ask_;
+  int pgid_ = 0;
+  std::string tag_;
   State state_ = State::Waiting;
   JobGrant grant_;
   std::string why_;

@@ -227,6 +227,39 @@ def test_a_killed_launcher_leaves_no_spawned_rank(big):
     assert not any(pid_alive(x) for x in pids)
 
 
+def test_a_spawn_re_attaches_after_a_daemon_crash(mx, tmp_path):
+    """The daemon dies while a spawned world runs: the launcher re-attaches
+    the spawn's cores to the successor (with their parent and the family's
+    tag) beside the job's own, so they show as running, not detached, and
+    come back when the world ends, not only when the launcher exits. The
+    real 2-core machine: the parent holds one core, the worker the other."""
+    release = tmp_path / "release"
+    p = mx.popen(["-n", 1, spawn_prog(), "hold", release, 1], stdout=subprocess.PIPE, text=True)
+    read_pids(p, 1)
+    job = wait_until(lambda: [j for j in mx.status()["running"] if j.get("pid") == p.pid], 30, 0.05,
+                     "the job running")[0]["job"]
+    old = mx.daemon_pid()
+    os.kill(old, signal.SIGKILL)
+
+    def both_back():
+        cp = mx.run(["status", "--json"])
+        if cp.returncode != 0:
+            return None
+        rows = json.loads(cp.stdout).get("running", [])
+        ours = [j for j in rows if j["job"] == job or j.get("parent") == job]
+        return rows if len(ours) == 2 and all(j["state"] == "running" for j in ours) else None
+
+    rows = wait_until(both_back, 30, 0.05, "the job and its spawn re-attached")
+    assert mx.daemon_pid() not in (None, old)
+    spawn = [j for j in rows if j.get("parent") == job]
+    assert len(spawn) == 1, rows
+    release.touch()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "spawned 1 ok" in out and "lost the daemon" not in err, (out, err)
+    settled(mx)
+
+
 def test_a_killed_parent_rank_takes_its_workers(big):
     p = big.popen(["-n", 1, spawn_prog(), "hold", 60, 2], stdout=subprocess.PIPE, text=True)
     parent, pids = read_pids(p, 2)

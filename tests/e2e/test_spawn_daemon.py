@@ -374,7 +374,7 @@ class RemoteLauncher:
 
 def test_a_spawn_never_re_attached_is_held_until_its_launcher_dies(jx, fake_daemon):
     """After a crash, a spawn whose launcher lives but does not re-attach
-    (jiffy's launcher does not) keeps its cores until that launcher dies;
+    it (jiffy's launcher does: test_spawn.py) keeps its cores until that launcher dies;
     then its family's group is killed and they come back. Its tag is its
     parent's: once the parent has finished and another job took that tag,
     the spawn's end kills by the group alone, never the other job's

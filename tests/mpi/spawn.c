@@ -9,6 +9,7 @@
  *   spawn missing     spawns programs that are not there (MPI_ERRORS_RETURN);
  *                     prints "spawn failed: class C", exit 3 if one started
  *   spawn hold S N    N workers print "worker pid P" and sleep S s, then reply
+ *                     (S a path: until that file exists)
  *   spawn fail C      1 worker exits with code C after MPI_Finalize
  *   spawn loop K      spawns 1 worker K times in a row (each after the last
  *                     one disconnected); prints "spawned K in turn ok"
@@ -85,7 +86,11 @@ static int worker(MPI_Comm parent, const char* mode, char** argv) {
   if (strcmp(mode, "worker-hold") == 0) {
     printf("worker pid %d\n", (int)getpid());
     fflush(stdout);
-    sleep((unsigned)atoi(argv[2]));
+    if (argv[2][0] == '/') {
+      while (access(argv[2], F_OK) != 0) usleep(20000); /* until the test releases it */
+    } else {
+      sleep((unsigned)atoi(argv[2]));
+    }
   }
   if (strcmp(mode, "worker-nested") == 0) {
     MPI_Comm inter = spawn_self(1, "worker", MPI_COMM_SELF);
