@@ -62,6 +62,13 @@ What is measured. Every rank appends one line to $SUITE_LOG: its start
               are free (packing); free while a test that fits waits (launch);
               held before the ranks run (spawn: fork, exec, loading) or after
               they end (reap); free with no test submitted (make, shell, diff)
+  gap parts   (jiffy) each core gap cut at the history's times, by the
+              next test's kind (median and mean of each part): exit (the
+              last rank's exit and its reaping), make (the next launcher not
+              started yet), handoff (the previous launcher's `finished`, the
+              daemon's grant, the next launcher's spawn; for a launcher
+              started late, its own start and request too), load (exec,
+              dynamic loading, library constructors of the next ranks)
   bound       (jiffy) the packing bound: the wall a perfect launcher would
               give with make -j and cores never shared (each test as long as
               its ranks ran; a discrete-event replay of make and FIFO with
@@ -303,6 +310,8 @@ class Gap:
     ns: int
     prev: str      # test ids
     next: str
+    start: int = 0  # ns: the previous test's last rank end on the core
+    end: int = 0    # ns: the next test's first rank start there
 
 
 @dataclass
@@ -341,7 +350,7 @@ def core_gaps(ranks, cores):
             if last is not None and r.test != last.test and r.start > last.end:
                 g = (r.start - last.end) - covered(shared, last.end, r.start)
                 if g > 0:
-                    gaps.append(Gap(core, g, last.test, r.test))
+                    gaps.append(Gap(core, g, last.test, r.test, last.end, r.start))
             if last is None or r.end > last.end:
                 last = r
             active = [a for a in active if a.end > r.start]
@@ -504,6 +513,37 @@ def idle_parts(jobs, ranks, ncores):
     return out
 
 
+GAP_PARTS = (
+    ("exit", "the last rank's exit and its launcher reaping it (the history's end)"),
+    ("make", "the next test's launcher not started yet (make, the shell, diff)"),
+    ("handoff", "`finished`, the daemon's grant (or a late launcher's start), the next launcher's spawn"),
+    ("load", "the next ranks' exec, dynamic loading and library constructors"),
+)
+
+
+def gap_split(gaps, jobs):
+    """Each core gap cut at the history's times (jiffy configurations):
+    [(gap, {part: ns})] over GAP_PARTS, for gaps whose tests both have a
+    history row and that no unbound rank covered (the parts then sum to the
+    gap). Cut points, each clamped into the gap and after the one before:
+    the previous job's end (its last rank reaped), the next one's submit if
+    later (its launcher started after that end), the next one's start (its
+    ranks spawned)."""
+    rows = {tid: (sub, st, en) for tid, sub, st, en, _ in jobs}
+    out = []
+    for g in gaps:
+        if g.prev not in rows or g.next not in rows or rows[g.next][1] is None or g.end - g.start != g.ns:
+            continue
+        prev_end = rows[g.prev][2]
+        sub, st, _ = rows[g.next]
+        cuts = [g.start]
+        for t in (prev_end, max(sub, prev_end), st):
+            cuts.append(min(max(t, cuts[-1]), g.end))
+        cuts.append(g.end)
+        out.append((g, {name: b - a for (name, _), a, b in zip(GAP_PARTS, cuts, cuts[1:])}))
+    return out
+
+
 def history_jobs(state_dir, since_ns, ids, timeout=30.0):
     """The history rows of this run's tests: waits for the daemon to have
     ingested one per test (it writes them behind the launches)."""
@@ -568,6 +608,7 @@ class RunResult:
     packing: float = 0.0  # s, packing_bound
     packing_all: float = 0.0  # s, packing_bound with make's lookahead unlimited
     parts: dict = field(default_factory=dict)  # idle_parts (jiffy configurations)
+    gap_parts: list = field(default_factory=list)  # gap_split (jiffy configurations)
 
 
 def spawn_wait(argv, env, stdout, stderr, timeout):
@@ -642,6 +683,7 @@ class Bench:
         if c.jiffy:
             jobs = history_jobs(c.env["XDG_STATE_HOME"], since_ns, set(self.by_id))
             result.parts = idle_parts(jobs, ranks, self.ncores)
+            result.gap_parts = gap_split(result.gaps, jobs)
         return result
 
     def failures(self, c, rep, out, rc):
@@ -709,6 +751,10 @@ def summarize(bench, c):
     }
     for k in KINDS:
         s[f"gap_{k}"] = median([x[k] for x in g])
+        split = [[p for gap, p in r.gap_parts if bench.by_id[gap.next].kind == k] for r in rs]
+        s[f"split_{k}"] = {name: (median([ms(quantile([p[name] for p in ps], 0.5)) for ps in split if ps]),
+                                  median([ms(sum(p[name] for p in ps) / len(ps)) for ps in split if ps]))
+                           for name, _ in GAP_PARTS} if all(split) else {}
     widths = sorted({k for x in g for k in x if k.startswith("w")})
     s["by_width"] = {w: (median([x[w][0] for x in g if w in x]), median([x[w][1] for x in g if w in x]),
                          median([x[w][2] for x in g if w in x])) for w in widths}
@@ -783,6 +829,15 @@ def report(bench, a, summaries, elapsed, load0, load1):
         widths = "  ".join(f"-n {w[1:]} {fmt(v[0])} ({fmt(v[1], '.1f')}, {fmt(v[2], '.0f')})"
                            for w, v in s["by_width"].items())
         print(f"  {c.name:<14} {kinds}   {widths}")
+    for c in bench.configs:
+        s = summaries[c.name][0]
+        if not c.jiffy or not any(s[f"split_{k}"] for k in KINDS):
+            continue
+        print(f"  {c.name:<14} each gap cut at the history's times (gap_split), ms, median / mean:")
+        for name, what in GAP_PARTS:
+            row = "  ".join(f"{k} {fmt(s['split_' + k].get(name, (None, None))[0])} / "
+                            f"{fmt(s['split_' + k].get(name, (None, None))[1])}" for k in KINDS)
+            print(f"  {'':<14} {name:<8} {row}   {what}")
     if a.verbose:
         print()
         print("per rep")
@@ -1048,6 +1103,19 @@ class AnalysisTest(unittest.TestCase):
         ranks = [R("a", 0, 10, [0]), R("w", 0, 30, [0, 1]), R("b", 0, 5, [1])]
         # a 0..10 and b 0..5 (b ends before w could start: backfilled); w 10..40
         self.assertAlmostEqual(packing_bound(tests, ranks, 2, 3), 0.040)
+
+    def test_gap_split_cuts_a_gap_at_the_history_times(self):
+        # a's rank ends at 10, a reaped at 10.5; b submitted at 5 (waiting), spawned
+        # at 11, its rank starts at 14: exit 0.5, make 0, handoff 0.5, load 3
+        gaps, _, _ = core_gaps([R("a", 0, 10, [0]), R("b", 14, 20, [0])], self.CORES)
+        jobs = [("a", 0, 0, int(10.5 * MS), [0]), ("b", 5 * MS, 11 * MS, 21 * MS, [0])]
+        ((g, parts),) = gap_split(gaps, jobs)
+        self.assertEqual(parts, {"exit": MS // 2, "make": 0, "handoff": MS // 2, "load": 3 * MS})
+        # b's launcher started only at 12 (make's own work after a ended): make 1.5, handoff 0
+        jobs[1] = ("b", 12 * MS, 13 * MS, 21 * MS, [0])
+        ((g, parts),) = gap_split(gaps, jobs)
+        self.assertEqual(parts, {"exit": MS // 2, "make": int(1.5 * MS), "handoff": MS, "load": MS})
+        self.assertEqual(sum(parts.values()), g.ns)
 
     def test_gap_between_tests_on_one_core(self):
         gaps, coll, bound = core_gaps([R("a", 0, 10, [0]), R("b", 13, 20, [0]), R("c", 20, 30, [0])], self.CORES)
