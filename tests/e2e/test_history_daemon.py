@@ -113,10 +113,18 @@ def db_path(state):
 
 
 def rows(state, where="1=1", args=()):
+    """The rows of jobs matching where; none while the daemon's writer has
+    created the file but not yet committed its schema (it opens the file,
+    then creates the tables: a reader in between sees an empty database,
+    as jiffy history does, src/history/query.cc)."""
     con = sqlite3.connect(f"file:{db_path(state)}?mode=ro", uri=True, timeout=5)
     try:
         con.row_factory = sqlite3.Row
         return [dict(r) for r in con.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args)]
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return []
+        raise
     finally:
         con.close()
 
