@@ -7,6 +7,7 @@ runtime directory, an abstract socket name, and the process table. These
 tests defeat one or two of them at a time and check that no core is ever
 granted twice and that launches go on."""
 
+import errno
 import json
 import os
 import shutil
@@ -148,6 +149,23 @@ def test_squatted_name_does_not_stop_launches(jx, other_user, how):
     assert jx.run(["-n", 1, "true"], timeout=30).returncode == 0
 
 
+def remove_under_a_live_daemon(path):
+    """rm -rf path as a tmp cleaner does, under a running daemon. Every 0.5 s
+    the daemon checks its socket and, once rm has unlinked it, makes its
+    files anew (Server::heal), possibly in the directory rm is about to
+    remove: ENOTEMPTY then, and rm goes again, as `rm -rf` run twice would."""
+    for _ in range(50):
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.ENOTEMPTY:
+                raise
+    raise AssertionError(f"{path} could not be removed: something keeps filling it")
+
+
 def test_squatted_name_and_removed_dir_do_not_make_a_second_daemon(jx, public_dir, other_user):
     """The worst case for the first two checks: another user holds our
     abstract name and our runtime directory is removed under a running job.
@@ -161,7 +179,7 @@ def test_squatted_name_and_removed_dir_do_not_make_a_second_daemon(jx, public_di
     first = jx.popen(["-n", n, PROBE, f"out={out}", "tag=first", "sleep=1500"])
     jx.wait_running(first.pid)
     old = jx.daemon_pid()
-    shutil.rmtree(jx.runtime_dir)
+    remove_under_a_live_daemon(jx.runtime_dir)
     second = jx.run(["-n", n, PROBE, f"out={out}", "tag=second"], timeout=60)
     assert second.returncode == 0, second.stderr
     first.communicate(timeout=30)
