@@ -218,23 +218,33 @@ def test_a_daemon_killed_while_ingesting_loses_and_duplicates_nothing(jx, fake_d
         except OSError:
             return 0
 
-    # Killed as soon as it holds the journal, then again once its
-    # transaction spills into the WAL (or it is done).
-    for when in ("locked", "writing"):
-        threading.Thread(target=ask, daemon=True).start()
-        wait_until(lambda: journal_locked(path), 30, 0.001, "the daemon to be ingesting")
-        if when == "writing":
-            wait_until(lambda: wal_size() > (1 << 20) or not journal_locked(path), 60, 0.001,
-                       "the transaction to be written")
+    def staged():
+        try:
+            return os.path.getsize(path + ".ingest")
+        except OSError:
+            return 0
+
+    def kill(when):
+        nonlocal d
         d.kill()
         d.wait()
         left = os.path.getsize(path)
         stored = len(rows(state)) if os.path.exists(db_path(state)) else 0
-        assert left == n * 4096 or left == 0, left  # committed whole, or not at all
-        print(f"killed while {when}: journal {left} bytes, {stored} rows stored")
+        assert left == n * 4096 or left == 0, left  # moved whole, or not at all
+        print(f"killed while {when}: journal {left} bytes, staging {staged()} bytes, {stored} rows stored")
         d = fake_daemon(cores=2)
-        if left == 0:
-            break
+
+    # Killed while it copies the journal to its staging file (the only time
+    # it holds the journal's lock)...
+    threading.Thread(target=ask, daemon=True).start()
+    wait_until(lambda: journal_locked(path), 30, 0.001, "the daemon to be taking the journal")
+    kill("copying")
+    # ...then, its successor (which ingests as it starts, unasked), once its
+    # transaction spills into the WAL, or it is done.
+    threading.Thread(target=ask, daemon=True).start()
+    wait_until(lambda: wal_size() > (1 << 20) or (os.path.getsize(path) == 0 and staged() == 0), 120, 0.001,
+               "the transaction to be written")
+    kill("writing")
     r = history(jx, timeout=120)
     assert r["error"] == "" and r["pending"] == 0, r
     con = sqlite3.connect(f"file:{db_path(state)}?mode=ro", uri=True)
