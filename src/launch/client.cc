@@ -244,6 +244,24 @@ std::optional<proto::Json> DaemonClient::ask(const proto::Json& msg, int timeout
   }
 }
 
+DaemonClient reattach_to_successor(const DaemonPaths& paths, const proto::Json& msg) {
+  for (int attempt = 0;; ++attempt) {
+    try {
+      DaemonClient client = DaemonClient::connect(paths, /*start_if_missing=*/true);
+      client.send(msg);
+      return client;
+    } catch (const Error&) {
+      if (attempt == 2) throw;
+    }
+  }
+}
+
+proto::Json slot_pairs(const std::vector<std::pair<int, int>>& slots) {
+  proto::Json out = proto::Json::array();
+  for (auto [core, slot] : slots) out.push_back({core, slot});
+  return out;
+}
+
 DaemonClient DaemonClient::connect(bool start_if_missing) {
   return connect(daemon_paths(), start_if_missing);
 }

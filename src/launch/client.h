@@ -11,6 +11,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "proto/message.h"
@@ -86,6 +87,16 @@ class RestartBackoff {
  private:
   int ms_ = 5;
 };
+
+// Tells a successor daemon of cores held across its predecessor's death:
+// msg (a `reattach`, docs/protocol.md, "Surviving a daemon crash") is sent on a new
+// connection, the daemon started if none answers; three tries. Returns the
+// connection, on which the daemon refuses with an error or says nothing;
+// throws the last try's Error.
+DaemonClient reattach_to_successor(const DaemonPaths& paths, const proto::Json& msg);
+
+// A grant's (core, slot) pairs as a re-attach carries them.
+proto::Json slot_pairs(const std::vector<std::pair<int, int>>& slots);
 
 // The path of the jiffyd executable: $JIFFY_DAEMON, else next to this binary.
 std::string daemon_executable();

@@ -316,22 +316,16 @@ class DaemonLink {
  private:
   void reattach() {
     client_.reset();
-    proto::Json slots = proto::Json::array();
-    for (auto [core, slot] : grant_.slots) slots.push_back({core, slot});
     proto::Json msg = {{"type", proto::type::kReattach}, {"v", proto::kVersion},
                        {"job", grant_.id},           {"pgid", pgid_},
                        {"ntasks", opt_.total_tasks()}, {"command", command_summary(opt_)},
-                       {"slots", slots},               {"gpu_ids", grant_.gpu_ids},
+                       {"slots", slot_pairs(grant_.slots)}, {"gpu_ids", grant_.gpu_ids},
                        {"exclusive", grant_.exclusive}, {"jobdir", job_dir_},
                        {"tag", tag_}};
-    for (int attempt = 0; attempt < 3 && !client_; ++attempt) {
-      try {
-        client_ = DaemonClient::connect(paths_, /*start_if_missing=*/true);
-        client_->send(msg);
-      } catch (const Error& e) {
-        client_.reset();
-        if (attempt == 2) warn(e.what());
-      }
+    try {
+      client_ = reattach_to_successor(paths_, msg);
+    } catch (const Error& e) {
+      warn(e.what());
     }
   }
 

@@ -93,21 +93,16 @@ SubRequest::State SubRequest::on_ready() {
 // the family's tag (docs/protocol.md, "Spawned ranks"). Should that fail,
 // they stay held, detached, until this launcher exits.
 void SubRequest::reattach() {
-  proto::Json slots = proto::Json::array();
-  for (auto [core, slot] : grant_.slots) slots.push_back({core, slot});
   const proto::Json msg = {{"type", proto::type::kReattach}, {"v", proto::kVersion},
                            {"job", grant_.id},               {"parent", ask_.parent},
                            {"pgid", pgid_},                  {"ntasks", ask_.ntasks},
-                           {"command", ask_.command},        {"slots", slots},
+                           {"command", ask_.command},        {"slots", slot_pairs(grant_.slots)},
                            {"gpu_ids", grant_.gpu_ids},      {"exclusive", grant_.exclusive},
                            {"jobdir", ""},                   {"tag", tag_}};
-  for (int attempt = 0; attempt < 3 && !client_; ++attempt) {
-    try {
-      client_ = DaemonClient::connect(paths_, /*start_if_missing=*/true);
-      client_->send(msg);
-    } catch (const Error&) {
-      client_.reset();
-    }
+  try {
+    client_ = reattach_to_successor(paths_, msg);
+  } catch (const Error&) {
+    client_.reset();
   }
 }
 
