@@ -847,3 +847,51 @@ def test_submit_with_a_malformed_tag_is_refused(jx, fake_daemon, tag):
     assert isinstance(reply, dict) and reply.get("type") == "error" and "tag" in reply["message"], reply
     assert read_frame(s) == "eof"
     assert jx.status()["running"] == [] and jx.status()["queued"] == []
+
+
+# A library planted in the directory a user launches from. jiffy's dynamic
+# executables (jiffy-pmix, jiffyd, jiffy-history) must find their libraries
+# where the system keeps them, never in the working directory: CMake's
+# build-tree RPATH once ended in an empty entry (the working directory), so
+# a user running build/jiffy in a shared directory ran whatever libhwloc.so.15
+# another user had left there.
+PLANTED_LIB = r"""
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+__attribute__((constructor)) static void planted(void) {
+  const char* marker = getenv("JIFFY_TEST_PLANTED");
+  char who[64] = "?";
+  int fd = open("/proc/self/comm", O_RDONLY);
+  if (fd >= 0) { ssize_t n = read(fd, who, sizeof who - 1); who[n > 0 ? n : 0] = 0; close(fd); }
+  if (!marker) return;
+  fd = open(marker, O_WRONLY | O_CREAT | O_APPEND, 0600);
+  if (fd >= 0) { (void)!write(fd, who, strlen(who)); close(fd); }
+}
+"""
+
+# The direct dependencies of jiffy's dynamic executables (a search path only
+# ever applies to an object's own DT_NEEDED): jiffy-pmix, jiffyd, jiffy-history.
+PLANTED_NAMES = ("libhwloc.so.15", "libpmix.so.2", "libsqlite3.so.0", "libstdc++.so.6", "libgcc_s.so.1")
+
+
+def test_no_library_is_loaded_from_the_working_directory(jx, tmp_path):
+    from conftest import BUILD
+    hello = BUILD / "mpi" / "hello.openmpi"
+    if not hello.exists():
+        pytest.skip(f"not built: {hello}")
+    src = tmp_path / "planted.c"
+    src.write_text(PLANTED_LIB)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for name in PLANTED_NAMES:
+        subprocess.run(["cc", "-shared", "-fPIC", "-o", str(shared / name), str(src)], check=True)
+    marker = tmp_path / "loaded"
+    env = {"JIFFY_TEST_PLANTED": str(marker)}
+    # An Open MPI program runs in jiffy-pmix; the first launch starts jiffyd
+    # from here too; `jiffy history` runs jiffy-history.
+    for args in (["-n", "2", str(hello)], ["history", "--limit", "1"]):
+        cp = jx.run(args, cwd=shared, env=env, timeout=60)
+        assert cp.returncode == 0, f"jiffy {' '.join(args)}: rc={cp.returncode} {cp.stderr!r}"
+    assert not marker.exists(), f"a library planted in the working directory was loaded by: {marker.read_text()!r}"
