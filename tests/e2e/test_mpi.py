@@ -1237,6 +1237,19 @@ def test_wrapped_openmpi_without_jiffy_pmix_fails_clearly(wx, tmp_path):
     assert any("PMIx server" in l for l in jiffy_lines(cp.stderr)), cp.stderr
 
 
+def test_openmpi_goes_straight_to_jiffy_pmix_and_falls_back_without_it(mx, tmp_path):
+    """The front hands an Open MPI program straight to jiffy-pmix (one exec
+    fewer than through jiffy-launch); where there is none, jiffy-launch takes
+    the launch and says what is missing."""
+    direct = mx.run(["-n", 1, prog("getenv", "openmpi"), "PMIX_NAMESPACE"], timeout=60)
+    assert direct.returncode == 0 and "jiffy." in direct.stdout, (direct.stdout, direct.stderr)
+    for name in ("jiffy", "jiffy-launch", "jiffyd"):
+        shutil.copy2(Path(mx.bin).parent / name, tmp_path / name)
+    mx.bin = str(tmp_path / "jiffy")
+    cp = mx.run(["-n", 2, prog("hello", "openmpi")], timeout=120)
+    assert "jiffy-pmix not found" in cp.stderr, cp.stderr
+
+
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_openmpi_finalize_does_not_wait_for_a_delayed_ack(mx, launcher):
     """Open MPI's MPI_Finalize sends three PMIx messages that get no answer,
