@@ -158,11 +158,15 @@ int main(int argc, char** argv) {
     if (args.size() > 1 && args[1] == "--jiffy-pmix-host") {
       return PmixServer::host_main(std::vector<std::string>(args.begin() + 2, args.end()));
     }
-    // The front (src/front) continues a launch here: launch/handoff.h.
+    // The front (src/front) continues a launch here: launch/handoff.h. The
+    // state is in our environment, not our arguments (anyone can read
+    // those): taken out at once, so that no child inherits it.
     std::optional<Handoff> handoff;
-    if (args.size() > 2 && args[1] == "--jiffy-handoff") {
-      handoff = parse_handoff(args[2]);
-      args.erase(args.begin() + 1, args.begin() + 3);
+    if (args.size() > 1 && args[1] == "--jiffy-handoff") {
+      std::optional<std::string> state = take_handoff_state();
+      if (!state) throw Error("malformed hand-over state: no " + std::string(kHandoffVar));
+      handoff = parse_handoff(*state);
+      args.erase(args.begin() + 1);
     }
     Command cmd = parse_command_line(args, getenv_opt);
     if (auto* c = std::get_if<LaunchCommand>(&cmd)) {

@@ -16,7 +16,7 @@
  *     of rendezvous.c, a signal, a rank fails, the daemon writes or goes
  *     away, the timeout runs out; an MPICH program's ranks at once, as they
  *     start: see job_wait): exec jiffy-launch in the same process with
- *     "--jiffy-handoff STATE", so the ranks stay its children, the daemon
+ *     "--jiffy-handoff" and STATE in $JIFFY_HANDOFF, so the ranks stay its children, the daemon
  *     connection and the PMI channels stay open, and pending signals stay
  *     pending (src/launch/handoff.h describes STATE).
  *

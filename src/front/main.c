@@ -58,9 +58,11 @@ static _Noreturn void hand_over_to(const char* launcher, const char* state) {
   if (!argv) _exit(1);
   int k = 0;
   argv[k++] = g_argv[0];
+  /* The state travels in the environment (launch/handoff.h): it names the
+   * job's tag, and anyone can read a process's arguments. */
   if (state) {
     argv[k++] = "--jiffy-handoff";
-    argv[k++] = (char*)state;
+    if (setenv("JIFFY_HANDOFF", state, 1) != 0) _exit(1);
   }
   for (int i = 1; i < argc; ++i) argv[k++] = g_argv[i];
   /* jiffy-pmix is jiffy-launch with libpmix linked: a launch it cannot

@@ -102,7 +102,10 @@ void ompi_rank_environment(Environment& env, const std::string& r, const std::st
 
 }  // namespace
 
-std::string rendezvous_namespace(const std::string& tag) { return "jiffy." + tag; }
+std::string pmix_namespace(const std::string& tag) {
+  if (tag.empty()) throw Error("a PMIx namespace needs the job's tag");
+  return "jiffy." + tag;
+}
 
 void rendezvous_environment(Environment& env, int rank, int size, const std::string& nspace, int port) {
   const std::string r = std::to_string(rank);
@@ -156,13 +159,14 @@ BootstrapPlan plan_bootstrap(MpiMode mode, const std::vector<MpiKind>& app_kinds
   return p;
 }
 
-PreparedPmix::PreparedPmix(const BootstrapPlan& plan, unsigned long long job_id, std::vector<int> appnum)
-    : topology_file_(plan.topology_file), job_id_(job_id), appnum_(std::move(appnum)),
+PreparedPmix::PreparedPmix(const BootstrapPlan& plan, unsigned long long job_id, const std::string& tag,
+                           std::vector<int> appnum)
+    : topology_file_(plan.topology_file), job_id_(job_id), tag_(tag), appnum_(std::move(appnum)),
       dir_(make_job_dir(job_id)) {}
 
 void PreparedPmix::start() {
   PmixJob job;
-  job.nspace = "jiffy." + std::to_string(job_id_) + "." + std::to_string(::getpid());
+  job.nspace = pmix_namespace(tag_);
   job.size = static_cast<int>(appnum_.size());
   job.appnum = appnum_;
   job.dir = dir_;
@@ -191,7 +195,7 @@ Bootstrap::Bootstrap(BootstrapPlan plan, unsigned long long job_id, std::vector<
     pmi1_[0] = make_pmi1_world(0, std::move(info));
   }
   if (plan_.pmix) {
-    if (!prepared) prepared = std::make_unique<PreparedPmix>(plan_, job_id, appnum);
+    if (!prepared) prepared = std::make_unique<PreparedPmix>(plan_, job_id, plan_.tag, appnum);
     if (!prepared->started()) prepared->start();  // on failure, its destructor cleans up
     dir_ = std::exchange(prepared->dir_, std::string());
     pmix_ = std::move(prepared->server_);
@@ -294,7 +298,7 @@ int Bootstrap::prepare_rank(int rank, Environment& env) {
   }
   if (rendezvous_) {
     if (plan_.single_node_ompi) set_default(env, "OMPI_MCA_pml", "ob1");
-    rendezvous_environment(env, rank, size_, rendezvous_namespace(plan_.tag), port_);
+    rendezvous_environment(env, rank, size_, pmix_namespace(plan_.tag), port_);
   }
   if (plan_.pmix) {
     pmix_->prepare_rank(rank, env);
@@ -558,13 +562,18 @@ void Bootstrap::start_helper() {
                                    "--jiffy-pmix-host",
                                    std::to_string(rendezvous_.get()),
                                    std::to_string(theirs.get()),
-                                   rendezvous_namespace(plan_.tag),
                                    dir_,
                                    plan_.topology_file,
                                    join_ints(appnum_)};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The namespace in the environment: anyone can read a process's arguments.
+  std::string nspace = std::string(PmixServer::kNamespaceVar) + "=" + pmix_namespace(plan_.tag);
+  std::vector<char*> envp;
+  for (char** e = environ; *e; ++e) envp.push_back(*e);
+  envp.push_back(nspace.data());
+  envp.push_back(nullptr);
   const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) throw_errno("fork");
@@ -575,7 +584,7 @@ void Bootstrap::start_helper() {
     if (::getppid() != parent) ::_exit(1);
     ::fcntl(rendezvous_.get(), F_SETFD, 0);
     ::fcntl(theirs.get(), F_SETFD, 0);
-    ::execv(exe.c_str(), argv.data());
+    ::execve(exe.c_str(), argv.data(), envp.data());
     std::fprintf(stderr, "jiffy: cannot run %s: %s\n", exe.c_str(), std::strerror(errno));
     ::_exit(127);
   }

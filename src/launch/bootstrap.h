@@ -58,11 +58,19 @@ struct BootstrapPlan {
   bool ucx_shm = false;          // MPICH ranks: UCX_TLS=self,sm (the launcher clears it for GPU jobs)
   bool rendezvous = false;       // the PMIx rendezvous (above); never with pmix
   int rendezvous_fd = -1;        // its listening socket, made by the front; -1: make one
-  std::string tag;               // the job's tag: names the rendezvous's namespace
+  std::string tag;               // the job's tag: names its PMIx namespace (pmix_namespace)
 };
 
-// The rendezvous's PMIx namespace for a job tagged tag.
-std::string rendezvous_namespace(const std::string& tag);
+// The PMIx namespace of a job tagged tag (served directly or behind the
+// rendezvous). It is the job's credential: libpmix serves on loopback TCP,
+// where any local user can connect, and a client that names a registered
+// namespace and rank, and claims their uid (over TCP the client states its
+// own ids), is taken for that rank and may spawn processes as its user. So
+// it holds nothing another user can see (not the job id, which /tmp's job
+// directories show, nor a pid) and is as unguessable as the tag (128 random
+// bits), which only the job's own processes, the daemon and the user's
+// history know.
+std::string pmix_namespace(const std::string& tag);
 // What a rank of a rendezvous job gets (src/front/rendezvous.c writes the
 // same): the PMIx client's variables, pointing at 127.0.0.1:port, and Open
 // MPI's, as Bootstrap gives a PMIx job's ranks. Pure.
@@ -94,7 +102,8 @@ struct SpawnAsk {
 // directory. Both throw Error.
 class PreparedPmix {
  public:
-  PreparedPmix(const BootstrapPlan& plan, unsigned long long job_id, std::vector<int> appnum);
+  PreparedPmix(const BootstrapPlan& plan, unsigned long long job_id, const std::string& tag,
+               std::vector<int> appnum);
   ~PreparedPmix();
   PreparedPmix(const PreparedPmix&) = delete;
   PreparedPmix& operator=(const PreparedPmix&) = delete;
@@ -106,6 +115,7 @@ class PreparedPmix {
   friend class Bootstrap;
   std::string topology_file_;
   unsigned long long job_id_;
+  std::string tag_;
   std::vector<int> appnum_;
   std::string dir_;
   std::unique_ptr<PmixServer> server_;

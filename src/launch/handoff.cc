@@ -45,6 +45,14 @@ std::vector<int> cpu_list(const std::string& s) {
 
 }  // namespace
 
+std::optional<std::string> take_handoff_state() {
+  const char* v = std::getenv(kHandoffVar);
+  if (!v) return std::nullopt;
+  std::string state = v;
+  ::unsetenv(kHandoffVar);
+  return state;
+}
+
 Handoff parse_handoff(const std::string& state) {
   Handoff h;
   std::size_t grant_at = state.find(" grant=");

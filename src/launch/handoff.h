@@ -1,6 +1,10 @@
 // Handoff: what the front (src/front, the `jiffy` users run) passes to
-// jiffy-launch when it stops handling a launch itself, as one argument after
-// "--jiffy-handoff":
+// jiffy-launch when it stops handling a launch itself: jiffy-launch's first
+// argument is "--jiffy-handoff", and STATE is the value of the environment
+// variable JIFFY_HANDOFF (kHandoffVar), never an argument: a process's
+// arguments are world-readable (ps, /proc/PID/cmdline) and STATE holds the
+// job's tag, which names its PMIx namespace, the credential of its PMIx
+// server (launch/bootstrap.h, pmix_namespace). Its forms:
 //
 //   v=1 ticket=N [submit=NS]
 //       start from scratch, but our request had job id N in the queue of a
@@ -31,6 +35,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,5 +65,10 @@ struct Handoff {
 
 // Throws Error on anything malformed.
 Handoff parse_handoff(const std::string& state);
+
+inline constexpr const char* kHandoffVar = "JIFFY_HANDOFF";
+// The state the front left in our environment, removed from it (no child
+// may inherit it); nullopt when there is none.
+std::optional<std::string> take_handoff_state();
 
 }  // namespace jiffy

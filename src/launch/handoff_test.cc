@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "util/error.h"
 
 namespace jiffy {
@@ -77,6 +79,17 @@ TEST(Handoff, RejectsMalformed) {
                           "v=1 daemon=4 cpus=0 tag=a pgid=100 ranks=100:6:0"}) {
     EXPECT_THROW(parse_handoff(bad), Error) << bad;
   }
+}
+
+// The state comes in the environment and leaves it at once: no child of the
+// launcher may inherit the job's tag.
+TEST(Handoff, StateIsTakenOutOfTheEnvironment) {
+  ::setenv(kHandoffVar, "v=1 ticket=7", 1);
+  std::optional<std::string> state = take_handoff_state();
+  ASSERT_TRUE(state.has_value());
+  EXPECT_EQ(*state, "v=1 ticket=7");
+  EXPECT_EQ(std::getenv(kHandoffVar), nullptr);
+  EXPECT_FALSE(take_handoff_state().has_value());
 }
 
 }  // namespace

@@ -480,7 +480,7 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const
   auto prepare = [&](unsigned long long job) {
     if (!plan.pmix || !PmixServer::available() || told) return;
     try {
-      if (!prepared) prepared = std::make_unique<PreparedPmix>(plan, job, rank_appnums(opt));
+      if (!prepared) prepared = std::make_unique<PreparedPmix>(plan, job, tag, rank_appnums(opt));
     } catch (const Error&) {
       return;
     }

@@ -5,6 +5,7 @@
 #include "launch/bootstrap.h"
 #include "launch/environment.h"
 #include "pmi/pmix_server.h"
+#include "util/error.h"
 
 namespace jiffy {
 namespace {
@@ -27,7 +28,7 @@ TEST(Rendezvous, Environment) {
   Environment env;
   env.set("OMPI_MCA_pml", "ucx");  // the caller's choice stays
   env.set("PMIX_RANK", "7");       // a stale one does not
-  rendezvous_environment(env, 1, 3, rendezvous_namespace("ab12"), 4242);
+  rendezvous_environment(env, 1, 3, pmix_namespace("ab12"), 4242);
   EXPECT_EQ(*env.get("PMIX_NAMESPACE"), "jiffy.ab12");
   EXPECT_EQ(*env.get("PMIX_RANK"), "1");
   for (const char* v : {"PMIX_SERVER_URI41", "PMIX_SERVER_URI4", "PMIX_SERVER_URI3"}) {
@@ -59,6 +60,13 @@ TEST(Rendezvous, EventLines) {
   for (const char* bad : {"", "c", "c x", "x 1", "c 1 2", "a 1", "a 1 z", "c -1"}) {
     EXPECT_FALSE(parse_pmix_event(bad, &e)) << bad;
   }
+}
+
+// A job's PMIx namespace is its tag and nothing else (no job id, no pid:
+// both public), and there is none without a tag.
+TEST(Rendezvous, NamespaceIsTheTag) {
+  EXPECT_EQ(pmix_namespace("0123456789abcdef0123456789abcdef"), "jiffy.0123456789abcdef0123456789abcdef");
+  EXPECT_THROW(pmix_namespace(""), Error);
 }
 
 }  // namespace

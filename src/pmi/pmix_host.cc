@@ -569,15 +569,19 @@ std::unique_ptr<PmixServer> PmixServer::start(const PmixJob& job) {
 }
 
 int PmixServer::host_main(const std::vector<std::string>& args) {
-  // RENDEZVOUS_FD EVENT_FD NSPACE DIR TOPOLOGY_FILE APPNUMS (launch/bootstrap.cc)
-  if (args.size() != 6) throw Error("--jiffy-pmix-host: wrong arguments");
+  // RENDEZVOUS_FD EVENT_FD DIR TOPOLOGY_FILE APPNUMS (launch/bootstrap.cc),
+  // the namespace in kNamespaceVar (taken out: a spawned rank must not
+  // inherit it)
+  const char* nspace = std::getenv(kNamespaceVar);
+  if (args.size() != 5 || !nspace || !*nspace) throw Error("--jiffy-pmix-host: wrong arguments");
   PmixJob job;
+  job.nspace = nspace;
+  ::unsetenv(kNamespaceVar);
   job.rendezvous_fd = std::stoi(args[0]);
   job.event_sink = std::stoi(args[1]);
-  job.nspace = args[2];
-  job.dir = args[3];
-  if (!args[4].empty()) {
-    if (FILE* f = std::fopen(args[4].c_str(), "re")) {
+  job.dir = args[2];
+  if (!args[3].empty()) {
+    if (FILE* f = std::fopen(args[3].c_str(), "re")) {
       char buf[65536];
       std::size_t n;
       while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) job.topology_xml.append(buf, n);
@@ -586,8 +590,8 @@ int PmixServer::host_main(const std::vector<std::string>& args) {
   }
   std::size_t from = 0;
   for (;;) {
-    std::size_t end = args[5].find(',', from);
-    job.appnum.push_back(std::stoi(args[5].substr(from, end - from)));
+    std::size_t end = args[4].find(',', from);
+    job.appnum.push_back(std::stoi(args[4].substr(from, end - from)));
     if (end == std::string::npos) break;
     from = end + 1;
   }

@@ -113,8 +113,11 @@ class PmixServer {
 
   // `jiffy-pmix --jiffy-pmix-host ...`: the PMIx server of one rendezvous
   // job, in a helper process the launcher starts when a rank first
-  // connects (launch/bootstrap.cc, start_helper, says the arguments).
-  // Serves until the event socket closes. Returns the exit code.
+  // connects (launch/bootstrap.cc, start_helper, says the arguments). Its
+  // namespace, the job's credential (launch/bootstrap.h, pmix_namespace),
+  // comes in kNamespaceVar, not in the world-readable arguments. Serves
+  // until the event socket closes. Returns the exit code.
+  static constexpr const char* kNamespaceVar = "JIFFY_PMIX_NAMESPACE";
   static int host_main(const std::vector<std::string>& args);
 };
 

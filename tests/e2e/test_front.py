@@ -194,10 +194,12 @@ def test_closed_stdio(jx):
 
 
 def test_bad_hand_over_state_is_an_error(jx):
-    cp = subprocess.run([str(BUILD / "jiffy-launch"), "--jiffy-handoff", "v=1 daemon=x", "-n", "1", "true"],
-                        capture_output=True, text=True, env=jx._env(), timeout=30)
-    assert cp.returncode == 1
-    assert cp.stderr.startswith("jiffy: malformed hand-over state"), cp.stderr
+    for state in ("v=1 daemon=x", None):
+        env = jx._env({"JIFFY_HANDOFF": state} if state else None, unset=() if state else ("JIFFY_HANDOFF",))
+        cp = subprocess.run([str(BUILD / "jiffy-launch"), "--jiffy-handoff", "-n", "1", "true"],
+                            capture_output=True, text=True, env=env, timeout=30)
+        assert cp.returncode == 1
+        assert cp.stderr.startswith("jiffy: malformed hand-over state"), cp.stderr
 
 
 def test_front_is_small_and_static():

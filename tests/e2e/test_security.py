@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import random
+import re
 import shutil
 import signal
 import socket
@@ -895,3 +896,166 @@ def test_no_library_is_loaded_from_the_working_directory(jx, tmp_path):
         cp = jx.run(args, cwd=shared, env=env, timeout=60)
         assert cp.returncode == 0, f"jiffy {' '.join(args)}: rc={cp.returncode} {cp.stderr!r}"
     assert not marker.exists(), f"a library planted in the working directory was loaded by: {marker.read_text()!r}"
+
+
+# Another user impersonating a rank of our Open MPI job. libpmix serves on
+# loopback TCP, where anyone can connect, and over TCP a client states its
+# own uid: a client that names a registered namespace and rank, and claims
+# our uid (an LD_PRELOAD'ed geteuid is enough), is taken for that rank, and
+# may then ask our launcher to spawn processes, as us. The namespace is the
+# only credential, so nothing another user can see may reveal it: the
+# launcher's pid (ps) and job id (the job directories in /tmp) once made it
+# up, and the hand-over's state and the rendezvous helper's arguments
+# (world-readable command lines) once carried the tag that makes it up now.
+PMIX_CLIENT = r"""
+#include <pmix.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char** argv) {
+  pmix_proc_t me;
+  if (PMIx_Init(&me, NULL, 0) != PMIX_SUCCESS) { puts("refused"); return 0; }
+  printf("INIT %s.%u\n", me.nspace, me.rank);
+  fflush(stdout);
+  if (argc > 2) {
+    pmix_app_t app;
+    PMIX_APP_CONSTRUCT(&app);
+    char* av[] = {argv[1], argv[2], NULL};
+    app.cmd = argv[1];
+    app.argv = av;
+    app.maxprocs = 1;
+    char ns[PMIX_MAX_NSLEN + 1];
+    printf("SPAWN %d\n", (int)PMIx_Spawn(NULL, 0, &app, 1, ns));
+    fflush(stdout);
+  }
+  _exit(0);
+}
+"""
+
+CLAIM_UID = r"""
+#include <stdlib.h>
+#include <sys/types.h>
+uid_t geteuid(void) { return (uid_t)atoi(getenv("CLAIM_UID")); }
+uid_t getuid(void) { return (uid_t)atoi(getenv("CLAIM_UID")); }
+gid_t getegid(void) { return (gid_t)atoi(getenv("CLAIM_GID")); }
+gid_t getgid(void) { return (gid_t)atoi(getenv("CLAIM_GID")); }
+"""
+
+# Run as the other user: every namespace that public information suggests
+# (jiffy.<job id>.<pid> for every jiffy process and every job id seen in /tmp
+# or below 9;
+# jiffy.<hex> for every 32-hex-digit word of any command line), tried as
+# rank 0 on every loopback listener, claiming uid/gid CLAIM_UID/CLAIM_GID,
+# spawning `touch TARGET` where it gets in. Given namespaces, only those,
+# spawning nothing (the check that the harness can get in at all).
+IMPERSONATE = r"""
+import os, re, subprocess, sys
+from concurrent.futures import ThreadPoolExecutor
+client, preload, target, extra = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+pids = [p for p in os.listdir("/proc") if p.isdigit()]
+ids = {str(i) for i in range(1, 9)}  # a daemon numbers its jobs from 1
+for d in os.listdir("/tmp"):
+    m = re.search(r"job(\d+)", d)
+    if m: ids.add(m.group(1))
+cands = set(extra)
+for p in pids if not extra else []:
+    try:
+        words = open(f"/proc/{p}/cmdline").read().replace("\0", " ")
+    except OSError:
+        continue
+    for h in re.findall(r"[0-9a-f]{32}", words): cands.add("jiffy." + h)
+    for n in re.findall(r"jiffy\.[0-9a-z.]+", words): cands.add(n)
+    comm = open(f"/proc/{p}/comm").read().strip() if os.path.exists(f"/proc/{p}/comm") else ""
+    if comm.startswith("jiffy"):
+        for i in ids: cands.add(f"jiffy.{i}.{p}")
+ports = []
+for line in open("/proc/net/tcp").read().splitlines()[1:]:
+    f = line.split()
+    if f[3] == "0A" and f[1].startswith("0100007F:"): ports.append(int(f[1].split(":")[1], 16))
+print(f"tried {len(cands)} namespaces on {len(ports)} listeners", flush=True)
+
+
+def attempt(ns, port):
+    uri = f"pmix-server.0;tcp4://127.0.0.1:{port}"
+    env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": preload, "CLAIM_UID": os.environ["CLAIM_UID"],
+           "CLAIM_GID": os.environ["CLAIM_GID"], "PMIX_NAMESPACE": ns, "PMIX_RANK": "0",
+           "PMIX_SERVER_URI4": uri, "PMIX_SERVER_URI41": uri, "PMIX_SECURITY_MODE": "native",
+           "PMIX_GDS_MODULE": "hash"}
+    argv = [client] + (["/usr/bin/touch", target] if not extra else [])
+    try:
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=10).stdout
+    except subprocess.TimeoutExpired:
+        out = "timeout"
+    if "INIT" in out:
+        print(f"IMPERSONATED {ns} on {port}: {out.strip()}", flush=True)
+
+
+# A refused client takes seconds to give up: try them side by side.
+with ThreadPoolExecutor(8) as pool:
+    list(pool.map(lambda a: attempt(*a), [(ns, port) for ns in sorted(cands) for port in ports]))
+"""
+
+
+def test_another_user_cannot_impersonate_a_rank_of_our_pmix_server(jx, other_user, public_dir):
+    from conftest import BUILD, allowed_cpus
+    if len(allowed_cpus()) < 2:
+        pytest.skip("needs two cores: two jobs run side by side")
+    hold = BUILD / "mpi" / "hold.openmpi"
+    if not hold.exists():
+        pytest.skip(f"not built: {hold}")
+    pmix = subprocess.run(["pkg-config", "--cflags", "--libs", "pmix"], capture_output=True, text=True)
+    if pmix.returncode != 0:
+        pytest.skip("pkg-config cannot find pmix")
+    pub = Path(public_dir)
+    (pub / "client.c").write_text(PMIX_CLIENT)
+    (pub / "claim.c").write_text(CLAIM_UID)
+    subprocess.run(["cc", "-o", pub / "client", pub / "client.c", *pmix.stdout.split()], check=True)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", pub / "claim.so", pub / "claim.c"], check=True)
+    (pub / "impersonate.py").write_text(IMPERSONATE)
+    for f in pub.iterdir():
+        f.chmod(0o755)
+    release, pwned = pub / "release", pub / "pwned"
+    # A job the front hands straight to jiffy-pmix, and one behind a wrapper:
+    # the front hands it over with its state once the rank connects to the
+    # rendezvous, and a helper (jiffy-pmix --jiffy-pmix-host) serves it.
+    # Getting in at all is the breach (what a rank may do, spawning as us
+    # included, follows).
+    jobs = [jx.popen(["-n", 1, hold, release]), jx.popen(["-n", 1, "sh", "-c", f'exec "{hold}" "{release}"'])]
+    env = user_env(jx, CLAIM_UID=str(os.geteuid()), CLAIM_GID=str(os.getegid()))
+    harness = ["/usr/bin/python3", pub / "impersonate.py", pub / "client", pub / "claim.so", pwned]
+    try:
+        for p in jobs:
+            assert p.stdout.readline().strip() == "up", p.stderr.read() if p.poll() is not None else "no 'up'"
+        cp = other_user.run(harness, env=env, timeout=300)
+        assert cp.returncode == 0, cp.stderr
+        tried = re.search(r"tried (\d+) namespaces on (\d+) listeners", cp.stdout)
+        # Both servers' listeners, and for each launcher at least its job's
+        # jiffy.<job id>.<pid> (the namespace's old form).
+        assert tried and int(tried[1]) >= 2 and int(tried[2]) >= 2, cp.stdout
+        assert "IMPERSONATED" not in cp.stdout, cp.stdout
+        assert not pwned.exists(), "another user's client made our launcher spawn a process"
+    finally:
+        release.touch()
+        for p in jobs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in jobs] == [0, 0], [p.stderr.read() for p in jobs]
+    # The harness does get in with the namespace (read from a rank's
+    # environment, as only our uid can): what the secrecy above protects.
+    release.unlink()
+    victim = jx.popen(["-n", 1, hold, release])
+    try:
+        assert victim.stdout.readline().strip() == "up", victim.stderr.read()
+        rank = next(pid for pid, _, _ in procs_with_marker(jx.marker)
+                    if open(f"/proc/{pid}/comm").read().strip() == "hold.openmpi")
+        environ = open(f"/proc/{rank}/environ").read().split("\0")
+        nspace = next(kv.split("=", 1)[1] for kv in environ if kv.startswith("PMIX_NAMESPACE="))
+        assert re.fullmatch(r"jiffy\.[0-9a-f]{32}", nspace), nspace
+        cp = other_user.run(harness + [nspace], env=env, timeout=120)
+        assert f"IMPERSONATED {nspace} " in cp.stdout, (cp.stdout, cp.stderr)
+    finally:
+        victim.terminate()
+        victim.wait(timeout=60)
