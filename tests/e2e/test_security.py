@@ -996,6 +996,16 @@ with ThreadPoolExecutor(8) as pool:
 """
 
 
+def first_line(p, timeout=60):
+    """The first line p writes on stdout, or the test fails (never hangs)."""
+    import select
+    ready, _, _ = select.select([p.stdout], [], [], timeout)
+    if not ready:
+        p.kill()
+        pytest.fail(f"no output within {timeout}s: {p.args}")
+    return p.stdout.readline().strip()
+
+
 def test_another_user_cannot_impersonate_a_rank_of_our_pmix_server(jx, other_user, public_dir):
     from conftest import BUILD, allowed_cpus
     if len(allowed_cpus()) < 2:
@@ -1025,7 +1035,7 @@ def test_another_user_cannot_impersonate_a_rank_of_our_pmix_server(jx, other_use
     harness = ["/usr/bin/python3", pub / "impersonate.py", pub / "client", pub / "claim.so", pwned]
     try:
         for p in jobs:
-            assert p.stdout.readline().strip() == "up", p.stderr.read() if p.poll() is not None else "no 'up'"
+            assert first_line(p) == "up", p.stderr.read() if p.poll() is not None else "no 'up'"
         cp = other_user.run(harness, env=env, timeout=300)
         assert cp.returncode == 0, cp.stderr
         tried = re.search(r"tried (\d+) namespaces on (\d+) listeners", cp.stdout)
@@ -1048,7 +1058,7 @@ def test_another_user_cannot_impersonate_a_rank_of_our_pmix_server(jx, other_use
     release.unlink()
     victim = jx.popen(["-n", 1, hold, release])
     try:
-        assert victim.stdout.readline().strip() == "up", victim.stderr.read()
+        assert first_line(victim) == "up", victim.stderr.read()
         rank = next(pid for pid, _, _ in procs_with_marker(jx.marker)
                     if open(f"/proc/{pid}/comm").read().strip() == "hold.openmpi")
         environ = open(f"/proc/{rank}/environ").read().split("\0")
