@@ -164,9 +164,14 @@ int main(int argc, char** argv) {
     std::optional<Handoff> handoff;
     if (args.size() > 1 && args[1] == "--jiffy-handoff") {
       std::optional<std::string> state = take_handoff_state();
+      args.erase(args.begin() + 1);
+      // A front older than this launcher (mid-upgrade) put it in argv.
+      if (!state && args.size() > 1 && args[1].rfind("v=", 0) == 0) {
+        state = args[1];
+        args.erase(args.begin() + 1);
+      }
       if (!state) throw Error("malformed hand-over state: no " + std::string(kHandoffVar));
       handoff = parse_handoff(*state);
-      args.erase(args.begin() + 1);
     }
     Command cmd = parse_command_line(args, getenv_opt);
     if (auto* c = std::get_if<LaunchCommand>(&cmd)) {

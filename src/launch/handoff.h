@@ -4,7 +4,9 @@
 // variable JIFFY_HANDOFF (kHandoffVar), never an argument: a process's
 // arguments are world-readable (ps, /proc/PID/cmdline) and STATE holds the
 // job's tag, which names its PMIx namespace, the credential of its PMIx
-// server (launch/bootstrap.h, pmix_namespace). Its forms:
+// server (launch/bootstrap.h, pmix_namespace). (A front older than this
+// launcher, met mid-upgrade, passed it as the next argument: still read.)
+// Its forms:
 //
 //   v=1 ticket=N [submit=NS]
 //       start from scratch, but our request had job id N in the queue of a

@@ -194,9 +194,10 @@ def test_closed_stdio(jx):
 
 
 def test_bad_hand_over_state_is_an_error(jx):
-    for state in ("v=1 daemon=x", None):
+    # In the environment (the front's way), in argv (an older front's), none.
+    for state, argv in (("v=1 daemon=x", []), (None, ["v=1 daemon=x"]), (None, [])):
         env = jx._env({"JIFFY_HANDOFF": state} if state else None, unset=() if state else ("JIFFY_HANDOFF",))
-        cp = subprocess.run([str(BUILD / "jiffy-launch"), "--jiffy-handoff", "-n", "1", "true"],
+        cp = subprocess.run([str(BUILD / "jiffy-launch"), "--jiffy-handoff", *argv, "-n", "1", "true"],
                             capture_output=True, text=True, env=env, timeout=30)
         assert cp.returncode == 1
         assert cp.stderr.startswith("jiffy: malformed hand-over state"), cp.stderr
