@@ -478,7 +478,13 @@ void Bootstrap::handle(const std::vector<pollfd>& fds, std::size_t first) {
   if (pmix_ && fds[at++].revents) take_pmix_events();
   bool connection = rendezvous_polled_ && fds[at++].revents;
   if (helper_polled_ && fds[at].revents) read_helper();
-  if (connection) start_helper();
+  if (connection && plan_.rendezvous_refuses) {
+    rendezvous_.reset();
+    events_.failure("a rank is an Open MPI program (it asked for a PMIx server), but --mpi=pmi1 serves "
+                    "PMI-1 only: its world would split into singletons; without --mpi=pmi1 jiffy serves it");
+  } else if (connection) {
+    start_helper();
+  }
 }
 
 void Bootstrap::drain() {

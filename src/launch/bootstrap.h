@@ -58,6 +58,10 @@ struct BootstrapPlan {
   bool ucx_shm = false;          // MPICH ranks: UCX_TLS=self,sm (the launcher clears it for GPU jobs)
   bool rendezvous = false;       // the PMIx rendezvous (above); never with pmix
   int rendezvous_fd = -1;        // its listening socket, made by the front; -1: make one
+  // --mpi=pmi1 was asked for: the rendezvous only tells that a rank is an
+  // Open MPI program after all (behind a wrapper), and the job fails saying
+  // so, rather than run as a world split into singletons.
+  bool rendezvous_refuses = false;
   std::string tag;               // the job's tag: names its PMIx namespace (pmix_namespace)
 };
 

@@ -237,6 +237,12 @@ BootstrapPlan bootstrap_plan(const LaunchOptions& opt, const std::vector<std::st
   plan.topology_cache = opt.topology_cache;
   plan.single_node_ompi = opt.single_node_ompi;
   plan.ucx_shm = opt.ucx_shm;
+  // --mpi=pmi1 on a program that shows no MPI (a wrapper may hide an Open
+  // MPI one): the rendezvous, which costs a socket, tells if it does.
+  if (opt.mpi == MpiMode::Pmi1) {
+    for (MpiKind k : kinds) plan.rendezvous = plan.rendezvous || k == MpiKind::None;
+    plan.rendezvous_refuses = plan.rendezvous;
+  }
   if (plan.pmix && !PmixServer::available()) {
     continue_in_pmix_launcher(argv);
     if (opt.mpi == MpiMode::Pmix) throw Error("--mpi=pmix: cannot run jiffy-pmix next to jiffy");

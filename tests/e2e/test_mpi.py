@@ -1237,6 +1237,20 @@ def test_wrapped_openmpi_without_jiffy_pmix_fails_clearly(wx, tmp_path):
     assert any("PMIx server" in l for l in jiffy_lines(cp.stderr)), cp.stderr
 
 
+def test_forced_pmi1_on_a_wrapped_openmpi_program_fails_clearly(mx):
+    """--mpi=pmi1 on a wrapper hiding an Open MPI program: its ranks would
+    run as singletons and exit 0. The rendezvous tells that a rank wants
+    PMIx, and the job fails saying so; a wrapped MPICH program runs."""
+    cp = mx.run(["--mpi=pmi1", "-n", 2, "sh", "-c", f'exec "{prog("hello", "openmpi")}"'], timeout=120)
+    assert cp.returncode != 0, cp.stdout
+    assert "hello 0 of 1" not in cp.stdout, cp.stdout
+    assert any("--mpi=pmi1" in l and "Open MPI" in l for l in jiffy_lines(cp.stderr)), cp.stderr
+    cp = mx.run(["--mpi=pmi1", "-n", 2, "sh", "-c", f'exec "{prog("hello", "mpich")}"'], timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    assert sorted(lines(cp.stdout)) == expected_output("hello", 2), cp.stdout
+    assert jiffy_lines(cp.stderr) == [], cp.stderr
+
+
 def test_openmpi_goes_straight_to_jiffy_pmix_and_falls_back_without_it(mx, tmp_path):
     """The front hands an Open MPI program straight to jiffy-pmix (one exec
     fewer than through jiffy-launch); where there is none, jiffy-launch takes
