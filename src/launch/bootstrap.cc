@@ -161,7 +161,7 @@ BootstrapPlan plan_bootstrap(MpiMode mode, const std::vector<MpiKind>& app_kinds
 
 PreparedPmix::PreparedPmix(const BootstrapPlan& plan, unsigned long long job_id, const std::string& tag,
                            std::vector<int> appnum)
-    : topology_file_(plan.topology_file), job_id_(job_id), tag_(tag), appnum_(std::move(appnum)),
+    : topology_file_(plan.topology_file), tag_(tag), appnum_(std::move(appnum)),
       dir_(make_job_dir(job_id)) {}
 
 void PreparedPmix::start() {

@@ -118,7 +118,6 @@ class PreparedPmix {
  private:
   friend class Bootstrap;
   std::string topology_file_;
-  unsigned long long job_id_;
   std::string tag_;
   std::vector<int> appnum_;
   std::string dir_;

@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "util/error.h"
+#include "util/sys.h"
 
 namespace jiffy {
 
@@ -45,13 +46,7 @@ std::vector<int> cpu_list(const std::string& s) {
 
 }  // namespace
 
-std::optional<std::string> take_handoff_state() {
-  const char* v = std::getenv(kHandoffVar);
-  if (!v) return std::nullopt;
-  std::string state = v;
-  ::unsetenv(kHandoffVar);
-  return state;
-}
+std::optional<std::string> take_handoff_state() { return take_env(kHandoffVar); }
 
 Handoff parse_handoff(const std::string& state) {
   Handoff h;

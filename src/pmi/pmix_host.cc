@@ -23,6 +23,7 @@
 #include "pmi/pmix_names.h"
 #include "pmi/pmix_server.h"
 #include "util/error.h"
+#include "util/sys.h"
 
 namespace jiffy {
 
@@ -572,11 +573,10 @@ int PmixServer::host_main(const std::vector<std::string>& args) {
   // RENDEZVOUS_FD EVENT_FD DIR TOPOLOGY_FILE APPNUMS (launch/bootstrap.cc),
   // the namespace in kNamespaceVar (taken out: a spawned rank must not
   // inherit it)
-  const char* nspace = std::getenv(kNamespaceVar);
-  if (args.size() != 5 || !nspace || !*nspace) throw Error("--jiffy-pmix-host: wrong arguments");
+  std::optional<std::string> nspace = take_env(kNamespaceVar);
+  if (args.size() != 5 || !nspace || nspace->empty()) throw Error("--jiffy-pmix-host: wrong arguments");
   PmixJob job;
-  job.nspace = nspace;
-  ::unsetenv(kNamespaceVar);
+  job.nspace = *nspace;
   job.rendezvous_fd = std::stoi(args[0]);
   job.event_sink = std::stoi(args[1]);
   job.dir = args[2];

@@ -91,6 +91,14 @@ double boot_s() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
+std::optional<std::string> take_env(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v) return std::nullopt;
+  std::string value = v;
+  ::unsetenv(name);
+  return value;
+}
+
 std::vector<int> allowed_cpus() {
   cpu_set_t set;
   CPU_ZERO(&set);

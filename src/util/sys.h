@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,6 +32,10 @@ double now_s();
 double boot_s();
 // CLOCK_REALTIME in nanoseconds since the epoch: the history's clock.
 std::int64_t realtime_ns();
+
+// The value of environment variable name, removed from the environment (no
+// child inherits it); nullopt when it is not set.
+std::optional<std::string> take_env(const char* name);
 
 // The CPUs this process may run on (sched_getaffinity), ascending.
 std::vector<int> allowed_cpus();
