@@ -16,6 +16,7 @@
 #include "launch/client.h"
 #include "launch/history_journal.h"
 #include "launch/launcher.h"
+#include "launch/pmix_shared.h"
 #include "pmi/pmix_server.h"
 #include "launch/output.h"
 #include "util/runtime_dir.h"
@@ -105,6 +106,13 @@ int run_resource_spec() {
 // said "ok" (killed, or stopping already) is gone: a successor that came up
 // meanwhile is stopped in its turn.
 int run_stop() {
+  // The set's shared PMIx server first: it takes no more jobs, and exits
+  // when its last one has ended.
+  try {
+    stop_shared_pmix(daemon_paths());
+  } catch (const Error&) {
+    // None there to stop, or not ours: the daemon is what `stop` is about.
+  }
   const double give_up = now_s() + kRestartWindowS;
   RestartBackoff backoff;
   for (;;) {
@@ -157,6 +165,11 @@ int main(int argc, char** argv) {
     // (launch/bootstrap.h, the rendezvous); jiffy-pmix only.
     if (args.size() > 1 && args[1] == "--jiffy-pmix-host") {
       return PmixServer::host_main(std::vector<std::string>(args.begin() + 2, args.end()));
+    }
+    // The shared PMIx server of a resource set (launch/pmix_shared.h);
+    // jiffy-pmix only.
+    if (args.size() > 1 && args[1] == "--jiffy-pmix-serve") {
+      return PmixServer::serve_main(std::vector<std::string>(args.begin() + 2, args.end()));
     }
     // The front (src/front) continues a launch here: launch/handoff.h. The
     // state is in our environment, not our arguments (anyone can read

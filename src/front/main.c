@@ -381,13 +381,13 @@ int main(int argc, char** argv) {
   if (ctest_chose_gpus()) hand_over(NULL);
   if (!fast_path_applies(argc, argv, &ntasks, &prog, &timeout)) hand_over(NULL);
   /* A missing program is reported before anything is asked for, and a
-   * program that needs PMIx is jiffy-pmix's from the start. */
+   * program that needs PMIx is jiffy-launch's from the start. */
   char program[PATH_MAX];
   if (program_resolve(argv[prog], program, sizeof program) != 0) hand_over(NULL);
   enum program_kind kind = program_kind(program);
-  /* Straight to jiffy-pmix, which jiffy-launch would exec for it: one
-   * exec and one start-up fewer on every Open MPI launch. */
-  if (kind == PROGRAM_NEEDS_PMIX) hand_over_to("jiffy-pmix", NULL);
+  /* jiffy-launch serves it through the set's shared PMIx server
+   * (launch/pmix_shared.h), or continues in jiffy-pmix without one. */
+  if (kind == PROGRAM_NEEDS_PMIX) hand_over(NULL);
   static struct job job; /* zeros, faulted in as used (it is large) */
   job.lane.fd = -1;
   job.kind = kind;

@@ -522,6 +522,11 @@ void Bootstrap::take_pmix_events() {
 }
 
 void Bootstrap::apply(const PmixEvent& e) {
+  if (e.kind == PmixEvent::Kind::Lost) {
+    events_.failure("the shared PMIx server of this job's Open MPI ranks (" + e.message +
+                    ") went away: they cannot go on");
+    return;
+  }
   if (e.world < 0 || static_cast<std::size_t>(e.world) >= pmix_connected_.size()) return;
   std::vector<char>& connected = pmix_connected_[static_cast<std::size_t>(e.world)];
   if (e.rank < 0 || static_cast<std::size_t>(e.rank) >= connected.size()) return;
@@ -542,6 +547,7 @@ void Bootstrap::apply(const PmixEvent& e) {
       }
       break;
     }
+    case PmixEvent::Kind::Lost: break;  // above
   }
 }
 

@@ -44,9 +44,10 @@ class StartBackoff {
   int us_ = 1000;
 };
 
+}  // namespace
+
 // Waits for an exclusive flock without hanging forever on a wedged holder.
-Fd lock_exclusive(const DaemonPaths& paths, double timeout_s) {
-  const std::string& path = paths.start;
+Fd lock_exclusive(const DaemonPaths& paths, const std::string& path, double timeout_s) {
   Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd) throw_errno("open " + paths.shown(path));
   double deadline = now_s() + timeout_s;
@@ -62,6 +63,8 @@ Fd lock_exclusive(const DaemonPaths& paths, double timeout_s) {
   }
   return fd;
 }
+
+namespace {
 
 // Connects to the daemon's socket; an invalid Fd when nobody listens. The
 // peer must be of our uid: the directory is private, but a daemon is
@@ -114,16 +117,21 @@ void RestartBackoff::pause() {
 }
 
 std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string>& extra_args) {
-  std::string exe = daemon_executable();
-  if (::access(exe.c_str(), X_OK) != 0) throw_errno("cannot run the daemon " + exe);
+  // argv[0] names the daemon's identity (daemon/rendezvous.h).
+  std::vector<std::string> argv = {"jiffyd:" + paths.identity, "daemon", "--detached-child"};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  return start_detached(daemon_executable(), argv, paths, paths.log, "the daemon");
+}
+
+std::string start_detached(const std::string& exe, const std::vector<std::string>& args, const DaemonPaths& paths,
+                           const std::string& log_path, const std::string& what) {
+  if (::access(exe.c_str(), X_OK) != 0) throw_errno("cannot run " + what + " " + exe);
   int ready[2];
   if (::pipe2(ready, O_CLOEXEC) != 0) throw_errno("pipe2");
   Fd ready_r(ready[0]), ready_w(ready[1]);
   // Built before fork: the child of a threaded launcher (libpmix) must not allocate.
-  // argv[0] names the daemon's identity (daemon/rendezvous.h).
-  std::string argv0 = "jiffyd:" + paths.identity;
-  std::vector<const char*> argv = {argv0.c_str(), "daemon", "--detached-child"};
-  for (const std::string& a : extra_args) argv.push_back(a.c_str());
+  std::vector<const char*> argv;
+  for (const std::string& a : args) argv.push_back(a.c_str());
   argv.push_back(nullptr);
   // The daemon works from "/": a relative JIFFY_RUNTIME_DIR is given to it
   // resolved, as we found it.
@@ -151,7 +159,7 @@ std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string
     // adopted by init and never becomes a zombie of ours.
     ::setsid();
     if (::fork() != 0) ::_exit(0);
-    int log = ::open(paths.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
     int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
     ::dup2(null, 0);
     ::dup2(log >= 0 ? log : null, 1);
@@ -181,7 +189,7 @@ std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string
   for (;;) {
     pollfd p{ready_r.get(), POLLIN, 0};
     int left = static_cast<int>((deadline - now_s()) * 1000);
-    if (left <= 0) throw Error("the daemon did not start within 15 s (log: " + paths.shown(paths.log) + ")");
+    if (left <= 0) throw Error(what + " did not start within 15 s (log: " + paths.shown(log_path) + ")");
     int n = ::poll(&p, 1, left);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw_errno("poll");
@@ -194,7 +202,7 @@ std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string
   }
   while (!verdict.empty() && verdict.back() == '\n') verdict.pop_back();
   if (verdict.empty()) {
-    verdict = "error: the daemon exited during start-up (log: " + paths.shown(paths.log) + ")";
+    verdict = "error: " + what + " exited during start-up (log: " + paths.shown(log_path) + ")";
   }
   return verdict;
 }
@@ -276,7 +284,7 @@ DaemonClient DaemonClient::connect(const DaemonPaths& paths, bool start_if_missi
     // The directory may have been removed or replaced meanwhile: look it up
     // anew (our descriptor keeps its number, so paths stay valid).
     if (!first) runtime_dir();
-    Fd start_lock = lock_exclusive(paths, kStartTimeoutS);
+    Fd start_lock = lock_exclusive(paths, paths.start, kStartTimeoutS);
     if (Fd fd = connect_daemon(paths)) return DaemonClient(std::move(fd), paths);
     std::string verdict = start_daemon(paths, {});
     if (verdict.rfind("error: ", 0) == 0) throw Error("cannot start the daemon: " + verdict.substr(7));

@@ -106,4 +106,16 @@ std::string daemon_executable();
 // or "error: <why>". Throws Error when it cannot be started at all.
 std::string start_daemon(const DaemonPaths& paths, const std::vector<std::string>& extra_args);
 
+// What start_daemon does, for any long-lived process of the set (`what`
+// names it in messages): exe run with argv (argv[0] included), detached
+// (its own session, adopted by init, stdin /dev/null, stdout and stderr
+// appended to log, no other descriptor of ours, the set's CPUs), with a
+// pipe on descriptor 3 on which it writes its verdict.
+std::string start_detached(const std::string& exe, const std::vector<std::string>& argv, const DaemonPaths& paths,
+                           const std::string& log, const std::string& what);
+
+// Holds path's flock exclusively (a start lock), polling for up to
+// timeout_s: a wedged holder never hangs us. Throws Error.
+Fd lock_exclusive(const DaemonPaths& paths, const std::string& path, double timeout_s);
+
 }  // namespace jiffy

@@ -243,7 +243,9 @@ BootstrapPlan bootstrap_plan(const LaunchOptions& opt, const std::vector<std::st
     for (MpiKind k : kinds) plan.rendezvous = plan.rendezvous || k == MpiKind::None;
     plan.rendezvous_refuses = plan.rendezvous;
   }
-  if (plan.pmix && !PmixServer::available()) {
+  // The set's shared PMIx server serves the job (started if need be);
+  // without one, jiffy-pmix does, in its own process.
+  if (plan.pmix && !PmixServer::available() && !PmixServer::open_shared()) {
     continue_in_pmix_launcher(argv);
     if (opt.mpi == MpiMode::Pmix) throw Error("--mpi=pmix: cannot run jiffy-pmix next to jiffy");
     if (!opt.quiet) std::fprintf(stderr, "jiffy: warning: jiffy-pmix not found; Open MPI ranks will not bootstrap\n");

@@ -1,9 +1,15 @@
-// The helper's event lines (pmix_server.h): shared by both ends.
+// The helper's event lines (pmix_server.h), shared by both ends, and what
+// every PmixServer gives a rank.
 #include <cstdlib>
 
+#include "launch/environment.h"
 #include "pmi/pmix_server.h"
 
 namespace jiffy {
+
+void PmixServer::prepare_world_rank(int world, int rank, Environment& env) {
+  for (const auto& [name, value] : rank_variables(world, rank)) env.set(name, value);
+}
 
 std::string format_pmix_event(const PmixEvent& e) {
   switch (e.kind) {
@@ -17,6 +23,7 @@ std::string format_pmix_event(const PmixEvent& e) {
       return "a " + std::to_string(e.rank) + " " + std::to_string(e.status) + " " + m;
     }
     case PmixEvent::Kind::Spawn: break;  // a helper's server refuses spawns
+    case PmixEvent::Kind::Lost: break;   // the shared server's (pmix_remote.cc)
   }
   return {};
 }

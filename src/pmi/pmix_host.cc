@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -30,7 +31,29 @@ namespace jiffy {
 namespace {
 
 class Host;
-Host* g_host = nullptr;  // libpmix callbacks carry no context of ours
+
+// Every job's Host, found by namespace from libpmix's callbacks (which
+// carry no context of ours). A callback holds g_mutex while it uses a Host,
+// and a Host leaves g_hosts under it once its namespaces are deregistered:
+// no callback can then reach it. Lock order: g_mutex, then a Host's own.
+// The launcher's thread never holds g_mutex across a libpmix call (which
+// may wait for the progress thread, which may wait for g_mutex).
+std::mutex g_mutex;
+std::vector<Host*> g_hosts;
+
+// libpmix's server: initialised once per process, by the first Host (its
+// directory and topology) or by a PmixLibrary (the shared server), and
+// finalized when the last user goes.
+struct Library {
+  int users = 0;
+  std::string topology_xml;
+  hwloc_topology_t topology = nullptr;
+  pmix_topology_t pmix_topology{};
+};
+Library g_lib;
+
+void library_acquire(const std::string& dir, const std::string& topology_xml, bool rendezvous);
+void library_release();
 
 [[noreturn]] void fail(const std::string& what, pmix_status_t rc) {
   throw Error("PMIx: " + what + ": " + PMIx_Error_string(rc));
@@ -95,31 +118,55 @@ class Host final : public PmixServer {
   explicit Host(const PmixJob& job) : job_(job) {
     event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (event_fd_ < 0) throw_errno("eventfd");
-    g_host = this;
-    init_server();
+    library_acquire(job_.dir, job_.topology_xml, job_.rendezvous_fd >= 0);
     World& w = worlds_[0];
     w.nspace = job_.nspace;
     w.appnum = job_.appnum;
-    register_nspace(w);
-    // The ranks run already, with the rendezvous's environment: register
-    // them all now (setup_fork's variables are not theirs).
-    if (job_.rendezvous_fd >= 0) {
-      for (int r = 0; r < job_.size; ++r) register_client(worlds_[0].nspace, r);
-      return;
+    {
+      std::lock_guard<std::mutex> lock(g_mutex);
+      g_hosts.push_back(this);
     }
-    // Every rank's registration and setup_fork need nothing from the grant:
-    // done here, they happen while a queued job waits (PreparedPmix), not
-    // between the grant and the ranks' fork.
-    prepare_clients(worlds_[0]);
+    try {
+      register_nspace(w);
+      registered_ = true;
+      // The ranks run already, with the rendezvous's environment: register
+      // them all now (setup_fork's variables are not theirs).
+      if (job_.rendezvous_fd >= 0) {
+        for (int r = 0; r < job_.size; ++r) register_client(worlds_[0].nspace, r);
+      } else {
+        // Every rank's registration and setup_fork need nothing from the
+        // grant: done here, they happen while a queued job waits
+        // (PreparedPmix), not between the grant and the ranks' fork.
+        prepare_clients(worlds_[0]);
+      }
+    } catch (...) {
+      leave();
+      throw;
+    }
   }
 
-  ~Host() override {
+  ~Host() override { leave(); }
+
+  // Deregisters every namespace of the job, then leaves g_hosts: from then
+  // on no callback reaches this Host.
+  void leave() {
+    if (left_) return;
+    left_ = true;
     names_.fail_all();
     fail_spawns();
-    for (const auto& [n, w] : worlds_) PMIx_server_deregister_nspace(w.nspace.c_str(), nullptr, nullptr);
-    PMIx_server_finalize();
-    if (topology_) hwloc_topology_destroy(topology_);
-    g_host = nullptr;
+    std::vector<std::string> nspaces;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (const auto& [n, w] : worlds_) {
+        if (n != 0 || registered_) nspaces.push_back(w.nspace);
+      }
+    }
+    for (const std::string& ns : nspaces) PMIx_server_deregister_nspace(ns.c_str(), nullptr, nullptr);
+    {
+      std::lock_guard<std::mutex> lock(g_mutex);
+      g_hosts.erase(std::remove(g_hosts.begin(), g_hosts.end(), this), g_hosts.end());
+    }
+    library_release();
     ::close(event_fd_);
   }
 
@@ -150,12 +197,9 @@ class Host final : public PmixServer {
     }
   }
 
-  void prepare_rank(int rank, Environment& env) override { prepare_world_rank(0, rank, env); }
-
-  void prepare_world_rank(int world, int rank, Environment& env) override {
-    for (const auto& [name, value] : worlds_.at(world).fork_env.at(static_cast<std::size_t>(rank))) {
-      env.set(name, value);
-    }
+  std::vector<std::pair<std::string, std::string>> rank_variables(int world, int rank) const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return worlds_.at(world).fork_env.at(static_cast<std::size_t>(rank));
   }
 
   void add_world(int world, const std::vector<int>& appnum, int spawn_id) override {
@@ -206,7 +250,7 @@ class Host final : public PmixServer {
                       pmix_spawn_cbfunc_t cbfunc, void* cbdata) {
     int world = proc ? world_of(proc->nspace) : -1;
     // A helper's (rendezvous) server has no launcher loop to start ranks.
-    if (world < 0 || job_.event_sink >= 0 || napps == 0 || !cbfunc) return PMIX_ERR_NOT_SUPPORTED;
+    if (world < 0 || !job_.can_spawn || napps == 0 || !cbfunc) return PMIX_ERR_NOT_SUPPORTED;
     PmixEvent e = pmix_event(PmixEvent::Kind::Spawn, static_cast<int>(proc->rank));
     e.world = world;
     for (size_t i = 0; i < napps; ++i) {
@@ -260,7 +304,7 @@ class Host final : public PmixServer {
     if (taken_over_) return;
     taken_over_ = true;
     for (int fd = 3; fd < 4096; ++fd) {
-      if (fd == job_.rendezvous_fd || fd == job_.event_sink || fd == event_fd_) continue;
+      if (fd == job_.rendezvous_fd || fd == event_fd_) continue;
       int listening = 0;
       socklen_t len = sizeof listening;
       sockaddr_in a{};
@@ -282,10 +326,8 @@ class Host final : public PmixServer {
 
   // Called on libpmix's thread.
   void post(PmixEvent e) {
-    if (job_.event_sink >= 0) {
-      // Before libpmix answers the rank: see PmixJob::event_sink.
-      std::string line = format_pmix_event(e) + "\n";
-      (void)!::write(job_.event_sink, line.data(), line.size());
+    if (job_.sink) {
+      job_.sink(e);  // before libpmix answers the rank: see PmixJob::sink
       return;
     }
     {
@@ -312,7 +354,6 @@ class Host final : public PmixServer {
     void* cbdata = nullptr;
   };
 
-  void init_server();
   void register_nspace(const World& w);
   // Spawns still waiting for an answer fail (the server is going).
   void fail_spawns() {
@@ -324,13 +365,11 @@ class Host final : public PmixServer {
     for (auto& [id, p] : left) p.cbfunc(PMIX_ERR_JOB_FAILED_TO_LAUNCH, nullptr, p.cbdata);
   }
 
-  void load_topology();
-
   PmixJob job_;
-  hwloc_topology_t topology_ = nullptr;  // from job_.topology_xml; we own it
-  pmix_topology_t pmix_topology_{};
   int event_fd_ = -1;
-  std::mutex mutex_;  // events_, spawns_, and worlds_ as the progress thread reads them
+  bool registered_ = false;  // world 0's namespace (a failed registration is not deregistered)
+  bool left_ = false;
+  mutable std::mutex mutex_;  // events_, spawns_, and worlds_ as the progress thread reads them
   std::vector<PmixEvent> events_;
   bool taken_over_ = false;
   std::map<int, World> worlds_;  // by number; grows on the launcher's thread only
@@ -341,13 +380,23 @@ class Host final : public PmixServer {
 
 // --- libpmix callbacks (progress thread) ------------------------------------
 
+// The Host whose job proc belongs to, or null. REQUIRES: g_mutex held.
+Host* host_of(const pmix_proc_t* proc) {
+  if (!proc) return nullptr;
+  for (Host* h : g_hosts) {
+    if (h->world_of(proc->nspace) >= 0) return h;
+  }
+  return nullptr;
+}
+
 // An event about proc, for the world it belongs to (none: not ours).
 void post_about(const pmix_proc_t* proc, PmixEvent e) {
-  if (!g_host || !proc) return;
-  e.world = g_host->world_of(proc->nspace);
-  if (e.world < 0) return;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Host* h = host_of(proc);
+  if (!h) return;
+  e.world = h->world_of(proc->nspace);
   e.rank = static_cast<int>(proc->rank);
-  g_host->post(std::move(e));
+  h->post(std::move(e));
 }
 
 pmix_status_t on_connected(const pmix_proc_t* proc, void*, pmix_op_cbfunc_t, void*) {
@@ -396,22 +445,30 @@ pmix_status_t on_direct_modex(const pmix_proc_t*, const pmix_info_t[], size_t, p
 
 pmix_status_t on_spawn(const pmix_proc_t* proc, const pmix_info_t[], size_t, const pmix_app_t apps[],
                        size_t napps, pmix_spawn_cbfunc_t cbfunc, void* cbdata) {
-  return g_host ? g_host->spawn(proc, apps, napps, cbfunc, cbdata) : PMIX_ERR_NOT_SUPPORTED;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Host* h = host_of(proc);
+  return h ? h->spawn(proc, apps, napps, cbfunc, cbdata) : PMIX_ERR_NOT_SUPPORTED;
 }
 
 pmix_status_t on_publish(const pmix_proc_t* proc, const pmix_info_t info[], size_t ninfo, pmix_op_cbfunc_t,
                          void*) {
-  return g_host ? g_host->names().publish(proc, info, ninfo) : PMIX_ERR_NOT_SUPPORTED;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Host* h = host_of(proc);
+  return h ? h->names().publish(proc, info, ninfo) : PMIX_ERR_NOT_SUPPORTED;
 }
 
 pmix_status_t on_lookup(const pmix_proc_t* proc, char** keys, const pmix_info_t info[], size_t ninfo,
                         pmix_lookup_cbfunc_t cbfunc, void* cbdata) {
-  return g_host ? g_host->names().lookup(proc, keys, info, ninfo, cbfunc, cbdata) : PMIX_ERR_NOT_SUPPORTED;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Host* h = host_of(proc);
+  return h ? h->names().lookup(proc, keys, info, ninfo, cbfunc, cbdata) : PMIX_ERR_NOT_SUPPORTED;
 }
 
-pmix_status_t on_unpublish(const pmix_proc_t*, char** keys, const pmix_info_t[], size_t, pmix_op_cbfunc_t,
+pmix_status_t on_unpublish(const pmix_proc_t* proc, char** keys, const pmix_info_t[], size_t, pmix_op_cbfunc_t,
                            void*) {
-  return g_host ? g_host->names().unpublish(keys) : PMIX_ERR_NOT_SUPPORTED;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Host* h = host_of(proc);
+  return h ? h->names().unpublish(keys) : PMIX_ERR_NOT_SUPPORTED;
 }
 
 // Connect and disconnect are left to libpmix: between worlds of one server
@@ -436,19 +493,20 @@ pmix_server_module_t g_module = [] {
 
 // Loading XML takes a fraction of a millisecond; discovery (libpmix's
 // default) tens of milliseconds, X11 probing included.
-void Host::load_topology() {
-  if (job_.topology_xml.empty()) return;
+void load_topology(const std::string& xml) {
+  if (xml.empty()) return;
   hwloc_topology_t t;
   if (hwloc_topology_init(&t) != 0) return;
-  if (hwloc_topology_set_xmlbuffer(t, job_.topology_xml.data(), static_cast<int>(job_.topology_xml.size() + 1)) != 0 ||
+  if (hwloc_topology_set_xmlbuffer(t, xml.data(), static_cast<int>(xml.size() + 1)) != 0 ||
       hwloc_topology_set_flags(t, HWLOC_TOPOLOGY_FLAG_IS_THISSYSTEM) != 0 ||
       hwloc_topology_load(t) != 0) {
     hwloc_topology_destroy(t);
     return;
   }
-  topology_ = t;
-  pmix_topology_.source = const_cast<char*>("hwloc:" HWLOC_VERSION);
-  pmix_topology_.topology = t;
+  g_lib.topology = t;
+  g_lib.topology_xml = xml;
+  g_lib.pmix_topology.source = const_cast<char*>("hwloc:" HWLOC_VERSION);
+  g_lib.pmix_topology.topology = t;
 }
 
 // A variable of this process's environment set for a scope, then put back
@@ -476,16 +534,17 @@ class ScopedEnv {
   std::optional<std::string> saved_;
 };
 
-void Host::init_server() {
+void library_acquire(const std::string& dir, const std::string& topology_xml, bool rendezvous) {
+  if (g_lib.users++ > 0) return;
   // The server needs CPUs and caches only. hwloc would otherwise dlopen its
   // I/O plugins (PCI, OpenCL, X11/GL probing every display) in this process:
   // tens of milliseconds per launch.
   ScopedEnv no_plugins("HWLOC_PLUGINS_PATH", JIFFY_NO_HWLOC_PLUGINS);
-  load_topology();
+  load_topology(topology_xml);
   InfoList info;
-  if (topology_) info.add(PMIX_TOPOLOGY2, &pmix_topology_, PMIX_TOPO);
-  info.add_string(PMIX_SERVER_TMPDIR, job_.dir);
-  info.add_string(PMIX_SYSTEM_TMPDIR, job_.dir);
+  if (g_lib.topology) info.add(PMIX_TOPOLOGY2, &g_lib.pmix_topology, PMIX_TOPO);
+  info.add_string(PMIX_SERVER_TMPDIR, dir);
+  info.add_string(PMIX_SYSTEM_TMPDIR, dir);
   info.add_rank(PMIX_SERVER_RANK, 0);
   // PMIx's hash store, not the shared-memory one (ds21). The rendezvous's
   // ranks were told PMIX_GDS_MODULE=hash (no store whose file names
@@ -494,12 +553,25 @@ void Host::init_server() {
   // ~11 ms for the server's answer to its connection (24 ms of wall for 13
   // of CPU; 13 with hash). What the store saves, one copy of the job's data
   // for many local ranks, is small for the jobs of one node. A user's own
-  // PMIX_MCA_gds wins, except behind the rendezvous.
+  // PMIX_MCA_gds wins, except behind the rendezvous (and the shared server
+  // is not used when the user set one: PmixServer::open_shared).
   const char* user_gds = std::getenv("PMIX_MCA_gds");
   std::optional<ScopedEnv> hash;
-  if (job_.rendezvous_fd >= 0 || !user_gds) hash.emplace("PMIX_MCA_gds", "hash");
+  if (rendezvous || !user_gds) hash.emplace("PMIX_MCA_gds", "hash");
   pmix_status_t rc = PMIx_server_init(&g_module, info.info(), info.size());
-  if (rc != PMIX_SUCCESS) fail("server_init", rc);
+  if (rc != PMIX_SUCCESS) {
+    g_lib.users = 0;
+    if (g_lib.topology) hwloc_topology_destroy(g_lib.topology);
+    g_lib = Library();
+    fail("server_init", rc);
+  }
+}
+
+void library_release() {
+  if (g_lib.users == 0 || --g_lib.users > 0) return;
+  PMIx_server_finalize();
+  if (g_lib.topology) hwloc_topology_destroy(g_lib.topology);
+  g_lib = Library();
 }
 
 std::string rank_list(int size) {
@@ -537,7 +609,7 @@ void Host::register_nspace(const World& w) {
   info.add_string(PMIX_NSDIR, job_.dir);
   info.add_bool(PMIX_TDIR_RMCLEAN, true);  // we remove the job directory ourselves
   info.add_bool(PMIX_SPAWNED, w.parent.has_value());
-  if (topology_) info.add_string(PMIX_HWLOC_XML_V2, job_.topology_xml);
+  if (g_lib.topology) info.add_string(PMIX_HWLOC_XML_V2, g_lib.topology_xml);
   // No PMIX_PERSONALITY "ompi": its setup_fork wants app data we do not
   // register (pmdl_ompi NOT-FOUND); Bootstrap sets OMPI_COMM_WORLD_* itself.
   std::vector<std::unique_ptr<InfoList>> per_rank;
@@ -564,10 +636,16 @@ void Host::register_nspace(const World& w) {
 
 bool PmixServer::available() { return true; }
 
-std::unique_ptr<PmixServer> PmixServer::start(const PmixJob& job) {
-  if (g_host) throw Error("PMIx: one job per launcher process");
-  return std::make_unique<Host>(job);
+std::unique_ptr<PmixServer> PmixServer::start(const PmixJob& job) { return std::make_unique<Host>(job); }
+
+// jiffy-pmix serves its own jobs (the shared server is the lean launcher's).
+bool PmixServer::open_shared() { return false; }
+
+PmixLibrary::PmixLibrary(const std::string& dir, const std::string& topology_xml) {
+  library_acquire(dir, topology_xml, /*rendezvous=*/false);
 }
+
+PmixLibrary::~PmixLibrary() { library_release(); }
 
 int PmixServer::host_main(const std::vector<std::string>& args) {
   // RENDEZVOUS_FD EVENT_FD DIR TOPOLOGY_FILE APPNUMS (launch/bootstrap.cc),
@@ -578,7 +656,12 @@ int PmixServer::host_main(const std::vector<std::string>& args) {
   PmixJob job;
   job.nspace = *nspace;
   job.rendezvous_fd = std::stoi(args[0]);
-  job.event_sink = std::stoi(args[1]);
+  const int sink = std::stoi(args[1]);
+  job.sink = [sink](const PmixEvent& e) {
+    std::string line = format_pmix_event(e) + "\n";
+    (void)!::write(sink, line.data(), line.size());
+  };
+  job.can_spawn = false;
   job.dir = args[2];
   if (!args[3].empty()) {
     if (FILE* f = std::fopen(args[3].c_str(), "re")) {
@@ -602,7 +685,7 @@ int PmixServer::host_main(const std::vector<std::string>& args) {
   server->accept_ready();
   // Until the launcher closes the event socket (it never writes to it).
   for (;;) {
-    pollfd p{job.event_sink, POLLIN, 0};
+    pollfd p{sink, POLLIN, 0};
     if (::poll(&p, 1, -1) < 0 && errno != EINTR) throw_errno("poll");
     if (p.revents) return 0;
   }

@@ -6,16 +6,27 @@
 // libpmix at once, and wake the launcher's poll loop through an eventfd.
 // The loop then takes the events (rank connected, finalized, aborted).
 //
-// Only the `jiffy-pmix` executable links libpmix (pmix_host.cc); the lean
-// `jiffy` links pmix_stub.cc, whose available() is false, and re-executes
-// itself as jiffy-pmix when a job needs PMIx. So launches of plain and MPICH
-// programs never load libpmix.
+// Only the `jiffy-pmix` executable links libpmix (pmix_host.cc). It hosts
+// a server three ways: in the launcher's own process (a job jiffy-pmix
+// launches), as a job's helper (`--jiffy-pmix-host`, the rendezvous), and
+// as the shared server of a user's resource set (`--jiffy-pmix-serve`,
+// pmix_service.cc): one libpmix server, started once, that registers one
+// namespace per job for every launcher of the set (pmi.md B2: "a
+// long-running daemon registers more namespaces instead of
+// re-initialising"). The lean `jiffy-launch` links pmix_remote.cc: its
+// PmixServer is that shared server, reached over a Unix socket
+// (pmi/pmix_wire.h); only when it cannot be reached does the launcher
+// re-execute itself as jiffy-pmix. So launches of plain and MPICH programs
+// never load libpmix, and an Open MPI launch pays neither for loading it
+// nor for initialising a server.
 #pragma once
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace jiffy {
@@ -39,10 +50,14 @@ struct PmixJob {
   // (accept_ready); the ranks' environment is the rendezvous's, not
   // setup_fork's.
   int rendezvous_fd = -1;
-  // Where events go when this server runs in a helper process: one line
-  // each, written before libpmix answers the rank (so a launcher that sees
-  // a rank exit has its "finalized" already). -1: queued for take_events.
-  int event_sink = -1;
+  // Where events go when this server runs apart from its launcher (a
+  // helper, the shared server): called on libpmix's thread, before libpmix
+  // answers the rank (so a launcher that sees a rank exit has its
+  // "finalized" already). Unset: queued for take_events.
+  std::function<void(const struct PmixEvent&)> sink;
+  // Whether the launcher serves MPI_Comm_spawn (a helper has no launcher
+  // loop to start ranks).
+  bool can_spawn = true;
 };
 
 // One program of an MPI_Comm_spawn (a pmix_app_t, copied).
@@ -59,7 +74,9 @@ struct PmixSpawnApp {
 };
 
 struct PmixEvent {
-  enum class Kind { Connected, Finalized, Abort, Spawn };
+  // Lost: the shared server went away (pmix_remote.cc); the job's Open MPI
+  // ranks have no server any more.
+  enum class Kind { Connected, Finalized, Abort, Spawn, Lost };
   Kind kind = Kind::Connected;
   int rank = -1;
   int status = 0;       // Abort: the code the rank passed
@@ -91,7 +108,10 @@ class PmixServer {
   virtual ~PmixServer() = default;
   // Adds what rank r needs to its environment (PMIX_* from setup_fork, done
   // by start()). Call before forking it.
-  virtual void prepare_rank(int rank, Environment& env) = 0;
+  void prepare_rank(int rank, Environment& env) { prepare_world_rank(0, rank, env); }
+  void prepare_world_rank(int world, int rank, Environment& env);
+  // What setup_fork gave rank r of world w (its registration done).
+  virtual std::vector<std::pair<std::string, std::string>> rank_variables(int world, int rank) const = 0;
   // Readable when events are waiting.
   virtual int event_fd() const = 0;
   virtual std::vector<PmixEvent> take_events() = 0;
@@ -103,7 +123,6 @@ class PmixServer {
   // app appnum[r]; its ranks are then prepared with prepare_world_rank and
   // started, and the asker answered with spawn_done. Throws Error.
   virtual void add_world(int world, const std::vector<int>& appnum, int spawn_id) = 0;
-  virtual void prepare_world_rank(int world, int rank, Environment& env) = 0;
   // Answers spawn request spawn_id: started (world's ranks run) or failed.
   virtual void spawn_done(int spawn_id, bool ok, int world) = 0;
   // A spawned world's rank left before it connected: its parent, waiting
@@ -119,6 +138,28 @@ class PmixServer {
   // until the event socket closes. Returns the exit code.
   static constexpr const char* kNamespaceVar = "JIFFY_PMIX_NAMESPACE";
   static int host_main(const std::vector<std::string>& args);
+
+  // The shared server (pmix_service.cc), `jiffy-pmix --jiffy-pmix-serve`,
+  // started detached by the first launcher that needs it. Returns the exit
+  // code.
+  static int serve_main(const std::vector<std::string>& args);
+  // The lean launcher: connects to the shared server of this resource set,
+  // starting it if none runs, for the next start(). False when it cannot
+  // be used (the launcher then continues in jiffy-pmix): none can be
+  // started, or the user set PMIX_MCA_* variables, which configure a
+  // server of their own. jiffy-pmix: always false.
+  static bool open_shared();
+};
+
+// libpmix's server, initialised for the life of the shared server's process
+// (the first job of a launcher's own server initialises it with the job's
+// directory instead). jiffy-pmix only.
+class PmixLibrary {
+ public:
+  PmixLibrary(const std::string& dir, const std::string& topology_xml);
+  ~PmixLibrary();
+  PmixLibrary(const PmixLibrary&) = delete;
+  PmixLibrary& operator=(const PmixLibrary&) = delete;
 };
 
 // One event as the helper writes it ("c 3", "f 3", "a 3 7 message").

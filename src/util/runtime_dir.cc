@@ -206,6 +206,10 @@ DaemonPaths daemon_paths(const std::vector<int>& cpus) {
   p.state = base + ".state";
   p.lane = base + ".lane";
   p.history = base + ".history";
+  p.pmix_socket = base + ".pmix.sock";
+  p.pmix_lock = base + ".pmix.lock";
+  p.pmix_start = base + ".pmix.start";
+  p.pmix_log = base + ".pmix.log";
   p.topology = p.dir + "/" + p.key + ".topo.xml";
   return p;
 }

@@ -47,6 +47,12 @@ struct DaemonPaths {
   std::string state;   // <key>.state: the daemon's ledger (daemon/state_file.h)
   std::string lane;    // <key>.lane: slots lent to launchers (proto/lane.h)
   std::string history; // <key>.history: the launch journal (proto/history.h)
+  // The set's shared PMIx server (launch/pmix_shared.h): its socket, its
+  // lifetime lock, the lock that serialises starting it, its stderr.
+  std::string pmix_socket;  // <key>.pmix.sock
+  std::string pmix_lock;    // <key>.pmix.lock
+  std::string pmix_start;   // <key>.pmix.start
+  std::string pmix_log;     // <key>.pmix.log
   // <dir>/<key>.topo.xml: hwloc XML of the set, written by the daemon. A
   // plain path: ranks read it (HWLOC_XMLFILE), and a rank's descriptors are
   // not ours.

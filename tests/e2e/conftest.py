@@ -101,6 +101,13 @@ def procs_with_marker(marker: str):
     return found
 
 
+def is_jiffy_server(p) -> bool:
+    """Whether a (pid, comm, cmdline) of procs_with_marker is one of the
+    long-lived processes a launch may start: a daemon, or the resource set's
+    shared PMIx server (launch/pmix_shared.h)."""
+    return p[1] == "jiffyd" or (p[1] == "jiffy-pmix" and "--jiffy-pmix-serve" in p[2])
+
+
 def proc_state(pid: int):
     """The state letter of pid (R, S, Z, ...) or None when it does not exist."""
     try:
@@ -320,7 +327,8 @@ class Jiffy:
         return self.run(["stop"], timeout=timeout)
 
     def sockets(self):
-        return sorted(str(p) for p in Path(self.runtime_dir).glob("*.sock"))
+        """The daemons' sockets (not the shared PMIx server's, <key>.pmix.sock)."""
+        return sorted(str(p) for p in Path(self.runtime_dir).glob("*.sock") if not p.name.endswith(".pmix.sock"))
 
     def wait_queued(self, pid, timeout=10):
         """Waits until the launcher with this pid is in the queued list."""

@@ -28,7 +28,7 @@ import time
 import pytest
 
 from conftest import (BUILD, JIFFYD, PROGRAMS, JobTrace, core_cpu_map, find_overlaps, parse_cpu_list,
-                      pid_alive, procs_with_marker, read_records, run_concurrently, wait_until)
+                      is_jiffy_server, pid_alive, procs_with_marker, read_records, run_concurrently, wait_until)
 
 ROGUE = PROGRAMS / "rogue"
 
@@ -490,6 +490,10 @@ def _queued_behind_a_full_machine(jx, rogue_bin, tmp_path):
     return tmpdir, env, blocker, queued
 
 
+def _shared_pmix_server(jx) -> bool:
+    return any(is_jiffy_server(p) and p[1] == "jiffy-pmix" for p in procs_with_marker(jx.marker))
+
+
 def test_queued_pmix_job_prepares_and_its_dir_goes_with_it(jx, rogue_bin, tmp_path):
     """A PMIx job that waits in the queue starts its PMIx server then, in its
     job directory (launch/bootstrap.h, PreparedPmix), and tells the daemon
@@ -497,9 +501,10 @@ def test_queued_pmix_job_prepares_and_its_dir_goes_with_it(jx, rogue_bin, tmp_pa
     own), the daemon removes the directory; the queued one it replaces runs
     as usual, from its prepared server."""
     tmpdir, env, blocker, queued = _queued_behind_a_full_machine(jx, rogue_bin, tmp_path)
-    # The directory is named to the daemon before libpmix's server starts
-    # (its threads): wait for those.
-    wait_until(lambda: len(_job_dirs(tmpdir)) == 1 and len(os.listdir(f"/proc/{queued.pid}/task")) > 1, 30,
+    # The directory is named to the daemon before the job is registered
+    # with the set's shared PMIx server (launch/pmix_shared.h), which the
+    # launcher started: wait for both.
+    wait_until(lambda: len(_job_dirs(tmpdir)) == 1 and _shared_pmix_server(jx), 30,
                what="the queued job's PMIx server")
     queued.kill()
     queued.wait()
@@ -511,7 +516,7 @@ def test_queued_pmix_job_prepares_and_its_dir_goes_with_it(jx, rogue_bin, tmp_pa
         blocker.wait()
         pytest.skip("Open MPI test programs not built")
     second = jx.popen(["-n", 2, str(hello)], env=env)
-    wait_until(lambda: len(_job_dirs(tmpdir)) == 1 and len(os.listdir(f"/proc/{second.pid}/task")) > 1, 30,
+    wait_until(lambda: len(_job_dirs(tmpdir)) == 1 and _shared_pmix_server(jx), 30,
                what="the second queued job's PMIx server")
     blocker.kill()
     blocker.wait()

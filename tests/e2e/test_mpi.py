@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (BUILD, JobTrace, check_rank_affinity, core_cpu_map, find_overlaps,
-                      one_line_error, parse_cpu_list, pid_alive, procs_with_marker, read_records,
+                      is_jiffy_server, one_line_error, parse_cpu_list, pid_alive, procs_with_marker, read_records,
                       run_concurrently, wait_until)
 
 MPI_DIR = BUILD / "mpi"
@@ -139,7 +139,7 @@ def machine_cores(jx) -> dict:
 
 def rank_processes(jx) -> list:
     """Processes of this test other than daemons: ranks, launchers, children."""
-    return [p for p in procs_with_marker(jx.marker) if p[1] != "jiffyd"]
+    return [p for p in procs_with_marker(jx.marker) if not is_jiffy_server(p)]
 
 
 def assert_no_ranks_left(jx, what):
@@ -153,6 +153,7 @@ class StuckJob:
     rank 1 runs ring.X (it waits in MPI_Recv from rank 0)."""
 
     def __init__(self, jx, flavour, opts=(), env=None, settle=1.0):
+        self.jx = jx
         self.flavour = flavour
         self.progs = [prog("abort", flavour), prog("ring", flavour)]
         args = list(opts) + ["-n", 1, self.progs[0], ":", "-n", 1, self.progs[1]]
@@ -869,9 +870,13 @@ def check_job_dir(job, parent):
     assert stat.S_IMODE(st.st_mode) & 0o077 == 0, f"{d} is private: {oct(st.st_mode)}"
     for other in job.env[1:]:
         assert other["OMPI_MCA_btl_vader_backing_directory"] == d, "one directory per job"
-    for k in ("PMIX_SERVER_TMPDIR", "OMPI_MCA_orte_tmpdir_base"):
-        if k in e:
-            assert e[k] == d or e[k].startswith(d + "/"), f"{k}={e[k]} is outside {d}"
+    k = "OMPI_MCA_orte_tmpdir_base"
+    assert e[k] == d or e[k].startswith(d + "/"), f"{k}={e[k]} is outside {d}"
+    # libpmix's own files are the shared server's (launch/pmix_shared.h), in
+    # the private runtime directory: none of the job's
+    server_dir = Path(e["PMIX_SERVER_TMPDIR"])
+    assert server_dir.parent == Path(job.jx.runtime_dir) and server_dir.name.startswith("pmix-"), server_dir
+    assert stat.S_IMODE(server_dir.stat().st_mode) & 0o077 == 0, oct(server_dir.stat().st_mode)
     return p
 
 
@@ -1251,18 +1256,38 @@ def test_forced_pmi1_on_a_wrapped_openmpi_program_fails_clearly(mx):
     assert jiffy_lines(cp.stderr) == [], cp.stderr
 
 
-def test_openmpi_goes_straight_to_jiffy_pmix_and_falls_back_without_it(mx, tmp_path):
-    """The front hands an Open MPI program straight to jiffy-pmix (one exec
-    fewer than through jiffy-launch); where there is none, jiffy-launch takes
-    the launch and says what is missing."""
-    direct = mx.run(["-n", 1, prog("getenv", "openmpi"), "PMIX_NAMESPACE"], timeout=60)
-    assert direct.returncode == 0 and "jiffy." in direct.stdout, (direct.stdout, direct.stderr)
+def shared_pmix_servers(jx) -> list:
+    """The pids of the test's shared PMIx servers (launch/pmix_shared.h)."""
+    return [p[0] for p in procs_with_marker(jx.marker) if is_jiffy_server(p) and p[1] == "jiffy-pmix"]
+
+
+def served_by(cp) -> str:
+    """The PMIx server's URI a getenv PMIX_SERVER_URI41 rank was told."""
+    assert cp.returncode == 0, cp.stderr
+    m = re.search(r"PMIX_SERVER_URI41=(\S+;tcp4://127\.0\.0\.1:\d+)", cp.stdout)
+    assert m, cp.stdout
+    return m.group(1)
+
+
+def test_openmpi_is_served_by_the_shared_pmix_server_else_by_jiffy_pmix(mx, tmp_path):
+    """An Open MPI launch is served by the resource set's shared PMIx server:
+    the first starts it, the next ones use it (one process; the URI the
+    ranks get is the same). A user who configures libpmix (PMIX_MCA_*) gets a
+    server of that configuration: jiffy-pmix serves the job in its own
+    process. With no jiffy-pmix at all, jiffy-launch says what is missing."""
+    getenv = ["-n", 1, prog("getenv", "openmpi"), "PMIX_SERVER_URI41"]
+    first, second = served_by(mx.run(getenv, timeout=60)), served_by(mx.run(getenv, timeout=60))
+    servers = shared_pmix_servers(mx)
+    assert len(servers) == 1 and second == first, (first, second, servers)
+    own = served_by(mx.run(getenv, env={"PMIX_MCA_pmix_server_base_verbose": "0"}, timeout=60))
+    assert own != first and shared_pmix_servers(mx) == servers
+    assert mx.stop().returncode == 0
+    wait_until(lambda: shared_pmix_servers(mx) == [], 10, what="the shared PMIx server gone after jiffy stop")
     for name in ("jiffy", "jiffy-launch", "jiffyd"):
         shutil.copy2(Path(mx.bin).parent / name, tmp_path / name)
     mx.bin = str(tmp_path / "jiffy")
     cp = mx.run(["-n", 2, prog("hello", "openmpi")], timeout=120)
     assert "jiffy-pmix not found" in cp.stderr, cp.stderr
-
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_openmpi_finalize_does_not_wait_for_a_delayed_ack(mx, launcher):
