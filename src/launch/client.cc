@@ -134,10 +134,14 @@ std::string start_detached(const std::string& exe, const std::vector<std::string
   for (const std::string& a : args) argv.push_back(a.c_str());
   argv.push_back(nullptr);
   // The daemon works from "/": a relative JIFFY_RUNTIME_DIR is given to it
-  // resolved, as we found it.
+  // resolved, as we found it. A launcher inside a job (a rank's script)
+  // passes on no JIFFY_JOB_TAG: the daemon kills and waits for what carries
+  // a job's tag (util/process.h), and a long-lived process is no job's.
   std::vector<std::string> env_text;
   for (char** e = environ; *e; ++e) {
-    if (std::strncmp(*e, "JIFFY_RUNTIME_DIR=", 18) != 0) env_text.emplace_back(*e);
+    if (std::strncmp(*e, "JIFFY_RUNTIME_DIR=", 18) != 0 && std::strncmp(*e, "JIFFY_JOB_TAG=", 14) != 0) {
+      env_text.emplace_back(*e);
+    }
   }
   if (const char* d = std::getenv("JIFFY_RUNTIME_DIR"); d && *d) env_text.push_back("JIFFY_RUNTIME_DIR=" + paths.dir);
   std::vector<const char*> envp;
