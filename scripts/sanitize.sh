@@ -198,7 +198,8 @@ if [[ $what == tsan || $what == all ]]; then
   # tsan_triage judges the reports.
   export TSAN_OPTIONS="halt_on_error=0:exitcode=0:second_deadlock_stack=1:log_path=$logs/tsan"
   echo "sanitize: TSan Open MPI end-to-end tests"
-  JIFFY_BUILD_DIR=$build timed /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e/test_mpi.py tests/e2e/test_spawn.py -k "openmpi or spawn" "$@" || status=1
+  JIFFY_BUILD_DIR=$build timed /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e/test_mpi.py tests/e2e/test_spawn.py \
+    tests/e2e/test_pmix_shared.py -k "openmpi or spawn or shared or server or launcher" "$@" || status=1
   tsan_triage "$logs" || status=1
   unset TSAN_OPTIONS
 fi

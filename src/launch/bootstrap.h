@@ -3,9 +3,10 @@
 //  - PMI-1 (MPICH family): one socketpair per rank, the rank's end inherited
 //    as PMI_FD; lines go through pmi::SimpleEngine. Nearly free, so every
 //    job gets it unless --mpi=none/pmix.
-//  - PMIx (Open MPI): libpmix hosted in this process (pmi/pmix_server.h),
-//    started only when a program links Open MPI, is an interpreter that may
-//    load it, or --mpi=pmix says so.
+//  - PMIx (Open MPI): the set's shared PMIx server (launch/pmix_shared.h),
+//    or libpmix hosted in this process when jiffy-pmix serves the job itself
+//    (pmi/pmix_server.h); only when a program links Open MPI, is an
+//    interpreter that may load it, or --mpi=pmix says so.
 //  - The PMIx rendezvous, for every other program (a plain one, a shell, a
 //    wrapper such as valgrind, env, timeout, sh -c, a script, that may run
 //    an Open MPI program jiffy cannot see). Looking through wrappers cannot
@@ -95,14 +96,15 @@ struct SpawnAsk {
   std::vector<PmixSpawnApp> apps;
 };
 
-// A job's PMIx server and directory, started before the grant: jiffy-pmix
-// does it while its request waits in the queue, so that the grant is
-// followed by the ranks at once (starting libpmix's server took ~5 ms of
-// an idle core's time after each grant). Nothing in it depends on the
-// grant but the job id in names. Two steps, so that the daemon can learn
-// the directory before the server fills it: the constructor makes the
+// A job's PMIx server and directory, started before the grant: while the
+// request waits in the queue the job is registered with the set's shared
+// server (jiffy-pmix, when it serves the job itself, starts its own), so
+// that the grant is followed by the ranks at once (starting libpmix's server
+// took ~5 ms of an idle core's time after each grant). Nothing in it depends
+// on the grant but the job id in names. Two steps, so that the daemon can
+// learn the directory before the server fills it: the constructor makes the
 // directory, start() the server. Bootstrap takes it over (and starts it if
-// need be); destroyed unused, it finalizes the server and removes the
+// need be); destroyed unused, it ends the registration and removes the
 // directory. Both throw Error.
 class PreparedPmix {
  public:

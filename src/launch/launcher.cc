@@ -480,8 +480,9 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv, const
   double give_up = now_s() + kRestartWindowS;
   RestartBackoff backoff;
   bool answered = false;
-  // jiffy-pmix starts the job's PMIx server while the request waits, and
-  // tells the daemon its directory (launch/bootstrap.h, PreparedPmix). A
+  // The job's PMIx server is prepared while the request waits (registered
+  // with the shared server, or started by jiffy-pmix), and the daemon told
+  // its directory (launch/bootstrap.h, PreparedPmix). A
   // failure here is left for the grant's path to meet and report.
   std::unique_ptr<PreparedPmix> prepared;
   bool told = false;  // this daemon knows its directory
