@@ -44,7 +44,8 @@ What is measured. Every rank appends one line to $SUITE_LOG: its start
               the cores the launchers may use (this process's allowed CPUs,
               a core's hyperthreads counted once)
   tree CPU    make's RUSAGE_CHILDREN (make, shells, launchers, ranks, diff)
-              plus jiffy's daemon (not a child: /proc/<pid>/stat around the run)
+              plus jiffy's daemon and its set's shared PMIx server (not
+              children: /proc/<pid>/stat around the run; column daemon)
   idle, over  machine level, between the first rank start and the last rank
               end: idle core-seconds = integral of max(0, cores - running
               ranks), oversubscribed = integral of max(0, running - cores)
@@ -322,6 +323,30 @@ class Collision:
 
     def overlap_ns(self):
         return min(self.a.end, self.b.end) - max(self.a.start, self.b.start)
+
+
+def shared_pmix_server(daemon):
+    """The pid of the shared PMIx server of the daemon's resource set
+    (launch/pmix_shared.h), or None: the process whose argv[0] is
+    jiffy-pmix:IDENTITY where the daemon's is jiffyd:IDENTITY."""
+    try:
+        with open(f"/proc/{daemon}/cmdline", "rb") as f:
+            argv0 = f.read().split(b"\0")[0]
+    except OSError:
+        return None
+    if not argv0.startswith(b"jiffyd:"):
+        return None
+    want = b"jiffy-pmix:" + argv0[len(b"jiffyd:"):]
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[0] == want:
+                    return int(d)
+        except OSError:
+            continue
+    return None
 
 
 def core_gaps(ranks, cores):
@@ -661,6 +686,8 @@ class Bench:
         if c.jiffy and not dpid:
             raise BenchError(f"{c.name}: jiffy's daemon did not start (jiffy status --json shows none)")
         d0 = proc_cpu(dpid) if dpid else None
+        spid = shared_pmix_server(dpid) if dpid else None
+        s0 = (proc_cpu(spid) or 0) if spid else 0
         argv = [self.make, "-C", str(self.suite), "-j", str(self.a.jobs), "-k", "--no-print-directory",
                 f"OUT=out/{tag}", f"SUITE_LOG={log}"] + [f"{MAKE_VAR[k]}={v}" for k, v in c.mpiexec.items()]
         since_ns = time.time_ns()
@@ -679,6 +706,17 @@ class Bench:
             raise BenchError(f"{c.name} rep {rep}: make passed but {len(problems)} test(s) lack rank records:\n  "
                              + "\n  ".join(problems[:10]))
         dcpu = (d1 - d0) if d1 is not None else None
+        if dcpu is not None:
+            # The shared PMIx server: started by the run's first Open MPI
+            # launch (all of its CPU is the run's) or already running.
+            s1pid = shared_pmix_server(dpid)
+            if s1pid and s1pid == spid:
+                dcpu += (proc_cpu(s1pid) or s0) - s0
+            elif s1pid and not spid:
+                dcpu += proc_cpu(s1pid) or 0
+            elif spid:
+                print(f"suite_bench: warning: {c.name} rep {rep}: the shared PMIx server changed during the run; "
+                      f"its CPU is not counted", file=sys.stderr)
         result = self.analyse(c, rep, wall, cpu + (dcpu or 0), dcpu, ranks)
         if c.jiffy:
             jobs = history_jobs(c.env["XDG_STATE_HOME"], since_ns, set(self.by_id))

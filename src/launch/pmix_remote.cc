@@ -131,7 +131,7 @@ class Remote final : public PmixServer {
         if (type == proto::type::kError) throw Error("the shared PMIx server: " + proto::get_string(*m, "message", 4096));
         return *m;
       }
-      if (lost_) throw Error("the shared PMIx server ended");
+      if (lost_) throw Error("the shared PMIx server ended", ECONNRESET);
       pollfd p{fd_.get(), POLLIN, 0};
       const int left = static_cast<int>((deadline - now_s()) * 1000);
       if (left <= 0) throw Error("the shared PMIx server did not answer");
@@ -140,7 +140,7 @@ class Remote final : public PmixServer {
       if (lost_) {
         // What read_socket made of the end is the error here, not an event.
         events_.pop_back();
-        throw Error("the shared PMIx server ended");
+        throw Error("the shared PMIx server ended", ECONNRESET);
       }
     }
   }
@@ -176,8 +176,16 @@ bool PmixServer::open_shared() {
 }
 
 std::unique_ptr<PmixServer> PmixServer::start(const PmixJob& job) {
-  if (!g_shared) g_shared = connect_shared_pmix(daemon_paths(), /*start_if_missing=*/true);
-  return std::make_unique<Remote>(std::exchange(g_shared, Fd()), job);
+  // A server may be going as we register (idle, or stopped, after it
+  // accepted us): its successor is asked instead, once.
+  for (int attempt = 0;; ++attempt) {
+    Fd fd = g_shared ? std::exchange(g_shared, Fd()) : connect_shared_pmix(daemon_paths(), /*start_if_missing=*/true);
+    try {
+      return std::make_unique<Remote>(std::move(fd), job);
+    } catch (const Error& e) {
+      if (attempt > 0 || !daemon_restarting(e)) throw;
+    }
+  }
 }
 
 int PmixServer::host_main(const std::vector<std::string>&) {

@@ -128,15 +128,17 @@ class Service {
         fds.push_back({fd, static_cast<short>(POLLIN | (c->wants_out() ? POLLOUT : 0)), 0});
         polled.push_back(c.get());
       }
+      // A launcher connected but not registered yet counts: it registers
+      // next (even once we take no more launchers).
       int timeout = -1;
-      if (jobs() == 0) {
+      if (conns_.empty()) {
         if (!listener_) return;  // stopping (or making way), and nothing left to serve
         timeout = std::max(0, static_cast<int>((idle_since_ + idle_s_ - now_s()) * 1000) + 1);
       }
       int n = ::poll(fds.data(), fds.size(), timeout);
       if (n < 0 && errno != EINTR) throw_errno("poll");
       if (n <= 0) {
-        if (jobs() == 0 && now_s() >= idle_since_ + idle_s_) make_way("idle");
+        if (conns_.empty() && now_s() >= idle_since_ + idle_s_) make_way("idle");
         continue;
       }
       std::size_t at = 0;
@@ -162,11 +164,6 @@ class Service {
   }
 
  private:
-  std::size_t jobs() const {
-    std::size_t n = 0;
-    for (const auto& [fd, c] : conns_) n += c->job != nullptr;
-    return n;
-  }
 
   // No more launchers: the socket goes and the lifetime lock with it, so
   // the next launcher starts a successor; the jobs we serve go on.
@@ -240,7 +237,6 @@ class Service {
 
   void register_job(Conn& c, const pmix_wire::JobRequest& r) {
     if (c.job) throw Error("a job is registered on this connection already");
-    if (!listener_) throw Error("this PMIx server is stopping");
     PmixJob job;
     job.nspace = r.nspace;
     job.appnum = r.appnum;
@@ -265,10 +261,9 @@ class Service {
   // The job ends (its namespaces deregistered: no callback reaches the
   // connection any more), then the connection.
   void drop(Conn& c) {
-    const bool had_job = c.job != nullptr;
     c.job.reset();
     c.fd.reset();
-    if (had_job && jobs() == 0) idle_since_ = now_s();
+    idle_since_ = now_s();
   }
 
   Fd listener_;
