@@ -116,9 +116,12 @@ std::vector<int> app_ranks(const std::vector<int>& appnum) {
 class Host final : public PmixServer {
  public:
   explicit Host(const PmixJob& job) : job_(job) {
-    event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (event_fd_ < 0) throw_errno("eventfd");
     library_acquire(job_.dir, job_.topology_xml, job_.rendezvous_fd >= 0);
+    event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (event_fd_ < 0) {
+      library_release();
+      throw_errno("eventfd");
+    }
     World& w = worlds_[0];
     w.nspace = job_.nspace;
     w.appnum = job_.appnum;

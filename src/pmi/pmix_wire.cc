@@ -36,10 +36,15 @@ std::vector<std::string> parse_strings(const Json& msg, const char* field) {
 }  // namespace
 
 Json job_message(const JobRequest& job) {
-  return {{"type", type::kJob}, {"nspace", job.nspace}, {"appnum", job.appnum}, {"dir", job.dir}};
+  return {{"type", type::kJob}, {"v", kVersion}, {"nspace", job.nspace}, {"appnum", job.appnum}, {"dir", job.dir}};
 }
 
 JobRequest parse_job(const Json& msg) {
+  const auto v = proto::get_int(msg, "v", 0, 1 << 20);
+  if (v != kVersion) {
+    throw Error("this shared PMIx server speaks protocol " + std::to_string(kVersion) + ", the launcher " +
+                std::to_string(v) + " (jiffy was upgraded while it ran): `jiffy stop` ends it once its jobs are done");
+  }
   JobRequest j;
   j.nspace = proto::get_string(msg, "nspace", 255);
   j.appnum = proto::get_int_list(msg, "appnum", kMaxRanks, 0, 1 << 20);

@@ -7,7 +7,7 @@
 // launcher closes the connection (the server deregisters its namespaces).
 //
 //   launcher                              server
-//   job {nspace, appnum, dir}        ->
+//   job {v, nspace, appnum, dir}     ->
 //                                    <-   vars {world: 0, ranks}  | error
 //                                    <-   event {...}  (any time after)
 //   world {world, appnum, spawn_id}  ->                (MPI_Comm_spawn)
@@ -42,6 +42,11 @@ inline constexpr const char* kStop = "stop";
 inline constexpr const char* kVars = "vars";
 inline constexpr const char* kEvent = "event";
 }  // namespace type
+
+// The protocol's version, in every job message: a server from another
+// build of jiffy (still running across an upgrade) refuses the job with a
+// message rather than misread it.
+inline constexpr int kVersion = 1;
 
 // Frames up to this size (a vars message for thousands of ranks).
 inline constexpr std::size_t kMaxFrame = proto::kMaxStatusFrame;

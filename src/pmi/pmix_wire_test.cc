@@ -28,8 +28,21 @@ TEST(PmixWire, JobNeedsRanksAndAnAbsoluteDirectory) {
   EXPECT_THROW(parse_job(job_message({"jiffy.abc", {}, "/tmp/x"})), Error);
   EXPECT_THROW(parse_job(job_message({"jiffy.abc", {0}, "tmp/x"})), Error);
   EXPECT_THROW(parse_job(job_message({"", {0}, "/tmp/x"})), Error);
-  EXPECT_THROW(parse_job(Json{{"type", "job"}, {"nspace", "n"}, {"appnum", {-1}}, {"dir", "/d"}}), Error);
-  EXPECT_THROW(parse_job(Json{{"type", "job"}, {"nspace", 5}, {"appnum", {0}}, {"dir", "/d"}}), Error);
+  EXPECT_THROW(parse_job(Json{{"type", "job"}, {"v", kVersion}, {"nspace", "n"}, {"appnum", {-1}}, {"dir", "/d"}}),
+               Error);
+  EXPECT_THROW(parse_job(Json{{"type", "job"}, {"v", kVersion}, {"nspace", 5}, {"appnum", {0}}, {"dir", "/d"}}),
+               Error);
+}
+
+TEST(PmixWire, AJobOfAnotherProtocolVersionIsRefusedSayingWhy) {
+  Json m = job_message({"jiffy.abc", {0}, "/tmp/x"});
+  m["v"] = kVersion + 1;
+  try {
+    parse_job(m);
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("jiffy stop"), std::string::npos) << e.what();
+  }
 }
 
 TEST(PmixWire, WorldRoundTripsAndWorldZeroIsNotASpawn) {
