@@ -33,18 +33,6 @@ std::string make_job_dir(unsigned long long job_id) {
   return templ;
 }
 
-// The whole file, or "" when it cannot be read (the caller falls back).
-std::string read_file(const std::string& path) {
-  if (path.empty()) return {};
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return {};
-  std::string data;
-  char buf[65536];
-  ssize_t n;
-  while ((n = ::read(fd.get(), buf, sizeof buf)) > 0) data.append(buf, static_cast<std::size_t>(n));
-  return n < 0 ? std::string() : data;
-}
-
 // Sets name unless the user already chose a value for it.
 void set_default(Environment& env, const std::string& name, const std::string& value) {
   if (!env.get(name)) env.set(name, value);
@@ -172,7 +160,7 @@ void PreparedPmix::start() {
   job.dir = dir_;
   job.uid = ::geteuid();
   job.gid = ::getegid();
-  job.topology_xml = read_file(topology_file_);
+  job.topology_xml = read_file_or_empty(topology_file_);
   server_ = PmixServer::start(job);
 }
 

@@ -666,14 +666,7 @@ int PmixServer::host_main(const std::vector<std::string>& args) {
   };
   job.can_spawn = false;
   job.dir = args[2];
-  if (!args[3].empty()) {
-    if (FILE* f = std::fopen(args[3].c_str(), "re")) {
-      char buf[65536];
-      std::size_t n;
-      while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) job.topology_xml.append(buf, n);
-      std::fclose(f);
-    }
-  }
+  job.topology_xml = read_file_or_empty(args[3]);
   std::size_t from = 0;
   for (;;) {
     std::size_t end = args[4].find(',', from);

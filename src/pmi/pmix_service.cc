@@ -276,17 +276,6 @@ class Service {
   long served_ = 0;
 };
 
-std::string read_whole(const std::string& path) {
-  std::string data;
-  if (FILE* f = std::fopen(path.c_str(), "re")) {
-    char buf[65536];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) data.append(buf, n);
-    std::fclose(f);
-  }
-  return data;
-}
-
 }  // namespace
 
 int PmixServer::serve_main(const std::vector<std::string>&) {
@@ -315,7 +304,7 @@ int PmixServer::serve_main(const std::vector<std::string>&) {
     std::string templ = paths.dir + "/pmix-XXXXXX";
     if (!::mkdtemp(templ.data())) throw_errno("mkdtemp " + templ);
     dir = templ;
-    PmixLibrary library(dir, read_whole(paths.topology));
+    PmixLibrary library(dir, read_file_or_empty(paths.topology));
     verdict("ok");
     Service(std::move(listener), std::move(lock), paths.pmix_socket).run();
   } catch (const Error& e) {

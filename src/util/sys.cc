@@ -59,6 +59,17 @@ std::string read_some(int fd, std::size_t n, bool* again, const char* what) {
   }
 }
 
+std::string read_file_or_empty(const std::string& path) {
+  if (path.empty()) return {};
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return {};
+  std::string data;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(fd.get(), buf, sizeof buf)) > 0) data.append(buf, static_cast<std::size_t>(n));
+  return n < 0 ? std::string() : data;
+}
+
 void set_nonblocking(int fd, bool on) {
   int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0) throw_errno("fcntl(F_GETFL)");

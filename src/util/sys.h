@@ -23,6 +23,10 @@ std::size_t write_some(int fd, std::string_view data, const char* what);
 // Reads up to n bytes; returns "" at EOF, nullopt-like empty with *again=true on EAGAIN.
 std::string read_some(int fd, std::size_t n, bool* again, const char* what);
 
+// The whole file, or "" when it cannot be read (callers fall back: an
+// optional cache such as the topology XML).
+std::string read_file_or_empty(const std::string& path);
+
 void set_nonblocking(int fd, bool on);
 void set_cloexec(int fd, bool on);
 
