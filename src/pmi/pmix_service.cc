@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -61,7 +62,7 @@ struct Conn {
   proto::FrameDecoder in{pmix_wire::kMaxFrame};
   std::mutex out_mutex;
   std::string out;      // what the socket could not take yet
-  bool broken = false;  // a write failed: the loop drops the connection
+  std::atomic<bool> broken{false};  // gone or a write failed: the loop drops the connection
   std::unique_ptr<PmixServer> job;
 
   // From either thread. wake tells the loop when something is queued.
