@@ -338,12 +338,39 @@ def write(target, seeds):
     print(f"{target}: {len(seeds)} seeds")
 
 
+def pmix_wire():
+    """The shared PMIx server's connection (pmi/pmix_wire.h), both ways."""
+    job = frame({"type": "job", "v": 1, "nspace": "jiffy.0123456789abcdef0123456789abcdef", "appnum": [0, 0],
+                 "dir": "/tmp/jiffy-0-job7-AbCdEf"})
+    rank_vars = [["PMIX_NAMESPACE", "jiffy.0123456789abcdef0123456789abcdef"], ["PMIX_RANK", "0"],
+                 ["PMIX_SERVER_URI41", "pmix-server.0;tcp4://127.0.0.1:40123"]]
+    app = {"command": "./child", "argv": ["./child", "-x"], "nprocs": 2,
+           "env": [["OMPI_PARENT_PORT", "2181234689.0:1234"]], "wdir": "/work", "hosts": [], "hostfile": ""}
+    return {
+        "job": job,
+        "job_mpmd": frame({"type": "job", "v": 1, "nspace": "jiffy.ab", "appnum": [0, 1, 1], "dir": "/d"}),
+        "job_old_version": frame({"type": "job", "v": 0, "nspace": "jiffy.ab", "appnum": [0], "dir": "/d"}),
+        "world_spawn_done": frame({"type": "world", "world": 1, "appnum": [0, 0], "spawn_id": 1})
+        + frame({"type": "spawn_done", "spawn_id": 1, "ok": True, "world": 1}),
+        "abandon_port_stop": frame({"type": "abandon_port", "port": "2181234689.0:1234"}) + frame({"type": "stop"}),
+        "vars": frame({"type": "vars", "world": 0, "ranks": [rank_vars, rank_vars]}),
+        "events": b"".join(frame({"type": "event", "kind": k, "world": 0, "rank": r, "status": 0, "message": "",
+                                  "spawn_id": 0}) for k, r in ((0, 0), (0, 1), (1, 1), (1, 0))),
+        "abort": frame({"type": "event", "kind": 2, "world": 0, "rank": 1, "status": 7, "message": "MPI_Abort",
+                        "spawn_id": 0}),
+        "spawn": frame({"type": "event", "kind": 3, "world": 0, "rank": 0, "status": 0, "message": "",
+                        "spawn_id": 1, "apps": [app]}),
+        "error": frame({"type": "error", "message": "PMIx: register_nspace: PMIX_ERROR"}),
+    }
+
+
 def main():
     write("daemon_message", daemon_message())
     write("daemon_server", daemon_server())
     write("pmi_engine", pmi_engine())
     write("command_line", command_line())
     write("state_file", state_file())
+    write("pmix_wire", pmix_wire())
 
 
 if __name__ == "__main__":

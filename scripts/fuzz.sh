@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(daemon_message daemon_server pmi_engine command_line state_file lane_file front_json)
+((${#targets[@]})) || targets=(daemon_message daemon_server pmi_engine command_line state_file lane_file front_json pmix_wire)
 
 if ! command -v clang++ >/dev/null || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then
   echo "fuzz: installing clang and libclang-rt-14-dev"
