@@ -106,7 +106,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mpi_bench import daemon_pid, find_jiffy, proc_cpu  # noqa: E402  (the benches' shared helpers)
+from mpi_bench import daemon_pid, find_jiffy, proc_cpu, shared_pmix_server  # noqa: E402  (the benches' shared helpers)
 
 HERE = Path(__file__).resolve().parent
 KINDS = ("mpich", "ompi", "plain")
@@ -323,30 +323,6 @@ class Collision:
 
     def overlap_ns(self):
         return min(self.a.end, self.b.end) - max(self.a.start, self.b.start)
-
-
-def shared_pmix_server(daemon):
-    """The pid of the shared PMIx server of the daemon's resource set
-    (launch/pmix_shared.h), or None: the process whose argv[0] is
-    jiffy-pmix:IDENTITY where the daemon's is jiffyd:IDENTITY."""
-    try:
-        with open(f"/proc/{daemon}/cmdline", "rb") as f:
-            argv0 = f.read().split(b"\0")[0]
-    except OSError:
-        return None
-    if not argv0.startswith(b"jiffyd:"):
-        return None
-    want = b"jiffy-pmix:" + argv0[len(b"jiffyd:"):]
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                if f.read().split(b"\0")[0] == want:
-                    return int(d)
-        except OSError:
-            continue
-    return None
 
 
 def core_gaps(ranks, cores):
