@@ -75,6 +75,7 @@ int run_status(const StatusCommand& cmd) {
     return 0;
   }
   if ((*reply)["type"] == proto::type::kError) throw Error(proto::get_string(*reply, "message", 4096));
+  if (std::optional<proto::Json> pmix = shared_pmix_status(daemon_paths())) (*reply)["pmix_server"] = *pmix;
   if (cmd.json) {
     reply->erase("type");
     std::puts(reply->dump(2, ' ', false, proto::Json::error_handler_t::replace).c_str());

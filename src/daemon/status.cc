@@ -41,6 +41,14 @@ std::string render_status(const proto::Json& r) {
   out += "daemon  pid " + std::to_string(d["pid"].get<int>()) + ", up " +
          fmt("%.0f s", d["uptime_s"].get<double>()) + ", socket " +
          d["socket"].get<std::string>() + "\n";
+  // The set's shared PMIx server (launch/pmix_shared.h), when one runs:
+  // `jiffy status` adds what it says of itself.
+  if (r.contains("pmix_server") && r["pmix_server"].is_object()) {
+    const auto& p = r["pmix_server"];
+    out += "pmix    pid " + std::to_string(p.value("pid", 0)) + ", serving " + std::to_string(p.value("jobs", 0)) +
+           " job" + (p.value("jobs", 0) == 1 ? "" : "s") + " (" + std::to_string(p.value("served", 0L)) +
+           " since it started)" + (p.value("stopping", false) ? ", taking no more" : "") + "\n";
+  }
   // The history's problem, if any (docs/history.md): one line.
   if (r.contains("history") && r["history"].contains("error") && r["history"]["error"].is_string() &&
       !r["history"]["error"].get<std::string>().empty()) {

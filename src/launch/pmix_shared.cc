@@ -67,4 +67,30 @@ bool stop_shared_pmix(const DaemonPaths& paths) {
   return true;
 }
 
+std::optional<proto::Json> shared_pmix_status(const DaemonPaths& paths) {
+  try {
+    Fd fd = connect_checked(paths);
+    if (!fd) return std::nullopt;
+    write_all(fd.get(), proto::encode({{"type", pmix_wire::type::kStatus}}), "ask the PMIx server");
+    proto::FrameDecoder decoder;
+    const double deadline = now_s() + 1;
+    for (;;) {
+      if (std::optional<proto::Json> m = decoder.next()) {
+        if ((*m)["type"] != proto::type::kOk) return std::nullopt;
+        m->erase("type");
+        return m;
+      }
+      pollfd p{fd.get(), POLLIN, 0};
+      const int left = static_cast<int>((deadline - now_s()) * 1000);
+      if (left <= 0 || ::poll(&p, 1, left) <= 0) return std::nullopt;
+      char buf[4096];
+      ssize_t n = ::read(fd.get(), buf, sizeof buf);
+      if (n <= 0) return std::nullopt;
+      decoder.feed(std::string_view(buf, static_cast<std::size_t>(n)));
+    }
+  } catch (const Error&) {
+    return std::nullopt;  // none of ours, or gone: nothing to show
+  }
+}
+
 }  // namespace jiffy

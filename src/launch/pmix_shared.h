@@ -10,6 +10,9 @@
 // protocol is pmi/pmix_wire.h.
 #pragma once
 
+#include <optional>
+
+#include "proto/message.h"
 #include "util/fd.h"
 #include "util/runtime_dir.h"
 
@@ -24,5 +27,10 @@ Fd connect_shared_pmix(const DaemonPaths& paths, bool start_if_missing);
 // `jiffy stop`: the set's shared server takes no more jobs and exits once
 // its last one has ended. Returns whether one was running.
 bool stop_shared_pmix(const DaemonPaths& paths);
+
+// `jiffy status`: what the set's shared server says of itself ({pid, jobs,
+// served, stopping}: pmi/pmix_wire.h), or nullopt when none answers within
+// a second.
+std::optional<proto::Json> shared_pmix_status(const DaemonPaths& paths);
 
 }  // namespace jiffy

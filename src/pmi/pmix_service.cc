@@ -218,6 +218,13 @@ class Service {
         make_way("stop requested");
         return c.send({{"type", proto::type::kOk}}, wake_.get());
       }
+      if (type == pmix_wire::type::kStatus) {
+        long jobs = 0;
+        for (const auto& [fd, other] : conns_) jobs += other->job != nullptr;
+        return c.send({{"type", proto::type::kOk}, {"pid", ::getpid()}, {"jobs", jobs}, {"served", served_},
+                       {"stopping", !listener_}},
+                      wake_.get());
+      }
       if (!c.job) throw Error("no job registered on this connection");
       if (type == pmix_wire::type::kWorld) {
         pmix_wire::WorldRequest w = pmix_wire::parse_world(m);

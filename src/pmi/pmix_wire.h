@@ -16,6 +16,8 @@
 //   abandon_port {port}              ->
 //   stop                             ->   (jiffy stop: no more jobs)
 //                                    <-   ok
+//   status                           ->   (jiffy status)
+//                                    <-   ok {pid, jobs, served, stopping}
 //
 // Encoding and parsing are pure; parsing validates (Error on a malformed
 // message), as each side is only as trusted as its peer's uid.
@@ -39,6 +41,7 @@ inline constexpr const char* kWorld = "world";
 inline constexpr const char* kSpawnDone = "spawn_done";
 inline constexpr const char* kAbandonPort = "abandon_port";
 inline constexpr const char* kStop = "stop";
+inline constexpr const char* kStatus = "status";
 inline constexpr const char* kVars = "vars";
 inline constexpr const char* kEvent = "event";
 }  // namespace type

@@ -5,8 +5,9 @@ the set, each job a namespace of its own.
 Covers: launches racing to start it get exactly one; a server killed
 mid-job fails that job with a clear message, leaves no rank, and the next
 launch starts a successor; a launcher killed mid-job ends only its own job
-(the server serves the others, and the next); `jiffy stop` lets running jobs
-finish, then the server goes; with no job for JIFFY_PMIX_IDLE_TIMEOUT
+(the server serves the others, and the next); `jiffy status` shows it and
+the jobs it serves; `jiffy stop` lets running jobs finish, then the server
+goes; with no job for JIFFY_PMIX_IDLE_TIMEOUT
 seconds it exits and removes its socket and directory.
 """
 
@@ -79,6 +80,17 @@ def test_a_killed_launcher_ends_only_its_own_job(mx, tmp_path):
     # the killed launcher's rank is ended by the daemon
     wait_until(lambda: not [p for p in procs_with_marker(mx.marker) if p[1] == "hold.openmpi"], 15,
                what="the killed launcher's rank gone")
+
+
+def test_status_shows_the_server_and_the_jobs_it_serves(mx, tmp_path):
+    job = hold(mx, 1, tmp_path / "release")
+    server = one_server(mx)
+    assert mx.status()["pmix_server"] == {"pid": server, "jobs": 1, "served": 1, "stopping": False}
+    text = mx.run(["status"]).stdout
+    assert f"pmix    pid {server}, serving 1 job (1 since it started)" in text, text
+    (tmp_path / "release").touch()
+    assert finish(job)[0] == 0
+    wait_until(lambda: mx.status()["pmix_server"]["jobs"] == 0, 10, what="the finished job gone from the server")
 
 
 def test_stop_lets_running_jobs_finish_then_the_server_goes(mx, tmp_path):
