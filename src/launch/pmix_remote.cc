@@ -56,9 +56,15 @@ class Remote final : public PmixServer {
   std::vector<PmixEvent> take_events() override {
     uint64_t n;
     (void)!::read(wake_.get(), &n, sizeof n);
-    read_socket();
+    const bool ended = read_socket();
     while (std::optional<proto::Json> m = next()) {
       if ((*m)["type"] == pmix_wire::type::kEvent) events_.push_back(pmix_wire::parse_event(*m));
+    }
+    if (ended) {
+      PmixEvent e;
+      e.kind = PmixEvent::Kind::Lost;
+      e.message = "jiffy-pmix, pid " + std::to_string(server_pid_);
+      events_.push_back(std::move(e));
     }
     return std::exchange(events_, {});
   }
@@ -84,10 +90,10 @@ class Remote final : public PmixServer {
     }
   }
 
-  // Reads what the socket holds, without waiting. At its end, a Lost event
-  // (once).
-  void read_socket() {
-    if (lost_) return;
+  // Reads what the socket holds, without waiting. Returns true once, when
+  // it finds the socket's end (the server went away).
+  bool read_socket() {
+    if (lost_) return false;
     char buf[65536];
     for (;;) {
       ssize_t n = ::recv(fd_.get(), buf, sizeof buf, MSG_DONTWAIT);
@@ -96,14 +102,10 @@ class Remote final : public PmixServer {
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
       lost_ = true;
-      PmixEvent e;
-      e.kind = PmixEvent::Kind::Lost;
-      e.message = "jiffy-pmix, pid " + std::to_string(server_pid_);
-      events_.push_back(std::move(e));
       ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd_.get(), nullptr);
-      return;
+      return true;
     }
   }
 
@@ -136,12 +138,7 @@ class Remote final : public PmixServer {
       const int left = static_cast<int>((deadline - now_s()) * 1000);
       if (left <= 0) throw Error("the shared PMIx server did not answer");
       if (::poll(&p, 1, left) < 0 && errno != EINTR) throw_errno("poll");
-      read_socket();
-      if (lost_) {
-        // What read_socket made of the end is the error here, not an event.
-        events_.pop_back();
-        throw Error("the shared PMIx server ended", ECONNRESET);
-      }
+      read_socket();  // its end is seen above, once the messages before it are read
     }
   }
 
