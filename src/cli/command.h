@@ -34,6 +34,10 @@ struct DaemonOptions {
   // Backfill into the head's reservation (SchedPolicy::backfill):
   // --backfill=off, or JIFFY_BACKFILL=0 when no --backfill is given.
   bool backfill = true;
+  // How much later than its shadow time backfill may make the head start
+  // (SchedPolicy::backfill_slack): --backfill-slack K, or
+  // JIFFY_BACKFILL_SLACK when no --backfill-slack is given.
+  double backfill_slack = 1;
 };
 
 // `jiffy top`: a live view of the daemon's status (views/top.h).

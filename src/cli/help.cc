@@ -175,6 +175,9 @@ Daemon options:
                          that earlier runs (the history) predict to end
                          before it could start (default on; off also with
                          JIFFY_BACKFILL=0; no history, no such backfill)
+  --backfill-slack K     let such jobs end up to K times the wide job's
+                         predicted wait after it could have started
+                         (0 to 10, default 1; or JIFFY_BACKFILL_SLACK)
   --foreground           stay attached and log to stderr (default:
                          start detached, return once it serves)
 

@@ -49,6 +49,7 @@
 #include "cli/command.h"
 #include "cli/ctest.h"
 #include "launch/slurm.h"
+#include "sched/scheduler.h"
 #include "util/error.h"
 
 namespace jiffy {
@@ -770,7 +771,7 @@ struct DaemonState {
   Args& args;
   DaemonOptions opts;
   bool history_given = false, keep_jobs_given = false, keep_days_given = false;
-  bool backfill_given = false;
+  bool backfill_given = false, slack_given = false;
 };
 
 void set_backfill(DaemonState& s) {
@@ -780,14 +781,34 @@ void set_backfill(DaemonState& s) {
   s.backfill_given = true;
 }
 
-// JIFFY_BACKFILL=0 in a daemon's environment, where no --backfill was given.
+// A backfill slack: a number from 0 to kMaxBackfillSlack.
+double parse_slack(const std::string& what, const std::string& text) {
+  double v = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, v, std::chars_format::fixed);
+  if (text.empty() || ec != std::errc() || ptr != end || !(v >= 0 && v <= kMaxBackfillSlack)) {
+    throw Error(what + ": expected a number from 0 to " + std::to_string(static_cast<int>(kMaxBackfillSlack)) +
+                ", got '" + text + "'");
+  }
+  return v;
+}
+
+void set_backfill_slack(DaemonState& s) {
+  s.opts.backfill_slack = parse_slack(s.args.option(), s.args.value());
+  s.slack_given = true;
+}
+
+// JIFFY_BACKFILL=0 and JIFFY_BACKFILL_SLACK in a daemon's environment,
+// where no option gave them.
 void apply_backfill_env(DaemonState& s, EnvLookup env) {
-  if (env == nullptr || s.backfill_given) return;
-  std::optional<std::string> v = env("JIFFY_BACKFILL");
+  if (env == nullptr) return;
+  std::optional<std::string> v = s.backfill_given ? std::nullopt : env("JIFFY_BACKFILL");
   if (v && !v->empty() && *v != "0" && *v != "1") {
     throw Error("JIFFY_BACKFILL: expected 0 or 1, got '" + *v + "'");
   }
   if (v && *v == "0") s.opts.backfill = false;
+  std::optional<std::string> k = s.slack_given ? std::nullopt : env("JIFFY_BACKFILL_SLACK");
+  if (k && !k->empty()) s.opts.backfill_slack = parse_slack("JIFFY_BACKFILL_SLACK", *k);
 }
 
 void set_history(DaemonState& s) {
@@ -837,6 +858,7 @@ constexpr Option<DaemonState> kDaemonOptions[] = {
     {"detached-child", [](DaemonState& s) { s.opts.detached_child = true; }},
     {"history", set_history},
     {"backfill", set_backfill},
+    {"backfill-slack", set_backfill_slack},
     {"history-keep-jobs",
      [](DaemonState& s) {
        s.opts.history_keep_jobs = s.args.positive();

@@ -748,6 +748,35 @@ TEST(Parse, DaemonDefaults) {
   EXPECT_TRUE(d.history);
   EXPECT_EQ(d.history_keep_jobs, 1000000);
   EXPECT_EQ(d.history_keep_days, 90);
+  EXPECT_TRUE(d.backfill);
+  EXPECT_DOUBLE_EQ(d.backfill_slack, 1);
+}
+
+TEST(Parse, DaemonBackfillOptions) {
+  DaemonOptions d = daemon_opts({"daemon", "--backfill=off", "--backfill-slack", "2.5"});
+  EXPECT_FALSE(d.backfill);
+  EXPECT_DOUBLE_EQ(d.backfill_slack, 2.5);
+  EXPECT_DOUBLE_EQ(daemon_opts({"daemon", "--backfill-slack=0"}).backfill_slack, 0);
+  EXPECT_EQ(error_of({"daemon", "--backfill-slack=-1"}),
+            "--backfill-slack: expected a number from 0 to 10, got '-1'");
+  EXPECT_EQ(error_of({"daemon", "--backfill-slack=11"}),
+            "--backfill-slack: expected a number from 0 to 10, got '11'");
+  EXPECT_EQ(error_of({"daemon", "--backfill-slack=lots"}),
+            "--backfill-slack: expected a number from 0 to 10, got 'lots'");
+  {
+    ScopedEnv e("JIFFY_BACKFILL_SLACK", "0.5");
+    EXPECT_DOUBLE_EQ(daemon_opts({"daemon"}).backfill_slack, 0.5);
+    EXPECT_DOUBLE_EQ(daemon_opts({"daemon", "--backfill-slack=3"}).backfill_slack, 3);
+  }
+  {
+    ScopedEnv e("JIFFY_BACKFILL_SLACK", "nan");
+    EXPECT_EQ(error_of({"daemon"}), "JIFFY_BACKFILL_SLACK: expected a number from 0 to 10, got 'nan'");
+  }
+  {
+    ScopedEnv e("JIFFY_BACKFILL", "0");
+    EXPECT_FALSE(daemon_opts({"daemon"}).backfill);
+    EXPECT_TRUE(daemon_opts({"daemon", "--backfill=on"}).backfill);
+  }
 }
 
 TEST(Parse, DaemonHistoryOptions) {

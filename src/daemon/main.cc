@@ -113,6 +113,7 @@ int serve(const DaemonOptions& opt, char** argv) {
   config.resources = discover_resources(spec);
   config.policy.max_oversubscribe = opt.max_oversubscribe;
   config.policy.backfill = opt.backfill;
+  config.policy.backfill_slack = opt.backfill_slack;
   config.idle_timeout_s = opt.idle_timeout_s;
   config.paths = paths;
   // We hold the lifetime lock, so whatever sits at the socket path is stale:

@@ -11,9 +11,11 @@
 //    request may only use what is left beyond the head's needs. So a wide job
 //    is never starved by a stream of narrow ones.
 //  - Backfill into the reservation (policy.backfill): the head's shadow time
-//    is when, by the running jobs' predicted ends, enough is free for it. A
-//    later request with a prediction may also take reserved resources when
-//    now + backfill_safety x its prediction <= the shadow time. Unknown when
+//    is when, by the running jobs' predicted ends, enough is free for it;
+//    its deadline, fixed the first time a pass times it, is that shadow plus
+//    backfill_slack times the wait until then. A later request with a
+//    prediction may also take reserved resources when now +
+//    backfill_safety x its prediction <= max(shadow, deadline). Unknown when
 //    a job the head must wait for has no prediction: then nothing is
 //    backfilled into the reservation. The head's wait stays bounded: see
 //    scheduler.cc.
@@ -42,6 +44,10 @@
 
 namespace jiffy {
 
+// The largest SchedPolicy::backfill_slack: a head may then wait 11x its
+// predicted wait, which is already more than a queue should promise.
+inline constexpr double kMaxBackfillSlack = 10;
+
 struct SchedPolicy {
   int max_oversubscribe = 8;  // a request may ask for at most this many times the set's slots
   // Whether a request with a predicted run time may start on resources the
@@ -53,6 +59,14 @@ struct SchedPolicy {
   // (scheduler.cc); 2 would never delay it, but on a PETSc-like suite left
   // a core idle 60% longer (bench/suite_bench.py: wall 1.07x of 1's).
   double backfill_safety = 1;
+  // How much later than its shadow time backfill may make the head start,
+  // in multiples of its predicted wait (jiffy daemon --backfill-slack): a
+  // backfilled job may be predicted to end by the head's deadline, its
+  // first shadow S0 seen at t0 plus slack x (S0 - t0), which never moves.
+  // 0 is EASY backfill (nothing may end after the shadow). Why more: on a
+  // 2-core machine a narrow job rarely fits the few milliseconds a wide head
+  // waits, and the core idles instead (scheduler.cc, docs/scheduling.md).
+  double backfill_slack = 1;
 };
 
 class Scheduler {
@@ -113,6 +127,7 @@ class Scheduler {
   bool chosen_gpus_free(const Request& r) const;
   int chosen_gpus_free_count(const Request& r) const;
   double shadow_time(const Request& head, double now) const;
+  double backfill_limit(const Request& head, double shadow, double now);
   std::pair<int, int> reserve_for(const Request& head);
   Grant place(const Request& r) const;
   std::vector<int> pick_gpus(int n, int slots) const;
@@ -146,6 +161,10 @@ class Scheduler {
   int free_slots_ = 0;
   int free_gpus_ = 0;
   bool exclusive_running_ = false;
+  // The blocked head's deadline (backfill_slack), set the first time a pass
+  // times it; deadline_for_ is its id (0: none yet).
+  JobId deadline_for_ = 0;
+  double deadline_ = 0;
 };
 
 }  // namespace jiffy

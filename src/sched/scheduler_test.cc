@@ -573,6 +573,13 @@ Request predicted(JobId id, int ntasks, double seconds) {
   return r;
 }
 
+// EASY backfill: nothing may end after the head's shadow (slack 0).
+SchedPolicy easy() {
+  SchedPolicy p;
+  p.backfill_slack = 0;
+  return p;
+}
+
 // The 2-core example: A runs on one core, H needs both, J fits in the other.
 struct TwoCores {
   Scheduler s{machine(2), {}};
@@ -603,7 +610,7 @@ TEST(SchedulerBackfill, JobWithoutHistoryIsNotBackfilled) {
 }
 
 TEST(SchedulerBackfill, JobPredictedToOutlastTheShadowIsNotBackfilled) {
-  TwoCores t(10);
+  TwoCores t(10, easy());
   t.s.submit(predicted(3, 1, 9.5));  // 1 + 9.5 > 10: it would delay H
   EXPECT_TRUE(t.s.schedule(1).empty());
   t.s.submit(predicted(4, 1, 9));  // 1 + 9 == 10: just fits
@@ -611,13 +618,67 @@ TEST(SchedulerBackfill, JobPredictedToOutlastTheShadowIsNotBackfilled) {
 }
 
 TEST(SchedulerBackfill, SafetyTwoLeavesRoomForA2xError) {
-  SchedPolicy p;
+  SchedPolicy p = easy();
   p.backfill_safety = 2;
   TwoCores t(10, p);
   t.s.submit(predicted(3, 1, 4.6));  // 1 + 2 x 4.6 > 10: with a 2x error it would delay H
   EXPECT_TRUE(t.s.schedule(1).empty());
   t.s.submit(predicted(4, 1, 4.5));  // 1 + 2 x 4.5 == 10: just fits
   EXPECT_EQ(ids_of(t.s.schedule(1)), Ids{4});
+}
+
+TEST(SchedulerBackfill, SlackLetsAJobEndAfterTheShadowButByTheDeadline) {
+  TwoCores t(10);  // slack 1: H's deadline is 1 + (1 + 1) x (10 - 1) = 19
+  t.s.submit(predicted(3, 1, 18.5));  // 1 + 18.5 > 19
+  EXPECT_TRUE(t.s.schedule(1).empty());
+  t.s.submit(predicted(4, 1, 18));  // 1 + 18 == 19: it delays H by 9 at most
+  std::vector<Grant> g = t.s.schedule(1);
+  ASSERT_EQ(ids_of(g), Ids{4});
+  EXPECT_TRUE(g[0].backfilled);
+}
+
+TEST(SchedulerBackfill, TheDeadlineNeverMoves) {
+  TwoCores t(10);
+  t.s.submit(predicted(3, 1, 18));  // ends by 19, H's deadline
+  EXPECT_EQ(ids_of(t.s.schedule(1)), Ids{3});
+  t.s.release(1);
+  // H's shadow is 19 now; a deadline recomputed from it would be 19 + 9 = 28
+  // and admit this one, and then the next, and H would wait for ever.
+  t.s.submit(predicted(4, 1, 9.5));  // 10 + 9.5 > 19
+  EXPECT_TRUE(t.s.schedule(10).empty());
+  t.s.submit(predicted(5, 1, 9));  // 10 + 9 == 19
+  EXPECT_EQ(ids_of(t.s.schedule(10)), Ids{5});
+  t.s.release(3);
+  t.s.release(5);
+  EXPECT_EQ(ids_of(t.s.schedule(19)), (Ids{2})) << "H starts at its deadline";
+}
+
+TEST(SchedulerBackfill, EachHeadGetsItsOwnDeadline) {
+  Scheduler s(machine(3), {});
+  s.submit(predicted(1, 1, 10));
+  s.submit(predicted(2, 1, 100));
+  EXPECT_EQ(ids_of(s.schedule(0)), (Ids{1, 2}));
+  s.submit(job(3, 2));  // H1: shadow 10
+  s.submit(predicted(4, 1, 1));
+  EXPECT_EQ(ids_of(s.schedule(1)), Ids{4});  // times H1: deadline 1 + 2 x 9 = 19
+  s.release(4);
+  s.release(1);
+  EXPECT_EQ(ids_of(s.schedule(2)), Ids{3});
+  s.predict(3, 2, 50);
+  s.submit(job(5, 2));  // H2: waits for H1, predicted to end at 52
+  s.release(2);
+  s.submit(predicted(6, 1, 60));  // 10 + 60 > 19, H1's deadline, but H2's is 10 + 2 x 42 = 94
+  std::vector<Grant> g = s.schedule(10);
+  ASSERT_EQ(ids_of(g), Ids{6});
+  EXPECT_TRUE(g[0].backfilled);
+}
+
+TEST(SchedulerBackfill, SlackOutsideItsRangeIsRefused) {
+  SchedPolicy p;
+  p.backfill_slack = -0.5;
+  EXPECT_THROW(Scheduler(machine(2), p), Error);
+  p.backfill_slack = kMaxBackfillSlack + 1;
+  EXPECT_THROW(Scheduler(machine(2), p), Error);
 }
 
 TEST(SchedulerBackfill, BlockerWithoutPredictionForbidsBackfill) {
@@ -654,7 +715,7 @@ TEST(SchedulerBackfill, CandidatesKeepArrivalOrder) {
 }
 
 TEST(SchedulerBackfill, ShadowIsWhenEnoughIsPredictedFree) {
-  Scheduler s(machine(3), {});
+  Scheduler s(machine(3), easy());
   s.submit(predicted(1, 1, 10));
   s.submit(predicted(2, 1, 20));
   EXPECT_EQ(ids_of(s.schedule(0)), (Ids{1, 2}));
@@ -694,7 +755,7 @@ TEST(SchedulerBackfill, AdoptedGrantIsTimedByPredict) {
 }
 
 TEST(SchedulerBackfill, GpusAreReservedAndLentLikeSlots) {
-  Scheduler s(machine(4, 1, 0, gpus_on({0, 0})), {});
+  Scheduler s(machine(4, 1, 0, gpus_on({0, 0})), easy());
   Request a = job(1, 1, 1, 1);
   a.predicted_s = 10;
   EXPECT_EQ(ids_of((s.submit(a), s.schedule(0))), Ids{1});

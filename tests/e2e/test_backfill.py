@@ -51,9 +51,9 @@ def job_of(st, pid, lists=("running", "queued")):
     return None
 
 
-def start_world(jx, fake_daemon, probe_bin, tmp_path, backfill=True):
+def start_world(jx, fake_daemon, probe_bin, tmp_path, backfill=True, extra=()):
     """The daemon on 2 cores, J's history warmed, A running with a prediction."""
-    fake_daemon(cores=2, extra=() if backfill else ("--backfill=off",))
+    fake_daemon(cores=2, extra=tuple(extra) + (() if backfill else ("--backfill=off",)))
     work = tmp_path / "work"
     out = tmp_path / "out"
     work.mkdir()
@@ -120,3 +120,29 @@ def test_backfill_off_makes_the_known_job_wait_too(jx, fake_daemon, probe_bin, t
     hrec = end_a_then_h(w)
     assert j.wait(timeout=30) == 0
     assert int(newest_j_record(w["out"])["start_ns"]) >= int(hrec["end_ns"])
+
+
+@pytest.mark.parametrize("slack", [None, "0"], ids=["default_slack", "slack_0"])
+def test_the_slack_lets_a_job_end_after_the_heads_shadow_but_by_its_deadline(
+        jx, fake_daemon, probe_bin, tmp_path, slack):
+    """L is predicted to run 45 s, past A's predicted end (30 s after it
+    started) but before H's deadline (about 60 s: the default slack 1 lets H
+    start up to its predicted wait later). So L runs now by default, and
+    waits for H with --backfill-slack=0 (EASY). L really runs 200 ms."""
+    w = start_world(jx, fake_daemon, probe_bin, tmp_path,
+                    extra=() if slack is None else (f"--backfill-slack={slack}",))
+    l_cmd = [probe_bin, f"out={w['out']}", f"sleep={J_MS}", "tag=L"]
+    append(jx, ran_for(new_tag(), " ".join(l_cmd), str(w["work"]), 45))
+    assert any(r["command"] == " ".join(l_cmd) for r in jx.history())  # the daemon learns it
+    l = jx.popen(["-n", "1"] + l_cmd, cwd=w["work"])
+    if slack is None:
+        l.communicate(timeout=60)
+        assert l.returncode == 0
+        assert w["a"].poll() is None, "A ended before L"
+        assert job_of(jx.status(), w["h"].pid, ("queued",)), "H does not wait any more"
+        end_a_then_h(w)
+    else:
+        assert jx.wait_queued(l.pid, timeout=20)["predicted_s"] == pytest.approx(45, rel=0.01)
+        hrec = end_a_then_h(w)
+        assert l.wait(timeout=30) == 0
+        assert int(probe_record(w["out"], "L")["start_ns"]) >= int(hrec["end_ns"]), "L started before H ended"
