@@ -70,12 +70,18 @@ What is measured. Every rank appends one line to $SUITE_LOG: its start
               daemon's grant, the next launcher's spawn; for a launcher
               started late, its own start and request too), load (exec,
               dynamic loading, library constructors of the next ranks)
+  machine     the machine's time during make, wall x allowed CPUs, split
+              into the ranks' own CPU, the rest of make's tree (make, shells,
+              diff, launchers, jiffy's daemon and PMIx server), idle (from
+              /proc/stat) and the remainder (processes outside the tree,
+              the hypervisor's steal)
   bound       (jiffy) the packing bound: the wall a perfect launcher would
               give with make -j and cores never shared (each test as long as
               its ranks ran; a discrete-event replay of make and FIFO with
-              EASY backfill on exact run times). wall / bound is what
-              launching, make, the shell and diff cost; bound / floor what
-              make's lookahead and whole-core packing leave idle
+              backfill on exact run times, with the configuration's backfill
+              slack, JIFFY_BACKFILL_SLACK or the daemon's default). wall /
+              bound is what launching, make, the shell and diff cost; bound /
+              floor what make's lookahead and whole-core packing leave idle
 
 Targets (issue 10), for each jiffy configuration: wall <= 1.1x its floor and
 <= 0.8x the peers' wall; median core gap <= 3 ms before plain tests and
@@ -106,12 +112,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mpi_bench import daemon_pid, find_jiffy, proc_cpu, shared_pmix_server  # noqa: E402  (the benches' shared helpers)
+from mpi_bench import CLK_TCK, daemon_pid, find_jiffy, proc_cpu, shared_pmix_server  # noqa: E402  (the benches' shared helpers)
 
 HERE = Path(__file__).resolve().parent
 KINDS = ("mpich", "ompi", "plain")
 MAKE_VAR = {"mpich": "MPIEXEC_MPICH", "ompi": "MPIEXEC_OMPI", "plain": "MPIEXEC_PLAIN"}
 SCRUB_PREFIXES = ("JIFFY_", "OMPI_", "PMIX_", "PMI_", "HYDRA_", "MPIR_CVAR_", "HWLOC_", "UCX_")
+DEFAULT_BACKFILL_SLACK = 1.0  # src/sched/scheduler.h, SchedPolicy::backfill_slack
 SCRUB_NAMES = ("MPIEXEC_TIMEOUT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEFILES", "SUITE_LOG")
 
 
@@ -376,7 +383,7 @@ def machine_usage(ranks, ncores):
     return idle, over
 
 
-def packing_bound(tests, ranks, ncores, jobs):
+def packing_bound(tests, ranks, ncores, jobs, slack=0.0):
     """The suite's wall with a perfect launcher: what make -j `jobs` and
     cores that are never shared allow, nothing else (seconds).
 
@@ -387,10 +394,12 @@ def packing_bound(tests, ranks, ncores, jobs):
     once (a test wider than the machine, all of them, alone). Cores go to
     waiting tests first come first served; the first that does not fit
     reserves, and a later one may use the reserved cores only if it ends
-    before the reservation's start (EASY backfill with exact run times).
-    jiffy's wall over this bound is what launching costs and what make,
-    the shell and diff cost; wall over the CPU floor also counts what the
-    lookahead of make -j leaves idle."""
+    by the reservation's start, or by the head's deadline with a backfill
+    slack (jiffy's scheduler, sched/scheduler.h: the head's first shadow
+    S0, seen at t0, plus slack x (S0 - t0)), on exact run times. slack 0
+    is EASY backfill. jiffy's wall over this bound is what launching costs
+    and what make, the shell and diff cost; wall over the CPU floor also
+    counts what the lookahead of make -j leaves idle."""
     span = {}
     for r in ranks:
         a, b = span.get(r.test, (r.start, r.end))
@@ -401,23 +410,24 @@ def packing_bound(tests, ranks, ncores, jobs):
     now, free = 0.0, ncores
     running = []          # (end, id)
     queue = []
+    deadline = {}         # head id -> its deadline, fixed when first timed
     nxt = 0
     while nxt < len(order) and nxt < jobs:
         queue.append(order[nxt].id)
         nxt += 1
     while queue or running:
         started = []
-        head_shadow, spare = None, 0
+        head, head_shadow, spare = None, None, 0
         for tid in queue:
             w = need[tid]
-            if head_shadow is None:
+            if head is None:
                 if w <= free:
                     started.append(tid)
                     free -= w
                     running.append((now + dur[tid], tid))
                     continue
                 # the head: when enough is free for it, by the running tests' ends
-                got, head_shadow = free, float("inf")
+                head, got, head_shadow = tid, free, float("inf")
                 for end, rid in sorted(running):
                     got += need[rid]
                     if got >= w:
@@ -425,12 +435,19 @@ def packing_bound(tests, ranks, ncores, jobs):
                         break
                 spare = max(0, free - w)
                 continue
-            if w <= free and (w <= spare or now + dur[tid] <= head_shadow):
-                if w <= spare:
-                    spare -= w
-                started.append(tid)
-                free -= w
-                running.append((now + dur[tid], tid))
+            if w > free:
+                continue
+            if w <= spare:
+                spare -= w
+            else:
+                if head_shadow == float("inf"):
+                    continue
+                limit = max(head_shadow, deadline.setdefault(head, now + (1 + slack) * (head_shadow - now)))
+                if now + dur[tid] > limit:
+                    continue
+            started.append(tid)
+            free -= w
+            running.append((now + dur[tid], tid))
         queue = [q for q in queue if q not in started]
         if not running:
             break
@@ -442,6 +459,19 @@ def packing_bound(tests, ranks, ncores, jobs):
             queue.append(order[nxt].id)
             nxt += 1
     return now
+
+
+def cpu_idle(cpus):
+    """Idle seconds (idle + iowait) summed over the CPUs `cpus`, from
+    /proc/stat: what the whole machine left unused, whoever ran."""
+    idle = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            name, _, rest = line.partition(" ")
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                v = rest.split()
+                idle += int(v[3]) + int(v[4])
+    return idle / CLK_TCK
 
 
 IDLE_PARTS = (
@@ -592,6 +622,15 @@ class Config:
     extra: dict = field(default_factory=dict)  # a variant's own variables
     results: list = field(default_factory=list)
 
+    @property
+    def slack(self):
+        """The backfill slack of this configuration's daemon, for its packing
+        bound: JIFFY_BACKFILL_SLACK, else the daemon's default
+        (SchedPolicy::backfill_slack); 0 (EASY) for the peers."""
+        if not self.jiffy:
+            return 0.0
+        return float(self.extra.get("JIFFY_BACKFILL_SLACK", DEFAULT_BACKFILL_SLACK))
+
 
 @dataclass
 class RunResult:
@@ -609,6 +648,7 @@ class RunResult:
     packing: float = 0.0  # s, packing_bound
     packing_all: float = 0.0  # s, packing_bound with make's lookahead unlimited
     parts: dict = field(default_factory=dict)  # idle_parts (jiffy configurations)
+    machine_idle: float = 0.0  # CPU-s the allowed CPUs were idle during make (/proc/stat)
     gap_parts: list = field(default_factory=list)  # gap_split (jiffy configurations)
 
 
@@ -667,8 +707,10 @@ class Bench:
         argv = [self.make, "-C", str(self.suite), "-j", str(self.a.jobs), "-k", "--no-print-directory",
                 f"OUT=out/{tag}", f"SUITE_LOG={log}"] + [f"{MAKE_VAR[k]}={v}" for k, v in c.mpiexec.items()]
         since_ns = time.time_ns()
+        idle0 = cpu_idle(self.cores)
         with open(out / "make.stdout", "wb+") as so, open(out / "make.stderr", "wb+") as se:
             wall, cpu, rc = spawn_wait(argv, c.env, so.fileno(), se.fileno(), self.a.timeout)
+        machine_idle = cpu_idle(self.cores) - idle0
         d1 = proc_cpu(dpid) if d0 is not None else None
         if c.jiffy and (d1 is None or daemon_pid(self.jiffy, c.env) != dpid):
             print(f"suite_bench: warning: {c.name} rep {rep}: the daemon changed during the run; "
@@ -694,6 +736,7 @@ class Bench:
                 print(f"suite_bench: warning: {c.name} rep {rep}: the shared PMIx server changed during the run; "
                       f"its CPU is not counted", file=sys.stderr)
         result = self.analyse(c, rep, wall, cpu + (dcpu or 0), dcpu, ranks)
+        result.machine_idle = machine_idle
         if c.jiffy:
             jobs = history_jobs(c.env["XDG_STATE_HOME"], since_ns, set(self.by_id))
             result.parts = idle_parts(jobs, ranks, self.ncores)
@@ -719,8 +762,8 @@ class Bench:
         gaps, collisions, bound = core_gaps(ranks, self.cores)
         idle, over = machine_usage(ranks, self.ncores)
         floor = sum(r.cputime for r in ranks) / 1e9 / self.ncores
-        packing = packing_bound(self.tests, ranks, self.ncores, self.a.jobs)
-        packing_all = packing_bound(self.tests, ranks, self.ncores, len(self.tests))
+        packing = packing_bound(self.tests, ranks, self.ncores, self.a.jobs, c.slack)
+        packing_all = packing_bound(self.tests, ranks, self.ncores, len(self.tests), c.slack)
         return RunResult(rep, wall, tree_cpu, dcpu, floor, idle / 1e9, over / 1e9, gaps, collisions, bound,
                          len(ranks), packing, packing_all)
 
@@ -758,6 +801,9 @@ def summarize(bench, c):
         "parts": {k: median([r.parts.get(k, 0.0) for r in rs]) for k in [p for p, _ in IDLE_PARTS] + ["busy"]}
         if all(r.parts for r in rs) else {},
         "daemon_cpu": median([r.daemon_cpu for r in rs]), "idle": median([r.idle for r in rs]),
+        "machine_idle": median([r.machine_idle for r in rs]),
+        "rest_cpu": median([r.tree_cpu - r.floor * bench.ncores for r in rs]),
+        "outside": median([r.wall * len(bench.cores) - r.tree_cpu - r.machine_idle for r in rs]),
         "over": median([r.over for r in rs]), "gaps": median([x["n"] for x in g]),
         "gap_median": median([x["median"] for x in g]), "gap_p90": median([x["p90"] for x in g]),
         "gap_total": median([x["total"] for x in g]), "collisions": sum(len(r.collisions) for r in rs),
@@ -823,8 +869,19 @@ def report(bench, a, summaries, elapsed, load0, load1):
         for k, what in IDLE_PARTS:
             print(f"  {'':<14} {s['parts'][k]:6.2f} ({s['parts'][k] / total:4.0%})  {what}")
     print()
+    print(f"machine time during make (CPU-s of the {len(bench.cores)} allowed CPUs = wall x CPUs, medians): the "
+          f"ranks' own CPU, the rest of make's tree (make, shells, diff, launchers, jiffy's daemon and PMIx server), "
+          f"idle (/proc/stat), and the remainder (other processes, the hypervisor's steal)")
+    for c in bench.configs:
+        s = summaries[c.name][0]
+        total = s["wall"] * len(bench.cores)
+        ranks_cpu = s["floor"] * bench.ncores
+        row = [("ranks", ranks_cpu), ("rest of the tree", s["rest_cpu"]), ("idle", s["machine_idle"]),
+               ("remainder", s["outside"])]
+        print(f"  {c.name:<14} {total:6.2f} = " + " + ".join(f"{what} {v:.2f} ({v / total:.0%})" for what, v in row))
+    print()
     print(f"packing bound: the wall of the same tests, as long as their ranks ran, with make -j {a.jobs}, cores "
-          f"never shared and launching free (packing_bound)")
+          f"never shared, launching free and each configuration's backfill slack (packing_bound)")
     for c in bench.configs:
         if not c.jiffy:
             continue
@@ -1050,6 +1107,7 @@ def main():
         dump = {c.name: {"summary": {k: v for k, v in summaries[c.name][0].items()},
                          "reps": [dict(rep=r.rep, wall=r.wall, floor=r.floor, tree_cpu=r.tree_cpu,
                                        daemon_cpu=r.daemon_cpu, idle=r.idle, over=r.over,
+                                       machine_idle=r.machine_idle, packing=r.packing,
                                        gaps_ns=[g.ns for g in r.gaps], collisions=len(r.collisions))
                                   for r in c.results]} for c in configs}
         Path(a.json).write_text(json.dumps(dump, indent=1, default=str))
@@ -1110,6 +1168,17 @@ class AnalysisTest(unittest.TestCase):
                  R("d", 0, 50, [0]), R("e", 0, 95, [0])]
         # d runs 10..60; c 100..110; e after c: 110..205
         self.assertAlmostEqual(packing_bound(tests, ranks, 2, 5), 0.205)
+
+    def test_packing_bound_with_a_slack_lets_a_test_end_by_the_heads_deadline(self):
+        # as above, with slack 1: c's deadline, fixed at 10 when d is timed, is
+        # 10 + 2 x (100 - 10) = 190; d runs 10..60, then e 60..155 (it ends by
+        # 190, though after c's shadow), then c 155..165
+        t = lambda i, w: Test(i, "plain", w, 0, 0, 0)
+        tests = [t("a", 1), t("b", 1), t("c", 2), t("d", 1), t("e", 1)]
+        ranks = [R("a", 0, 10, [0]), R("b", 0, 100, [1]), R("c", 0, 10, [0]), R("c", 0, 10, [1], 1),
+                 R("d", 0, 50, [0]), R("e", 0, 95, [0])]
+        self.assertAlmostEqual(packing_bound(tests, ranks, 2, 5, slack=1), 0.165)
+        self.assertAlmostEqual(packing_bound(tests, ranks, 2, 5, slack=0), 0.205)
 
     def test_packing_bound_runs_a_wide_test_alone(self):
         t = lambda i, w: Test(i, "plain", w, 0, 0, 0)
