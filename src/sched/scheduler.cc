@@ -312,11 +312,11 @@ double Scheduler::shadow_time(const Request& head, double now) const {
 }
 
 // The latest predicted end a backfilled job may have now: the head's shadow
-// or its deadline, whichever is later; -1 when the shadow is unknown (then
+// or its deadline, whichever is later; -inf when the shadow is unknown (then
 // nothing is backfilled). The deadline is fixed the first time the head is
 // timed and never moves after (see the bound at the top).
 double Scheduler::backfill_limit(const Request& head, double shadow, double now) {
-  if (shadow == std::numeric_limits<double>::infinity()) return -1;
+  if (shadow == std::numeric_limits<double>::infinity()) return -std::numeric_limits<double>::infinity();
   if (deadline_for_ != head.id) {
     deadline_for_ = head.id;
     deadline_ = now + (1 + policy_.backfill_slack) * (shadow - now);
@@ -352,7 +352,7 @@ std::vector<Grant> Scheduler::schedule(double now) {
   int spare_slots = 0;
   int spare_gpus = 0;
   double shadow = -1;  // < 0: not computed yet (it costs a sort of the running jobs)
-  double limit = -1;   // backfill_limit, once the shadow is
+  double limit = 0;    // backfill_limit, once the shadow is
   for (std::size_t i = 0; i < queue_.size(); ++i) {
     // Every request needs a slot, so with none to give the scan is over.
     if (exclusive_running_ || free_slots_ == 0) break;
@@ -380,10 +380,10 @@ std::vector<Grant> Scheduler::schedule(double now) {
       shadow = shadow_time(*head, now);
       limit = backfill_limit(*head, shadow, now);
     }
-    // Backfilled jobs end (by prediction x safety) by the limit, which the
-    // shadow never passes, so it holds for every later candidate of this
-    // pass too.
-    if (limit >= 0 && now + policy_.backfill_safety * r.predicted_s <= limit) grant(i, true);
+    // Backfilled jobs end (by prediction x safety) by the limit. One that
+    // ends after the shadow may push the shadow later, which only raises
+    // the limit: keeping this pass's is the safe side.
+    if (now + policy_.backfill_safety * r.predicted_s <= limit) grant(i, true);
   }
   if (head) std::fill(gpu_kept_.begin(), gpu_kept_.end(), false);
   kept_free_gpus_ = 0;
