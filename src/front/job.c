@@ -129,6 +129,7 @@ static void rank_environment(struct job* job, int r) {
   if (job->ucx_shm && job->kind == PROGRAM_MPICH && !getenv("UCX_TLS")) {
     env_set(job, env, &n, "UCX_TLS", JIFFY_UCX_SHM_TLS); /* Bootstrap::prepare_rank's */
     if (!getenv("UCX_MODULES")) env_set(job, env, &n, "UCX_MODULES", JIFFY_UCX_SHM_MODULES);
+    if (!getenv("UCX_MM_RX_BUFS_GROW")) env_set(job, env, &n, "UCX_MM_RX_BUFS_GROW", JIFFY_UCX_SHM_RX_BUFS_GROW);
   }
   if (job->rendezvous_port) {
     struct env_target t = {job, env, &n};

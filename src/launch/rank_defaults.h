@@ -12,6 +12,10 @@
 /* UCX_TLS and UCX_MODULES for MPICH (ch4:ucx) ranks of a job without GPUs. */
 #define JIFFY_UCX_SHM_TLS "self,sm"
 #define JIFFY_UCX_SHM_MODULES "^ib,rdmacm"
+/* UCX_MM_RX_BUFS_GROW for the same ranks: the shared-memory transports'
+ * receive pools grow 32 buffers at a time instead of UCX's 512, so MPI_Init
+ * touches far less memory (grown on demand, never capped lower). */
+#define JIFFY_UCX_SHM_RX_BUFS_GROW "32"
 
 /* OMPI_MCA_btl and OMPI_MCA_btl_tcp_if_include for the spawned worlds of
  * a single-node Open MPI job: vader connects a job's own ranks only, so

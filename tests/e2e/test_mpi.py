@@ -723,38 +723,42 @@ def mpi_env(jx, flavour, opts, names, env=None, n=2):
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_mpich_ranks_get_ucx_shared_memory(mx, launcher):
     mx.run(["-n", 1, "true"])
-    for e in mpi_env(mx, "mpich", [], ["UCX_TLS", "UCX_MODULES", "HWLOC_XMLFILE"], LAUNCHERS[launcher]).values():
+    names = ["UCX_TLS", "UCX_MODULES", "UCX_MM_RX_BUFS_GROW", "HWLOC_XMLFILE"]
+    for e in mpi_env(mx, "mpich", [], names, LAUNCHERS[launcher]).values():
         assert e["UCX_TLS"] == "self,sm", e
         assert e["UCX_MODULES"] == "^ib,rdmacm", e  # nor the modules of the transports left out
+        assert e["UCX_MM_RX_BUFS_GROW"] == "32", e  # nor megabytes of receive buffers at MPI_Init
         check_topology_file(mx, e["HWLOC_XMLFILE"])
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
-@pytest.mark.parametrize("opts,env,want,modules", [
-    (["--no-ucx-shm"], {}, None, None),
-    ([], {"JIFFY_UCX_SHM": "0"}, None, None),
-    (["--no-ucx-shm"], {"JIFFY_UCX_SHM": "1"}, None, None),  # the option beats the variable
-    (["--ucx-shm"], {"JIFFY_UCX_SHM": "0"}, "self,sm", "^ib,rdmacm"),
-    ([], {"UCX_TLS": "tcp,self"}, "tcp,self", None),         # the user's own: no module left out
-    ([], {"UCX_MODULES": "^cma"}, "self,sm", "^cma"),        # the user's own modules
+@pytest.mark.parametrize("opts,env,want,modules,grow", [
+    (["--no-ucx-shm"], {}, None, None, None),
+    ([], {"JIFFY_UCX_SHM": "0"}, None, None, None),
+    (["--no-ucx-shm"], {"JIFFY_UCX_SHM": "1"}, None, None, None),  # the option beats the variable
+    (["--ucx-shm"], {"JIFFY_UCX_SHM": "0"}, "self,sm", "^ib,rdmacm", "32"),
+    ([], {"UCX_TLS": "tcp,self"}, "tcp,self", None, None),         # the user's own: nothing of ours
+    ([], {"UCX_MODULES": "^cma"}, "self,sm", "^cma", "32"),        # the user's own modules
+    ([], {"UCX_MM_RX_BUFS_GROW": "256"}, "self,sm", "^ib,rdmacm", "256"),  # the user's own growth
 ])
-def test_ucx_shared_memory_opt_out(mx, opts, env, want, modules, launcher):
+def test_ucx_shared_memory_opt_out(mx, opts, env, want, modules, grow, launcher):
     mx.run(["-n", 1, "true"])
-    for e in mpi_env(mx, "mpich", opts, ["UCX_TLS", "UCX_MODULES"], {**env, **LAUNCHERS[launcher]}).values():
-        assert e["UCX_TLS"] == want and e["UCX_MODULES"] == modules, e
+    names = ["UCX_TLS", "UCX_MODULES", "UCX_MM_RX_BUFS_GROW"]
+    for e in mpi_env(mx, "mpich", opts, names, {**env, **LAUNCHERS[launcher]}).values():
+        assert e["UCX_TLS"] == want and e["UCX_MODULES"] == modules and e["UCX_MM_RX_BUFS_GROW"] == grow, e
 
 
 def test_ucx_shared_memory_only_for_mpich_without_gpus(mx):
-    got = mpi_env(mx, "openmpi", [], ["UCX_TLS", "UCX_MODULES"])
-    assert all(e["UCX_TLS"] is None and e["UCX_MODULES"] is None for e in got.values()), got
+    got = mpi_env(mx, "openmpi", [], ["UCX_TLS", "UCX_MODULES", "UCX_MM_RX_BUFS_GROW"])
+    assert all(v is None for e in got.values() for v in e.values()), got
     for e in printenv_ranks(mx, []).values():  # a plain program (or a wrapper of anything)
-        assert "UCX_TLS" not in e and "UCX_MODULES" not in e
+        assert "UCX_TLS" not in e and "UCX_MODULES" not in e and "UCX_MM_RX_BUFS_GROW" not in e
     # A job given GPUs needs UCX's GPU transports.
     gpus = {"JIFFY_GPUS": "2"}
     mx.run(["-n", 1, "true"], env=gpus)
     try:
-        got = mpi_env(mx, "mpich", ["-g", 1], ["UCX_TLS", "UCX_MODULES"], gpus)
-        assert all(e["UCX_TLS"] is None and e["UCX_MODULES"] is None for e in got.values()), got
+        got = mpi_env(mx, "mpich", ["-g", 1], ["UCX_TLS", "UCX_MODULES", "UCX_MM_RX_BUFS_GROW"], gpus)
+        assert all(v is None for e in got.values() for v in e.values()), got
         got = mpi_env(mx, "mpich", [], ["UCX_TLS"], gpus)  # the same set, no GPU asked for
         assert all(e["UCX_TLS"] == "self,sm" for e in got.values()), got
     finally:
