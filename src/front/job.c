@@ -443,12 +443,16 @@ static _Noreturn void job_hand_over(struct job* job) {
    * not from the hand-over. */
   char deadline[40] = "";
   if (job->deadline_ns) snprintf(deadline, sizeof deadline, " deadline=%lld", job->deadline_ns);
-  int used = snprintf(state, cap, "v=1 daemon=%d cpus=%s tag=%s pgid=%d submit=%lld start=%lld%s%s ranks=",
+  char lane_fd[24] = "";
+  if (job->lane.fd >= 0) snprintf(lane_fd, sizeof lane_fd, " lanefd=%d", job->lane.fd);
+  int used = snprintf(state, cap, "v=1 daemon=%d cpus=%s tag=%s pgid=%d submit=%lld start=%lld%s%s%s ranks=",
                       job->daemon_fd, job->cpus, job->tag, (int)job->pgid, job->submit_ns, job->start_ns,
-                      job->laned ? " lane=1" : "", deadline);
+                      job->laned ? " lane=1" : "", lane_fd, deadline);
   fcntl(job->daemon_fd, F_SETFD, 0);
-  /* jiffy-launch, the launcher from now on, holds the slots to the end
-   * (its ranks run already: none of them gets the descriptor). */
+  /* jiffy-launch, the launcher from now on, holds the slots until every
+   * process of the job is gone, and lets go of them (lanefd=) before it
+   * says "finished", as lane_release does (its ranks run already: none of
+   * them gets the descriptor). */
   if (job->lane.fd >= 0) fcntl(job->lane.fd, F_SETFD, 0);
   for (int r = 0; r < job->n; ++r) {
     struct rank* rk = &job->ranks[r];

@@ -77,6 +77,8 @@ Handoff parse_handoff(const std::string& state) {
       h.deadline_ns = number(value, 1, INT64_MAX, "deadline");
     } else if (key == "lane") {
       h.lane = number(value, 0, 1, "lane") == 1;
+    } else if (key == "lanefd") {
+      h.lane_fd = static_cast<int>(number(value, 0, 1 << 20, "lane fd"));
     } else if (key == "tag") {
       h.tag = value;
     } else if (key == "pgid") {

@@ -23,7 +23,8 @@
 //       (launch/bootstrap.h), listening on FD; "submit=NS start=NS": when
 //       the front started and when it spawned the ranks (CLOCK_REALTIME,
 //       nanoseconds: the job's history record keeps them); "lane=1": the
-//       slots came from the lane (proto/lane.h); "deadline=NS": the job's
+//       slots came from the lane (proto/lane.h), and "lanefd=FD" holds
+//       their locks (let go before "finished"); "deadline=NS": the job's
 //       timeout (-timeout / MPIEXEC_TIMEOUT) runs out at NS (CLOCK_MONOTONIC,
 //       nanoseconds; counted from the ranks' start, as Job::wait counts it),
 //       possibly already past (the front hands over when it comes, for
@@ -61,6 +62,7 @@ struct Handoff {
   std::int64_t submit_ns = 0;  // the front's start, 0: not said
   std::int64_t start_ns = 0;   // the ranks' spawn, 0: not said
   bool lane = false;           // the slots are lent ones
+  int lane_fd = -1;            // the lane file, holding their locks (lanefd=), -1: not said
   std::int64_t deadline_ns = 0;  // CLOCK_MONOTONIC: the timeout runs out, 0: none said
   std::string grant;
 };

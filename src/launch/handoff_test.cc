@@ -27,14 +27,17 @@ TEST(Handoff, RendezvousSocket) {
 TEST(Handoff, TimesAndLaneForTheHistory) {
   Handoff h = parse_handoff(
       "v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 submit=1700000000000000001 "
-      "start=1700000000000000002 lane=1 grant={}");
+      "start=1700000000000000002 lane=1 lanefd=7 grant={}");
   EXPECT_EQ(h.submit_ns, 1700000000000000001LL);
   EXPECT_EQ(h.start_ns, 1700000000000000002LL);
   EXPECT_TRUE(h.lane);
+  EXPECT_EQ(h.lane_fd, 7);
   Handoff old = parse_handoff("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 grant={}");
   EXPECT_EQ(old.submit_ns, 0);
   EXPECT_EQ(old.start_ns, 0);
   EXPECT_FALSE(old.lane);
+  EXPECT_EQ(old.lane_fd, -1);
+  EXPECT_THROW(parse_handoff("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 lanefd=-3 grant={}"), Error);
   EXPECT_THROW(parse_handoff("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 submit=x grant={}"), Error);
   EXPECT_THROW(parse_handoff("v=1 daemon=4 cpus=0 tag=ab pgid=100 ranks=100:6:0 lane=2 grant={}"), Error);
 }

@@ -370,8 +370,12 @@ void allow_spawn(Job& job, const DaemonPaths& paths, const LaunchOptions& opt, u
 }
 
 // From "started" to "finished": the job runs, the daemon link re-attaches
-// if the daemon dies meanwhile.
-int supervise(Job& job, DaemonLink& link, int signal_fd, bool announce) {
+// if the daemon dies meanwhile. lane: the lent slots' locks (a job the front
+// took from the lane), let go once every process of the job is gone and
+// before "finished", as the front does: the daemon, told the job is over,
+// takes the slots back at once instead of finding them still held and
+// trying again later (10 ms on; the next queued job's start waited for it).
+int supervise(Job& job, DaemonLink& link, int signal_fd, bool announce, Fd* lane = nullptr) {
   link.set_started(job.pgid(), job.job_dir(), job.tag());
   if (announce) {
     link.send({{"type", proto::type::kStarted},
@@ -384,6 +388,7 @@ int supervise(Job& job, DaemonLink& link, int signal_fd, bool announce) {
                  link.send({{"type", proto::type::kPreparing}, {"jobdir", dir}});
                }};
   int code = job.wait(signal_fd, &watch);
+  if (lane) lane->reset();
   link.send({{"type", proto::type::kFinished}, {"code", code}});
   return code;
 }
@@ -419,11 +424,14 @@ int continue_handed_over(const LaunchOptions& opt, const Handoff& h, LaunchHisto
     throw Error(std::string("malformed hand-over state: grant: ") + e.what());
   }
   history.granted(grant);
+  // The lane's locks: ours until the job is over; never a spawned rank's.
+  Fd lane(h.lane_fd);
+  if (lane) ::fcntl(lane.get(), F_SETFD, FD_CLOEXEC);
   Job job(opt, {program}, grant, plan, h.tag);
   job.adopt(h);
   allow_spawn(job, paths, opt, grant.id, history.cwd());
   DaemonLink link(paths, DaemonClient::adopt(Fd(h.daemon_fd), paths), opt, grant);
-  int code = supervise(job, link, signals.get(), /*announce=*/false);
+  int code = supervise(job, link, signals.get(), /*announce=*/false, &lane);
   history.ended(job.ending());
   return code;
 }
