@@ -28,7 +28,10 @@
  * when it needs them (status, and a periodic look); a job that runs 2 ms,
  * or that the front hands to jiffy-launch, connects and says "lane": from
  * then on the daemon supervises it as any other (its "finished" clears the
- * records; its hang-up leaves them, as above).
+ * records; its hang-up leaves them, as above). jiffy-launch gets the
+ * descriptor in the hand-over's state (lanefd=) and, like the front, lets
+ * go of the locks before it says "finished", so that the daemon can take
+ * the slots back at once.
  *
  * The daemon holds one more byte, JIFFY_LANE_DAEMON_BYTE, for its whole
  * life, and takes it only once it holds every slot it may grant. A launcher
