@@ -1220,6 +1220,9 @@ proto::Json Server::status_json() const {
     if (c->state != JobState::Queued) j["backfilled"] = c->grant.backfilled;
     if (c->state == JobState::Queued) {
       j["position"] = sched_.position(id);
+      // The head's deadline (docs/scheduling.md): backfill may start it no later.
+      double deadline = sched_.deadline_of(id);
+      j["start_by_s"] = deadline < 0 ? Json(nullptr) : Json(std::max(0.0, deadline - now));
       j["age_s"] = now - c->submitted_at;
       j["wait_s"] = now - c->submitted_at;
       queued.push_back(std::move(j));

@@ -324,6 +324,10 @@ double Scheduler::backfill_limit(const Request& head, double shadow, double now)
   return std::max(shadow, deadline_);
 }
 
+double Scheduler::deadline_of(JobId id) const {
+  return id != 0 && id == deadline_for_ && queued_ids_.count(id) ? deadline_ : -1;
+}
+
 // What the blocked head leaves spare now (slots, GPUs). Chosen GPUs are
 // kept for it (pick_gpus passes them over) until the pass ends.
 std::pair<int, int> Scheduler::reserve_for(const Request& head) {

@@ -100,6 +100,10 @@ class Scheduler {
   // twice, or its id is in use: adopting it would double-book.
   void adopt(const Grant& g);
 
+  // The deadline backfill keeps to for the queued head id (schedule's
+  // clock: its latest start, predictions right); -1 when id is not that
+  // head or no pass has timed it yet.
+  double deadline_of(JobId id) const;
   // 0-based position of a queued request, -1 when it is not queued.
   int position(JobId id) const;
   // The queued requests' ids by position (all positions in one O(n) pass).

@@ -635,6 +635,12 @@ TEST(SchedulerBackfill, SlackLetsAJobEndAfterTheShadowButByTheDeadline) {
   std::vector<Grant> g = t.s.schedule(1);
   ASSERT_EQ(ids_of(g), Ids{4});
   EXPECT_TRUE(g[0].backfilled);
+  EXPECT_DOUBLE_EQ(t.s.deadline_of(2), 19);
+  EXPECT_EQ(t.s.deadline_of(4), -1) << "not the head";
+  t.s.release(1);
+  t.s.release(4);
+  EXPECT_EQ(ids_of(t.s.schedule(2)), Ids{2});
+  EXPECT_EQ(t.s.deadline_of(2), -1) << "granted: no deadline any more";
 }
 
 TEST(SchedulerBackfill, TheDeadlineNeverMoves) {

@@ -139,10 +139,14 @@ def test_the_slack_lets_a_job_end_after_the_heads_shadow_but_by_its_deadline(
         l.communicate(timeout=60)
         assert l.returncode == 0
         assert w["a"].poll() is None, "A ended before L"
-        assert job_of(jx.status(), w["h"].pid, ("queued",)), "H does not wait any more"
+        hq = job_of(jx.status(), w["h"].pid, ("queued",))
+        assert hq, "H does not wait any more"
+        assert 30 < hq[1]["start_by_s"] <= 60, hq  # its deadline: A's predicted end plus its wait once more
         end_a_then_h(w)
     else:
         assert jx.wait_queued(l.pid, timeout=20)["predicted_s"] == pytest.approx(45, rel=0.01)
+        hq = job_of(jx.status(), w["h"].pid, ("queued",))
+        assert 0 < hq[1]["start_by_s"] <= 30, hq  # EASY: its deadline is A's predicted end
         hrec = end_a_then_h(w)
         assert l.wait(timeout=30) == 0
         assert int(probe_record(w["out"], "L")["start_ns"]) >= int(hrec["end_ns"]), "L started before H ended"
