@@ -100,14 +100,19 @@ int parse_count(const std::string& what, const std::string& text, int min) {
 
 // Parses all of `text` as a non-negative, finite number of seconds ("30",
 // "2.5").
-double parse_seconds(const std::string& what, const std::string& text) {
-  double s = 0;
+// A plain decimal ("1.5", no exponent), the whole of text, finite.
+std::optional<double> parse_decimal(const std::string& text) {
+  double v = 0;
   const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, s, std::chars_format::fixed);
-  if (text.empty() || ec != std::errc() || ptr != end || !std::isfinite(s) || s < 0) {
-    throw Error(what + ": expected a number of seconds, got '" + text + "'");
-  }
-  return s;
+  auto [ptr, ec] = std::from_chars(text.data(), end, v, std::chars_format::fixed);
+  if (text.empty() || ec != std::errc() || ptr != end || !std::isfinite(v)) return std::nullopt;
+  return v;
+}
+
+double parse_seconds(const std::string& what, const std::string& text) {
+  std::optional<double> s = parse_decimal(text);
+  if (!s || *s < 0) throw Error(what + ": expected a number of seconds, got '" + text + "'");
+  return *s;
 }
 
 // Splits "a,b,c" into its non-empty items (a trailing comma is harmless).
@@ -783,14 +788,12 @@ void set_backfill(DaemonState& s) {
 
 // A backfill slack: a number from 0 to kMaxBackfillSlack.
 double parse_slack(const std::string& what, const std::string& text) {
-  double v = 0;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, v, std::chars_format::fixed);
-  if (text.empty() || ec != std::errc() || ptr != end || !(v >= 0 && v <= kMaxBackfillSlack)) {
+  std::optional<double> v = parse_decimal(text);
+  if (!v || *v < 0 || *v > kMaxBackfillSlack) {
     throw Error(what + ": expected a number from 0 to " + std::to_string(static_cast<int>(kMaxBackfillSlack)) +
                 ", got '" + text + "'");
   }
-  return v;
+  return *v;
 }
 
 void set_backfill_slack(DaemonState& s) {
