@@ -58,6 +58,10 @@ struct BootstrapPlan {
   bool single_node_ompi = false; // Open MPI's shared-memory-only transports (the launcher clears it for GPU jobs)
   bool ucx_shm = false;          // MPICH ranks: UCX_TLS=self,sm (the launcher clears it for GPU jobs)
   bool rendezvous = false;       // the PMIx rendezvous (above); never with pmix
+  // Every program is an Open MPI one, served by jiffy's PMIx: its ranks are
+  // application processes for sure, and skip the components only mpirun,
+  // its daemons, tools and batch systems use (kOmpiAppProcess).
+  bool ompi_app = false;
   int rendezvous_fd = -1;        // its listening socket, made by the front; -1: make one
   // --mpi=pmi1 was asked for: the rendezvous only tells that a rank is an
   // Open MPI program after all (behind a wrapper), and the job fails saying

@@ -24,6 +24,20 @@ TEST(Rendezvous, OnlyForProgramsThatMayHideOpenMpi) {
   }
 }
 
+// The Open MPI application-process profile (kOmpiAppProcess): only where
+// every program is an Open MPI one that jiffy's PMIx serves directly.
+TEST(BootstrapPlan, OmpiAppProfileOnlyForOpenMpiProgramsServedByPmix) {
+  EXPECT_TRUE(plan_bootstrap(MpiMode::Auto, {MpiKind::OpenMpi}).ompi_app);
+  EXPECT_TRUE(plan_bootstrap(MpiMode::Pmix, {MpiKind::OpenMpi, MpiKind::OpenMpi}).ompi_app);
+  // A wrapper (it may run mpirun), another program, or no PMIx at all.
+  EXPECT_FALSE(plan_bootstrap(MpiMode::Auto, {MpiKind::OpenMpi, MpiKind::None}).ompi_app);
+  EXPECT_FALSE(plan_bootstrap(MpiMode::Auto, {MpiKind::Unknown}).ompi_app);
+  EXPECT_FALSE(plan_bootstrap(MpiMode::Pmix, {MpiKind::None}).ompi_app);
+  EXPECT_FALSE(plan_bootstrap(MpiMode::Pmi1, {MpiKind::OpenMpi}).ompi_app);
+  EXPECT_FALSE(plan_bootstrap(MpiMode::None, {MpiKind::OpenMpi}).ompi_app);
+  EXPECT_FALSE(plan_bootstrap(MpiMode::Auto, {}).ompi_app);
+}
+
 TEST(Rendezvous, Environment) {
   Environment env;
   env.set("OMPI_MCA_pml", "ucx");  // the caller's choice stays

@@ -856,6 +856,58 @@ def test_speedups_reach_real_openmpi_ranks(mx):
         job.kill_rank(1)
 
 
+# What an application process served by jiffy's PMIx never uses: mpirun's,
+# its daemons', tools', batch systems' components (Bootstrap's
+# kOmpiAppProcess), left unopened.
+OMPI_APP_PROCESS = {
+    "OMPI_MCA_ess": "^env,hnp,singleton,tool,slurm,alps,lsf,tm",
+    "OMPI_MCA_pmix": "^isolated,flux,s1,s2,cray",
+    "OMPI_MCA_state": "^hnp,orted,novm,tool,dvm",
+    "OMPI_MCA_errmgr": "^default_hnp,default_orted,default_tool,dvm",
+    "OMPI_MCA_schizo": "^orte,slurm,flux,jsm,alps,moab,singularity",
+}
+
+
+@pytest.mark.parametrize("opts", [[], ["--no-single-node-ompi"], ["--mpi=pmix"]])
+def test_openmpi_ranks_skip_the_components_of_mpirun_and_its_daemons(mx, opts):
+    for e in mpi_env(mx, "openmpi", opts, list(OMPI_APP_PROCESS)).values():
+        assert e == OMPI_APP_PROCESS, e
+
+
+def test_openmpi_app_process_components_not_for_others(mx, wx):
+    names = list(OMPI_APP_PROCESS)
+    # A PMIx job of another program (it may run mpirun, whose daemons need
+    # them), and an Open MPI program behind a wrapper: only schizo's B7 entry.
+    for e in printenv_ranks(mx, ["--mpi=pmix"]).values():
+        assert {n: e.get(n) for n in names} == {**dict.fromkeys(names), "OMPI_MCA_schizo": "^orte"}, e
+    cp = wx.run(["-n", 2] + wrapped(wx, "env", [prog("getenv", "openmpi")] + names), timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    for line in lines(cp.stdout):
+        if "OMPI_MCA_schizo" in line:
+            assert line.endswith("=^orte"), line
+        else:
+            assert "=" not in line, line
+
+
+@pytest.mark.parametrize("how", ["--mca", "env"])
+def test_openmpi_app_process_components_respect_the_users(mx, how):
+    opts, env = (["--mca", "ess", "pmi", "--mca", "schizo", "ompi"], None) if how == "--mca" \
+        else ([], {"OMPI_MCA_ess": "pmi", "OMPI_MCA_schizo": "ompi"})
+    for e in mpi_env(mx, "openmpi", opts, list(OMPI_APP_PROCESS), env).values():
+        assert e == {**OMPI_APP_PROCESS, "OMPI_MCA_ess": "pmi", "OMPI_MCA_schizo": "ompi"}, e
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_openmpi_parts_left_to_open_mpi_still_work(mx, tmp_path, n):
+    # One-sided (osc), MPI-IO (io, fcoll, fs), non-blocking collectives and
+    # communicators (coll) under every default of ours. (At -n 1 Open MPI
+    # 4.1's MPI_Win_create fails under mpirun too: no osc component takes a
+    # one-process window.)
+    cp = mx.run(["-n", n, prog("features", "openmpi"), tmp_path], timeout=120)
+    assert cp.returncode == 0 and cp.stdout.strip() == "features ok", (cp.stdout, cp.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
 # --------------------------------------------------------------------------
 # the per-job Open MPI directory
 
