@@ -21,6 +21,13 @@ std::string ids(const proto::Json& list) {
   return v.empty() ? "-" : format_cpu_list(v);
 }
 
+// The head of the queue's deadline (start_by_s: backfill keeps to it,
+// docs/scheduling.md), where the daemon has timed one.
+std::string start_by(const proto::Json& queued) {
+  if (!queued.contains("start_by_s") || !queued["start_by_s"].is_number()) return "";
+  return fmt("  start by %.1f s", queued["start_by_s"].get<double>());
+}
+
 std::string cores_line(const proto::Json& cores) {
   int total = 0, busy = 0;
   for (const auto& c : cores) {
@@ -100,7 +107,7 @@ std::string render_status(const proto::Json& r) {
            std::to_string(j["ntasks"].get<int>()) + "  slots " +
            std::to_string(j["slots"].get<int>()) + "  gpus " +
            std::to_string(j["gpus_requested"].get<int>()) + "  waiting " +
-           fmt("%.1f s", j["age_s"].get<double>()) + "  pid " +
+           fmt("%.1f s", j["age_s"].get<double>()) + start_by(j) + "  pid " +
            std::to_string(j["pid"].get<int>()) + "  " + j["command"].get<std::string>() +
            (parent_of(j) ? "  (spawn of job " + std::to_string(parent_of(j)) + ")" : "") + "\n";
   }

@@ -162,6 +162,7 @@ struct Queued {
   std::uint64_t id = 0;
   std::optional<std::uint64_t> position, ntasks, gpus;
   std::optional<double> wait_s;
+  std::optional<double> start_by_s;  // the head's deadline, where the daemon timed one
   std::string what;
   std::uint64_t parent = 0;
 };
@@ -237,6 +238,7 @@ Queued read_queued(const Json& j, double now) {
       q.wait_s = std::max(0.0, now - *submit);
     }
   }
+  q.start_by_s = number(j, "start_by_s");
   q.what = what_of(j);
   q.parent = count(j, "parent").value_or(0);
   return q;
@@ -560,6 +562,7 @@ Section queued_section(const Status& s) {
                     q.ntasks ? "-n " + std::to_string(*q.ntasks) : "",
                     q.gpus && *q.gpus > 0 ? "gpus " + std::to_string(*q.gpus) : "",
                     q.wait_s ? "waiting " + format_duration(*q.wait_s) : "",
+                    q.start_by_s ? "start by " + format_duration(*q.start_by_s) : "",
                     q.parent ? "[spawn of " + job_text(q.parent) + "] " + q.what : q.what});
   }
   for (std::string& l : table(rows)) sec.items.push_back("  " + l);

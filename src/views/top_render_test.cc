@@ -160,7 +160,7 @@ TEST(TopRender, PerRankCoresAndGpuNamesAreMerged) {
 TEST(TopRender, QueueShowsEachRequestsWait) {
   Json r = reply_with({0});
   r["queued"].push_back(
-      {{"job", 8}, {"ntasks", 4}, {"position", 0}, {"age_s", 75.0}, {"command", "big"}});
+      {{"job", 8}, {"ntasks", 4}, {"position", 0}, {"age_s", 75.0}, {"start_by_s", 42.0}, {"command", "big"}});
   r["queued"].push_back({{"job", 9},
                          {"ntasks", 1},
                          {"position", 1},
@@ -175,9 +175,10 @@ TEST(TopRender, QueueShowsEachRequestsWait) {
                          {"command", "c"}});
   std::vector<std::string> lines = render(r);
   EXPECT_TRUE(has_line(lines, "queued 3")) << joined(lines);
-  EXPECT_TRUE(has_line(lines, "#0  job 8   -n 4          waiting 1:15  big")) << joined(lines);
-  EXPECT_TRUE(has_line(lines, "#1  job 9   -n 1  gpus 1  waiting 5.0s  b")) << joined(lines);
-  EXPECT_TRUE(has_line(lines, "#2  job 10  -n 1          waiting 12s   c")) << joined(lines);
+  // The head's deadline (backfill keeps to it), where the daemon timed one.
+  EXPECT_TRUE(has_line(lines, "#0  job 8   -n 4          waiting 1:15  start by 42s  big")) << joined(lines);
+  EXPECT_TRUE(has_line(lines, "#1  job 9   -n 1  gpus 1  waiting 5.0s                b")) << joined(lines);
+  EXPECT_TRUE(has_line(lines, "#2  job 10  -n 1          waiting 12s                 c")) << joined(lines);
 }
 
 // A spawn's cores (docs/protocol.md, "Spawned ranks") say whose they are.

@@ -10,6 +10,7 @@ ranks record (CLOCK_MONOTONIC), and causality: A ends only once the test
 saw J's launcher exit."""
 
 import os
+import re
 import struct
 import time
 
@@ -142,6 +143,8 @@ def test_the_slack_lets_a_job_end_after_the_heads_shadow_but_by_its_deadline(
         hq = job_of(jx.status(), w["h"].pid, ("queued",))
         assert hq, "H does not wait any more"
         assert 30 < hq[1]["start_by_s"] <= 60, hq  # its deadline: A's predicted end plus its wait once more
+        row = [r for r in jx.run(["status"]).stdout.splitlines() if f"pid {w['h'].pid} " in r]
+        assert len(row) == 1 and re.search(r"  start by \d+\.\d s  ", row[0]), row  # and to a human
         end_a_then_h(w)
     else:
         assert jx.wait_queued(l.pid, timeout=20)["predicted_s"] == pytest.approx(45, rel=0.01)
