@@ -26,30 +26,99 @@ enum { kMaxFrame = 1 << 20 };
  * directory owned by us and closed to everyone else, opened (O_PATH) and
  * checked through the descriptor, which we keep: the files are reached
  * through /proc/self/fd/N, so the directory cannot be swapped after the
- * check. Any other case (none yet, /tmp/jiffy-<uid> planted by another user:
- * jiffy-launch then uses its alternative) goes to jiffy-launch. */
+ * check. When another user planted /tmp/jiffy-<uid>, jiffy-launch's
+ * alternative, /tmp/jiffy-<uid>-<suffix>, is used on the same terms once
+ * jiffy-launch has named it (alternative_dir). Any other case (none yet, one
+ * of ours that is unsafe) goes to jiffy-launch, which makes it or says why. */
 static char shown_dir[4096];
 
 const char* daemon_dir_shown(void) { return shown_dir; }
 
+/* Our home as jiffy-launch finds it (util/runtime_dir.cc, home_dir): the
+ * password file's entry for our uid (not $HOME, which su, sudo and cron set
+ * differently), else $HOME. */
+static int home_dir(char* out, size_t size) {
+  char uid[16], line[4096];
+  snprintf(uid, sizeof uid, "%u", (unsigned)geteuid());
+  FILE* f = fopen("/etc/passwd", "re");
+  int whole = 1; /* the previous read ended a line */
+  while (f && fgets(line, sizeof line, f)) {
+    int starts = whole;
+    whole = strchr(line, '\n') != NULL;
+    if (!starts) continue; /* the rest of a line longer than the buffer */
+    /* name:password:uid:gid:gecos:home:shell */
+    char* field[7] = {line};
+    int n = 1;
+    for (char* c = line; *c && n < 7; ++c) {
+      if (*c == ':') {
+        *c = '\0';
+        field[n++] = c + 1;
+      }
+    }
+    if (n < 7 || strcmp(field[2], uid) != 0) continue;
+    fclose(f);
+    int k = snprintf(out, size, "%s", field[5]);
+    return k < 0 || (size_t)k >= size ? -1 : 0;
+  }
+  if (f) fclose(f);
+  const char* h = getenv("HOME");
+  int k = snprintf(out, size, "%s", h ? h : "");
+  return k < 0 || (size_t)k >= size ? -1 : 0;
+}
+
+/* /tmp/jiffy-<uid>-<suffix> when /tmp/jiffy-<uid> belongs to another user
+ * and jiffy-launch has kept a suffix in ~/.cache/jiffy/runtime-suffix;
+ * 0 = none (jiffy-launch makes one, or says why it cannot). */
+static int alternative_dir(const char* taken, char* out, size_t size) {
+  struct stat st;
+  if (lstat(taken, &st) != 0 || st.st_uid == geteuid()) return 0;
+  char home[4096], path[4200], text[64];
+  if (home_dir(home, sizeof home) != 0 || home[0] != '/') return 0;
+  snprintf(path, sizeof path, "%s/.cache/jiffy/runtime-suffix", home);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t got = read(fd, text, sizeof text - 1);
+  close(fd);
+  if (got < 16) return 0;
+  text[got] = '\0';
+  /* As jiffy-launch reads it: the first word, 16 lowercase hex digits. */
+  size_t skip = strspn(text, " \t\n"), len = strcspn(text + skip, " \t\n");
+  if (len != 16 || strspn(text + skip, "0123456789abcdef") < 16) return 0;
+  int n = snprintf(out, size, "%s-%.16s", taken, text + skip);
+  return n > 0 && (size_t)n < size;
+}
+
+/* The directory at path, opened (O_PATH) if it is a real directory of ours
+ * closed to everyone else; -1 otherwise. */
+static int open_private(const char* path) {
+  struct stat st;
+  int fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return -1;
+  if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 static int runtime_dir(char* out, size_t size) {
   static int dir_fd = -1;
-  const char* d = getenv("JIFFY_RUNTIME_DIR");
-  char* path = shown_dir;
-  size_t cap = sizeof shown_dir;
-  int n = d && *d ? snprintf(path, cap, "%s", d) : snprintf(path, cap, "/tmp/jiffy-%u", (unsigned)geteuid());
-  if (n < 0 || (size_t)n >= cap) return -1;
   if (dir_fd < 0) {
-    struct stat st;
-    int fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return -1;
-    if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
-      close(fd);
-      return -1;
+    const char* d = getenv("JIFFY_RUNTIME_DIR");
+    char* path = shown_dir;
+    size_t cap = sizeof shown_dir;
+    int n = d && *d ? snprintf(path, cap, "%s", d) : snprintf(path, cap, "/tmp/jiffy-%u", (unsigned)geteuid());
+    if (n < 0 || (size_t)n >= cap) return -1;
+    int fd = open_private(path);
+    char alternative[sizeof shown_dir];
+    if (fd < 0 && !(d && *d) && alternative_dir(path, alternative, sizeof alternative)) {
+      memcpy(path, alternative, cap);
+      fd = open_private(path);
     }
+    if (fd < 0) return -1;
     dir_fd = fd;
   }
-  n = snprintf(out, size, "/proc/self/fd/%d", dir_fd);
+  int n = snprintf(out, size, "/proc/self/fd/%d", dir_fd);
   return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 

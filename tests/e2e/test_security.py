@@ -391,6 +391,11 @@ def test_planted_default_runtime_dir(jx, other_user, other_home, kind, public_di
             # the same directory next time, whatever the environment says
             cp = other_user.run([JIFFY, "status", "--json"], env=user_env(jx, HOME="/", XDG_RUNTIME_DIR="/tmp"))
             assert json.loads(cp.stdout)["daemon"]["socket"] == sock
+            # and launches keep the fast path: the front finds the
+            # alternative too, and runs the rank itself (its parent).
+            for env in (user_env(jx), user_env(jx, HOME="/")):
+                cp = other_user.run([JIFFY, "-n", 1, "sh", "-c", "readlink /proc/$PPID/exe"], env=env, timeout=30)
+                assert cp.returncode == 0 and cp.stdout.strip() == str(JIFFY), (kind, cp.stdout, cp.stderr)
             other_user.run([JIFFY, "stop"], env=user_env(jx))
         else:
             for args in (["-n", 1, "true"], ["status"], ["daemon"]):
